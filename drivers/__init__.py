@@ -1,0 +1,1 @@
+"""Field drivers shipped with the appliance (one folder per protocol)."""

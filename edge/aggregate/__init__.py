@@ -1,0 +1,1 @@
+"""Per-tag ring buffers and window statistics (Cython extension with a pure-Python twin)."""

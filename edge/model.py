@@ -1,0 +1,183 @@
+"""The runtime data model shared by every stage: quality codes, tag metadata, sample batches.
+
+Samples move between stages as :class:`SampleBatch` objects: one per poll (one device,
+one source timestamp), holding numpy arrays of tag ids, values and quality codes. No stage
+creates one Python object per value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+
+class Quality(IntEnum):
+    """Quality of a sample; maps one to one onto an OPC UA StatusCode (see ``STATUS_CODES``)."""
+
+    GOOD = 0
+    UNCERTAIN_LAST_USABLE = 1  # stale: the last good value, kept while a refresh is overdue
+    BAD_NO_COMMUNICATION = 2  # the device is offline
+    BAD_COMM_ERROR = 3  # this poll failed (timeout, exception response, bad frame)
+    BAD_CONFIG_ERROR = 4  # decode or plugin failure
+    BAD_OUT_OF_RANGE = 5  # decoded value outside the tag's configured range
+
+    @property
+    def status_code(self) -> int:
+        return STATUS_CODES[self]
+
+    @property
+    def is_good(self) -> bool:
+        return self is Quality.GOOD
+
+
+#: OPC UA StatusCode values (checked against asyncua.ua.StatusCodes in the tests).
+STATUS_CODES: dict[Quality, int] = {
+    Quality.GOOD: 0x00000000,
+    Quality.UNCERTAIN_LAST_USABLE: 0x40900000,
+    Quality.BAD_NO_COMMUNICATION: 0x80310000,
+    Quality.BAD_COMM_ERROR: 0x80050000,
+    Quality.BAD_CONFIG_ERROR: 0x80890000,
+    Quality.BAD_OUT_OF_RANGE: 0x803C0000,
+}
+
+#: Names used in logs, the InfluxDB ``q_*`` fields' documentation and dashboards.
+QUALITY_NAMES: dict[int, str] = {
+    Quality.GOOD: "Good",
+    Quality.UNCERTAIN_LAST_USABLE: "Uncertain_LastUsableValue",
+    Quality.BAD_NO_COMMUNICATION: "Bad_NoCommunication",
+    Quality.BAD_COMM_ERROR: "Bad_CommunicationError",
+    Quality.BAD_CONFIG_ERROR: "Bad_ConfigurationError",
+    Quality.BAD_OUT_OF_RANGE: "Bad_OutOfRange",
+}
+
+QUALITY_DTYPE = np.uint8
+VALUE_DTYPE = np.float64
+TAG_ID_DTYPE = np.int32
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """Everything downstream stages need to know about one tag (built once from the config)."""
+
+    id: int  # index into Plant.tags; stable for the life of one loaded configuration
+    device: str
+    name: str
+    bus: str
+    dtype: str  # bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string
+    unit: str | None = None
+    low: float | None = None  # engineering range (EURange); values outside are Bad_OutOfRange
+    high: float | None = None
+    writable: bool = False
+    deadband: float = 0.0  # absolute, in engineering units; applied at the source by outputs
+    description: str = ""
+    enum: dict[int, str] | None = None  # enumerated states (status words, modes)
+    interval_ms: int = 1000
+    group: str = "default"  # tag group used to lay out dashboards
+    plugin: str | None = None
+
+    @property
+    def key(self) -> str:
+        """``device.tag``: the OPC UA string NodeId and the unique name across the site."""
+        return f"{self.device}.{self.name}"
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.dtype == "bool" or self.enum is not None
+
+
+@dataclass(slots=True)
+class SampleBatch:
+    """What one poll of one device produced: all values share one source timestamp.
+
+    ``values`` is float64 for every numeric and boolean tag (bools are 0.0/1.0); string tags
+    carry NaN there and their text in ``texts`` (tag id -> str). Values whose quality is not
+    Good are NaN unless the stage that set the quality kept a last usable value.
+    """
+
+    device: str
+    ts_ns: int  # wall clock, taken when the response arrived
+    tag_ids: np.ndarray  # int32
+    values: np.ndarray  # float64
+    quality: np.ndarray  # uint8 (Quality)
+    texts: dict[int, str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.tag_ids)
+        if len(self.values) != n or len(self.quality) != n:
+            raise ValueError("SampleBatch arrays must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.tag_ids)
+
+    @classmethod
+    def bad(cls, device: str, ts_ns: int, tag_ids: np.ndarray, quality: Quality) -> SampleBatch:
+        """A batch in which every tag has the same bad quality and no value."""
+        n = len(tag_ids)
+        return cls(
+            device=device,
+            ts_ns=ts_ns,
+            tag_ids=np.asarray(tag_ids, dtype=TAG_ID_DTYPE),
+            values=np.full(n, np.nan, dtype=VALUE_DTYPE),
+            quality=np.full(n, int(quality), dtype=QUALITY_DTYPE),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    name: str
+    bus: str
+    unit_id: int
+    plugin: str | None
+    plugin_version: str | None
+    tag_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BusInfo:
+    name: str
+    kind: str  # modbus_tcp, modbus_rtu, rtu_over_tcp
+    devices: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Plant:
+    """The site as the runtime sees it: buses, devices and a flat tag table indexed by id."""
+
+    site: str
+    buses: list[BusInfo] = field(default_factory=list)
+    devices: list[DeviceInfo] = field(default_factory=list)
+    tags: list[TagInfo] = field(default_factory=list)
+
+    def tag_by_key(self) -> dict[str, TagInfo]:
+        return {t.key: t for t in self.tags}
+
+    def device(self, name: str) -> DeviceInfo:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+
+class WriteStatus(IntEnum):
+    """Outcome of a write to a device tag, whoever asked (OPC UA, a rule, the API, the CLI)."""
+
+    GOOD = 0
+    BAD_OUT_OF_RANGE = 1  # the value is outside the tag's range, or the device refused it (exception 3)
+    BAD_COMM_ERROR = 2  # the device answered with an error, or the read-back differs
+    BAD_TIMEOUT = 3  # no answer in time
+    BAD_USER_ACCESS_DENIED = 4  # the caller's role may not write
+    BAD_NOT_WRITABLE = 5  # the tag is not writable
+    BAD_TYPE_MISMATCH = 6  # the value cannot be converted to the tag's type
+    BAD_CONFIG_ERROR = 7  # the device or its plugin is in error
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    status: WriteStatus
+    message: str = ""
+    read_back: float | str | None = None  # the value read back from the device after the write
+
+    @property
+    def ok(self) -> bool:
+        return self.status is WriteStatus.GOOD

@@ -1,0 +1,51 @@
+"""Distribution of the Modbus-to-OPC UA/InfluxDB edge appliance.
+
+Builds the Cython ring-buffer aggregator; the pure-Python twin in
+``edge.aggregate.pyring`` is used where the extension is not built.
+"""
+from setuptools import Extension, find_packages, setup
+
+try:
+    from Cython.Build import cythonize
+except ImportError:  # pragma: no cover - pyproject.toml declares Cython for isolated builds
+    cythonize = None
+
+extensions = [
+    Extension(
+        "edge.aggregate._ringbuf",
+        ["edge/aggregate/_ringbuf.pyx"],
+        extra_compile_args=["-O3"],
+    )
+]
+ext_modules = cythonize(extensions, language_level=3) if cythonize else []
+
+setup(
+    name="ot-edge-appliance",
+    version="0.1.0",
+    description="Industrial edge appliance: Modbus TCP/RTU polling to OPC UA, InfluxDB and Grafana",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["edge", "edge.*", "drivers", "drivers.*"]),
+    package_data={"edge": ["py.typed"], "drivers": ["*/*.yaml", "*/README.md"]},
+    ext_modules=ext_modules,
+    install_requires=[
+        "asyncua>=1.1",
+        "pymodbus>=3.8",
+        "pyserial>=3.5",
+        "influxdb-client>=1.40",
+        "grafana-client>=4.0",
+        "PyYAML>=6.0",
+        "pydantic>=2.6",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.2", "hypothesis>=6.90", "ruff>=0.5",
+                 "tsdownsample>=0.1.3"],
+    },
+    entry_points={
+        "console_scripts": ["edge = edge.cli:main"],
+        "edge.drivers": ["modbus = drivers.modbus:DRIVER"],
+    },
+    zip_safe=False,
+)
