@@ -181,3 +181,52 @@ class WriteResult:
     @property
     def ok(self) -> bool:
         return self.status is WriteStatus.GOOD
+
+
+@dataclass(slots=True)
+class WindowBatch:
+    """Closed aggregation windows of one window length, one row per (tag, window).
+
+    ``stats`` maps a statistic name (count, min, max, mean, first, last, sum, std, twa,
+    good_ratio, bad_count) to an array with one entry per row.
+    """
+
+    window: str  # the configured label, e.g. "10s"
+    window_ns: int
+    tag_ids: np.ndarray  # int32
+    start_ns: np.ndarray  # int64, wall-clock aligned window start
+    stats: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.tag_ids)
+
+
+class DeviceState(IntEnum):
+    CONNECTING = 0  # not polled successfully yet
+    ONLINE = 1
+    OFFLINE = 2  # stopped answering: probed at a back-off interval
+    QUARANTINED = 3  # configuration or plugin error: not polled
+    DISABLED = 4
+
+
+@dataclass(slots=True)
+class DeviceDiagnostics:
+    """Counters and state of one device, updated by its poller, read by every output."""
+
+    name: str
+    bus: str
+    state: DeviceState = DeviceState.CONNECTING
+    polls_ok: int = 0
+    polls_failed: int = 0
+    requests: int = 0
+    timeouts: int = 0
+    exceptions: dict[int, int] = field(default_factory=dict)  # Modbus exception code -> count
+    crc_errors: int = 0  # bad frames: CRC errors, garbage, wrong length
+    overruns: int = 0  # polls that started late by more than one interval
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    last_error: str = ""
+    last_error_ns: int = 0
+    last_ok_ns: int = 0
+    plugin: str | None = None
+    plugin_version: str | None = None
