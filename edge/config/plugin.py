@@ -1,0 +1,35 @@
+"""Models of a device plugin folder: ``manifest.yaml`` and ``points.yaml``.
+
+A plugin describes one device model (its register map, taken from the datasheet) so that a
+site config only says ``plugin: <id>`` plus the bus and unit id.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from edge.config.models import Model, Name, Order, Point, PollGroup
+
+
+class PluginManifest(Model):
+    id: Name
+    name: str
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$", description="MAJOR.MINOR[.PATCH]")]
+    vendor: str
+    model: str
+    driver: Literal["modbus"] = "modbus"
+    address_base: Literal[0, 1] = 0
+    register_numbers: bool = False
+    min_appliance_version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] = "0.1"
+    description: str = ""
+    documentation: str = ""  # the datasheet or Modbus map this plugin was written from
+
+
+class PluginPoints(Model):
+    """``points.yaml``: device-wide defaults plus the register map."""
+
+    order: Order = "ABCD"
+    interval_ms: Annotated[int, Field(ge=10)] | None = None
+    poll_groups: dict[str, PollGroup] = Field(default_factory=dict)
+    points: list[Point] = Field(min_length=1)
