@@ -1,0 +1,470 @@
+"""Modbus value codec: registers to engineering values and back.
+
+The hot path is :class:`BlockCodec`: compiled once per read block, it turns the registers of
+one response into a float64 value array and a uint8 quality array with a handful of numpy
+operations for the whole block (one gather per data type, one scale/offset pass, one range
+pass). The scalar helpers (:func:`decode_point`, :func:`encode`, :func:`encode_bit`) serve
+writes and the technician commands; the tests prove that both paths agree and that encoding
+and decoding are exact inverses.
+
+Byte and word orders (see ``drivers.modbus.points.ORDERS``): value bytes A (most significant)
+.. H. ``ABCD`` is big-endian, high word first. ``CDAB`` reverses the order of the words,
+``BADC`` swaps the two bytes inside every word, ``DCBA`` does both. One-register types honour
+the byte swap (``BADC``/``DCBA``); strings honour only the byte swap (their registers are
+always read in address order); a bool taken from bit N of a register ignores the order (the
+bit is counted in the register's value as the protocol delivers it).
+"""
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.modbus.points import DTYPES, ORDERS, REGISTER_COUNT, RegisterPoint, Table
+from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality, SampleBatch
+
+#: Big-endian numpy dtype of every fixed-size type (the gathered bytes are always A..H).
+_NP_DTYPE: dict[str, str] = {
+    "int16": ">i2", "uint16": ">u2", "int32": ">i4", "uint32": ">u4",
+    "int64": ">i8", "uint64": ">u8", "float32": ">f4", "float64": ">f8",
+}
+_STRUCT: dict[str, str] = {
+    "int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I",
+    "int64": ">q", "uint64": ">Q", "float32": ">f", "float64": ">d",
+}
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
+    "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1),
+    "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1),
+}
+FLOAT_TYPES = ("float32", "float64")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_OUT_OF_RANGE = np.uint8(Quality.BAD_OUT_OF_RANGE)
+_TRUE_WORDS = {"1", "true", "on", "yes"}
+_FALSE_WORDS = {"0", "false", "off", "no"}
+
+Value = bool | int | float | str
+Registers = Sequence[int] | np.ndarray | bytes | bytearray | memoryview
+
+
+class CodecError(ValueError):
+    """A point the codec cannot handle (wrong type, order, bit, length, scale)."""
+
+
+class EncodeError(ValueError):
+    """A value that cannot be written to a point; the message says what is allowed."""
+
+
+class DecodeError(ValueError):
+    """A response that does not fit the block it answers (too short)."""
+
+
+# ----------------------------------------------------------------------------- point checks
+
+
+def check_point(point: RegisterPoint) -> None:
+    """Raise :class:`CodecError` if the codec cannot decode ``point`` (names the allowed values)."""
+    where = f"point {point.name!r}"
+    if point.dtype not in DTYPES:
+        raise CodecError(f"{where}: type {point.dtype!r} is unknown; allowed: {', '.join(DTYPES)}")
+    if point.order not in ORDERS:
+        raise CodecError(f"{where}: order {point.order!r} is unknown; allowed: {', '.join(ORDERS)}")
+    if point.table.is_bits and point.dtype != "bool":
+        raise CodecError(f"{where}: a {point.table} holds one bit: type must be bool, not {point.dtype}")
+    if not point.table.is_bits and point.dtype == "bool" and (point.bit is None or not 0 <= point.bit <= 15):
+        raise CodecError(f"{where}: a bool in a register needs bit 0-15, got {point.bit}")
+    if point.dtype == "string" and not 1 <= point.length <= 125:
+        raise CodecError(f"{where}: a string needs length 1-125 registers, got {point.length}")
+    if point.scale == 0 or not math.isfinite(point.scale) or not math.isfinite(point.offset):
+        raise CodecError(f"{where}: scale must be finite and not 0 and offset finite, "
+                         f"got scale={point.scale} offset={point.offset}")
+
+
+def _swaps(order: str) -> tuple[bool, bool]:
+    """(word order reversed, bytes swapped inside each word) for an order name."""
+    return order in ("CDAB", "DCBA"), order in ("BADC", "DCBA")
+
+
+def _wire_byte_index(order: str, words: int) -> np.ndarray:
+    """For value bytes A.. (most significant first), their positions in the point's wire bytes."""
+    word_swap, byte_swap = _swaps(order)
+    k = np.arange(2 * words)
+    word = k // 2
+    if word_swap:
+        word = words - 1 - word
+    byte = k % 2
+    if byte_swap:
+        byte = 1 - byte
+    return 2 * word + byte
+
+
+def _as_wire_bytes(registers: Registers) -> np.ndarray:
+    """The registers as a uint8 array of wire bytes (high byte of each register first)."""
+    if isinstance(registers, (bytes, bytearray, memoryview)):
+        return np.frombuffer(registers, dtype=np.uint8)
+    if isinstance(registers, np.ndarray):
+        if registers.dtype == np.dtype(">u2") and registers.flags.c_contiguous:
+            return registers.view(np.uint8)
+        return registers.astype(">u2").view(np.uint8)
+    return np.array(registers, dtype=">u2").view(np.uint8)
+
+
+# ----------------------------------------------------------------------------- block decoding
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Points of one fixed-size type: where their bytes are and where their values go."""
+
+    np_dtype: np.dtype
+    positions: np.ndarray  # index into the block's output arrays
+    byte_index: np.ndarray  # (n, size) wire-byte positions, value bytes A.. in order
+
+
+class BlockCodec:
+    """Decodes one read block (``count`` registers or bits from ``start``) for its points.
+
+    Built once per block of a poll plan; :meth:`decode` then costs a few numpy operations per
+    response whatever the number of points. Output arrays follow the order of ``points``.
+    Quality rules: Good; outside ``low``/``high`` Bad_OutOfRange with value NaN, unless the
+    point clamps (value clamped, Good). A NaN from the device is Bad_OutOfRange (a clamp does
+    not apply); +-inf is outside every range: clamped to the bound when the point clamps and
+    has that bound, Bad_OutOfRange otherwise. Strings carry NaN and their text in
+    :meth:`decode_texts`; enums keep the raw number (the name is metadata).
+    """
+
+    def __init__(self, table: Table, start: int, count: int, points: Sequence[RegisterPoint]):
+        self.table = Table(table)
+        self.start = start
+        self.count = count
+        self.points = tuple(points)
+        for p in self.points:
+            check_point(p)
+            if p.table != self.table:
+                raise CodecError(f"point {p.name!r} is in table {p.table}, the block reads {self.table}")
+            if p.address < start or p.end > start + count:
+                raise CodecError(f"point {p.name!r} spans {p.address}..{p.end - 1}, outside the block "
+                                 f"{start}..{start + count - 1}")
+        n = len(self.points)
+        self.tag_ids = np.array([p.tag_id for p in self.points], dtype=TAG_ID_DTYPE)
+        self._groups = self._compile_groups()
+        self._compile_bits()
+        self._strings = [(i, p) for i, p in enumerate(self.points) if p.dtype == "string"]
+        self.has_strings = bool(self._strings)
+        self._string_mask = np.zeros(n, dtype=bool)
+        for i, _ in self._strings:
+            self._string_mask[i] = True
+        self._compile_scaling(n)
+
+    def _compile_groups(self) -> list[_Group]:
+        by_type: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for i, p in enumerate(self.points):
+            if p.dtype in _NP_DTYPE and not self.table.is_bits:
+                idx = 2 * (p.address - self.start) + _wire_byte_index(p.order, REGISTER_COUNT[p.dtype])
+                by_type.setdefault(p.dtype, []).append((i, idx))
+        return [
+            _Group(np.dtype(_NP_DTYPE[t]), np.array([i for i, _ in items], dtype=np.intp),
+                   np.stack([idx for _, idx in items]).astype(np.intp))
+            for t, items in by_type.items()
+        ]
+
+    def _compile_bits(self) -> None:
+        bools = [(i, p) for i, p in enumerate(self.points) if p.dtype == "bool"]
+        self._bit_pos = np.array([i for i, _ in bools], dtype=np.intp)
+        self._bit_addr = np.array([p.address - self.start for _, p in bools], dtype=np.intp)
+        # For a bit of a register: the wire byte holding it and the shift inside that byte.
+        shifts = [p.bit or 0 for _, p in bools]
+        self._bit_byte = np.array([2 * a + (0 if s >= 8 else 1) for a, s in zip(self._bit_addr, shifts, strict=True)],
+                                  dtype=np.intp)
+        self._bit_shift = np.array([s % 8 for s in shifts], dtype=np.uint8)
+
+    def _compile_scaling(self, n: int) -> None:
+        numeric = [p.dtype not in ("bool", "string") for p in self.points]
+        scale = np.array([p.scale if num else 1.0 for p, num in zip(self.points, numeric, strict=True)])
+        offset = np.array([p.offset if num else 0.0 for p, num in zip(self.points, numeric, strict=True)])
+        self._scaled = bool(np.any(scale != 1.0) or np.any(offset != 0.0))
+        self._scale, self._offset = scale, offset
+        self._low = np.array([-np.inf if p.low is None else p.low for p in self.points], dtype=VALUE_DTYPE)
+        self._high = np.array([np.inf if p.high is None else p.high for p in self.points], dtype=VALUE_DTYPE)
+        clamp = np.array([p.clamp for p in self.points], dtype=bool)
+        self._clamp_pos = np.flatnonzero(clamp)
+        self._check_mask = ~self._string_mask
+        self._all_checked = bool(self._check_mask.all())
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def decode(self, registers: Registers, out_values: np.ndarray | None = None,
+               out_quality: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode one response: registers (list of ints, uint16 array or the wire bytes) or bits.
+
+        Writes into ``out_values``/``out_quality`` (e.g. slices of a whole poll's arrays) when
+        given. Raises :class:`DecodeError` if the response is shorter than the block.
+        """
+        n = len(self.points)
+        values = np.empty(n, dtype=VALUE_DTYPE) if out_values is None else out_values
+        quality = np.empty(n, dtype=QUALITY_DTYPE) if out_quality is None else out_quality
+        if self.table.is_bits:
+            bits = np.asarray(registers, dtype=bool)
+            if len(bits) < self.count:
+                raise DecodeError(f"response has {len(bits)} bits, the block needs {self.count}")
+            values[self._bit_pos] = bits[self._bit_addr]
+            quality.fill(Quality.GOOD)
+            return values, quality
+        wire = _as_wire_bytes(registers)
+        if len(wire) < 2 * self.count:
+            raise DecodeError(f"response has {len(wire) // 2} registers, the block needs {self.count}")
+        for g in self._groups:
+            values[g.positions] = wire[g.byte_index].view(g.np_dtype)[:, 0]
+        if len(self._bit_pos):
+            values[self._bit_pos] = (wire[self._bit_byte] >> self._bit_shift) & 1
+        if self.has_strings:
+            values[self._string_mask] = np.nan
+        if self._scaled:
+            np.multiply(values, self._scale, out=values)
+            np.add(values, self._offset, out=values)
+        self._apply_range(values, quality)
+        return values, quality
+
+    def _apply_range(self, values: np.ndarray, quality: np.ndarray) -> None:
+        if len(self._clamp_pos):
+            cp = self._clamp_pos
+            values[cp] = np.clip(values[cp], self._low[cp], self._high[cp])
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values)
+            bad |= values < self._low
+            bad |= values > self._high
+        if not self._all_checked:
+            bad &= self._check_mask
+        np.multiply(bad, _OUT_OF_RANGE, out=quality)
+        values[bad] = np.nan
+
+    def decode_texts(self, registers: Registers) -> dict[int, str]:
+        """Tag id -> text for the block's string points (empty when it has none)."""
+        if not self._strings:
+            return {}
+        wire = _as_wire_bytes(registers).tobytes()
+        return {p.tag_id: _bytes_to_text(wire[2 * (p.address - self.start): 2 * (p.end - self.start)], p.order)
+                for _, p in self._strings}
+
+    def decode_batch(self, device: str, ts_ns: int, registers: Registers) -> SampleBatch:
+        """A whole :class:`SampleBatch` for this block alone (texts included)."""
+        values, quality = self.decode(registers)
+        texts = self.decode_texts(registers) if self.has_strings else None
+        return SampleBatch(device=device, ts_ns=ts_ns, tag_ids=self.tag_ids.copy(), values=values,
+                           quality=quality, texts=texts)
+
+
+# ----------------------------------------------------------------------------- scalar decoding
+
+
+def _bytes_to_text(raw: bytes, order: str) -> str:
+    if _swaps(order)[1]:
+        swapped = bytearray(raw)
+        swapped[0::2], swapped[1::2] = raw[1::2], raw[0::2]
+        raw = bytes(swapped)
+    return raw.rstrip(b"\x00").decode("ascii", errors="replace")
+
+
+def _point_wire_bytes(point: RegisterPoint, registers: Registers) -> bytes:
+    wire = _as_wire_bytes(registers)
+    if len(wire) < 2 * point.count:
+        raise DecodeError(f"point {point.name!r} needs {point.count} registers, got {len(wire) // 2}")
+    return wire[: 2 * point.count].tobytes()
+
+
+def raw_value(point: RegisterPoint, registers: Registers) -> bool | int | float | str:
+    """The value as the device holds it (before scale and offset); registers start at the point."""
+    check_point(point)
+    if point.table.is_bits:
+        if len(registers) < 1:
+            raise DecodeError(f"point {point.name!r} needs one bit")
+        return bool(registers[0])
+    if point.dtype == "bool":
+        word = int.from_bytes(_point_wire_bytes(point, registers), "big")
+        return bool((word >> point.bit) & 1)
+    wire = _point_wire_bytes(point, registers)
+    if point.dtype == "string":
+        return _bytes_to_text(wire, point.order)
+    ordered = bytes(wire[i] for i in _wire_byte_index(point.order, point.count))
+    return struct.unpack(_STRUCT[point.dtype], ordered)[0]
+
+
+def decode_point(point: RegisterPoint, registers: Registers) -> bool | int | float | str:
+    """Engineering value of one point from its registers (or bits), no range handling.
+
+    Integers with scale 1 and offset 0 stay exact Python ints (also 64-bit ones, which the
+    float64 block arrays cannot hold exactly beyond 2**53); scaled values are floats.
+    """
+    raw = raw_value(point, registers)
+    if isinstance(raw, (bool, str)):
+        return raw
+    if point.scale == 1.0 and point.offset == 0.0:
+        return raw
+    return raw * point.scale + point.offset
+
+
+def evaluate(point: RegisterPoint, value: float) -> tuple[float, Quality]:
+    """Apply the point's range rules to one engineering value (as :class:`BlockCodec` does)."""
+    v = float(value)
+    low = -math.inf if point.low is None else point.low
+    high = math.inf if point.high is None else point.high
+    if point.clamp and not math.isnan(v):
+        v = min(max(v, low), high)
+    if not math.isfinite(v) or v < low or v > high:
+        return math.nan, Quality.BAD_OUT_OF_RANGE
+    return v, Quality.GOOD
+
+
+def enum_name(point: RegisterPoint, value: float | int) -> str | None:
+    """The state name of an enum point's value, or None if the value is not a known state."""
+    if point.enum is None:
+        return None
+    return dict(point.enum).get(int(value)) if float(value).is_integer() else None
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _parse(point: RegisterPoint, value: object) -> object:
+    """Turn text from the CLI into a number or bool; enum names into their raw number."""
+    if not isinstance(value, str) or point.dtype == "string":
+        return value
+    text = value.strip()
+    if point.dtype == "bool":
+        if text.lower() in _TRUE_WORDS:
+            return True
+        if text.lower() in _FALSE_WORDS:
+            return False
+        raise EncodeError(f"point {point.name!r} is a bool: give one of "
+                          f"{', '.join(sorted(_TRUE_WORDS | _FALSE_WORDS))}, not {value!r}")
+    if point.enum is not None:
+        by_name = {name: raw for raw, name in point.enum}
+        if text in by_name:
+            return by_name[text] * point.scale + point.offset
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        allowed = "a number" if point.enum is None else f"a number or one of {', '.join(n for _, n in point.enum)}"
+        raise EncodeError(f"point {point.name!r} ({point.dtype}) takes {allowed}, not {value!r}") from None
+
+
+def _check_range(point: RegisterPoint, value: float) -> None:
+    low, high = point.low, point.high
+    if (low is not None or high is not None) and math.isnan(value):
+        raise EncodeError(f"point {point.name!r}: NaN is outside the range [{low}, {high}]")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise EncodeError(f"point {point.name!r}: {value} is outside the range [{low}, {high}]")
+
+
+def _to_raw_int(point: RegisterPoint, value: int | float) -> int:
+    lo, hi = INT_RANGES[point.dtype]
+    if point.scale == 1.0 and point.offset == 0.0:
+        if isinstance(value, float) and not value.is_integer():
+            raise EncodeError(f"point {point.name!r} ({point.dtype}) takes whole numbers, not {value}")
+        raw = int(value)
+    else:
+        raw = round((value - point.offset) / point.scale)  # nearest step of the scale
+    if not lo <= raw <= hi:
+        ends = sorted((lo * point.scale + point.offset, hi * point.scale + point.offset))
+        raise EncodeError(f"point {point.name!r}: {value} does not fit {point.dtype}; allowed "
+                          f"{ends[0]:g} .. {ends[1]:g}")
+    if point.enum is not None and raw not in dict(point.enum):
+        states = ", ".join(f"{r}={n}" for r, n in point.enum)
+        raise EncodeError(f"point {point.name!r}: {value} is not one of its states ({states})")
+    return raw
+
+
+def _to_raw_float(point: RegisterPoint, value: float) -> float:
+    raw = value if point.scale == 1.0 and point.offset == 0.0 else (value - point.offset) / point.scale
+    if point.dtype == "float32" and math.isfinite(raw) and abs(raw) > _FLOAT32_MAX:
+        raise EncodeError(f"point {point.name!r}: {value} does not fit float32 (at most +-{_FLOAT32_MAX:.6g})")
+    return raw
+
+
+def _order_words(point: RegisterPoint, value_bytes: bytes) -> list[int]:
+    """Put value bytes A.. on the wire in the point's order; return the registers."""
+    wire = bytearray(len(value_bytes))
+    for k, pos in enumerate(_wire_byte_index(point.order, len(value_bytes) // 2)):
+        wire[pos] = value_bytes[k]
+    return [int.from_bytes(wire[i: i + 2], "big") for i in range(0, len(wire), 2)]
+
+
+def _encode_string(point: RegisterPoint, value: object) -> list[int]:
+    if not isinstance(value, str):
+        raise EncodeError(f"point {point.name!r} is a string: give text, not {type(value).__name__}")
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError:
+        raise EncodeError(f"point {point.name!r}: only ASCII text can be written, got {value!r}") from None
+    if len(raw) > 2 * point.length:
+        raise EncodeError(f"point {point.name!r}: {len(raw)} characters do not fit "
+                          f"{point.length} registers (at most {2 * point.length})")
+    if raw.endswith(b"\x00"):
+        raise EncodeError(f"point {point.name!r}: text must not end with NUL (it pads the field)")
+    raw = raw.ljust(2 * point.length, b"\x00")
+    if _swaps(point.order)[1]:
+        swapped = bytearray(raw)
+        swapped[0::2], swapped[1::2] = raw[1::2], raw[0::2]
+        raw = bytes(swapped)
+    return [int.from_bytes(raw[i: i + 2], "big") for i in range(0, len(raw), 2)]
+
+
+def _as_bool(point: RegisterPoint, value: object) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)
+    raise EncodeError(f"point {point.name!r} is a bool: give true/false or 1/0, not {value!r}")
+
+
+def encode(point: RegisterPoint, value: object) -> list[int] | list[bool]:
+    """Registers (or one coil) to write for ``value``: the exact inverse of :func:`decode_point`.
+
+    Checks the type and the range (writes are never clamped), rounds scaled integers to the
+    nearest step of their scale, and raises :class:`EncodeError` saying what is allowed.
+    A bool in a register needs the register's current value: use :func:`encode_bit`.
+    """
+    check_point(point)
+    if not point.table.writable:
+        raise EncodeError(f"point {point.name!r} is in the {point.table} table, which Modbus cannot write")
+    value = _parse(point, value)
+    if point.table.is_bits:
+        return [_as_bool(point, value)]
+    if point.dtype == "bool":
+        raise EncodeError(f"point {point.name!r} is bit {point.bit} of a register: "
+                          "it needs a read-modify-write (encode_bit)")
+    if point.dtype == "string":
+        return _encode_string(point, value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise EncodeError(f"point {point.name!r} ({point.dtype}) takes a number, not {type(value).__name__}")
+    number = int(value) if isinstance(value, (int, np.integer)) else float(value)
+    _check_range(point, float(number))
+    if point.dtype in INT_RANGES:
+        if isinstance(number, float) and not math.isfinite(number):
+            raise EncodeError(f"point {point.name!r} ({point.dtype}) takes a finite number, not {number}")
+        packed = struct.pack(_STRUCT[point.dtype], _to_raw_int(point, number))
+    else:
+        packed = struct.pack(_STRUCT[point.dtype], _to_raw_float(point, float(number)))
+    return _order_words(point, packed)
+
+
+def encode_bit(point: RegisterPoint, current_register: int, value: object) -> int:
+    """The register to write so that bit ``point.bit`` becomes ``value``, other bits unchanged."""
+    check_point(point)
+    if point.table.is_bits or point.dtype != "bool":
+        raise EncodeError(f"point {point.name!r} is not a bit of a register")
+    if not point.table.writable:
+        raise EncodeError(f"point {point.name!r} is in the {point.table} table, which Modbus cannot write")
+    if not 0 <= int(current_register) <= 0xFFFF:
+        raise EncodeError(f"current register value {current_register} is not 0..65535")
+    on = _as_bool(point, _parse(point, value))
+    mask = 1 << point.bit
+    return (int(current_register) | mask) if on else (int(current_register) & ~mask)
