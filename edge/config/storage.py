@@ -1,0 +1,99 @@
+"""Configuration models of the on-disk spool (``outputs.spool``) and the InfluxDB exporter
+(``outputs.influxdb``).
+
+The lead's site-config loader validates the raw ``outputs.spool`` / ``outputs.influxdb``
+mappings with :class:`SpoolConfig` and :class:`InfluxConfig`; ``${ENV}`` references are
+substituted before validation. Units are in the key names. Unknown keys are errors.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class SpoolConfig(_Model):
+    """The durable on-disk spool: every batch lands here before anything is sent.
+
+    With no InfluxDB configured the spool is the appliance's local historian: rows are kept
+    for ``retention_s`` and ``edge history`` reads them.
+    """
+
+    path: str = Field("spool.db", description="SQLite file, relative to runtime.data_dir, or absolute")
+    commit_interval_ms: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        200, description="appends are buffered in RAM at most this long: what a power cut can lose")
+    synchronous: Literal["full", "normal"] = Field(
+        "full", description="full: fsync the WAL at every commit (survives a power cut); "
+        "normal: survives a process crash, a power cut may lose the last commits")
+    max_bytes: Annotated[int, Field(ge=4096)] = Field(
+        1 << 30, description="budget for stored payload; beyond it the oldest batches are dropped and counted")
+    max_age_s: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="unsent batches older than this are dropped and counted (None: no age limit)")
+    retention_s: Annotated[float, Field(ge=0)] = Field(
+        7 * 86400.0, description="acknowledged batches are kept this long as local history (0: delete on ack)")
+    max_pending_bytes: Annotated[int, Field(ge=65536)] = Field(
+        64 << 20, description="RAM bound for batches waiting for the writer thread; beyond it appends are "
+        "refused and counted as drops (reason 'pending_overflow')")
+    trim_interval_ms: Annotated[int, Field(ge=10, le=600_000)] = Field(
+        1000, description="how often the budget and retention are enforced")
+
+
+class InfluxConfig(_Model):
+    """Where and how the forwarder writes (influxdb-client v2 write API)."""
+
+    url: str = Field(description="http(s)://host:port of InfluxDB 1.8+/2.x/3.x/cloud or a compatible server")
+    token: str | None = Field(None, description="API token (use ${INFLUX_TOKEN}); or token_file")
+    token_file: str | None = Field(None, description="file holding the token (first line)")
+    org: str = Field("", description="organisation (ignored by InfluxDB 1.8)")
+    bucket: str = Field(min_length=1, description="bucket, or 'database/retention-policy' on InfluxDB 1.8")
+    measurement: Literal["device", "plugin"] = Field(
+        "device", description="one measurement per device (its name) or per plugin (the plugin id)")
+    window_measurement: str = Field("edge_window", min_length=1)
+    health_measurement: str = Field("edge_health", min_length=1)
+    timeout_ms: Annotated[int, Field(ge=100, le=300_000)] = 10_000
+    gzip: bool = True
+    batch_max_points: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
+    batch_max_bytes: Annotated[int, Field(ge=1024, le=256 << 20)] = Field(
+        8 << 20, description="bound on one request's uncompressed line protocol")
+    batch_max_age_ms: Annotated[int, Field(ge=0, le=600_000)] = Field(
+        1000, description="live data wait at most this long for a fuller batch")
+    backfill_points_per_s: Annotated[float, Field(ge=0)] = Field(
+        100_000.0, description="rate for the backlog after an outage, on top of live data (0: unlimited)")
+    live_window_ms: Annotated[int, Field(ge=0, le=3_600_000)] = Field(
+        5000, description="batches appended within this time count as live and go before the backlog")
+    retry_initial_ms: Annotated[int, Field(ge=10, le=600_000)] = 500
+    retry_max_ms: Annotated[int, Field(ge=10, le=3_600_000)] = 30_000
+    client_error_retry_ms: Annotated[int, Field(ge=1000, le=86_400_000)] = Field(
+        300_000, description="after a 4xx (bad token, org, bucket, data) the forwarder reports it and "
+        "tries again only after this pause; the data stay in the spool")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        u = urlparse(v)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"url must look like http://host:8086 or https://host, got {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> InfluxConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set either token or token_file, not both")
+        if self.retry_max_ms < self.retry_initial_ms:
+            raise ValueError("retry_max_ms must be >= retry_initial_ms")
+        if self.token_file is not None and not os.path.isfile(self.token_file):
+            raise ValueError(f"token_file {self.token_file!r} does not exist or is not a file")
+        return self
+
+    def resolved_token(self) -> str:
+        """The token from ``token`` or the first line of ``token_file`` ('' when neither is set)."""
+        if self.token_file is not None:
+            return Path(self.token_file).read_text(encoding="utf-8").strip().splitlines()[0].strip()
+        return self.token or ""
