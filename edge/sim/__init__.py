@@ -1,0 +1,22 @@
+"""Simulated Modbus plant: devices with realistic signals, fault injection, TCP/RTU/serial servers.
+
+See docs/simulator.md. In process: :class:`SimPlant`; in a child process:
+:class:`SimPlantProcess`; blocking for ``edge simulate``: :func:`run_blocking`.
+"""
+from .faults import Fault, FaultSpec
+from .plant import SimPlant, free_port
+from .servers import DeviceStats
+from .spec import RtuOverTcpTransport, SerialTransport, SignalSpec, SimDeviceSpec, TcpTransport
+
+__all__ = [
+    "DeviceStats",
+    "Fault",
+    "FaultSpec",
+    "RtuOverTcpTransport",
+    "SerialTransport",
+    "SignalSpec",
+    "SimDeviceSpec",
+    "SimPlant",
+    "TcpTransport",
+    "free_port",
+]

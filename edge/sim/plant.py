@@ -1,0 +1,292 @@
+"""The simulated plant, in process: devices, their servers, the signal update and the control API.
+
+Usage (from an asyncio loop)::
+
+    plant = SimPlant(specs, seed=1)
+    await plant.start()
+    host, port = plant.address("meter1")
+    plant.set_fault("meter1", "busy", probability=0.5)
+    ...
+    await plant.stop()
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from drivers.modbus.points import RegisterPoint, Table
+
+from .faults import Fault, FaultSpec
+from .image import DeviceImage, PlantMemory
+from .servers import DeviceStats, Endpoint, SerialEndpoint, SimDevice, TcpEndpoint
+from .signals import BankEntry, SignalBank, default_signal, point_rng
+from .spec import SerialTransport, SimDeviceSpec, TcpTransport
+
+log = logging.getLogger(__name__)
+_SPECS = TypeAdapter(list[SimDeviceSpec])
+
+
+@dataclass(slots=True)
+class UpdateStats:
+    """Cost of the vectorised signal update (for benchmarks and the status line)."""
+
+    ticks: int = 0
+    points: int = 0
+    busy_s: float = 0.0  # total CPU-ish wall time spent inside ticks
+    last_tick_ms: float = 0.0
+    late_ticks: int = 0  # ticks that started more than one interval late
+
+
+def endpoint_key(spec: SimDeviceSpec) -> tuple:
+    """Devices with the same key share one server: a serial path, or a TCP host and non-zero port."""
+    t = spec.transport
+    if isinstance(t, SerialTransport):
+        return ("serial", t.path)
+    if t.port == 0:
+        return (t.kind, t.host, 0, spec.name)  # a free port of its own
+    return ("tcp", t.host, t.port)
+
+
+def group_endpoints(specs: Sequence[SimDeviceSpec]) -> dict[tuple, list[SimDeviceSpec]]:
+    """Group devices by endpoint and check that each group can be one server."""
+    groups: dict[tuple, list[SimDeviceSpec]] = {}
+    for spec in specs:
+        groups.setdefault(endpoint_key(spec), []).append(spec)
+    for key, members in groups.items():
+        first = members[0].transport
+        for other in members[1:]:
+            if other.transport != first:
+                raise ValueError(
+                    f"devices {members[0].name!r} and {other.name!r} share {key[0]} endpoint {key[1:]} but "
+                    f"declare different transports ({first!r} vs {other.transport!r}); one line or port "
+                    "has one set of parameters"
+                )
+        units: dict[int, str] = {}
+        for m in members:
+            if m.unit_id in units:
+                raise ValueError(
+                    f"devices {units[m.unit_id]!r} and {m.name!r} both use unit id {m.unit_id} on {key[0]} "
+                    f"endpoint {key[1:]}; unit ids on one line or port must differ"
+                )
+            units[m.unit_id] = m.name
+    return groups
+
+
+class SimPlant:
+    """Simulated Modbus devices served from this process's asyncio loop.
+
+    ``specs`` are :class:`SimDeviceSpec` objects (or dicts validated into them). ``seed`` makes
+    the default signals and the noise reproducible.
+    """
+
+    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0) -> None:
+        self.specs: list[SimDeviceSpec] = _SPECS.validate_python(list(specs))
+        names = [s.name for s in self.specs]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"duplicate device names: {dupes}")
+        self.groups = group_endpoints(self.specs)
+        self.seed = seed
+        self.memory = PlantMemory([s.points for s in self.specs])
+        self.devices: dict[str, SimDevice] = {}
+        self._pins: dict[tuple[str, str], tuple[SignalBank, int]] = {}
+        banks: dict[int, list[BankEntry]] = {}
+        static: list[BankEntry] = []
+        self._texts: list[tuple[DeviceImage, RegisterPoint, str]] = []
+        for index, spec in enumerate(self.specs):
+            image = DeviceImage(self.memory, index, spec.points)
+            self.devices[spec.name] = SimDevice(spec, image, random.Random(f"{seed}/{spec.name}"))
+            for point in spec.points:
+                signal = (spec.signals or {}).get(point.name) or default_signal(
+                    point, point_rng(seed, spec.name, point.name)
+                )
+                entry = BankEntry(image, point, signal)
+                if point.dtype == "string":
+                    self._texts.append((image, point, str(signal.value)))
+                elif point.writable or signal.kind == "constant":
+                    static.append(entry)
+                else:
+                    banks.setdefault(spec.update_interval_ms, []).append(entry)
+        self._static = SignalBank(static, seed)
+        self.banks = {ms: SignalBank(entries, seed + ms) for ms, entries in banks.items()}
+        self._index_pins()
+        self.endpoints: list[Endpoint] = []
+        self._by_device: dict[str, Endpoint] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._t0 = time.monotonic()
+        self.update_stats = UpdateStats(points=sum(len(b.kind) for b in self.banks.values()))
+        self._initialise_values()
+
+    def _index_pins(self) -> None:
+        owner = {id(d.image): name for name, d in self.devices.items()}
+        for bank in self.banks.values():
+            for i, e in enumerate(bank.entries):
+                self._pins[(owner[id(e.image)], e.point.name)] = (bank, i)
+
+    def _initialise_values(self) -> None:
+        """Write every static value and one tick of every signal, so registers hold data at once."""
+        self._static.tick(0.0, self.memory.regs, self.memory.bits)
+        for image, point, text in self._texts:
+            image.set_point(point, text)
+        for bank in self.banks.values():
+            bank.tick(0.0, self.memory.regs, self.memory.bits)
+
+    # --- life cycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every server and the signal updates; returns when all servers listen."""
+        try:
+            for specs in self.groups.values():
+                devices = [self.devices[s.name] for s in specs]
+                transport = specs[0].transport
+                endpoint: Endpoint = (
+                    SerialEndpoint(devices, transport)
+                    if isinstance(transport, SerialTransport)
+                    else TcpEndpoint(devices, transport)
+                )
+                self.endpoints.append(endpoint)
+                for s in specs:
+                    self._by_device[s.name] = endpoint
+                await endpoint.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._t0 = time.monotonic()
+        for interval_ms, bank in self.banks.items():
+            self._tasks.append(asyncio.create_task(self._update(bank, interval_ms / 1000.0), name=f"sim-update-{interval_ms}"))
+
+    async def stop(self) -> None:
+        """Stop the updates and every server; serial lines' socat processes are killed."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for endpoint in self.endpoints:
+            try:
+                await endpoint.stop()
+            except Exception:  # noqa: BLE001 - stopping the others matters more
+                log.exception("stopping %s failed", endpoint.label)
+        self.endpoints.clear()
+        self._by_device.clear()
+
+    async def __aenter__(self) -> SimPlant:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _update(self, bank: SignalBank, interval_s: float) -> None:
+        """Regenerate one interval group's signals on a fixed monotonic schedule."""
+        stats = self.update_stats
+        next_t = time.monotonic()
+        while True:
+            next_t += interval_s
+            await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+            now = time.monotonic()
+            if now - next_t > interval_s:
+                stats.late_ticks += 1
+                next_t = now
+            bank.tick(now - self._t0, self.memory.regs, self.memory.bits)
+            spent = time.monotonic() - now
+            stats.ticks += 1
+            stats.busy_s += spent
+            stats.last_tick_ms = spent * 1000.0
+
+    # --- control -----------------------------------------------------------------------------
+    def device(self, name: str) -> SimDevice:
+        try:
+            return self.devices[name]
+        except KeyError:
+            raise KeyError(f"no simulated device {name!r}; devices are {sorted(self.devices)}") from None
+
+    def address(self, device: str) -> tuple[str, int] | str:
+        """Where the appliance reaches a device: (host, port) for TCP transports, the pty path for serial."""
+        self.device(device)
+        endpoint = self._by_device.get(device)
+        if endpoint is None:
+            raise RuntimeError("the plant is not started")
+        return endpoint.address()
+
+    def set_fault(self, device: str, fault: Fault | str, **params: Any) -> None:
+        """Switch a fault on (replacing the same kind); params as in :class:`FaultSpec`."""
+        dev = self.device(device)
+        spec = FaultSpec(fault=fault, **params)
+        if spec.fault is Fault.BAD_CRC and isinstance(dev.spec.transport, TcpTransport):
+            raise ValueError(
+                f"fault 'bad_crc' needs RTU framing (serial or rtu_over_tcp); device {device!r} speaks "
+                "Modbus TCP, which has no CRC: use 'garbage'"
+            )
+        dev.faults.set(spec)
+        self._refresh(device)
+
+    def clear_fault(self, device: str, fault: Fault | str | None = None) -> None:
+        """Switch one fault kind, or all of them, off."""
+        self.device(device).faults.clear(Fault(fault) if fault is not None else None)
+        self._refresh(device)
+
+    def _refresh(self, device: str) -> None:
+        endpoint = self._by_device.get(device)
+        if isinstance(endpoint, TcpEndpoint):
+            endpoint.refresh_now()
+
+    def set_value(self, device: str, tag: str, value: float | str) -> None:
+        """Write an engineering value into a point; a signal point is pinned there until release()."""
+        dev = self.device(device)
+        point = dev.image.point(tag)
+        if pin := self._pins.get((device, tag)):
+            bank, i = pin
+            bank.active[i] = False
+        dev.image.set_point(point, value)
+
+    def release(self, device: str, tag: str) -> None:
+        """Let a pinned signal point follow its signal again."""
+        self.device(device).image.point(tag)
+        if pin := self._pins.get((device, tag)):
+            bank, i = pin
+            bank.active[i] = True
+
+    def get_value(self, device: str, tag: str) -> float | str:
+        """The point's current engineering value, decoded from its registers."""
+        dev = self.device(device)
+        return dev.image.get_point(dev.image.point(tag))
+
+    def get_registers(self, device: str, table: Table | str, address: int, count: int) -> list[int]:
+        """Raw registers (or bits as 0/1) of a device, as a client would read them."""
+        view = self.device(device).image.view(Table(table))
+        if address < 0 or count < 1 or address + count > len(view):
+            raise IndexError(f"{table} {address}..{address + count - 1} is outside 0..{len(view) - 1}")
+        return [int(v) for v in view[address : address + count]]
+
+    def stats(self, device: str) -> DeviceStats:
+        return self.device(device).stats
+
+    def serial_line(self, path: str) -> SerialEndpoint:
+        for endpoint in self.endpoints:
+            if isinstance(endpoint, SerialEndpoint) and endpoint.path == path:
+                return endpoint
+        raise KeyError(f"no simulated serial line {path!r}")
+
+    async def unplug_line(self, path: str) -> None:
+        """Pull the cable: socat is killed and the appliance's pty end disappears."""
+        await self.serial_line(path).unplug()
+
+    async def plug_line(self, path: str) -> None:
+        """Plug it back: a fresh pty pair at the same paths."""
+        await self.serial_line(path).plug()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (for devices that must share a known port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
