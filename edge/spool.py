@@ -655,3 +655,12 @@ class Spool:
                 self._unsent_points += points
                 self._unsent_bytes += nbytes
         self.last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM batches").fetchone()[0]
+
+    def history(self, tag_key: str, since_ns: int, until_ns: int):
+        """``(ts_ns, values, quality)`` of one tag from this spool (OPC UA history reads; blocking)."""
+        from edge.history import history_from_conn
+
+        tags = self.plant.tag_by_key()
+        if tag_key not in tags:
+            raise KeyError(f"unknown tag {tag_key!r}")
+        return history_from_conn(self._reader(), tags[tag_key].device, tag_key, since_ns, until_ns)
