@@ -14,7 +14,7 @@ extensions = [
     Extension(
         "edge.aggregate._ringbuf",
         ["edge/aggregate/_ringbuf.pyx"],
-        extra_compile_args=["-O3"],
+        extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
     )
 ]
 ext_modules = cythonize(extensions, language_level=3) if cythonize else []

@@ -1,1 +1,35 @@
-"""Per-tag ring buffers and window statistics (Cython extension with a pure-Python twin)."""
+"""Per-tag ring buffers, window statistics and visual downsampling.
+
+The compiled extension ``edge.aggregate._ringbuf`` is used when it is built; otherwise the
+pure-Python twin ``edge.aggregate.pyring`` (same API, identical results, much slower) with
+one warning at import. ``ACTIVE_IMPL`` says which one is active (``edge doctor`` prints it).
+
+The app uses :class:`edge.aggregate.engine.Aggregator`::
+
+    agg = Aggregator.from_tags(plant.tags, {tag_id: tag_cfg.aggregate, ...}, settings)
+    agg.consume(batch)                    # every SampleBatch, on the asyncio loop
+    for wb in agg.collect(time.time_ns()):  # about once per second
+        ...                               # WindowBatch -> exporter / OPC UA
+    ts, values, quality = agg.read_range(tag_id, t0_ns, t1_ns)
+    ts, values, quality = agg.downsample(tag_id, t0_ns, t1_ns, 1000, method="m4")
+"""
+from __future__ import annotations
+
+import warnings
+
+try:
+    from edge.aggregate._ringbuf import RingStore
+
+    ACTIVE_IMPL = "cython"
+except ImportError as exc:  # the extension is not built: fall back to the twin, say so once
+    from edge.aggregate.pyring import RingStore
+
+    ACTIVE_IMPL = "python"
+    warnings.warn(
+        f"edge.aggregate: compiled ring buffers not available ({exc}); using the pure-Python twin, "
+        "which is much slower. Build with `pip install .` or `python setup.py build_ext --inplace`.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+__all__ = ["ACTIVE_IMPL", "RingStore"]

@@ -1,1 +1,917 @@
-# placeholder: replaced by the aggregator implementation
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: nonecheck=False, embedsignature=True
+"""Per-tag ring buffers, window statistics and visual downsampling (the compiled core).
+
+``RingStore`` is the engine-independent core; ``edge.aggregate.pyring.RingStore`` is its
+pure-Python twin with the same API and bit-identical results (same summation order, same
+comparisons). The semantics are documented once, in ``edge/aggregate/pyring.py`` and
+``docs/aggregator.md``; keep the two files in step.
+
+Storage per tag: three C arrays (int64 timestamps, float64 values, uint8 qualities) of a
+fixed capacity, written in arrival order, overwriting the oldest. The numeric loops run
+without the GIL. A store is owned by one thread (the app's asyncio loop); it is not
+safe to call it from two threads at once.
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+from libc.math cimport sqrt, NAN, INFINITY
+
+import numpy as np
+
+cdef extern from *:
+    """
+    #define RB_INT64_MIN ((int64_t)(-9223372036854775807LL - 1))
+    #define RB_INT64_MAX ((int64_t)9223372036854775807LL)
+    """
+    int64_t RB_INT64_MIN
+    int64_t RB_INT64_MAX
+
+cdef enum:
+    MAX_SPECS = 8
+    N_STATS = 11
+
+#: Statistic names, in the column order of the internal row buffer.
+STAT_NAMES = ("count", "min", "max", "mean", "first", "last", "sum", "std", "twa", "good_ratio", "bad_count")
+BASIC_STATS = ("count", "min", "max", "mean", "sum", "good_ratio", "bad_count")
+_INT_STATS = ("count", "bad_count")
+
+
+cdef struct Ring:
+    int64_t* ts
+    double* v
+    uint8_t* q
+    int64_t cap
+    int64_t head          # sequence number of the next sample (= samples stored so far)
+    int64_t widx          # physical write index (head % cap)
+    int64_t max_ts        # largest timestamp stored so far
+    int64_t disorder_seq  # sequence number of the last sample older than max_ts (-1: none)
+    int64_t watermark     # samples older than this are late (their windows were emitted)
+    int64_t grace_ns
+    int64_t late
+    int64_t bad
+    int32_t tag_id
+    uint32_t spec_mask
+    int64_t done_ns[MAX_SPECS]  # windows ending at or before this were emitted
+    int64_t pos[MAX_SPECS]      # first sequence number that may still hold unemitted samples
+
+
+cdef struct OutBuf:
+    int32_t* tag
+    int64_t* start
+    double* rows   # N_STATS per row
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef inline int64_t floor_div(int64_t a, int64_t b) noexcept nogil:
+    cdef int64_t d = a / b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        d -= 1
+    return d
+
+
+cdef inline int64_t bin_edge(int64_t t0, int64_t span, int64_t nb, int64_t k) noexcept nogil:
+    """Edge k of nb equal time bins over [t0, t0 + span), exact integer arithmetic."""
+    return t0 + (span // nb) * k + ((span % nb) * k) // nb
+
+
+cdef inline bint is_good(uint8_t q, double x) noexcept nogil:
+    return q == 0 and x == x
+
+
+cdef inline void push_one(Ring* r, int64_t ts, double x, uint8_t q) noexcept nogil:
+    if ts < r.watermark:
+        r.late += 1
+        return
+    if ts < r.max_ts:
+        r.disorder_seq = r.head
+    else:
+        r.max_ts = ts
+    cdef int64_t w = r.widx
+    r.ts[w] = ts
+    r.v[w] = x
+    r.q[w] = q
+    if not (q == 0 and x == x):
+        r.bad += 1
+    r.head += 1
+    w += 1
+    if w == r.cap:
+        w = 0
+    r.widx = w
+
+
+cdef inline Py_ssize_t lower_bound(const int64_t* ts, Py_ssize_t a, Py_ssize_t n, int64_t key) noexcept nogil:
+    """First index in [a, n) whose timestamp is >= key (ts sorted), by galloping from a."""
+    cdef Py_ssize_t lo = a, hi, step = 1, mid
+    if a >= n or ts[a] >= key:
+        return a
+    # invariant: ts[lo] < key
+    hi = a + 1
+    while hi < n and ts[hi] < key:
+        lo = hi
+        step <<= 1
+        hi = a + step
+    if hi > n:
+        hi = n
+    # ts[lo] < key, and hi == n or ts[hi] >= key
+    while hi - lo > 1:
+        mid = lo + (hi - lo) // 2
+        if ts[mid] < key:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+cdef inline double lane_min(const double* m) noexcept nogil:
+    cdef double a = m[1] if m[1] < m[0] else m[0]
+    cdef double b = m[3] if m[3] < m[2] else m[2]
+    return b if b < a else a
+
+
+cdef inline double lane_max(const double* m) noexcept nogil:
+    cdef double a = m[1] if m[1] > m[0] else m[0]
+    cdef double b = m[3] if m[3] > m[2] else m[2]
+    return b if b > a else a
+
+
+cdef inline double lane_sum(const double* s) noexcept nogil:
+    return (s[0] + s[1]) + (s[2] + s[3])
+
+
+cdef void lanes_all_good(const int64_t* ts, const double* v, Py_ssize_t n, int64_t we, bint basic,
+                         double* mn, double* mx, double* s, double* tw) noexcept nogil:
+    """Lane accumulators for a window whose samples all have quality Good (NaNs not excluded).
+
+    Straight-line code over four lanes so the compiler can use SIMD; the caller falls back
+    to ``lanes_checked`` when the sum shows a NaN. Lane of sample i is i & 3 in both.
+    """
+    cdef Py_ssize_t i = 0, n4 = n & ~(<Py_ssize_t>3)
+    cdef double x0, x1, x2, x3
+    cdef double mn0 = mn[0], mn1 = mn[1], mn2 = mn[2], mn3 = mn[3]
+    cdef double mx0 = mx[0], mx1 = mx[1], mx2 = mx[2], mx3 = mx[3]
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef double w0 = 0.0, w1 = 0.0, w2 = 0.0, w3 = 0.0
+    while i < n4:
+        x0 = v[i]
+        x1 = v[i + 1]
+        x2 = v[i + 2]
+        x3 = v[i + 3]
+        mn0 = x0 if x0 < mn0 else mn0
+        mn1 = x1 if x1 < mn1 else mn1
+        mn2 = x2 if x2 < mn2 else mn2
+        mn3 = x3 if x3 < mn3 else mn3
+        mx0 = x0 if x0 > mx0 else mx0
+        mx1 = x1 if x1 > mx1 else mx1
+        mx2 = x2 if x2 > mx2 else mx2
+        mx3 = x3 if x3 > mx3 else mx3
+        s0 += x0
+        s1 += x1
+        s2 += x2
+        s3 += x3
+        i += 4
+    mn[0] = mn0
+    mn[1] = mn1
+    mn[2] = mn2
+    mn[3] = mn3
+    mx[0] = mx0
+    mx[1] = mx1
+    mx[2] = mx2
+    mx[3] = mx3
+    s[0] = s0
+    s[1] = s1
+    s[2] = s2
+    s[3] = s3
+    while i < n:
+        x0 = v[i]
+        mn[i & 3] = x0 if x0 < mn[i & 3] else mn[i & 3]
+        mx[i & 3] = x0 if x0 > mx[i & 3] else mx[i & 3]
+        s[i & 3] += x0
+        i += 1
+    if basic:
+        return
+    i = 0
+    n4 = (n - 1) & ~(<Py_ssize_t>3)
+    while i < n4:
+        w0 += v[i] * <double>(ts[i + 1] - ts[i])
+        w1 += v[i + 1] * <double>(ts[i + 2] - ts[i + 1])
+        w2 += v[i + 2] * <double>(ts[i + 3] - ts[i + 2])
+        w3 += v[i + 3] * <double>(ts[i + 4] - ts[i + 3])
+        i += 4
+    tw[0] = w0
+    tw[1] = w1
+    tw[2] = w2
+    tw[3] = w3
+    while i < n:
+        tw[i & 3] += v[i] * <double>((ts[i + 1] if i + 1 < n else we) - ts[i])
+        i += 1
+
+
+cdef Py_ssize_t lanes_checked(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
+                              int64_t we, bint basic, double* mn, double* mx, double* s, double* tw,
+                              int64_t* den, Py_ssize_t* fi, Py_ssize_t* li) noexcept nogil:
+    """Lane accumulators over the good samples only (quality Good and not NaN); returns the count."""
+    cdef Py_ssize_t i, cnt = 0
+    cdef int g
+    cdef int64_t dt
+    cdef double x
+    for i in range(n):
+        x = v[i]
+        if q[i] == 0 and x == x:
+            g = i & 3
+            cnt += 1
+            mn[g] = x if x < mn[g] else mn[g]
+            mx[g] = x if x > mx[g] else mx[g]
+            s[g] += x
+            if not basic:
+                if fi[0] < 0:
+                    fi[0] = i
+                li[0] = i
+                dt = (ts[i + 1] if i + 1 < n else we) - ts[i]
+                den[0] += dt
+                tw[g] += x * <double>dt
+    return cnt
+
+
+cdef void window_stats(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
+                       int64_t we, bint basic, double* res) noexcept nogil:
+    """Statistics of one window (samples sorted by time, all inside it; ``we`` = window end).
+
+    Every accumulator has four lanes (sample i goes to lane i & 3), combined pairwise as
+    (l0 op l1) op (l2 op l3); the twin does exactly the same, so results are bit-identical.
+    """
+    cdef Py_ssize_t i, cnt = 0, fi = -1, li = -1
+    cdef double mn[4]
+    cdef double mx[4]
+    cdef double s[4]
+    cdef double tw[4]
+    cdef double mean, d, total
+    cdef int64_t den = 0
+    cdef uint8_t anyq = 0
+    for i in range(4):
+        mn[i] = INFINITY
+        mx[i] = -INFINITY
+        s[i] = 0.0
+        tw[i] = 0.0
+    for i in range(n):
+        anyq |= q[i]
+    if anyq == 0:
+        lanes_all_good(ts, v, n, we, basic, mn, mx, s, tw)
+        total = lane_sum(s)
+        if total == total:
+            cnt = n
+            fi = 0
+            li = n - 1
+            den = we - ts[0]
+    if cnt == 0:
+        for i in range(4):
+            mn[i] = INFINITY
+            mx[i] = -INFINITY
+            s[i] = 0.0
+            tw[i] = 0.0
+        cnt = lanes_checked(ts, v, q, n, we, basic, mn, mx, s, tw, &den, &fi, &li)
+        total = lane_sum(s)
+    res[0] = <double>cnt
+    res[6] = total
+    res[9] = <double>cnt / <double>n if n > 0 else NAN
+    res[10] = <double>(n - cnt)
+    if cnt == 0:
+        res[1] = NAN
+        res[2] = NAN
+        res[3] = NAN
+        res[4] = NAN
+        res[5] = NAN
+        res[7] = NAN
+        res[8] = NAN
+        return
+    mean = total / <double>cnt
+    res[1] = lane_min(mn)
+    res[2] = lane_max(mx)
+    res[3] = mean
+    if basic:
+        res[4] = NAN
+        res[5] = NAN
+        res[7] = NAN
+        res[8] = NAN
+        return
+    res[4] = v[fi]
+    res[5] = v[li]
+    for i in range(4):
+        s[i] = 0.0
+    if cnt == n:
+        for i in range(n):
+            d = v[i] - mean
+            s[i & 3] += d * d
+    else:
+        for i in range(fi, li + 1):
+            if q[i] == 0 and v[i] == v[i]:
+                d = v[i] - mean
+                s[i & 3] += d * d
+    res[7] = sqrt(lane_sum(s) / <double>cnt)
+    res[8] = lane_sum(tw) / <double>den if den > 0 else NAN
+
+
+cdef int out_grow(OutBuf* o) noexcept nogil:
+    cdef Py_ssize_t cap = o.cap * 2 if o.cap else 64
+    cdef int32_t* t = <int32_t*>realloc(o.tag, cap * sizeof(int32_t))
+    if t == NULL:
+        return -1
+    o.tag = t
+    cdef int64_t* s = <int64_t*>realloc(o.start, cap * sizeof(int64_t))
+    if s == NULL:
+        return -1
+    o.start = s
+    cdef double* r = <double*>realloc(o.rows, cap * N_STATS * sizeof(double))
+    if r == NULL:
+        return -1
+    o.rows = r
+    o.cap = cap
+    return 0
+
+
+cdef int split_windows(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
+                       int64_t w, int32_t tag_id, bint basic, OutBuf* o) noexcept nogil:
+    """Cut a time-sorted segment into aligned windows of ``w`` ns and append one row each."""
+    cdef Py_ssize_t a = 0, b
+    cdef int64_t ws, we
+    while a < n:
+        ws = floor_div(ts[a], w) * w
+        we = ws + w
+        b = lower_bound(ts, a, n, we)
+        if o.n == o.cap and out_grow(o) < 0:
+            return -1
+        o.tag[o.n] = tag_id
+        o.start[o.n] = ws
+        window_stats(ts + a, v + a, q + a, b - a, we, basic, o.rows + o.n * N_STATS)
+        o.n += 1
+        a = b
+    return 0
+
+
+cdef Py_ssize_t m4_select(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
+                          int64_t t0, int64_t span, int64_t nb, int64_t* out) noexcept nogil:
+    """M4: per time bin the first, min, max and last good sample; indices in time order."""
+    cdef Py_ssize_t a = 0, b, i, fi, li, imn, imx, m = 0, j, k2
+    cdef int64_t k, tmp4[4]
+    cdef double x, mn, mx
+    for k in range(nb):
+        b = lower_bound(ts, a, n, bin_edge(t0, span, nb, k + 1))
+        fi = -1
+        li = -1
+        imn = -1
+        imx = -1
+        mn = INFINITY
+        mx = -INFINITY
+        for i in range(a, b):
+            x = v[i]
+            if q[i] == 0 and x == x:
+                if fi < 0:
+                    fi = i
+                    imn = i
+                    imx = i
+                    mn = x
+                    mx = x
+                else:
+                    if x < mn:
+                        mn = x
+                        imn = i
+                    if x > mx:
+                        mx = x
+                        imx = i
+                li = i
+        if fi >= 0:
+            tmp4[0] = fi
+            tmp4[1] = imn if imn < imx else imx
+            tmp4[2] = imx if imn < imx else imn
+            tmp4[3] = li
+            for j in range(4):
+                if m == 0 or out[m - 1] != tmp4[j]:
+                    # keep ascending order: the middle two are sorted and lie between fi and li
+                    out[m] = tmp4[j]
+                    m += 1
+        a = b
+    return m
+
+
+cdef Py_ssize_t minmax_select(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
+                              int64_t t0, int64_t span, int64_t nb, int64_t* out) noexcept nogil:
+    """MinMax preselection: per time bin the min and max good sample, in time order."""
+    cdef Py_ssize_t a = 0, b, i, imn, imx, m = 0
+    cdef int64_t k
+    cdef double x, mn, mx
+    for k in range(nb):
+        b = lower_bound(ts, a, n, bin_edge(t0, span, nb, k + 1))
+        imn = -1
+        imx = -1
+        mn = INFINITY
+        mx = -INFINITY
+        for i in range(a, b):
+            x = v[i]
+            if q[i] == 0 and x == x:
+                if imn < 0:
+                    imn = i
+                    imx = i
+                    mn = x
+                    mx = x
+                else:
+                    if x < mn:
+                        mn = x
+                        imn = i
+                    if x > mx:
+                        mx = x
+                        imx = i
+        if imn >= 0:
+            if imn == imx:
+                out[m] = imn
+                m += 1
+            elif imn < imx:
+                out[m] = imn
+                out[m + 1] = imx
+                m += 2
+            else:
+                out[m] = imx
+                out[m + 1] = imn
+                m += 2
+        a = b
+    return m
+
+
+cdef Py_ssize_t lttb_select(const int64_t* ts, const double* v, const int64_t* p, Py_ssize_t m,
+                            int64_t t0, Py_ssize_t n_out, int64_t* out) noexcept nogil:
+    """Largest-Triangle-Three-Buckets over the preselected indices p[0..m) (m > n_out >= 3)."""
+    cdef Py_ssize_t i, j, lo, hi, nlo, nhi, best, a
+    cdef double ax, ay, nx, ny, x, y, area, best_area
+    cdef Py_ssize_t inner = m - 2, nbk = n_out - 2
+    out[0] = p[0]
+    a = 0
+    for i in range(nbk):
+        lo = 1 + (i * inner) // nbk
+        hi = 1 + ((i + 1) * inner) // nbk
+        if i + 1 < nbk:
+            nlo = hi
+            nhi = 1 + ((i + 2) * inner) // nbk
+            nx = 0.0
+            ny = 0.0
+            for j in range(nlo, nhi):
+                nx += <double>(ts[p[j]] - t0)
+                ny += v[p[j]]
+            nx = nx / <double>(nhi - nlo)
+            ny = ny / <double>(nhi - nlo)
+        else:
+            nx = <double>(ts[p[m - 1]] - t0)
+            ny = v[p[m - 1]]
+        ax = <double>(ts[p[a]] - t0)
+        ay = v[p[a]]
+        best = lo
+        best_area = -1.0
+        for j in range(lo, hi):
+            x = <double>(ts[p[j]] - t0)
+            y = v[p[j]]
+            area = (ax - nx) * (y - ay) - (ax - x) * (ny - ay)
+            if area < 0:
+                area = -area
+            if area > best_area:
+                best_area = area
+                best = j
+        out[i + 1] = p[best]
+        a = best
+    out[n_out - 1] = p[m - 1]
+    return n_out
+
+
+cdef class RingStore:
+    """Ring buffers for many tags, keyed by the global tag id (``TagInfo.id``).
+
+    Construct once, ``add_tag`` per aggregated tag, then from the app's loop: ``consume``
+    each poll's batch, ``collect(now_ns)`` about once per second, ``read_range`` and
+    ``downsample`` on demand. See ``edge.aggregate`` for the full contract.
+    """
+
+    cdef Ring* rings
+    cdef Py_ssize_t n_rings
+    cdef Py_ssize_t rings_cap
+    cdef int32_t* slot_of
+    cdef Py_ssize_t slot_len
+    cdef int64_t spec_ns[MAX_SPECS]
+    cdef int n_specs
+    cdef readonly int64_t ignored
+    cdef readonly bint basic
+
+    def __cinit__(self, bint basic=False):
+        self.rings = NULL
+        self.n_rings = 0
+        self.rings_cap = 0
+        self.slot_of = NULL
+        self.slot_len = 0
+        self.n_specs = 0
+        self.ignored = 0
+        self.basic = basic
+
+    def __dealloc__(self):
+        cdef Py_ssize_t k
+        for k in range(self.n_rings):
+            free(self.rings[k].ts)
+            free(self.rings[k].v)
+            free(self.rings[k].q)
+        free(self.rings)
+        free(self.slot_of)
+
+    @property
+    def stat_names(self):
+        """Names of the statistics ``collect`` returns (basic or full set)."""
+        return BASIC_STATS if self.basic else STAT_NAMES
+
+    @property
+    def window_lengths_ns(self):
+        """Window lengths registered so far, in registration order."""
+        return tuple(self.spec_ns[s] for s in range(self.n_specs))
+
+    def add_tag(self, int32_t tag_id, int64_t capacity, windows_ns=(), int64_t grace_ns=0):
+        """Give ``tag_id`` a ring of ``capacity`` samples and the given window lengths (ns)."""
+        if tag_id < 0:
+            raise ValueError(f"tag_id must be >= 0, got {tag_id}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1 sample, got {capacity}")
+        if grace_ns < 0:
+            raise ValueError(f"grace_ns must be >= 0, got {grace_ns}")
+        if tag_id < self.slot_len and self.slot_of[tag_id] >= 0:
+            raise ValueError(f"tag {tag_id} already has a ring")
+        cdef uint32_t mask = 0
+        cdef int s
+        for w in windows_ns:
+            if w <= 0:
+                raise ValueError(f"window lengths must be > 0 ns, got {w}")
+            for s in range(self.n_specs):
+                if self.spec_ns[s] == w:
+                    break
+            else:
+                if self.n_specs == MAX_SPECS:
+                    raise ValueError(f"at most {MAX_SPECS} distinct window lengths per store")
+                self.spec_ns[self.n_specs] = w
+                s = self.n_specs
+                self.n_specs += 1
+            mask |= (1u << s)
+        cdef Py_ssize_t new_len, i
+        cdef int32_t* so
+        if tag_id >= self.slot_len:
+            new_len = max(tag_id + 1, self.slot_len * 2, 64)
+            so = <int32_t*>realloc(self.slot_of, new_len * sizeof(int32_t))
+            if so == NULL:
+                raise MemoryError()
+            for i in range(self.slot_len, new_len):
+                so[i] = -1
+            self.slot_of = so
+            self.slot_len = new_len
+        cdef Ring* rs
+        if self.n_rings == self.rings_cap:
+            new_len = max(self.rings_cap * 2, 16)
+            rs = <Ring*>realloc(self.rings, new_len * sizeof(Ring))
+            if rs == NULL:
+                raise MemoryError()
+            self.rings = rs
+            self.rings_cap = new_len
+        cdef Ring* r = &self.rings[self.n_rings]
+        r.ts = <int64_t*>malloc(capacity * sizeof(int64_t))
+        r.v = <double*>malloc(capacity * sizeof(double))
+        r.q = <uint8_t*>malloc(capacity * sizeof(uint8_t))
+        if r.ts == NULL or r.v == NULL or r.q == NULL:
+            free(r.ts)
+            free(r.v)
+            free(r.q)
+            raise MemoryError(f"cannot allocate a ring of {capacity} samples")
+        r.cap = capacity
+        r.head = 0
+        r.widx = 0
+        r.max_ts = RB_INT64_MIN
+        r.disorder_seq = -1
+        r.watermark = RB_INT64_MIN
+        r.grace_ns = grace_ns
+        r.late = 0
+        r.bad = 0
+        r.tag_id = tag_id
+        r.spec_mask = mask
+        for s in range(MAX_SPECS):
+            r.done_ns[s] = RB_INT64_MIN
+            r.pos[s] = 0
+        self.slot_of[tag_id] = <int32_t>self.n_rings
+        self.n_rings += 1
+
+    cdef Ring* ring(self, int32_t tag_id) except NULL:
+        if tag_id < 0 or tag_id >= self.slot_len or self.slot_of[tag_id] < 0:
+            raise KeyError(f"tag {tag_id} has no ring (not configured for aggregation)")
+        return &self.rings[self.slot_of[tag_id]]
+
+    def __contains__(self, int32_t tag_id):
+        return 0 <= tag_id < self.slot_len and self.slot_of[tag_id] >= 0
+
+    def __len__(self):
+        return self.n_rings
+
+    def push(self, int32_t tag_id, int64_t ts_ns, double value, uint8_t quality=0):
+        """Store one sample (the thin per-value path; prefer ``consume``/``push_many``)."""
+        if tag_id < 0 or tag_id >= self.slot_len or self.slot_of[tag_id] < 0:
+            raise KeyError(f"tag {tag_id} has no ring (not configured for aggregation)")
+        push_one(&self.rings[self.slot_of[tag_id]], ts_ns, value, quality)
+
+    def push_many(self, int32_t tag_id, const int64_t[::1] ts_ns, const double[::1] values,
+                  const uint8_t[::1] quality):
+        """Store a block of samples of one tag (a burst), in arrival order."""
+        cdef Ring* r = self.ring(tag_id)
+        cdef Py_ssize_t i, n = ts_ns.shape[0]
+        if values.shape[0] != n or quality.shape[0] != n:
+            raise ValueError(f"ts_ns, values and quality must have the same length "
+                             f"(got {n}, {values.shape[0]}, {quality.shape[0]})")
+        with nogil:
+            for i in range(n):
+                push_one(r, ts_ns[i], values[i], quality[i])
+
+    def consume(self, const int32_t[::1] tag_ids, int64_t ts_ns, const double[::1] values,
+                const uint8_t[::1] quality):
+        """Store one poll: sample i is (tag_ids[i], ts_ns, values[i], quality[i]).
+
+        Tags without a ring are skipped and counted in ``ignored``.
+        """
+        cdef Py_ssize_t i, n = tag_ids.shape[0]
+        cdef int32_t t, s
+        cdef int64_t skipped = 0
+        if values.shape[0] != n or quality.shape[0] != n:
+            raise ValueError(f"tag_ids, values and quality must have the same length "
+                             f"(got {n}, {values.shape[0]}, {quality.shape[0]})")
+        with nogil:
+            for i in range(n):
+                t = tag_ids[i]
+                if t < 0 or t >= self.slot_len:
+                    skipped += 1
+                    continue
+                s = self.slot_of[t]
+                if s < 0:
+                    skipped += 1
+                    continue
+                push_one(&self.rings[s], ts_ns, values[i], quality[i])
+        self.ignored += skipped
+
+    cdef tuple segment(self, Ring* r, int64_t lo, int64_t hi):
+        """Copy the samples with sequence numbers [lo, hi) into new arrays (arrival order)."""
+        cdef Py_ssize_t n = hi - lo, p = lo % r.cap, first = min(n, r.cap - p)
+        ts = np.empty(n, dtype=np.int64)
+        vs = np.empty(n, dtype=np.float64)
+        qs = np.empty(n, dtype=np.uint8)
+        cdef int64_t[::1] tv = ts
+        cdef double[::1] vv = vs
+        cdef uint8_t[::1] qv = qs
+        if n > 0:
+            memcpy(&tv[0], r.ts + p, first * sizeof(int64_t))
+            memcpy(&vv[0], r.v + p, first * sizeof(double))
+            memcpy(&qv[0], r.q + p, first * sizeof(uint8_t))
+            if first < n:
+                memcpy(&tv[first], r.ts, (n - first) * sizeof(int64_t))
+                memcpy(&vv[first], r.v, (n - first) * sizeof(double))
+                memcpy(&qv[first], r.q, (n - first) * sizeof(uint8_t))
+        return ts, vs, qs
+
+    cdef int64_t oldest(self, Ring* r) noexcept:
+        return r.head - r.cap if r.head > r.cap else 0
+
+    cdef int64_t seq_lower_bound(self, Ring* r, int64_t lo, int64_t hi, int64_t key) noexcept:
+        """First sequence number in [lo, hi) with ts >= key, for a time-sorted stretch."""
+        cdef int64_t a = lo, b = hi, mid
+        while a < b:
+            mid = a + (b - a) // 2
+            if r.ts[mid % r.cap] < key:
+                a = mid + 1
+            else:
+                b = mid
+        return a
+
+    cdef tuple sorted_range(self, Ring* r, int64_t t0, int64_t t1):
+        """Contiguous (ts, values, quality) of the samples with t0 <= ts < t1, in time order.
+
+        Returns views into the ring when the stretch is sorted and does not wrap, else copies
+        (stable sort by time, ties in arrival order).
+        """
+        cdef int64_t lo = self.oldest(r), hi = r.head, a, b, p
+        if r.disorder_seq <= lo:
+            a = self.seq_lower_bound(r, lo, hi, t0)
+            b = self.seq_lower_bound(r, a, hi, t1)
+            p = a % r.cap
+            if b <= a:
+                return self.segment(r, a, a)
+            if p + (b - a) <= r.cap:
+                return (np.asarray(<int64_t[:b - a]>(r.ts + p)), np.asarray(<double[:b - a]>(r.v + p)),
+                        np.asarray(<uint8_t[:b - a]>(r.q + p)))
+            return self.segment(r, a, b)
+        ts, vs, qs = self.segment(r, lo, hi)
+        keep = (ts >= t0) & (ts < t1)
+        ts, vs, qs = ts[keep], vs[keep], qs[keep]
+        order = np.argsort(ts, kind="stable")
+        return ts[order], vs[order], qs[order]
+
+    def read_range(self, int32_t tag_id, int64_t t0_ns, int64_t t1_ns):
+        """Copies of the stored samples with t0_ns <= ts < t1_ns, in time order."""
+        cdef Ring* r = self.ring(tag_id)
+        ts, vs, qs = self.sorted_range(r, t0_ns, t1_ns)
+        return np.array(ts), np.array(vs), np.array(qs)
+
+    def collect(self, int64_t now_ns):
+        """Close every window that ended at or before ``now_ns - grace``.
+
+        Returns a list of ``(window_ns, tag_ids, start_ns, stats)`` per window length with
+        at least one closed window; ``stats`` maps each name in ``stat_names`` to an array.
+        """
+        cdef int s
+        cdef Py_ssize_t k
+        cdef int64_t w, close
+        cdef Ring* r
+        cdef OutBuf o
+        out = []
+        for s in range(self.n_specs):
+            w = self.spec_ns[s]
+            o.tag = NULL
+            o.start = NULL
+            o.rows = NULL
+            o.n = 0
+            o.cap = 0
+            try:
+                for k in range(self.n_rings):
+                    r = &self.rings[k]
+                    if not (r.spec_mask & (1u << s)):
+                        continue
+                    close = floor_div(now_ns - r.grace_ns, w) * w
+                    if close <= r.done_ns[s]:
+                        continue
+                    self.close_windows(r, s, w, close, &o)
+                    r.done_ns[s] = close
+                    if close > r.watermark:
+                        r.watermark = close
+                if o.n:
+                    out.append(self.export(w, &o))
+            finally:
+                free(o.tag)
+                free(o.start)
+                free(o.rows)
+        return out
+
+    cdef int close_windows(self, Ring* r, int s, int64_t w, int64_t close, OutBuf* o) except -1:
+        cdef int64_t lo = r.pos[s], hi = r.head, a, b, p, first_open
+        cdef int64_t done = r.done_ns[s]
+        cdef int rc
+        cdef const int64_t[::1] tv
+        cdef const double[::1] vv
+        cdef const uint8_t[::1] qv
+        if lo < self.oldest(r):
+            lo = self.oldest(r)
+        if lo >= hi:
+            r.pos[s] = hi
+            return 0
+        if r.disorder_seq <= lo:
+            a = self.seq_lower_bound(r, lo, hi, done)
+            b = self.seq_lower_bound(r, a, hi, close)
+            r.pos[s] = b
+            if b <= a:
+                return 0
+            p = a % r.cap
+            if p + (b - a) <= r.cap:
+                with nogil:
+                    rc = split_windows(r.ts + p, r.v + p, r.q + p, b - a, w, r.tag_id, self.basic, o)
+            else:
+                ts, vs, qs = self.segment(r, a, b)
+                tv = ts
+                vv = vs
+                qv = qs
+                with nogil:
+                    rc = split_windows(&tv[0], &vv[0], &qv[0], b - a, w, r.tag_id, self.basic, o)
+        else:
+            ts, vs, qs = self.segment(r, lo, hi)
+            pending = np.flatnonzero(ts >= close)
+            r.pos[s] = lo + (pending[0] if len(pending) else hi - lo)
+            keep = (ts >= done) & (ts < close)
+            ts, vs, qs = ts[keep], vs[keep], qs[keep]
+            if len(ts) == 0:
+                return 0
+            order = np.argsort(ts, kind="stable")
+            ts, vs, qs = ts[order], vs[order], qs[order]
+            tv = ts
+            vv = vs
+            qv = qs
+            with nogil:
+                rc = split_windows(&tv[0], &vv[0], &qv[0], tv.shape[0], w, r.tag_id, self.basic, o)
+        if rc < 0:
+            raise MemoryError("cannot grow the window output buffer")
+        return 0
+
+    cdef object export(self, int64_t w, OutBuf* o):
+        cdef Py_ssize_t n = o.n
+        tags = np.empty(n, dtype=np.int32)
+        starts = np.empty(n, dtype=np.int64)
+        rows = np.empty((n, N_STATS), dtype=np.float64)
+        cdef int32_t[::1] tv = tags
+        cdef int64_t[::1] sv = starts
+        cdef double[:, ::1] rv = rows
+        memcpy(&tv[0], o.tag, n * sizeof(int32_t))
+        memcpy(&sv[0], o.start, n * sizeof(int64_t))
+        memcpy(&rv[0, 0], o.rows, n * N_STATS * sizeof(double))
+        stats = {}
+        for col, name in enumerate(STAT_NAMES):
+            if name not in self.stat_names:
+                continue
+            column = np.ascontiguousarray(rows[:, col])
+            stats[name] = column.astype(np.int64) if name in _INT_STATS else column
+        return (w, tags, starts, stats)
+
+    def downsample(self, int32_t tag_id, int64_t t0_ns, int64_t t1_ns, Py_ssize_t n_out,
+                   str method="m4", int minmax_ratio=4):
+        """Select at most about ``n_out`` good samples in [t0_ns, t1_ns) for plotting.
+
+        ``m4``: per time bin (n_out // 4 equal bins) the first, min, max and last sample.
+        ``minmaxlttb``: min/max preselection in n_out * minmax_ratio // 2 bins, then LTTB
+        down to n_out points. Returns copies (ts, values, quality) in time order.
+        """
+        cdef Ring* r = self.ring(tag_id)
+        if t1_ns <= t0_ns:
+            raise ValueError(f"empty time range: t0_ns={t0_ns} >= t1_ns={t1_ns}")
+        if method not in ("m4", "minmaxlttb"):
+            raise ValueError(f"unknown downsampling method {method!r}; allowed: 'm4', 'minmaxlttb'")
+        if n_out < 4:
+            raise ValueError(f"n_out must be >= 4, got {n_out}")
+        if minmax_ratio < 1:
+            raise ValueError(f"minmax_ratio must be >= 1, got {minmax_ratio}")
+        ts, vs, qs = self.sorted_range(r, t0_ns, t1_ns)
+        idx = self.select(ts, vs, qs, t0_ns, t1_ns, n_out, method, minmax_ratio)
+        return ts[idx], vs[idx], qs[idx]
+
+    cdef object select(self, const int64_t[::1] ts, const double[::1] vs, const uint8_t[::1] qs,
+                       int64_t t0, int64_t t1, Py_ssize_t n_out, str method, int ratio):
+        cdef Py_ssize_t n = ts.shape[0], m, nv, i, first, last
+        cdef int64_t nb
+        cdef int64_t[::1] ov
+        cdef const int64_t[::1] gv
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        if method == "m4":
+            nb = n_out // 4
+            out = np.empty(4 * nb, dtype=np.int64)
+            ov = out
+            with nogil:
+                m = m4_select(&ts[0], &vs[0], &qs[0], n, t0, t1 - t0, nb, &ov[0])
+            return out[:m]
+        good = np.flatnonzero((np.asarray(qs) == 0) & (np.asarray(vs) == np.asarray(vs)))
+        nv = len(good)
+        if nv <= n_out:
+            return good
+        gv = good
+        first = gv[0]
+        last = gv[nv - 1]
+        nb = max(<int64_t>1, <int64_t>(n_out * ratio // 2))
+        pre = np.empty(2 * nb + 2, dtype=np.int64)
+        ov = pre
+        ov[0] = first
+        m = 1
+        if last - first > 1:
+            with nogil:
+                m += minmax_select(&ts[first + 1], &vs[first + 1], &qs[first + 1], last - first - 1,
+                                   ts[first], ts[last] - ts[first] + 1, nb, &ov[1])
+            for i in range(1, m):
+                ov[i] += first + 1
+        ov[m] = last
+        m += 1
+        if m <= n_out:
+            return pre[:m]
+        sel = np.empty(n_out, dtype=np.int64)
+        gv = pre
+        ov = sel
+        with nogil:
+            lttb_select(&ts[0], &vs[0], &gv[0], m, t0, n_out, &ov[0])
+        return sel
+
+    def counters(self, int32_t tag_id):
+        """Diagnostics of one tag's ring: stored, held, overwritten, late and bad samples."""
+        cdef Ring* r = self.ring(tag_id)
+        return {
+            "stored": r.head,
+            "held": min(r.head, r.cap),
+            "capacity": r.cap,
+            "overwritten": max(r.head - r.cap, 0),
+            "late": r.late,
+            "bad": r.bad,
+        }
+
+    def totals(self):
+        """Sums of the counters over all tags, plus ``ignored`` (samples of tags without a ring)."""
+        cdef int64_t stored = 0, over = 0, late = 0, bad = 0
+        cdef Py_ssize_t k
+        for k in range(self.n_rings):
+            stored += self.rings[k].head
+            over += max(self.rings[k].head - self.rings[k].cap, 0)
+            late += self.rings[k].late
+            bad += self.rings[k].bad
+        return {"tags": self.n_rings, "stored": stored, "overwritten": over, "late": late, "bad": bad,
+                "ignored": self.ignored}
+
+    def memory_bytes(self):
+        """Bytes allocated by the store: sample arrays plus per-tag bookkeeping."""
+        cdef int64_t total = self.rings_cap * sizeof(Ring) + self.slot_len * sizeof(int32_t)
+        cdef Py_ssize_t k
+        for k in range(self.n_rings):
+            total += self.rings[k].cap * (sizeof(int64_t) + sizeof(double) + sizeof(uint8_t))
+        return total
