@@ -53,3 +53,36 @@ def batch_for(plant: Plant, device_index: int, poll: int, step_ns: int = 1_000_0
         quality[0] = int(Quality.UNCERTAIN_LAST_USABLE)
     texts = {int(i): f"SN-{device_index}-{poll}" for i in ids[n_num:]} or None
     return SampleBatch(dev.name, base_ts_ns + poll * step_ns, ids, values, quality, texts)
+
+
+def expected_points(plant: Plant, polls: dict[int, range | list[int]]) -> dict[tuple[str, int], float]:
+    """(VictoriaMetrics metric name, ts_ns) -> value for the numeric and quality fields of these polls."""
+    out: dict[tuple[str, int], float] = {}
+    for d, ps in polls.items():
+        b0 = batch_for(plant, d, 0)
+        names = [plant.tags[i].name for i in b0.tag_ids]
+        n_num = sum(plant.tags[i].dtype != "string" for i in b0.tag_ids)
+        dev = plant.devices[d].name
+        for p in ps:
+            b = batch_for(plant, d, p)
+            for name, v in zip(names[:n_num], b.values[:n_num].tolist(), strict=True):
+                out[(f"{dev}_{name}", b.ts_ns)] = v
+            for name, q in zip(names, b.quality.tolist(), strict=True):
+                out[(f"{dev}_q_{name}", b.ts_ns)] = float(q)
+    return out
+
+
+def compare(vm_samples: dict[tuple, list[tuple[int, float]]], expected: dict[tuple[str, int], float]):
+    """(raw samples read, missing keys, duplicated samples, wrong values, unexpected keys) against ``expected``."""
+    seen: dict[tuple[str, int], list[float]] = {}
+    raw = 0
+    for key, pts in vm_samples.items():
+        name = dict(key)["__name__"]
+        for ts, v in pts:
+            seen.setdefault((name, ts), []).append(v)
+            raw += 1
+    missing = [k for k in expected if k not in seen]
+    dupes = sum(len(v) - 1 for v in seen.values())
+    wrong = [k for k, v in seen.items() if k in expected and any(x != expected[k] for x in v)]
+    unexpected = [k for k in seen if k not in expected]
+    return raw, missing, dupes, wrong, unexpected
