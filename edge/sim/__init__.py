@@ -5,6 +5,8 @@ See docs/simulator.md. In process: :class:`SimPlant`; in a child process:
 """
 from .faults import Fault, FaultSpec
 from .plant import SimPlant, free_port
+from .process import SimPlantProcess
+from .runner import run_blocking, serve
 from .servers import DeviceStats
 from .spec import RtuOverTcpTransport, SerialTransport, SignalSpec, SimDeviceSpec, TcpTransport
 
@@ -17,6 +19,9 @@ __all__ = [
     "SignalSpec",
     "SimDeviceSpec",
     "SimPlant",
+    "SimPlantProcess",
     "TcpTransport",
     "free_port",
+    "run_blocking",
+    "serve",
 ]

@@ -86,11 +86,14 @@ def engineering_limits(point: RegisterPoint) -> tuple[float, float]:
     return lo, hi
 
 
-def to_raw(point: RegisterPoint, value: float) -> int | float:
+def to_raw(point: RegisterPoint, value: float | int) -> int | float:
     """Engineering value -> raw register value, rounded and clipped for integer types.
 
     Raises ValueError for a value the type cannot represent (NaN into an integer).
     """
+    if isinstance(value, int) and point.scale == 1 and point.offset == 0 and point.dtype in INT_LIMITS:
+        lo, hi = INT_LIMITS[point.dtype]
+        return max(lo, min(hi, value))  # exact, also for 64-bit values beyond float precision
     raw = (float(value) - point.offset) / point.scale
     if point.dtype in INT_LIMITS:
         if not math.isfinite(raw):
@@ -121,13 +124,13 @@ def encode_value(point: RegisterPoint, value: float | str) -> list[int]:
         text = text.ljust(2 * point.length, b"\x00")
         words = ModbusClientMixin.convert_to_registers(text.decode("latin-1"), _DT.STRING, string_encoding="latin-1")
         return permute(words[: point.length], point.order, is_string=True)
-    raw = to_raw(point, float(value))
+    raw = to_raw(point, value if isinstance(value, int) and not isinstance(value, bool) else float(value))
     if point.dtype in INT_LIMITS:
         raw = int(raw)
     return permute(ModbusClientMixin.convert_to_registers(raw, PYMODBUS_TYPES[point.dtype]), point.order)
 
 
-def decode_value(point: RegisterPoint, words: Sequence[int]) -> float | str:
+def decode_value(point: RegisterPoint, words: Sequence[int]) -> float | int | str:
     """Engineering value of a register-table point from its wire registers, via pymodbus."""
     words = [int(w) for w in words]
     if point.dtype == "string":
@@ -137,6 +140,8 @@ def decode_value(point: RegisterPoint, words: Sequence[int]) -> float | str:
     if point.dtype == "bool":
         return float((words[0] >> (point.bit or 0)) & 1)
     raw = ModbusClientMixin.convert_from_registers(permute(words, point.order), PYMODBUS_TYPES[point.dtype])
+    if isinstance(raw, int) and point.scale == 1 and point.offset == 0:
+        return raw  # exact, also for 64-bit values beyond float precision
     return float(raw) * point.scale + point.offset
 
 

@@ -90,9 +90,7 @@ class SimPlant:
 
     def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0) -> None:
         self.specs: list[SimDeviceSpec] = _SPECS.validate_python(list(specs))
-        names = [s.name for s in self.specs]
-        if dupes := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"duplicate device names: {dupes}")
+        self._check_names(self.specs)
         self.groups = group_endpoints(self.specs)
         self.seed = seed
         self.memory = PlantMemory([s.points for s in self.specs])
@@ -124,6 +122,12 @@ class SimPlant:
         self._t0 = time.monotonic()
         self.update_stats = UpdateStats(points=sum(len(b.kind) for b in self.banks.values()))
         self._initialise_values()
+
+    @staticmethod
+    def _check_names(specs: Sequence[SimDeviceSpec]) -> None:
+        names = [s.name for s in specs]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"duplicate device names: {dupes}; every simulated device needs its own name")
 
     def _index_pins(self) -> None:
         owner = {id(d.image): name for name, d in self.devices.items()}
