@@ -1,0 +1,300 @@
+"""Request planning: the points of one device and one poll group merged into block reads.
+
+A :class:`PollPlan` is built once per (device, poll group) from the points' 0-based
+addresses: points of a table are sorted, overlapping points (e.g. the bits of a status word
+and the word itself) form an atomic cluster, and clusters are merged into blocks while the
+block stays within the request limit and the unused registers between two clusters stay
+within ``max_gap``. A point never straddles two blocks.
+
+Run-time learning: a block answered with exception 2 (illegal data address) is handed to
+:meth:`PollPlan.split`, which cuts it in two at the widest unused gap (else at its middle) and
+remembers the cut as a hole in :class:`Holes`; plans built later with the same ``Holes``
+never read across it. A block of a single cluster that is still illegal makes its points
+unreadable (the poller gives them Bad_ConfigurationError) and is not requested again.
+
+Every plan also fixes the order of the poll's output arrays: ``tag_ids`` lists the readable
+points block after block, then the unreadable ones; each block decodes into its ``slot``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from drivers.modbus.codec import BlockCodec, check_point
+from drivers.modbus.points import MAX_READ_BITS, MAX_READ_REGISTERS, RegisterPoint, Table
+from drivers.modbus.timing import READ_FC, BusTiming
+from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality
+
+_TABLE_ORDER = {Table.COIL: 0, Table.DISCRETE: 1, Table.HOLDING: 2, Table.INPUT: 3}
+ADDRESS_SPACE = 65536
+
+
+class PlanError(ValueError):
+    """Points that cannot be planned within the limits (the message names the point and the limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanLimits:
+    """Per-device request limits; ``max_gap`` counts unused registers bridged to merge two reads.
+
+    ``max_gap_bits`` defaults to 16 x ``max_gap``: the same payload bytes in a bit table.
+    """
+
+    max_registers: int = MAX_READ_REGISTERS
+    max_bits: int = MAX_READ_BITS
+    max_gap: int = 8
+    max_gap_bits: int | None = None
+    one_per_tag: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_registers <= MAX_READ_REGISTERS:
+            raise ValueError(f"max_registers must be 1..{MAX_READ_REGISTERS}, got {self.max_registers}")
+        if not 1 <= self.max_bits <= MAX_READ_BITS:
+            raise ValueError(f"max_bits must be 1..{MAX_READ_BITS}, got {self.max_bits}")
+        if self.max_gap < 0 or (self.max_gap_bits is not None and self.max_gap_bits < 0):
+            raise ValueError("max_gap and max_gap_bits must be 0 or more")
+
+    @classmethod
+    def from_device_config(cls, device: object) -> PlanLimits:
+        """From the site config's device model (``max_registers_per_request``, ``max_gap``, ...)."""
+        return cls(max_registers=device.max_registers_per_request, max_bits=device.max_bits_per_request,
+                   max_gap=device.max_gap, one_per_tag=device.one_request_per_tag)
+
+    def limit(self, table: Table) -> int:
+        return self.max_bits if table.is_bits else self.max_registers
+
+    def gap(self, table: Table) -> int:
+        if not table.is_bits:
+            return self.max_gap
+        return 16 * self.max_gap if self.max_gap_bits is None else self.max_gap_bits
+
+
+@dataclass(slots=True)
+class Holes:
+    """What a device taught us at run time; share one instance between re-plans of a device.
+
+    ``ranges``: (table, start, end) never read inside a merged block; ``start == end`` is a cut
+    (no block may contain both ``start - 1`` and ``start``). ``unreadable``: (table, start, end)
+    spans of points the device refuses even alone.
+    """
+
+    ranges: set[tuple[Table, int, int]] = field(default_factory=set)
+    unreadable: set[tuple[Table, int, int]] = field(default_factory=set)
+
+    def blocks_span(self, table: Table, start: int, end: int) -> bool:
+        """True if a read of [start, end) would cross a remembered hole or cut."""
+        for t, hs, he in self.ranges:
+            if t != table:
+                continue
+            if he > hs and hs < end and start < he:
+                return True
+            if he == hs and start < hs < end:
+                return True
+        return False
+
+    def refuses(self, table: Table, start: int, end: int) -> bool:
+        return any(t == table and s < end and start < e for t, s, e in self.unreadable)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cluster:
+    table: Table
+    start: int
+    end: int
+    points: tuple[RegisterPoint, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReadBlock:
+    """One read request of a plan and the codec for its response."""
+
+    table: Table
+    start: int
+    count: int
+    points: tuple[RegisterPoint, ...]
+    first: int  # index of its first point in the plan's output arrays
+    codec: BlockCodec
+
+    @property
+    def function_code(self) -> int:
+        return READ_FC[self.table]
+
+    @property
+    def end(self) -> int:
+        return self.start + self.count
+
+    @property
+    def slot(self) -> slice:
+        """Where this block's values go in the poll's arrays (see :attr:`PollPlan.tag_ids`)."""
+        return slice(self.first, self.first + len(self.points))
+
+    def __repr__(self) -> str:
+        return f"ReadBlock(FC{self.function_code} {self.table} {self.start}+{self.count}, {len(self.points)} points)"
+
+
+def _clusters(points: Sequence[RegisterPoint], atomic_points: bool) -> list[_Cluster]:
+    """Group sorted points of one table: overlapping points form one cluster (unless split per tag)."""
+    out: list[_Cluster] = []
+    for p in points:
+        last = out[-1] if out else None
+        if last is not None and not atomic_points and last.table == p.table and p.address < last.end:
+            out[-1] = _Cluster(p.table, last.start, max(last.end, p.end), (*last.points, p))
+        else:
+            out.append(_Cluster(p.table, p.address, p.end, (p,)))
+    return out
+
+
+def _block(cluster_run: Sequence[_Cluster], first: int) -> ReadBlock:
+    start = cluster_run[0].start
+    end = max(c.end for c in cluster_run)
+    points = tuple(p for c in cluster_run for p in c.points)
+    table = cluster_run[0].table
+    return ReadBlock(table, start, end - start, points, first, BlockCodec(table, start, end - start, points))
+
+
+class PollPlan:
+    """Block reads of one device and one poll group, with run-time learning of address holes."""
+
+    def __init__(self, points: Iterable[RegisterPoint], limits: PlanLimits | None = None,
+                 holes: Holes | None = None):
+        self.limits = limits or PlanLimits()
+        self.holes = holes if holes is not None else Holes()
+        points = list(points)
+        for p in points:
+            self._check(p)
+        ordered = sorted(points, key=lambda p: (_TABLE_ORDER[p.table], p.address, p.end, p.tag_id))
+        clusters = _clusters(ordered, self.limits.one_per_tag)
+        refusal = [self.holes.refuses(c.table, c.start, c.end) for c in clusters]
+        readable = [c for c, no in zip(clusters, refusal, strict=True) if not no]
+        refused = [p for c, no in zip(clusters, refusal, strict=True) if no for p in c.points]
+        self.blocks: list[ReadBlock] = []
+        first = 0
+        for run in self._merge(readable):
+            block = _block(run, first)
+            self.blocks.append(block)
+            first += len(block.points)
+        self.points: tuple[RegisterPoint, ...] = (*(p for b in self.blocks for p in b.points), *refused)
+        self.tag_ids = np.array([p.tag_id for p in self.points], dtype=TAG_ID_DTYPE)
+        self._unreadable: list[int] = list(range(first, len(self.points)))
+
+    def _check(self, p: RegisterPoint) -> None:
+        check_point(p)
+        limit = self.limits.limit(p.table)
+        if p.count > limit:
+            raise PlanError(f"point {p.name!r} spans {p.count} registers, more than this device's "
+                            f"{limit} per request")
+        if p.address < 0 or p.end > ADDRESS_SPACE:
+            raise PlanError(f"point {p.name!r} at {p.address}..{p.end - 1} is outside the address space "
+                            f"0..{ADDRESS_SPACE - 1}")
+
+    def _merge(self, clusters: Sequence[_Cluster]) -> list[list[_Cluster]]:
+        runs: list[list[_Cluster]] = []
+        for c in clusters:
+            if c.end - c.start > self.limits.limit(c.table):
+                raise PlanError(f"overlapping points {', '.join(p.name for p in c.points)} span "
+                                f"{c.end - c.start} registers, more than {self.limits.limit(c.table)} per request")
+            run = runs[-1] if runs else None
+            if run is not None and self._joinable(run, c):
+                run.append(c)
+            else:
+                runs.append([c])
+        return runs
+
+    def _joinable(self, run: list[_Cluster], c: _Cluster) -> bool:
+        head, end = run[0], max(x.end for x in run)
+        if self.limits.one_per_tag or head.table != c.table:
+            return False
+        if c.start - end > self.limits.gap(c.table) or c.end - head.start > self.limits.limit(c.table):
+            return False
+        return not self.holes.blocks_span(c.table, head.start, c.end)
+
+    # ------------------------------------------------------------------------- run-time learning
+
+    @property
+    def unreadable(self) -> tuple[RegisterPoint, ...]:
+        """Points the device refused even when read alone (Bad_ConfigurationError)."""
+        return tuple(self.points[i] for i in self._unreadable)
+
+    @property
+    def unreadable_index(self) -> np.ndarray:
+        """Positions of the unreadable points in the poll's arrays."""
+        return np.array(self._unreadable, dtype=np.intp)
+
+    def split(self, block: ReadBlock) -> list[ReadBlock]:
+        """Learn from an illegal-address answer to ``block``: replace it and return its replacements.
+
+        Several clusters: two blocks cut at the widest unused gap (nearest the middle on a
+        tie, or at the middle cluster when there is no gap); the cut is remembered in
+        :attr:`holes`. A single cluster: its points become unreadable and nothing replaces it.
+        """
+        try:
+            at = next(i for i, b in enumerate(self.blocks) if b is block)
+        except StopIteration:
+            raise ValueError(f"{block!r} is not a block of this plan (already split?)") from None
+        clusters = _clusters(block.points, self.limits.one_per_tag)
+        if len(clusters) == 1:
+            self.holes.unreadable.add((block.table, block.start, block.end))
+            del self.blocks[at]
+            self._unreadable.extend(range(block.first, block.first + len(block.points)))
+            self._unreadable.sort()
+            return []
+        k = _cut_index(clusters)
+        left, right = clusters[:k], clusters[k:]
+        self.holes.ranges.add((block.table, max(c.end for c in left), right[0].start))
+        parts = [_block(left, block.first), _block(right, block.first + sum(len(c.points) for c in left))]
+        self.blocks[at:at + 1] = parts
+        return parts
+
+    # ------------------------------------------------------------------------- outputs
+
+    def new_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh (values, quality) arrays for one poll: NaN and Bad_CommunicationError, unreadable
+        points already Bad_ConfigurationError. Each block's success overwrites its slot."""
+        n = len(self.points)
+        values = np.full(n, np.nan, dtype=VALUE_DTYPE)
+        quality = np.full(n, int(Quality.BAD_COMM_ERROR), dtype=QUALITY_DTYPE)
+        quality[self._unreadable] = Quality.BAD_CONFIG_ERROR
+        return values, quality
+
+    def reads(self) -> list[tuple[Table, int]]:
+        """(table, count) of each request, for the timing model."""
+        return [(b.table, b.count) for b in self.blocks]
+
+    def cycle_s(self, timing: BusTiming, pause_ms: float = 0.0) -> float:
+        """Estimated bus time of one poll of this plan."""
+        return timing.cycle_s(self.reads(), pause_ms)
+
+
+def _cut_index(clusters: Sequence[_Cluster]) -> int:
+    """Index of the first cluster of the right half: the widest gap, nearest the middle on ties."""
+    middle = len(clusters) / 2
+    gaps = [(clusters[i].start - max(c.end for c in clusters[:i]), i) for i in range(1, len(clusters))]
+    widest = max(g for g, _ in gaps)
+    if widest <= 0:
+        return max(1, round(middle))
+    return min((abs(i - middle), i) for g, i in gaps if g == widest)[1]
+
+
+def describe(device: str, group: str, interval_ms: int, plan: PollPlan, timing: BusTiming | None = None,
+             pause_ms: float = 0.0, max_names: int = 6) -> str:
+    """Text for ``edge plan``: one header line per (device, group) and one line per request."""
+    registers = sum(b.count for b in plan.blocks if not b.table.is_bits)
+    bits = sum(b.count for b in plan.blocks if b.table.is_bits)
+    head = (f"{device} / {group} every {interval_ms} ms: {len(plan.blocks)} requests, "
+            f"{len(plan.points) - len(plan.unreadable)} tags, {registers} registers, {bits} bits")
+    if timing is not None:
+        cycle = plan.cycle_s(timing, pause_ms)
+        head += f", bus time {cycle * 1000:.1f} ms/cycle ({100 * cycle / (interval_ms / 1000):.1f} % of the interval)"
+    lines = [head]
+    for b in plan.blocks:
+        names = [p.name for p in b.points]
+        shown = ", ".join(names[:max_names]) + (f", ... (+{len(names) - max_names})" if len(names) > max_names else "")
+        line = f"  FC{b.function_code} {b.table:<8} {b.start:>5}..{b.end - 1:<5} count {b.count:>4}  {len(names):>3} tags"
+        if timing is not None:
+            line += f"  {timing.read_s(b.table, b.count, pause_ms) * 1000:7.2f} ms"
+        lines.append(f"{line}  [{shown}]")
+    if plan.unreadable:
+        lines.append("  unreadable (illegal data address): " + ", ".join(p.name for p in plan.unreadable))
+    return "\n".join(lines)
