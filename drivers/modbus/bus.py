@@ -70,6 +70,7 @@ class Line:
         self._reconnect_delay = 0.0
         self._next_connect = 0.0
         self.busy_s = 0.0  # time spent in transactions (for utilisation)
+        self.last_transaction_s = 0.0  # duration of the last transaction, without the wait for the line
         self.transactions = 0
         self.last_error = ""
         self.connected_since = 0.0
@@ -109,6 +110,7 @@ class Line:
                 return await op(self.transport)
             finally:
                 end = time.monotonic()
+                self.last_transaction_s = end - start
                 self.busy_s += end - start
                 self.transactions += 1
                 self._free_at = end + self.gap_s + pause_after_s

@@ -116,17 +116,20 @@ def _writable_overlaps(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
 
 
 def _timeouts(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
+    bus_index = {b.name: i for i, b in enumerate(loaded.config.buses)}
     for dev in loaded.devices:
         used = {rp.point.group for rp in dev.points}
         for group in sorted(used & set(dev.poll_groups)):
             interval = dev.interval_ms(group)
             if dev.timeout_ms() > interval:
-                key = "timeout_ms" if dev.config.timeout_ms else "interval_ms"
+                where = ("devices", dev.index, "timeout_ms") if dev.config.timeout_ms else \
+                    ("buses", bus_index[dev.bus.name], "timeout_ms")
                 issues.append(loaded.source.issue(
-                    ("devices", dev.index, key),
-                    f"timeout {dev.timeout_ms()} ms is longer than the poll interval {interval} ms of group "
-                    f"{group!r}: a dead device would overrun every cycle; shorten the timeout or poll slower",
-                    dev.timeout_ms()))
+                    where,
+                    f"timeout {dev.timeout_ms()} ms of device {dev.name!r} is longer than the poll interval "
+                    f"{interval} ms of its group {group!r}: a dead device would overrun every cycle; "
+                    "shorten the timeout or poll slower", dev.timeout_ms()))
+                break
 
 
 @dataclass(frozen=True)
@@ -137,15 +140,38 @@ class BusLoad:
     requests_per_s: float
 
 
-def bus_loads(loaded: LoadedConfig) -> list[BusLoad]:
-    """Estimated load per physical line, from the request plan and the frame-time model."""
-    from drivers.modbus.bus_load import estimate_line_loads
+def bus_loads(loaded: LoadedConfig, issues: list[ConfigIssue] | None = None) -> list[BusLoad]:
+    """Estimated load per physical line, from each device's request plan and the frame-time model.
 
-    return estimate_line_loads(loaded)
+    A device whose points cannot be planned (e.g. a point longer than its request limit) is
+    reported in ``issues`` and left out of the estimate.
+    """
+    from drivers.modbus.planner import PlanError
+    from drivers.modbus.timing import BusTiming
+    from edge.app import device_plan
+
+    share: dict[str, float] = {}
+    rate: dict[str, float] = {}
+    bus_of: dict[str, str] = {}
+    for dev in loaded.devices:
+        if dev.plugin_error or not dev.config.enabled:
+            continue
+        try:
+            plan = device_plan(dev)
+        except PlanError as exc:
+            if issues is not None:
+                issues.append(loaded.source.issue(("devices", dev.index), str(exc)))
+            continue
+        key = line_key(dev)
+        timing = BusTiming.from_bus_config(dev.bus)
+        share[key] = share.get(key, 0.0) + plan.busy_share(timing, dev.config.pause_between_requests_ms)
+        rate[key] = rate.get(key, 0.0) + plan.requests_per_s()
+        bus_of[key] = dev.bus.name
+    return [BusLoad(bus_of[k], k, 100.0 * share[k], rate[k]) for k in share]
 
 
 def _bus_load(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
-    for load in bus_loads(loaded):
+    for load in bus_loads(loaded, issues):
         index = next(i for i, b in enumerate(loaded.config.buses) if b.name == load.bus)
         if load.load_pct > 100.0:
             issues.append(loaded.source.issue(

@@ -235,7 +235,7 @@ def _unwrap(annotation: Any, data: Any) -> Any:
 def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict[str, str] | None,
                      issues: list[ConfigIssue], strict_plugins: bool) -> list[ResolvedDevice]:
     buses = {b.name: b for b in site.buses}
-    plugins_dir = Path(site.plugins_dir) if Path(site.plugins_dir).is_absolute() else base / site.plugins_dir
+    plugins_dir = (base / site.plugins_dir).resolve()
     cache: dict[str, tuple[PluginManifest | None, PluginPoints | None, YamlSource | None, Path, str | None]] = {}
     out: list[ResolvedDevice] = []
     for index, dev in enumerate(site.devices):

@@ -2,7 +2,7 @@
 
 pyyaml's composed node tree gives the lines; the data itself comes from the safe
 constructor. ``${NAME}`` references in string values are replaced from the environment
-(secrets never live in YAML). Duplicate keys, which pyyaml would silently collapse, are
+(secrets never live in YAML); ``${NAME:-default}`` gives a default. Duplicate keys, which pyyaml would silently collapse, are
 reported as errors.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 
 from edge.config.errors import ConfigIssue
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass
@@ -112,7 +112,9 @@ def _scalar(node: yaml.Node) -> Any:
 
 def _substitute(value: str, path: tuple[Any, ...], source: YamlSource, env: dict[str, str]) -> str:
     def repl(match: re.Match[str]) -> str:
-        name = match.group(1)
+        name, default = match.group(1), match.group(2)
+        if name not in env and default is not None:
+            return default
         if name not in env:
             source.issues.append(
                 source.issue(path, f"environment variable {name} is not set (secrets come from the environment)",

@@ -1,0 +1,61 @@
+"""All poll groups of one device: a :class:`PollPlan` per group sharing one :class:`Holes`.
+
+What the device teaches at run time (an address hole found in one group's block) is shared
+by every group of that device and survives re-plans, because the ``Holes`` object is shared.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from drivers.modbus.planner import Holes, PlanLimits, PollPlan, ReadBlock
+from drivers.modbus.points import RegisterPoint
+from drivers.modbus.timing import BusTiming
+
+
+class DevicePlan:
+    def __init__(self, points: Iterable[tuple[str, RegisterPoint]], intervals_ms: dict[str, int],
+                 limits: PlanLimits | None = None, holes: Holes | None = None):
+        """``points``: (group, point) pairs; ``intervals_ms``: group -> poll interval."""
+        self.holes = holes if holes is not None else Holes()
+        by_group: dict[str, list[RegisterPoint]] = {}
+        for group, point in points:
+            by_group.setdefault(group, []).append(point)
+        self.intervals_ms = {g: intervals_ms[g] for g in by_group}
+        self.plans = {g: PollPlan(pts, limits, self.holes) for g, pts in by_group.items()}
+
+    def groups(self) -> list[str]:
+        return list(self.plans)
+
+    def interval_s(self, group: str) -> float:
+        return self.intervals_ms[group] / 1e3
+
+    def min_interval_s(self) -> float:
+        return min(self.intervals_ms.values()) / 1e3 if self.intervals_ms else 1.0
+
+    def blocks(self, group: str) -> list[ReadBlock]:
+        return self.plans[group].blocks
+
+    def split(self, block: ReadBlock) -> list[ReadBlock]:
+        """Learn from an illegal-address answer (see PollPlan.split); [] when the points are unreadable."""
+        for plan in self.plans.values():
+            if any(b is block for b in plan.blocks):
+                return plan.split(block)
+        return []
+
+    def probe_block(self) -> ReadBlock | None:
+        """The cheapest read of the device: used to probe an offline device."""
+        blocks = [b for plan in self.plans.values() for b in plan.blocks]
+        return min(blocks, key=lambda b: b.count) if blocks else None
+
+    def tag_ids(self) -> np.ndarray:
+        ids = [plan.tag_ids for plan in self.plans.values()]
+        return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
+
+    def requests_per_s(self) -> float:
+        return sum(len(p.blocks) / (self.intervals_ms[g] / 1e3) for g, p in self.plans.items())
+
+    def busy_share(self, timing: BusTiming, pause_ms: float = 0.0) -> float:
+        """Share of the line's time this device's polling needs (1.0 = all of it)."""
+        return sum(p.cycle_s(timing, pause_ms) / (self.intervals_ms[g] / 1e3) for g, p in self.plans.items())

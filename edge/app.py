@@ -1,0 +1,201 @@
+"""The appliance: builds every part from a loaded configuration, runs it, stops it in order.
+
+Start order: lines and pollers' plans, sinks (latest store, then the outputs), then the
+pollers. Stop order is the reverse: pollers first (no new data), outputs flushed, lines
+closed (serial ports released).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from drivers.modbus.bus import Line
+from drivers.modbus.client import RtuOverTcpTransport, SerialParams, SerialTransport, TcpTransport
+from drivers.modbus.device_plan import DevicePlan
+from drivers.modbus.planner import PlanLimits
+from drivers.modbus.points import RegisterPoint
+from drivers.modbus.timing import inter_frame_gap_s
+from drivers.modbus.writer import write_point
+from edge.config.checks import line_key
+from edge.config.loader import LoadedConfig, ResolvedDevice
+from edge.model import DeviceDiagnostics, DeviceState, Quality, SampleBatch, WriteResult
+from edge.pipeline import Pipeline
+from edge.poller import DevicePoller
+from edge.store import LatestStore
+from edge.writes import AuditLog, WriteService, WriteTarget
+
+log = logging.getLogger("edge.app")
+
+
+@dataclass
+class DeviceRuntime:
+    resolved: ResolvedDevice
+    line: Line
+    diag: DeviceDiagnostics
+    plan: DevicePlan | None
+    poller: DevicePoller | None
+    task: asyncio.Task | None = None
+    points: dict[int, RegisterPoint] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.resolved.name
+
+
+def make_transport(dev: ResolvedDevice):
+    bus = dev.bus
+    key = line_key(dev)
+    if bus.type == "modbus_tcp":
+        return TcpTransport(key, dev.config.host or bus.host, dev.config.port or bus.port)
+    if bus.type == "rtu_over_tcp":
+        return RtuOverTcpTransport(key, bus.host, bus.port)
+    return SerialTransport(key, SerialParams(bus.port, bus.baud, bus.parity, bus.data_bits, bus.stop_bits))
+
+
+def line_gap_s(dev: ResolvedDevice) -> float:
+    bus = dev.bus
+    if bus.type == "modbus_tcp":
+        return 0.0
+    if bus.inter_frame_gap_ms is not None:
+        return bus.inter_frame_gap_ms / 1e3
+    return inter_frame_gap_s(bus.baud, bus.parity, bus.data_bits, bus.stop_bits)
+
+
+def device_plan(dev: ResolvedDevice) -> DevicePlan:
+    """The request plan of a configured device, one PollPlan per poll group."""
+    group_of = {rp.point.name: rp.point.group for rp in dev.points}
+    return DevicePlan(((group_of[p.name], p) for p in dev.register_points),
+                      {g: pg.interval_ms for g, pg in dev.poll_groups.items()},
+                      PlanLimits.from_device_config(dev.config))
+
+
+class Appliance:
+    """Everything that runs for one loaded configuration."""
+
+    def __init__(self, loaded: LoadedConfig, *, audit: bool = True):
+        self.loaded = loaded
+        self.plant = loaded.plant
+        self.store = LatestStore(self.plant)
+        self.pipeline = Pipeline()
+        self.pipeline.add("store", self.store)
+        self.lines: dict[str, Line] = {}
+        self.devices: dict[str, DeviceRuntime] = {}
+        audit_log = AuditLog(loaded.data_dir / "audit.log") if audit else None
+        self.writes = WriteService(self.plant, self.store, audit_log)
+        self.started_at = 0.0
+        self._tasks: list[asyncio.Task] = []
+        for dev in loaded.devices:
+            self._add_device(dev)
+
+    # ------------------------------------------------------------------ building
+
+    def _line_for(self, dev: ResolvedDevice) -> Line:
+        key = line_key(dev)
+        line = self.lines.get(key)
+        if line is None:
+            line = Line(key, make_transport(dev), gap_s=line_gap_s(dev),
+                        connect_timeout_s=max(dev.timeout_ms() / 1e3, 1.0))
+            self.lines[key] = line
+        return line
+
+    def _add_device(self, dev: ResolvedDevice) -> None:
+        diag = DeviceDiagnostics(dev.name, dev.bus.name, plugin=dev.config.plugin,
+                                 plugin_version=dev.manifest.version if dev.manifest else None)
+        line = self._line_for(dev)
+        plan = poller = None
+        if dev.plugin_error:
+            diag.state = DeviceState.QUARANTINED
+            diag.last_error = dev.plugin_error
+        elif not dev.config.enabled:
+            diag.state = DeviceState.DISABLED
+        else:
+            plan = device_plan(dev)
+            poller = DevicePoller(
+                dev.name, dev.config.unit_id, line, plan, self.pipeline.publish, diag,
+                timeout_s=dev.timeout_ms() / 1e3, retries=dev.retries(),
+                pause_s=dev.config.pause_between_requests_ms / 1e3,
+                offline_after=dev.config.offline_after_failures, backoff_max_s=dev.config.backoff_max_s,
+            )
+        rt = DeviceRuntime(dev, line, diag, plan, poller)
+        rt.points = {p.tag_id: p for p in dev.register_points}
+        self.devices[dev.name] = rt
+        for tag_id, point in rt.points.items():
+            self.writes.register(tag_id, WriteTarget(point, self._writer(rt), self._availability(rt)))
+
+    def _writer(self, rt: DeviceRuntime):
+        async def write(point: RegisterPoint, value: object) -> WriteResult:
+            result = await write_point(rt.line, rt.resolved.config.unit_id, point, value, rt.resolved.timeout_ms() / 1e3)
+            if result.ok and result.read_back is not None and not isinstance(result.read_back, str):
+                # show the new value at once instead of waiting for the next poll
+                self.pipeline.publish(SampleBatch(
+                    rt.name, time.time_ns(), np.array([point.tag_id], dtype=np.int32),
+                    np.array([result.read_back], dtype=np.float64), np.zeros(1, dtype=np.uint8)))
+            return result
+
+        return write
+
+    @staticmethod
+    def _availability(rt: DeviceRuntime):
+        def available() -> str | None:
+            if rt.diag.state == DeviceState.QUARANTINED:
+                return f"device {rt.name} is quarantined: {rt.diag.last_error}"
+            if rt.diag.state == DeviceState.DISABLED:
+                return f"device {rt.name} is disabled"
+            return None
+
+        return available
+
+    # ------------------------------------------------------------------ running
+
+    async def start(self) -> None:
+        self.started_at = time.monotonic()
+        ts = time.time_ns()
+        for rt in self.devices.values():
+            if rt.diag.state == DeviceState.QUARANTINED:
+                ids = np.array(list(rt.points), dtype=np.int32)
+                self.pipeline.publish(SampleBatch.bad(rt.name, ts, ids, Quality.BAD_CONFIG_ERROR))
+                log.error("device %s not started: %s", rt.name, rt.diag.last_error)
+            if rt.poller is not None:
+                rt.task = asyncio.create_task(self._run_poller(rt), name=f"poll:{rt.name}")
+        self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
+
+    async def _run_poller(self, rt: DeviceRuntime) -> None:
+        """Run a poller; an unexpected error restarts it after a pause instead of killing the device."""
+        assert rt.poller is not None
+        while True:
+            try:
+                await rt.poller.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - contain: log, count, restart this device only
+                log.exception("device %s: poller crashed; restarting in 1 s", rt.name)
+                rt.diag.last_error = "internal error in poller (see log)"
+                await asyncio.sleep(1.0)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.loaded.config.runtime.status_interval_s)
+            for rt in self.devices.values():
+                if rt.poller:
+                    rt.poller.update_latency_stats()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        tasks = [rt.task for rt in self.devices.values() if rt.task] + self._tasks
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout_s)
+        for line in self.lines.values():
+            line.close()
+        self._tasks.clear()
+
+    def line_utilisation(self) -> dict[str, float]:
+        """Share of wall time each line spent in transactions since start, in percent."""
+        elapsed = max(time.monotonic() - self.started_at, 1e-9)
+        return {key: 100.0 * line.busy_s / elapsed for key, line in self.lines.items()}
+

@@ -1,0 +1,79 @@
+"""The ``edge`` command: one subcommand per job, one clear line per error, exit codes that mean something.
+
+Errors print as one line and exit non-zero; ``--debug`` shows the traceback instead.
+Subcommand implementations live in ``edge.commands``; this module only parses and dispatches.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge.commands import CliError
+from edge.config.errors import ConfigError
+
+# name -> (module in edge.commands, one-line description); the order is the help's order
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run the appliance for a site configuration, with a live status table"),
+    "demo": ("demo", "start the simulated demo plant and run the appliance against it"),
+    "check": ("check", "validate a configuration without touching hardware; prints bus load per line"),
+    "plan": ("plan", "print the request plan per device and the estimated bus time per cycle"),
+    "simulate": ("simulate", "serve every device of a configuration from simulated Modbus devices"),
+    "read": ("field", "read a device's tags once and print the decoded values"),
+    "write": ("field", "write one tag of a device, read it back and print the result"),
+    "scan": ("field", "find the unit ids that answer on a serial line or a TCP endpoint"),
+
+    "doctor": ("doctor", "check the installation: packages, the aggregator extension, system tools"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge", description="Industrial edge appliance: Modbus field devices to OPC UA, InfluxDB and Grafana.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                        help="log level (default: the configuration's, or warning)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (module, description) in COMMANDS.items():
+        p = sub.add_parser(name, help=description, description=description)
+        mod = importlib.import_module(f"edge.commands.{module}")
+        mod.add_arguments(name, p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    level = logging.DEBUG if args.debug else getattr(logging, (args.log_level or "warning").upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(f"edge.commands.{COMMANDS[args.command][0]}")
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        errors = sum(1 for i in exc.issues if i.severity == "error")
+        print(f"{errors} error(s): configuration rejected", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        if args.debug:
+            raise
+        print(f"edge {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"edge {args.command}: error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

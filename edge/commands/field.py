@@ -1,0 +1,158 @@
+"""Technician commands that talk to field devices directly: read, write, scan (and probe).
+
+They use the same lines, plans, codec and write path as the running appliance, so what they
+show is what the appliance will see.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from drivers.modbus.bus import Line
+from drivers.modbus.client import (
+    ModbusError,
+    ModbusExceptionResponse,
+    RtuOverTcpTransport,
+    SerialParams,
+    SerialTransport,
+    TcpTransport,
+)
+from drivers.modbus.points import Table
+from drivers.modbus.writer import write_point
+from edge.app import device_plan, line_gap_s, make_transport
+from edge.commands import CliError
+from edge.commands.run import format_value
+from edge.config.loader import ResolvedDevice, load_config
+from edge.model import Quality
+
+
+def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    if name in ("read", "write"):
+        p.add_argument("config", help="site configuration (YAML)")
+        p.add_argument("device", help="device name")
+    if name == "read":
+        p.add_argument("tag", nargs="*", help="only these tags (default: all)")
+    elif name == "write":
+        p.add_argument("tag", help="tag name")
+        p.add_argument("value", help="value in engineering units (true/false for bits, text for strings)")
+    elif name == "scan":
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--serial", metavar="PATH", help="serial port of an RS-485 line")
+        where.add_argument("--host", help="TCP host (Modbus TCP, or a gateway with --rtu-over-tcp)")
+        p.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
+        p.add_argument("--rtu-over-tcp", action="store_true", help="RTU framing through a serial gateway")
+        p.add_argument("--baud", type=int, default=9600)
+        p.add_argument("--parity", choices=["N", "E", "O"], default="N")
+        p.add_argument("--stop-bits", type=int, choices=[1, 2], default=1)
+        p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-10 or 1,5,9 (default 1-247)")
+        p.add_argument("--timeout-ms", type=int, default=100)
+        p.add_argument("--table", choices=[t.value for t in Table], default="holding",
+                       help="table of the test read (default holding)")
+        p.add_argument("--address", type=int, default=0, help="address of the test read (default 0)")
+
+
+def _open(dev: ResolvedDevice) -> Line:
+    return Line(dev.name, make_transport(dev), gap_s=line_gap_s(dev))
+
+
+async def read_device(dev: ResolvedDevice, only: list[str]) -> list[tuple[str, str, str]]:
+    """(tag, value, quality) for every tag of a device, read once block by block."""
+    plan = device_plan(dev)
+    line = _open(dev)
+    names = {p.tag_id: p.name for p in dev.register_points}
+    units = {rp.point.name: rp.point.unit for rp in dev.points}
+    out = []
+    try:
+        for group in plan.groups():
+            for block in plan.blocks(group):
+                if only and not any(p.name in only for p in block.points):
+                    continue
+                try:
+                    data = await line.read(dev.config.unit_id, block.table, block.start, block.count,
+                                           dev.timeout_ms() / 1e3)
+                except ModbusError as exc:
+                    for p in block.points:
+                        out.append((p.name, "-", f"{type(exc).__name__}: {exc}"))
+                    continue
+                batch = block.codec.decode_batch(dev.name, time.time_ns(), data)
+                texts = batch.texts or {}
+                for tag_id, value, q in zip(batch.tag_ids, batch.values, batch.quality, strict=True):
+                    name = names[int(tag_id)]
+                    shown = texts.get(int(tag_id), float(value))
+                    out.append((name, format_value(shown, units.get(name), Quality.GOOD), Quality(int(q)).name))
+    finally:
+        line.close()
+    return [row for row in out if not only or row[0] in only]
+
+
+async def write_device(dev: ResolvedDevice, tag: str, value: str):
+    point = next((p for p in dev.register_points if p.name == tag), None)
+    if point is None:
+        raise CliError(f"device {dev.name} has no tag {tag!r}; tags: {', '.join(p.name for p in dev.register_points)}")
+    line = _open(dev)
+    try:
+        return await write_point(line, dev.config.unit_id, point, value, dev.timeout_ms() / 1e3)
+    finally:
+        line.close()
+
+
+def parse_units(text: str) -> list[int]:
+    units: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            units += list(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise CliError(f"--units takes ranges like 1-10 or 1,5,9, got {text!r}", 2) from None
+    bad = [u for u in units if not 0 <= u <= 255]
+    if bad:
+        raise CliError(f"unit ids are 0-255, got {bad[0]}", 2)
+    return units
+
+
+async def scan(args: argparse.Namespace) -> list[tuple[int, str]]:
+    """Unit ids that answer a one-register read (an exception answer counts: the device is there)."""
+    if args.serial:
+        transport = SerialTransport("scan", SerialParams(args.serial, args.baud, args.parity, 8, args.stop_bits))
+    elif args.rtu_over_tcp:
+        transport = RtuOverTcpTransport("scan", args.host, args.port)
+    else:
+        transport = TcpTransport("scan", args.host, args.port)
+    line = Line("scan", transport)
+    found = []
+    try:
+        for unit in parse_units(args.units):
+            try:
+                await line.read(unit, Table(args.table), args.address, 1, args.timeout_ms / 1e3)
+                found.append((unit, "answers"))
+            except ModbusExceptionResponse as exc:
+                found.append((unit, f"answers with {exc}"))
+            except ModbusError:
+                continue
+    finally:
+        line.close()
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "scan":
+        found = asyncio.run(scan(args))
+        for unit, what in found:
+            print(f"unit {unit:>3}: {what}")
+        print(f"{len(found)} unit(s) answered")
+        return 0 if found else 1
+    loaded = load_config(args.config)
+    try:
+        dev = loaded.device(args.device)
+    except KeyError as exc:
+        raise CliError(str(exc.args[0])) from None
+    if args.command == "read":
+        rows = asyncio.run(read_device(dev, args.tag))
+        for name, value, quality in rows:
+            print(f"{name:<28} {value:<24} {quality}")
+        return 0 if rows and all(q == "GOOD" for _, _, q in rows) else 1
+    result = asyncio.run(write_device(dev, args.tag, args.value))
+    print(f"{dev.name}.{args.tag} = {args.value}: {result.status.name}: {result.message}"
+          + (f" (read back {result.read_back})" if result.read_back is not None else ""))
+    return 0 if result.ok else 1

@@ -1,0 +1,39 @@
+"""Latest value, quality and timestamp of every tag, in flat numpy arrays indexed by tag id.
+
+The status table, ``edge read`` style queries, rules and the HTTP API read from here; the
+pipeline writes one whole batch per poll with fancy indexing (no per-value Python work).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge.model import Plant, Quality, SampleBatch
+
+
+class LatestStore:
+    def __init__(self, plant: Plant):
+        n = len(plant.tags)
+        self.plant = plant
+        self.values = np.full(n, np.nan, dtype=np.float64)
+        self.quality = np.full(n, int(Quality.BAD_NO_COMMUNICATION), dtype=np.uint8)
+        self.ts_ns = np.zeros(n, dtype=np.int64)
+        self.texts: dict[int, str] = {}
+        self.samples = 0
+
+    def consume(self, batch: SampleBatch) -> None:
+        ids = batch.tag_ids
+        good = batch.quality == Quality.GOOD
+        if good.all():
+            self.values[ids] = batch.values
+        else:
+            # a bad sample keeps the last value visible, flagged by its quality
+            self.values[ids[good]] = batch.values[good]
+        self.quality[ids] = batch.quality
+        self.ts_ns[ids] = batch.ts_ns
+        if batch.texts:
+            self.texts.update(batch.texts)
+        self.samples += len(ids)
+
+    def get(self, tag_id: int) -> tuple[float | str, Quality, int]:
+        value: float | str = self.texts.get(tag_id, float(self.values[tag_id]))
+        return value, Quality(int(self.quality[tag_id])), int(self.ts_ns[tag_id])

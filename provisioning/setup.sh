@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for the appliance: system packages, a dedicated virtual environment
+# (.venv in the checkout), the appliance with its Cython extension, and with --test everything
+# the test suite needs (time-series servers, Modbus tools, the node-opcua client).
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+apt_pkgs=(socat)
+[ $want_test = 1 ] && apt_pkgs+=(mbpoll victoria-metrics influxdb)
+command -v node >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
+
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+extra=""
+[ $want_test = 1 ] && extra="[test]"
+echo "setup: installing the appliance$extra (builds the Cython aggregator)"
+.venv/bin/python -m pip install -q -e ".$extra"
+
+if [ $want_test = 1 ] && [ -f tests/opcua/node/package.json ]; then
+  echo "setup: installing node-opcua-client for the OPC UA interoperability tests"
+  if [ -f tests/opcua/node/package-lock.json ]; then
+    npm ci --prefix tests/opcua/node --no-audit --no-fund --loglevel=error >/dev/null
+  else
+    npm install --prefix tests/opcua/node --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+fi
+.venv/bin/edge doctor --quiet 2>/dev/null || .venv/bin/edge doctor
+echo "setup: done"
