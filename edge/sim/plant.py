@@ -244,7 +244,11 @@ class SimPlant:
             endpoint.refresh_now()
 
     def set_value(self, device: str, tag: str, value: float | str) -> None:
-        """Write an engineering value into a point; a signal point is pinned there until release()."""
+        """Write an engineering value into a point; a signal point is pinned there until release().
+
+        The value is clipped to what the data type can hold but NOT to the point's range, so a
+        test can provoke Bad_OutOfRange.
+        """
         dev = self.device(device)
         point = dev.image.point(tag)
         if pin := self._pins.get((device, tag)):

@@ -173,11 +173,11 @@ class SignalBank:
             out[m] = ((flips * weights) & self.bitmask[m, None]).sum(axis=1).astype(np.float64)
         return np.clip(out, self.lim_lo, self.lim_hi)
 
-    def tick(self, t: float, regs: np.ndarray, bits: np.ndarray) -> None:
-        """Compute all values at ``t`` and write the active ones into the plant memory."""
-        if not len(self.kind):
-            return
+    def tick(self, t: float, regs: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        """Compute all values at ``t``, write the active ones into the plant memory, return them all."""
         eng = self.values(t)
+        if not len(eng):
+            return eng
         raw = (eng - self.offset) / self.scale
         active = self.active
         all_active = bool(active.all())
@@ -196,3 +196,4 @@ class SignalBank:
         if len(self.table_bits):
             keep = active[self.table_bits]
             bits[self.table_bit_index[keep]] = raw[self.table_bits][keep] != 0
+        return eng
