@@ -50,6 +50,7 @@ cdef struct Ring:
     int64_t grace_ns
     int64_t late
     int64_t bad
+    int64_t unwindowed    # samples overwritten before their window closed (summed over lengths)
     int32_t tag_id
     uint32_t spec_mask
     int64_t done_ns[MAX_SPECS]  # windows ending at or before this were emitted
@@ -589,6 +590,7 @@ cdef class RingStore:
         r.grace_ns = grace_ns
         r.late = 0
         r.bad = 0
+        r.unwindowed = 0
         r.tag_id = tag_id
         r.spec_mask = mask
         for s in range(MAX_SPECS):
@@ -760,6 +762,7 @@ cdef class RingStore:
         cdef const double[::1] vv
         cdef const uint8_t[::1] qv
         if lo < self.oldest(r):
+            r.unwindowed += self.oldest(r) - lo
             lo = self.oldest(r)
         if lo >= hi:
             r.pos[s] = hi
@@ -894,19 +897,21 @@ cdef class RingStore:
             "overwritten": max(r.head - r.cap, 0),
             "late": r.late,
             "bad": r.bad,
+            "unwindowed": r.unwindowed,
         }
 
     def totals(self):
         """Sums of the counters over all tags, plus ``ignored`` (samples of tags without a ring)."""
-        cdef int64_t stored = 0, over = 0, late = 0, bad = 0
+        cdef int64_t stored = 0, over = 0, late = 0, bad = 0, unw = 0
         cdef Py_ssize_t k
         for k in range(self.n_rings):
             stored += self.rings[k].head
             over += max(self.rings[k].head - self.rings[k].cap, 0)
             late += self.rings[k].late
             bad += self.rings[k].bad
+            unw += self.rings[k].unwindowed
         return {"tags": self.n_rings, "stored": stored, "overwritten": over, "late": late, "bad": bad,
-                "ignored": self.ignored}
+                "unwindowed": unw, "ignored": self.ignored}
 
     def memory_bytes(self):
         """Bytes allocated by the store: sample arrays plus per-tag bookkeeping."""

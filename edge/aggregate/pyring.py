@@ -222,7 +222,7 @@ def lttb_select(ts: np.ndarray, vs: np.ndarray, p: list[int], t0: int, n_out: in
 
 class _Ring:
     __slots__ = ("ts", "v", "q", "cap", "head", "widx", "max_ts", "disorder_seq", "watermark", "grace_ns",
-                 "late", "bad", "tag_id", "specs", "done_ns", "pos")
+                 "late", "bad", "unwindowed", "tag_id", "specs", "done_ns", "pos")
 
     def __init__(self, tag_id: int, capacity: int, specs: set[int], grace_ns: int) -> None:
         self.ts = np.zeros(capacity, dtype=np.int64)
@@ -237,6 +237,7 @@ class _Ring:
         self.grace_ns = grace_ns
         self.late = 0
         self.bad = 0
+        self.unwindowed = 0
         self.tag_id = tag_id
         self.specs = specs
         self.done_ns = [INT64_MIN] * MAX_SPECS
@@ -391,7 +392,10 @@ class RingStore:
         return out
 
     def _close_windows(self, r: _Ring, s: int, w: int, close: int, rows: list) -> None:
-        lo, hi, done = max(r.pos[s], r.oldest()), r.head, r.done_ns[s]
+        lo, hi, done = r.pos[s], r.head, r.done_ns[s]
+        if lo < r.oldest():
+            r.unwindowed += r.oldest() - lo
+            lo = r.oldest()
         if lo >= hi:
             r.pos[s] = hi
             return
@@ -462,13 +466,15 @@ class RingStore:
     def counters(self, tag_id: int) -> dict[str, int]:
         r = self._ring(tag_id)
         return {"stored": r.head, "held": min(r.head, r.cap), "capacity": r.cap,
-                "overwritten": max(r.head - r.cap, 0), "late": r.late, "bad": r.bad}
+                "overwritten": max(r.head - r.cap, 0), "late": r.late, "bad": r.bad,
+                "unwindowed": r.unwindowed}
 
     def totals(self) -> dict[str, int]:
         rings = self._rings
         return {"tags": len(rings), "stored": sum(r.head for r in rings),
                 "overwritten": sum(max(r.head - r.cap, 0) for r in rings),
-                "late": sum(r.late for r in rings), "bad": sum(r.bad for r in rings), "ignored": self.ignored}
+                "late": sum(r.late for r in rings), "bad": sum(r.bad for r in rings),
+                "unwindowed": sum(r.unwindowed for r in rings), "ignored": self.ignored}
 
     def memory_bytes(self) -> int:
         return sum(r.ts.nbytes + r.v.nbytes + r.q.nbytes for r in self._rings)

@@ -1,0 +1,151 @@
+"""The aggregator as the app sees it: tag configuration in, SampleBatches in, WindowBatches out.
+
+Wraps the active ring store (compiled or twin, see ``edge.aggregate``) with the tag
+configuration, window labels, the memory budget and diagnostics. All calls are made from
+the app's asyncio loop (one thread); none of them blocks on I/O.
+
+Integration::
+
+    agg = Aggregator.from_tags(plant.tags, {t.id: cfg for t, cfg in aggregated}, settings)
+    agg.consume(batch)                       # every SampleBatch (hot path, no per-value Python)
+    windows = agg.collect(time.time_ns())    # every settings.collect_interval_ms -> list[WindowBatch]
+    agg.read_range(tag_id, t0_ns, t1_ns)     # raw history: (ts int64[], values float64[], quality uint8[])
+    agg.downsample(tag_id, t0_ns, t1_ns, n_out, method="m4" | "minmaxlttb")
+    agg.memory_bytes(), agg.diagnostics()    # for health/`edge doctor`
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from edge.aggregate import ACTIVE_IMPL, RingStore
+from edge.config.aggregate import MAX_WINDOWS, AggregatorSettings, TagAggregateConfig, window_label
+from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, SampleBatch, TagInfo, WindowBatch
+
+#: Bytes of ring memory per stored sample: int64 timestamp + float64 value + uint8 quality.
+BYTES_PER_SAMPLE = 17
+
+
+class AggregatorConfigError(ValueError):
+    """The aggregation configuration cannot be honoured (memory budget, too many windows)."""
+
+
+class Aggregator:
+    """Per-tag rings and windows for the tags configured with ``aggregate:``."""
+
+    def __init__(self, settings: AggregatorSettings | None = None, store_cls: type | None = None) -> None:
+        self.settings = settings or AggregatorSettings()
+        cls = store_cls or RingStore
+        self.impl = ACTIVE_IMPL if store_cls is None else getattr(store_cls, "__module__", "?").rsplit(".", 1)[-1]
+        self._store = cls(basic=self.settings.stats == "basic")
+        self._opcua: dict[int, bool] = {}
+        self._planned_bytes = 0
+        self.windows_emitted = 0
+        self.collect_s = 0.0  # total time spent in collect, for diagnostics
+
+    @classmethod
+    def from_tags(cls, tags: Iterable[TagInfo], configs: Mapping[int, TagAggregateConfig],
+                  settings: AggregatorSettings | None = None) -> Aggregator:
+        """Build from the plant's tags and each aggregated tag's ``aggregate:`` block (by tag id).
+
+        Checks the memory budget and the window count before allocating anything.
+        """
+        agg = cls(settings)
+        by_id = {t.id: t for t in tags}
+        missing = sorted(set(configs) - set(by_id))
+        if missing:
+            raise AggregatorConfigError(f"aggregate configured for unknown tag ids {missing[:10]}")
+        plan = [(by_id[tid], cfg, cfg.capacity(by_id[tid].interval_ms)) for tid, cfg in configs.items()]
+        lengths = {ns for _, cfg, _ in plan for ns in cfg.windows_ns}
+        if len(lengths) > MAX_WINDOWS:
+            labels = ", ".join(window_label(ns) for ns in sorted(lengths))
+            raise AggregatorConfigError(
+                f"{len(lengths)} distinct window lengths across tags ({labels}); at most {MAX_WINDOWS} allowed")
+        need = sum(cap for _, _, cap in plan) * BYTES_PER_SAMPLE
+        if need > agg.settings.max_memory_bytes:
+            worst = sorted(plan, key=lambda p: -p[2])[:3]
+            names = ", ".join(f"{t.key} ({cap} samples)" for t, _, cap in worst)
+            raise AggregatorConfigError(
+                f"ring buffers need {need} bytes, over max_memory_bytes={agg.settings.max_memory_bytes}; "
+                f"largest: {names}. Lower capacity_s/capacity_samples or raise max_memory_bytes.")
+        for tag, cfg, cap in plan:
+            agg.add_tag(tag.id, cap, cfg)
+        return agg
+
+    def add_tag(self, tag_id: int, capacity: int, cfg: TagAggregateConfig) -> None:
+        """Give one tag a ring of ``capacity`` samples with ``cfg``'s windows and grace period."""
+        self._store.add_tag(tag_id, capacity, cfg.windows_ns, cfg.grace_ms * 1_000_000)
+        self._opcua[tag_id] = cfg.opcua
+        self._planned_bytes += capacity * BYTES_PER_SAMPLE
+
+    def __contains__(self, tag_id: int) -> bool:
+        return tag_id in self._store
+
+    @property
+    def tag_ids(self) -> list[int]:
+        return list(self._opcua)
+
+    @property
+    def opcua_tag_ids(self) -> list[int]:
+        """Tags whose closed windows are published as OPC UA variables."""
+        return [t for t, on in self._opcua.items() if on]
+
+    @property
+    def stat_names(self) -> tuple[str, ...]:
+        return tuple(self._store.stat_names)
+
+    @property
+    def store(self):
+        """The underlying ring store (``RingStore`` of the active implementation)."""
+        return self._store
+
+    def consume(self, batch: SampleBatch) -> None:
+        """Push one poll's batch into the rings; tags without a ring are skipped (counted)."""
+        tag_ids, values, quality = batch.tag_ids, batch.values, batch.quality
+        if tag_ids.dtype != TAG_ID_DTYPE or not tag_ids.flags.c_contiguous:
+            tag_ids = np.ascontiguousarray(tag_ids, dtype=TAG_ID_DTYPE)
+        if values.dtype != VALUE_DTYPE or not values.flags.c_contiguous:
+            values = np.ascontiguousarray(values, dtype=VALUE_DTYPE)
+        if quality.dtype != QUALITY_DTYPE or not quality.flags.c_contiguous:
+            quality = np.ascontiguousarray(quality, dtype=QUALITY_DTYPE)
+        self._store.consume(tag_ids, batch.ts_ns, values, quality)
+
+    def collect(self, now_ns: int | None = None) -> list[WindowBatch]:
+        """Windows closed by ``now_ns`` (default: the wall clock), one WindowBatch per length."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        t = time.perf_counter()
+        out = []
+        for window_ns, tag_ids, starts, stats in self._store.collect(now_ns):
+            out.append(WindowBatch(window=window_label(window_ns), window_ns=window_ns, tag_ids=tag_ids,
+                                   start_ns=starts, stats=stats))
+            self.windows_emitted += len(tag_ids)
+        self.collect_s += time.perf_counter() - t
+        return out
+
+    def read_range(self, tag_id: int, t0_ns: int, t1_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw samples of one tag with t0_ns <= ts < t1_ns still held in its ring, in time order."""
+        if t1_ns < t0_ns:
+            raise ValueError(f"t1_ns ({t1_ns}) is before t0_ns ({t0_ns})")
+        return self._store.read_range(tag_id, t0_ns, t1_ns)
+
+    def downsample(self, tag_id: int, t0_ns: int, t1_ns: int, n_out: int,
+                   method: str = "m4") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """About ``n_out`` good samples of [t0_ns, t1_ns) that draw like the raw data (M4 or MinMaxLTTB)."""
+        return self._store.downsample(tag_id, t0_ns, t1_ns, n_out, method)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the rings and their bookkeeping."""
+        return int(self._store.memory_bytes())
+
+    def counters(self, tag_id: int) -> dict[str, int]:
+        """stored, held, capacity, overwritten, late and bad samples of one tag."""
+        return dict(self._store.counters(tag_id))
+
+    def diagnostics(self) -> dict[str, object]:
+        """Totals for the health output and ``edge doctor``."""
+        totals = dict(self._store.totals())
+        totals.update(impl=self.impl, memory_bytes=self.memory_bytes(), planned_bytes=self._planned_bytes,
+                      windows_emitted=self.windows_emitted, collect_s=round(self.collect_s, 6))
+        return totals

@@ -1,0 +1,105 @@
+"""The compiled store and its pure-Python twin give bit-identical results on random data.
+
+Random data include NaN, infinities, bad qualities, empty windows, ring wrap-around,
+duplicate and out-of-order timestamps, late samples and interleaved collects.
+"""
+from __future__ import annotations
+
+import numpy as np
+from aggsupport import same
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.aggregate import pyring
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e308, -1e308]),
+)
+sample = st.tuples(st.integers(0, 400), values, st.sampled_from([0, 0, 0, 0, 1, 3]))
+
+
+@st.composite
+def scenarios(draw):
+    """A list of operations on one store: pushes (single, block, batch) and collects."""
+    ops = []
+    now = 0
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["push", "many", "consume", "collect"]))
+        if kind == "collect":
+            now += draw(st.integers(0, 120))
+            ops.append(("collect", now))
+        elif kind == "consume":
+            ts = draw(st.integers(0, 400))
+            rows = draw(st.lists(st.tuples(st.sampled_from([0, 1, 2, 9]), values, st.sampled_from([0, 0, 2])),
+                                 max_size=8))
+            ops.append(("consume", ts, rows))
+        else:
+            ops.append((kind, draw(st.sampled_from([0, 1])), draw(st.lists(sample, max_size=40))))
+    ops.append(("collect", 10_000))
+    return ops
+
+
+def run(cls, ops, caps, windows, grace, basic, n_out, ratio):
+    s = cls(basic=basic)
+    s.add_tag(0, caps[0], windows[0], grace)
+    s.add_tag(1, caps[1], windows[1], grace)
+    s.add_tag(2, caps[0], [], 0)  # ring only, no windows
+    out = []
+    for op in ops:
+        if op[0] == "collect":
+            out.append(s.collect(op[1]))
+        elif op[0] == "consume":
+            _, ts, rows = op
+            s.consume(np.array([r[0] for r in rows], np.int32), ts,
+                      np.array([r[1] for r in rows], np.float64), np.array([r[2] for r in rows], np.uint8))
+        elif op[0] == "push":
+            for ts, v, q in op[2]:
+                s.push(op[1], ts, v, q)
+        else:
+            rows = op[2]
+            s.push_many(op[1], np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.float64),
+                        np.array([r[2] for r in rows], np.uint8))
+        for tag in (0, 1, 2):
+            out.append(s.read_range(tag, 50, 300))
+    for tag in (0, 1, 2):
+        out.append(s.read_range(tag, -(2**62), 2**62))
+        out.append(s.downsample(tag, 0, 500, n_out, "m4"))
+        out.append(s.downsample(tag, 0, 500, n_out, "minmaxlttb", ratio))
+        out.append(s.downsample(tag, 100, 101, n_out, "minmaxlttb", ratio))
+        out.append(s.counters(tag))
+    out.append(s.totals())
+    out.append(s.window_lengths_ns)
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=scenarios(), caps=st.tuples(st.integers(1, 64), st.integers(1, 64)),
+       windows=st.tuples(st.lists(st.sampled_from([1, 7, 10, 25, 100]), max_size=3, unique=True),
+                         st.lists(st.sampled_from([7, 50, 1000]), max_size=2, unique=True)),
+       grace=st.sampled_from([0, 3, 40]), basic=st.booleans(), n_out=st.integers(4, 24), ratio=st.integers(1, 4))
+def test_twin_matches_extension(cyring, ops, caps, windows, grace, basic, n_out, ratio):
+    a = run(cyring.RingStore, ops, caps, windows, grace, basic, n_out, ratio)
+    b = run(pyring.RingStore, ops, caps, windows, grace, basic, n_out, ratio)
+    assert same(a, b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.lists(st.tuples(st.integers(0, 10**6), st.floats(-1e6, 1e6), st.sampled_from([0, 0, 0, 3])),
+                     min_size=1, max_size=2000),
+       window=st.sampled_from([1000, 10_000, 333_333]), sort=st.booleans())
+def test_twin_matches_extension_long_windows(cyring, data, window, sort):
+    """Long windows with the all-good fast path (SIMD lanes) and the checked path mixed."""
+    if sort:
+        data = sorted(data, key=lambda r: r[0])
+    ts = np.array([r[0] for r in data], np.int64)
+    vs = np.array([r[1] for r in data], np.float64)
+    qs = np.array([r[2] for r in data], np.uint8)
+    results = []
+    for cls in (cyring.RingStore, pyring.RingStore):
+        s = cls()
+        s.add_tag(5, len(data), [window], 0)
+        s.push_many(5, ts, vs, qs)
+        results.append(s.collect(2 * 10**6))
+    assert same(results[0], results[1])
+    assert sum(len(r[1]) for r in results[0]) >= 1
