@@ -59,6 +59,8 @@ class InfluxConfig(_Model):
     health_measurement: str = Field("edge_health", min_length=1)
     timeout_ms: Annotated[int, Field(ge=100, le=300_000)] = 10_000
     gzip: bool = True
+    gzip_level: Annotated[int, Field(ge=1, le=9)] = Field(
+        1, description="1 compresses line protocol ~5x at a tenth of the CPU of level 9")
     batch_max_points: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
     batch_max_bytes: Annotated[int, Field(ge=1024, le=256 << 20)] = Field(
         8 << 20, description="bound on one request's uncompressed line protocol")
@@ -95,5 +97,8 @@ class InfluxConfig(_Model):
     def resolved_token(self) -> str:
         """The token from ``token`` or the first line of ``token_file`` ('' when neither is set)."""
         if self.token_file is not None:
-            return Path(self.token_file).read_text(encoding="utf-8").strip().splitlines()[0].strip()
+            lines = Path(self.token_file).read_text(encoding="utf-8").strip().splitlines()
+            if not lines:
+                raise ValueError(f"token_file {self.token_file!r} is empty")
+            return lines[0].strip()
         return self.token or ""
