@@ -120,6 +120,12 @@ class RingHistory(HistoryStorageInterface):
         self._owner = owner
         self._history = history
 
+    async def init(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
     async def new_historized_node(self, node_id: ua.NodeId, period: Any, count: int = 0) -> None:
         return None
 
