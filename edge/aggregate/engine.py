@@ -63,6 +63,8 @@ class Aggregator:
             labels = ", ".join(window_label(ns) for ns in sorted(lengths))
             raise AggregatorConfigError(
                 f"{len(lengths)} distinct window lengths across tags ({labels}); at most {MAX_WINDOWS} allowed")
+        for tag, cfg, cap in plan:
+            agg.check_capacity(tag, cfg, cap)
         need = sum(cap for _, _, cap in plan) * BYTES_PER_SAMPLE
         if need > agg.settings.max_memory_bytes:
             worst = sorted(plan, key=lambda p: -p[2])[:3]
@@ -73,6 +75,22 @@ class Aggregator:
         for tag, cfg, cap in plan:
             agg.add_tag(tag.id, cap, cfg)
         return agg
+
+    def check_capacity(self, tag: TagInfo, cfg: TagAggregateConfig, capacity: int) -> None:
+        """The ring must hold the longest window plus grace and one collect interval at the poll rate.
+
+        Otherwise samples are overwritten before their window closes (they would still be
+        counted as ``unwindowed``, but the windows would be wrong by design).
+        """
+        if not cfg.windows:
+            return
+        span_ms = max(cfg.windows_ns) // 1_000_000 + cfg.grace_ms + self.settings.collect_interval_ms
+        need = -(-span_ms // max(tag.interval_ms, 1))
+        if capacity < need:
+            raise AggregatorConfigError(
+                f"{tag.key}: aggregate capacity of {capacity} samples is too small for window "
+                f"{window_label(max(cfg.windows_ns))} + grace {cfg.grace_ms} ms + collect interval "
+                f"{self.settings.collect_interval_ms} ms at interval_ms={tag.interval_ms}: need >= {need} samples")
 
     def add_tag(self, tag_id: int, capacity: int, cfg: TagAggregateConfig) -> None:
         """Give one tag a ring of ``capacity`` samples with ``cfg``'s windows and grace period."""
