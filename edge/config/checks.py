@@ -101,13 +101,13 @@ def _point_names(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
 
 
 def _writable_overlaps(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
-    """Two writable points sharing a register would overwrite each other (bits of one word are fine)."""
+    """Two writable values sharing a register would overwrite each other (bits of a word are fine)."""
     for dev in loaded.devices:
         by_name = {rp.point.name: rp for rp in dev.points}
         spans = sorted((p for p in dev.register_points if p.writable), key=lambda p: (p.table, p.address))
         for a, b in zip(spans, spans[1:], strict=False):
-            if a.table == b.table and b.address < a.end and not (a.bit is not None and b.bit is not None
-                                                                and a.bit != b.bit):
+            # a bit written by read-modify-write may share its word with other bits or the word itself
+            if a.table == b.table and b.address < a.end and a.bit is None and b.bit is None:
                 rp = by_name[b.name]
                 issues.append(rp.source.issue((*rp.path, "address"),
                                               f"writable point {b.name!r} overlaps writable point {a.name!r} "

@@ -57,10 +57,15 @@ def parse_yaml(text: str, file: str, env: dict[str, str]) -> YamlSource:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
+        problem_mark = getattr(exc, "problem_mark", None)
+        context_mark = getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        source.issues.append(ConfigIssue(file, line, (), f"YAML syntax error: {problem}"))
+        context = getattr(exc, "context", None)
+        mark = context_mark or problem_mark  # where the broken construct starts
+        message = f"YAML syntax error: {problem}"
+        if context and problem_mark:
+            message += f" at line {problem_mark.line + 1} ({context} that starts here)"
+        source.issues.append(ConfigIssue(file, mark.line + 1 if mark else None, (), message))
         return source
     if node is None:
         source.data = {}
