@@ -58,6 +58,11 @@ class EncodeError(ValueError):
     """A value that cannot be written to a point; the message says what is allowed."""
 
 
+class EncodeRangeError(EncodeError):
+    """The value has a usable type but lies outside what the point or its data type accepts
+    (range, integer width, float32 limits, enum states, string length): Bad_OutOfRange."""
+
+
 class DecodeError(ValueError):
     """A response that does not fit the block it answers (too short)."""
 
@@ -377,9 +382,9 @@ def _parse(point: RegisterPoint, value: object) -> object:
 def _check_range(point: RegisterPoint, value: float) -> None:
     low, high = point.low, point.high
     if (low is not None or high is not None) and math.isnan(value):
-        raise EncodeError(f"point {point.name!r}: NaN is outside the range [{low}, {high}]")
+        raise EncodeRangeError(f"point {point.name!r}: NaN is outside the range [{low}, {high}]")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise EncodeError(f"point {point.name!r}: {value} is outside the range [{low}, {high}]")
+        raise EncodeRangeError(f"point {point.name!r}: {value} is outside the range [{low}, {high}]")
 
 
 def _to_raw_int(point: RegisterPoint, value: int | float) -> int:
@@ -392,18 +397,18 @@ def _to_raw_int(point: RegisterPoint, value: int | float) -> int:
         raw = round((value - point.offset) / point.scale)  # nearest step of the scale
     if not lo <= raw <= hi:
         ends = sorted((lo * point.scale + point.offset, hi * point.scale + point.offset))
-        raise EncodeError(f"point {point.name!r}: {value} does not fit {point.dtype}; allowed "
+        raise EncodeRangeError(f"point {point.name!r}: {value} does not fit {point.dtype}; allowed "
                           f"{ends[0]:g} .. {ends[1]:g}")
     if point.enum is not None and raw not in dict(point.enum):
         states = ", ".join(f"{r}={n}" for r, n in point.enum)
-        raise EncodeError(f"point {point.name!r}: {value} is not one of its states ({states})")
+        raise EncodeRangeError(f"point {point.name!r}: {value} is not one of its states ({states})")
     return raw
 
 
 def _to_raw_float(point: RegisterPoint, value: float) -> float:
     raw = value if point.scale == 1.0 and point.offset == 0.0 else (value - point.offset) / point.scale
     if point.dtype == "float32" and math.isfinite(raw) and abs(raw) > _FLOAT32_MAX:
-        raise EncodeError(f"point {point.name!r}: {value} does not fit float32 (at most +-{_FLOAT32_MAX:.6g})")
+        raise EncodeRangeError(f"point {point.name!r}: {value} does not fit float32 (at most +-{_FLOAT32_MAX:.6g})")
     return raw
 
 
@@ -423,7 +428,7 @@ def _encode_string(point: RegisterPoint, value: object) -> list[int]:
     except UnicodeEncodeError:
         raise EncodeError(f"point {point.name!r}: only ASCII text can be written, got {value!r}") from None
     if len(raw) > 2 * point.length:
-        raise EncodeError(f"point {point.name!r}: {len(raw)} characters do not fit "
+        raise EncodeRangeError(f"point {point.name!r}: {len(raw)} characters do not fit "
                           f"{point.length} registers (at most {2 * point.length})")
     if raw.endswith(b"\x00"):
         raise EncodeError(f"point {point.name!r}: text must not end with NUL (it pads the field)")

@@ -15,6 +15,7 @@ from drivers.modbus.codec import (
     CodecError,
     DecodeError,
     EncodeError,
+    EncodeRangeError,
     decode_point,
     encode,
     encode_bit,
@@ -186,29 +187,30 @@ def test_bad_points_are_rejected_at_compile_time(point, message):
 # ----------------------------------------------------------------------------- encoding rules
 
 
-@pytest.mark.parametrize(("point", "value", "message"), [
-    (pt("int16"), 40000, r"does not fit int16; allowed -32768 \.\. 32767"),
-    (pt("uint16", scale=0.1), -1, r"allowed 0 \.\. 6553\.5"),
-    (pt("int16"), 1.5, "takes whole numbers"),
-    (pt("int16", low=0, high=10), 11, r"outside the range \[0, 10\]"),
-    (pt("float32", low=0, high=10), math.nan, "NaN is outside the range"),
-    (pt("float32"), 1e39, "does not fit float32"),
-    (pt("int32"), math.inf, "takes a finite number"),
-    (pt("int16"), "abc", r"takes a number, not 'abc'"),
-    (pt("int16"), True, "takes a number, not bool"),
-    (pt("uint16", enum=((0, "off"), (1, "on"))), 2, r"not one of its states \(0=off, 1=on\)"),
-    (pt("uint16", enum=((0, "off"), (1, "on"))), "auto", "a number or one of off, on"),
-    (pt("string", length=1), "abc", "3 characters do not fit 1 registers"),
-    (pt("string", length=2), "é", "only ASCII"),
-    (pt("string", length=2), 5, "give text"),
-    (pt("bool", bit=3), True, "read-modify-write"),
-    (pt("bool", table=Table.COIL), 2, "give true/false or 1/0"),
-    (pt("bool", table=Table.COIL), "maybe", "give one of"),
-    (pt("uint16", table=Table.INPUT), 1, "cannot write"),
+@pytest.mark.parametrize(("point", "value", "message", "out_of_range"), [
+    (pt("int16"), 40000, r"does not fit int16; allowed -32768 \.\. 32767", True),
+    (pt("uint16", scale=0.1), -1, r"allowed 0 \.\. 6553\.5", True),
+    (pt("int16"), 1.5, "takes whole numbers", False),
+    (pt("int16", low=0, high=10), 11, r"outside the range \[0, 10\]", True),
+    (pt("float32", low=0, high=10), math.nan, "NaN is outside the range", True),
+    (pt("float32"), 1e39, "does not fit float32", True),
+    (pt("int32"), math.inf, "takes a finite number", False),
+    (pt("int16"), "abc", r"takes a number, not 'abc'", False),
+    (pt("int16"), True, "takes a number, not bool", False),
+    (pt("uint16", enum=((0, "off"), (1, "on"))), 2, r"not one of its states \(0=off, 1=on\)", True),
+    (pt("uint16", enum=((0, "off"), (1, "on"))), "auto", "a number or one of off, on", False),
+    (pt("string", length=1), "abc", "3 characters do not fit 1 registers", True),
+    (pt("string", length=2), "é", "only ASCII", False),
+    (pt("string", length=2), 5, "give text", False),
+    (pt("bool", bit=3), True, "read-modify-write", False),
+    (pt("bool", table=Table.COIL), 2, "give true/false or 1/0", False),
+    (pt("bool", table=Table.COIL), "maybe", "give one of", False),
+    (pt("uint16", table=Table.INPUT), 1, "cannot write", False),
 ])
-def test_encode_errors_say_what_is_allowed(point, value, message):
-    with pytest.raises(EncodeError, match=message):
+def test_encode_errors_say_what_is_allowed(point, value, message, out_of_range):
+    with pytest.raises(EncodeError, match=message) as caught:
         encode(point, value)
+    assert isinstance(caught.value, EncodeRangeError) is out_of_range
 
 
 def test_encode_parses_cli_text_and_enum_names():
