@@ -121,6 +121,42 @@ def decode_samples(blob: bytes) -> DecodedSamples:
     return DecodedSamples(tag_ids, values, quality, texts)
 
 
+def decode_samples_len(blob: bytes) -> int:
+    """Points in an encoded sample batch (header only)."""
+    return _HDR.unpack_from(blob, 0)[0]
+
+
+def thin_to_windows(items: list[tuple[int, bytes]], window_ns: int, label: str) -> WindowBatch:
+    """Window statistics (count, min, max, mean, bad_count) of encoded sample batches ``(ts_ns, blob)``.
+
+    Only Good, finite values enter count/min/max/mean; windows with none have NaN statistics.
+    """
+    decoded = [(ts, decode_samples(blob)) for ts, blob in items]
+    tags = np.concatenate([d.tag_ids for _, d in decoded])
+    vals = np.concatenate([d.values for _, d in decoded])
+    qual = np.concatenate([d.quality for _, d in decoded])
+    ts = np.concatenate([np.full(len(d.tag_ids), t, np.int64) for t, d in decoded])
+    start = ts - ts % window_ns
+    order = np.lexsort((ts, start, tags))
+    tags, start, vals, qual = tags[order], start[order], vals[order], qual[order]
+    good = (qual == 0) & np.isfinite(vals)
+    cut = np.flatnonzero((np.diff(tags) != 0) | (np.diff(start) != 0)) + 1
+    idx = np.concatenate([[0], cut])
+    count = np.add.reduceat(good.astype(np.float64), idx)
+    gv = np.where(good, vals, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.add.reduceat(np.where(good, vals, 0.0), idx) / count
+    stats = {
+        "count": count,
+        "min": np.fmin.reduceat(gv, idx),
+        "max": np.fmax.reduceat(gv, idx),
+        "mean": np.where(count > 0, mean, np.nan),
+        "bad_count": np.add.reduceat((~good).astype(np.float64), idx),
+    }
+    return WindowBatch(window=label, window_ns=window_ns, tag_ids=tags[idx].astype(TAG_ID_DTYPE),
+                       start_ns=start[idx], stats=stats)
+
+
 def encode_windows(batch: WindowBatch) -> bytes:
     """``WindowBatch`` as bytes: header, stat names (JSON), tag ids, starts, one float64 array per stat."""
     names = list(batch.stats)
@@ -225,6 +261,8 @@ class _Counters:
     rejected_points: int = 0
     expired_points: int = 0  # acknowledged history past retention_s (not a loss)
     evicted_history_points: int = 0  # acknowledged history deleted to respect max_bytes (not a loss)
+    thinned_points: int = 0  # unsent raw points replaced by window statistics (policy "thin")
+    thin_stats_written: int = 0  # window statistic rows written in their place
     dropped_points: dict[str, int] = field(default_factory=dict)  # unsent points lost, by reason
     dropped_batches: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
@@ -267,6 +305,7 @@ class Spool:
         self.clock_ns = clock_ns
         self.on_commit = on_commit  # called in the writer thread: (last committed seq, batches committed)
         self._lock = threading.Lock()
+        self._db_lock = threading.RLock()  # serialises use of the writer connection (writer thread, tests)
         self._wake = threading.Condition(self._lock)
         self._pending: list[tuple] = []
         self._pending_bytes = 0
@@ -324,6 +363,10 @@ class Spool:
     def append_samples(self, batch: SampleBatch) -> bool:
         """Queue one poll's samples for the next commit. False (and a counted drop) if refused."""
         return self._append(batch.ts_ns, KIND_SAMPLES, batch.device, len(batch), encode_samples(batch))
+
+    def consume(self, batch: SampleBatch) -> None:
+        """The pipeline's sink interface (edge.pipeline.Sink): same as :meth:`append_samples`."""
+        self.append_samples(batch)
 
     def append_windows(self, batch: WindowBatch) -> bool:
         """Queue closed aggregation windows (stamped with their earliest window start)."""
@@ -389,6 +432,10 @@ class Spool:
                         return
 
     def _commit(self, batch: list[tuple]) -> None:
+        with self._db_lock:
+            self._commit_locked(batch)
+
+    def _commit_locked(self, batch: list[tuple]) -> None:
         assert self._conn is not None
         for attempt in range(3):
             try:
@@ -446,9 +493,12 @@ class Spool:
         point deleted is counted under its reason; acknowledged history deleted is counted
         separately (it already reached the server, or the spool is the historian).
         """
-        conn = self._conn
-        if conn is None:
-            return
+        with self._db_lock:
+            conn = self._conn
+            if conn is not None:
+                self._enforce(conn)
+
+    def _enforce(self, conn: sqlite3.Connection) -> None:
         now = self.clock_ns()
         cfg = self.config
         conn.execute("BEGIN IMMEDIATE")
@@ -488,16 +538,87 @@ class Spool:
             self.c.evicted_history_points += points
 
     def _trim_bytes(self, conn: sqlite3.Connection, excess: int) -> None:
-        """Delete the oldest rows (by seq) until ``excess`` bytes are freed."""
+        """Free ``excess`` bytes: acknowledged history first, then unsent data (thinned or dropped)."""
+        excess -= self._delete_oldest(conn, "sent != 0", excess, "max_bytes")
+        if excess > 0 and self.config.over_budget == "thin":
+            excess -= self._thin(conn, excess)
+        if excess > 0:
+            self._delete_oldest(conn, "1", excess, "max_bytes")
+
+    def _delete_oldest(self, conn: sqlite3.Connection, where: str, excess: int, reason: str) -> int:
+        """Delete the oldest rows (by seq) matching ``where`` until ``excess`` bytes are freed; bytes freed."""
         freed = 0
-        cut = None
-        for seq, nbytes in conn.execute("SELECT seq, nbytes FROM batches ORDER BY seq"):
+        seqs: list[tuple[int]] = []
+        for seq, nbytes in conn.execute(f"SELECT seq, nbytes FROM batches WHERE {where} ORDER BY seq"):
             freed += nbytes + ROW_OVERHEAD_BYTES
-            cut = seq
+            seqs.append((seq,))
             if freed >= excess:
                 break
-        if cut is not None:
-            self._delete_where(conn, "seq <= ?", (cut,), "max_bytes")
+        if seqs:
+            self._delete_seqs(conn, seqs, reason)
+        return freed
+
+    def _delete_seqs(self, conn: sqlite3.Connection, seqs: list[tuple[int]], reason: str) -> None:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed(seq INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM doomed")
+        conn.executemany("INSERT INTO doomed VALUES (?)", seqs)
+        self._delete_where(conn, "seq IN (SELECT seq FROM doomed)", (), reason)
+
+    def _thin(self, conn: sqlite3.Connection, excess: int) -> int:
+        """Replace the oldest unsent raw batches by window statistics (policy ``thin``); bytes freed.
+
+        The statistics rows take the seqs of the oldest batches they replace, so they keep their
+        place in the queue and are the first to go if thinning is not enough.
+        """
+        window_ns = int(self.config.thin_window_s * 1e9)
+        rows: list[tuple[int, int, int, int, bytes]] = []
+        taken = 0
+        for seq, ts, plant, nbytes, blob in conn.execute(
+                "SELECT seq, ts_ns, plant, nbytes, blob FROM batches WHERE sent = 0 AND kind = ? ORDER BY seq",
+                (KIND_SAMPLES,)):
+            rows.append((seq, ts, plant, nbytes, blob))
+            taken += nbytes + ROW_OVERHEAD_BYTES
+            if taken >= 4 * excess or len(rows) >= 50_000:
+                break
+        if not rows:
+            return 0
+        # cut at a window boundary so that no window is split between two thinning passes
+        last_start = rows[-1][1] - rows[-1][1] % window_ns
+        whole = [r for r in rows if r[1] - r[1] % window_ns < last_start]
+        if whole:
+            rows = whole
+            taken = sum(r[3] + ROW_OVERHEAD_BYTES for r in rows)
+        by_plant: dict[int, list[tuple[int, bytes]]] = {}
+        for _, ts, plant, _, blob in rows:
+            by_plant.setdefault(plant, []).append((ts, blob))
+        new_rows = []
+        free_seqs = [r[0] for r in rows]
+        label = f"thin_{self.config.thin_window_s:g}s"
+        for i, (plant, items) in enumerate(sorted(by_plant.items())):
+            wb = thin_to_windows(items, window_ns, label)
+            blob = encode_windows(wb)
+            new_rows.append((free_seqs[i], int(wb.start_ns.min()), KIND_WINDOWS, label, len(wb), plant,
+                             len(blob), SENT_NO, blob))
+        points = sum(decode_samples_len(r[4]) for r in rows)
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed(seq INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM doomed")
+        conn.executemany("INSERT INTO doomed VALUES (?)", [(r[0],) for r in rows])
+        conn.execute("DELETE FROM batches WHERE seq IN (SELECT seq FROM doomed)")
+        conn.executemany("INSERT INTO batches(seq, ts_ns, kind, source, n, plant, nbytes, sent, blob) "
+                         "VALUES (?,?,?,?,?,?,?,?,?)", new_rows)
+        added = sum(r[6] + ROW_OVERHEAD_BYTES for r in new_rows)
+        added_points = sum(r[4] for r in new_rows)
+        with self._lock:
+            delta_rows = len(new_rows) - len(rows)
+            self._stored_rows += delta_rows
+            self._stored_bytes += added - taken
+            self._unsent_rows += delta_rows
+            self._unsent_points += added_points - points
+            self._unsent_bytes += added - taken
+            self.c.thinned_points += points
+            self.c.thin_stats_written += added_points
+        log.warning("spool: over budget, thinned %d points into %d window statistics", points, added_points)
+        return taken - added
 
     # ------------------------------------------------------------------ forwarder side
 
@@ -538,7 +659,7 @@ class Spool:
         keep = rejected or self.config.retention_s > 0
         conn.execute("BEGIN IMMEDIATE")
         try:
-            live = self._still_unsent(conn, [r.seq for r in rows])
+            live = self._still_unsent(conn, {r.seq: r.kind for r in rows})
             seqs = [(s,) for s in live]
             if keep:
                 flag = SENT_REJECTED if rejected else SENT_YES
@@ -569,13 +690,15 @@ class Spool:
                 self.c.acked_points += points
 
     @staticmethod
-    def _still_unsent(conn: sqlite3.Connection, seqs: list[int]) -> set[int]:
+    def _still_unsent(conn: sqlite3.Connection, kinds: dict[int, int]) -> set[int]:
+        """The seqs that are still the same unsent rows (thinning may have reused a seq for another kind)."""
         out: set[int] = set()
+        seqs = list(kinds)
         for i in range(0, len(seqs), 500):
             chunk = seqs[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            out.update(s for (s,) in conn.execute(
-                f"SELECT seq FROM batches WHERE sent = 0 AND seq IN ({marks})", chunk))
+            out.update(s for s, k in conn.execute(
+                f"SELECT seq, kind FROM batches WHERE sent = 0 AND seq IN ({marks})", chunk) if kinds[s] == k)
         return out
 
     def plant_tags(self, plant_id: int) -> PlantTags:
@@ -617,6 +740,8 @@ class Spool:
                 "rejected_points": c.rejected_points,
                 "expired_points": c.expired_points,
                 "evicted_history_points": c.evicted_history_points,
+                "thinned_points": c.thinned_points,
+                "thin_stats_written": c.thin_stats_written,
                 "dropped_points": dict(c.dropped_points),
                 "dropped_batches": dict(c.dropped_batches),
                 "dropped_points_total": sum(c.dropped_points.values()),

@@ -36,6 +36,11 @@ class SpoolConfig(_Model):
         1 << 30, description="budget for stored payload; beyond it the oldest batches are dropped and counted")
     max_age_s: Annotated[float, Field(gt=0)] | None = Field(
         None, description="unsent batches older than this are dropped and counted (None: no age limit)")
+    over_budget: Literal["drop_oldest", "thin"] = Field(
+        "drop_oldest", description="beyond max_bytes: drop the oldest unsent batches, or first replace them "
+        "by window statistics (count/min/max/mean/bad_count per tag and thin_window_s) and drop only if "
+        "that is not enough; both are counted in stats()")
+    thin_window_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
     retention_s: Annotated[float, Field(ge=0)] = Field(
         7 * 86400.0, description="acknowledged batches are kept this long as local history (0: delete on ack)")
     max_pending_bytes: Annotated[int, Field(ge=65536)] = Field(

@@ -55,7 +55,8 @@ def batch_for(plant: Plant, device_index: int, poll: int, step_ns: int = 1_000_0
     return SampleBatch(dev.name, base_ts_ns + poll * step_ns, ids, values, quality, texts)
 
 
-def expected_points(plant: Plant, polls: dict[int, range | list[int]]) -> dict[tuple[str, int], float]:
+def expected_points(plant: Plant, polls: dict[int, range | list[int]],
+                    step_ns: int = 1_000_000) -> dict[tuple[str, int], float]:
     """(VictoriaMetrics metric name, ts_ns) -> value for the numeric and quality fields of these polls."""
     out: dict[tuple[str, int], float] = {}
     for d, ps in polls.items():
@@ -64,7 +65,7 @@ def expected_points(plant: Plant, polls: dict[int, range | list[int]]) -> dict[t
         n_num = sum(plant.tags[i].dtype != "string" for i in b0.tag_ids)
         dev = plant.devices[d].name
         for p in ps:
-            b = batch_for(plant, d, p)
+            b = batch_for(plant, d, p, step_ns=step_ns)
             for name, v in zip(names[:n_num], b.values[:n_num].tolist(), strict=True):
                 out[(f"{dev}_{name}", b.ts_ns)] = v
             for name, q in zip(names, b.quality.tolist(), strict=True):

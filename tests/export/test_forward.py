@@ -8,7 +8,7 @@ import pytest
 
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.export.influx import InfluxForwarder
-from edge.spool import Spool
+from edge.spool import ROW_OVERHEAD_BYTES, Spool, encode_samples
 from tests.export.demo import batch_for, compare, demo_plant, expected_points
 from tests.fixtures.tsdb import VictoriaMetrics, free_port
 
@@ -143,3 +143,43 @@ async def test_outage_of_60s_loses_nothing_and_duplicates_nothing(tmp_path, vict
     assert st["dropped_points_total"] == 0 and st["acked_points"] == polls * 4 * 25
     assert fs["backfill_points"] > 50_000  # the backlog went through the rate-limited path
     assert live_seen_during_backfill, "live data should reach the server while the backlog drains"
+
+
+def test_thin_policy_replaces_the_oldest_by_window_stats_and_all_reach_the_server(tmp_path, victoria_metrics):
+    """Over budget with policy 'thin': the oldest polls become 60 s statistics, counted, nothing dropped."""
+    plant = demo_plant(1, 10)
+    polls = 600  # one poll per second for ten minutes
+    one = len(encode_samples(batch_for(plant, 0, 0))) + ROW_OVERHEAD_BYTES
+    cfg = SpoolConfig(max_bytes=one * 300, over_budget="thin", thin_window_s=60, trim_interval_ms=600_000,
+                      retention_s=0)
+    sp = Spool(tmp_path / "s.db", plant, cfg)
+    sp.start()
+    for p in range(polls):
+        sp.append_samples(batch_for(plant, 0, p, step_ns=1_000_000_000))
+    assert sp.flush()
+    sp.enforce_budget()
+    st = sp.stats()
+    assert st["dropped_points_total"] == 0 and st["stored_bytes"] <= cfg.max_bytes
+    thinned_polls = st["thinned_points"] // 10
+    assert st["thinned_points"] == thinned_polls * 10 and thinned_polls % 60 == 0 and thinned_polls >= 300
+    assert st["thin_stats_written"] == (thinned_polls // 60) * 10  # one row per tag and 60 s window
+    assert st["unsent_points"] == (polls - thinned_polls) * 10 + st["thin_stats_written"]
+    fw = InfluxForwarder(sp, InfluxConfig(url=victoria_metrics.url, bucket="edge", batch_max_age_ms=100))
+    fw.start()
+    try:
+        assert wait_until(lambda: sp.stats()["unsent_rows"] == 0, 60), fw.stats()
+    finally:
+        assert fw.close() and sp.close()
+    kept = {0: range(thinned_polls, polls)}
+    expected = expected_points(plant, kept, step_ns=1_000_000_000)
+    raw, missing, dupes, wrong, _ = compare(victoria_metrics.samples(MATCH), expected)
+    assert (len(missing), dupes, len(wrong), raw) == (0, 0, 0, len(expected))
+    means = victoria_metrics.samples('{__name__="edge_window_t003_mean", window="thin_60s"}')
+    (series, pts), = means.items()
+    assert dict(series)["device"] == "dev00" and len(pts) == thinned_polls // 60
+    for start_ns, v in pts:
+        first = (start_ns - batch_for(plant, 0, 0).ts_ns) // 1_000_000_000
+        vals = [batch_for(plant, 0, p, step_ns=1_000_000_000).values[3] for p in range(first, first + 60)]
+        assert v == sum(vals) / 60
+    counts = victoria_metrics.samples('{__name__="edge_window_t003_count"}')
+    assert [v for _, v in next(iter(counts.values()))] == [60.0] * (thinned_polls // 60)
