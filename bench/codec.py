@@ -113,14 +113,20 @@ def main() -> None:
     as_array = np.array(regs, dtype=np.uint16)
     t_list = timed(lambda: codec.decode(regs), rounds)
     t_array = timed(lambda: codec.decode(as_array), rounds)
+    wire = np.frombuffer(as_array.astype(">u2").tobytes(), dtype=">u2")  # as a client can hand over a frame
+    t_wire = timed(lambda: codec.decode(wire), rounds)
+    t_batch = timed(lambda: codec.decode_batch("dev", 0, wire), rounds)
     t_base = timed(lambda: struct_decode(points, regs), rounds // 4)
     n = len(points)
     print(f"block: 125 registers, {n} points ({', '.join(TYPES)}, 6 bits), all four orders")
     print(f"BlockCodec.decode, registers as list:        {t_list * 1e6:8.1f} us/block")
     print(f"BlockCodec.decode, registers as uint16 array: {t_array * 1e6:8.1f} us/block")
+    print(f"BlockCodec.decode, big-endian frame view:     {t_wire * 1e6:8.1f} us/block")
+    print(f"BlockCodec.decode_batch (SampleBatch), frame: {t_batch * 1e6:8.1f} us/block")
     print(f"baseline struct decode (plain Python):        {t_base * 1e6:8.1f} us/block")
     print(f"ratio BlockCodec(list) / baseline: {t_list / t_base:.3f}")
     result = {"decode_us_per_block": round(t_list * 1e6, 2), "decode_array_us_per_block": round(t_array * 1e6, 2),
+              "decode_frame_us_per_block": round(t_wire * 1e6, 2), "decode_batch_us_per_block": round(t_batch * 1e6, 2),
               "baseline_us_per_block": round(t_base * 1e6, 2), "ratio": round(t_list / t_base, 3),
               "points_per_block": n, "tags_per_s": round(n / t_list)}
     print("RESULT " + json.dumps(result))
