@@ -146,6 +146,7 @@ class BlockCodec:
     clamp does not apply); +-inf is outside every range: clamped to the bound when the point
     clamps and has that bound, Bad_OutOfRange otherwise. Strings carry NaN, quality Good and
     their text in :meth:`decode_texts`; enums keep the raw number (the name is metadata).
+    A codec keeps one staging array: use each instance from one thread (the asyncio loop).
     """
 
     def __init__(self, table: Table, start: int, count: int, points: Sequence[RegisterPoint]):
