@@ -14,6 +14,10 @@ extensions = [
     Extension(
         "edge.aggregate._ringbuf",
         ["edge/aggregate/_ringbuf.pyx"],
+        include_dirs=["edge/aggregate"],
+        depends=["edge/aggregate/_kernels.h"],
+        # No -ffast-math and no FMA contraction: the kernels must give the same bits as the twin.
+        # AVX2 paths are compiled per function and chosen at run time (baseline stays x86-64).
         extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
     )
 ]

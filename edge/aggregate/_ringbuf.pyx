@@ -15,7 +15,7 @@ safe to call it from two threads at once.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
-from libc.math cimport sqrt, NAN, INFINITY
+
 
 import numpy as np
 
@@ -27,9 +27,31 @@ cdef extern from *:
     int64_t RB_INT64_MIN
     int64_t RB_INT64_MAX
 
+cdef extern from "_kernels.h" nogil:
+    void rb_window_stats(const int64_t* ts, const double* v, const uint8_t* q, int64_t n, int64_t we,
+                         int basic, double* res)
+    void rb_bin_extrema(const double* v, const uint8_t* q, int64_t a, int64_t b, int64_t* fi, int64_t* imn,
+                        int64_t* imx, int64_t* li)
+    int rb_any_q(const uint8_t* q, int64_t n)
+    int rb_set_isa(int isa)
+    int rb_get_isa()
+
 cdef enum:
     MAX_SPECS = 8
     N_STATS = 11
+
+
+def set_isa(int isa=-1):
+    """Pin the kernels to scalar (0), SSE2 (1) or AVX2 (2) if the CPU has it; -1: the best.
+
+    For the parity tests: every instruction set must give the same bits. Returns the one in use.
+    """
+    return rb_set_isa(isa)
+
+
+def get_isa():
+    """The instruction set the kernels use: 0 scalar, 1 SSE2, 2 AVX2."""
+    return rb_get_isa()
 
 #: Statistic names, in the column order of the internal row buffer.
 STAT_NAMES = ("count", "min", "max", "mean", "first", "last", "sum", "std", "twa", "good_ratio", "bad_count")
@@ -102,6 +124,41 @@ cdef inline void push_one(Ring* r, int64_t ts, double x, uint8_t q) noexcept nog
     r.widx = w
 
 
+cdef bint push_block(Ring* r, const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n) noexcept nogil:
+    """Copy a time-sorted block that is neither late nor older than the ring's newest sample.
+
+    Same end state as pushing the samples one by one; returns False (nothing done) when the
+    block does not qualify, and the caller pushes sample by sample.
+    """
+    cdef Py_ssize_t i, j0, c, p, first
+    cdef int unsorted = 0
+    cdef int64_t bad = 0
+    if ts[0] < r.watermark or ts[0] < r.max_ts:
+        return False
+    for i in range(1, n):
+        unsorted |= ts[i] < ts[i - 1]
+    if unsorted:
+        return False
+    for i in range(n):
+        bad += (q[i] != 0) | (v[i] != v[i])
+    j0 = n - r.cap if n > r.cap else 0  # only the last `cap` samples survive
+    c = n - j0
+    p = (r.widx + j0) % r.cap
+    first = c if c < r.cap - p else r.cap - p
+    memcpy(r.ts + p, ts + j0, first * sizeof(int64_t))
+    memcpy(r.v + p, v + j0, first * sizeof(double))
+    memcpy(r.q + p, q + j0, first * sizeof(uint8_t))
+    if first < c:
+        memcpy(r.ts, ts + j0 + first, (c - first) * sizeof(int64_t))
+        memcpy(r.v, v + j0 + first, (c - first) * sizeof(double))
+        memcpy(r.q, q + j0 + first, (c - first) * sizeof(uint8_t))
+    r.max_ts = ts[n - 1]
+    r.bad += bad
+    r.head += n
+    r.widx = (r.widx + n) % r.cap
+    return True
+
+
 cdef inline Py_ssize_t lower_bound(const int64_t* ts, Py_ssize_t a, Py_ssize_t n, int64_t key) noexcept nogil:
     """First index in [a, n) whose timestamp is >= key (ts sorted), by galloping from a."""
     cdef Py_ssize_t lo = a, hi, step = 1, mid
@@ -123,194 +180,6 @@ cdef inline Py_ssize_t lower_bound(const int64_t* ts, Py_ssize_t a, Py_ssize_t n
         else:
             hi = mid
     return hi
-
-
-cdef inline double lane_min(const double* m) noexcept nogil:
-    cdef double a = m[1] if m[1] < m[0] else m[0]
-    cdef double b = m[3] if m[3] < m[2] else m[2]
-    return b if b < a else a
-
-
-cdef inline double lane_max(const double* m) noexcept nogil:
-    cdef double a = m[1] if m[1] > m[0] else m[0]
-    cdef double b = m[3] if m[3] > m[2] else m[2]
-    return b if b > a else a
-
-
-cdef inline double lane_sum(const double* s) noexcept nogil:
-    return (s[0] + s[1]) + (s[2] + s[3])
-
-
-cdef void lanes_all_good(const int64_t* ts, const double* v, Py_ssize_t n, int64_t we, bint basic,
-                         double* mn, double* mx, double* s, double* tw) noexcept nogil:
-    """Lane accumulators for a window whose samples all have quality Good (NaNs not excluded).
-
-    Straight-line code over four lanes so the compiler can use SIMD; the caller falls back
-    to ``lanes_checked`` when the sum shows a NaN. Lane of sample i is i & 3 in both.
-    """
-    cdef Py_ssize_t i = 0, n4 = n & ~(<Py_ssize_t>3)
-    cdef double x0, x1, x2, x3
-    cdef double mn0 = mn[0], mn1 = mn[1], mn2 = mn[2], mn3 = mn[3]
-    cdef double mx0 = mx[0], mx1 = mx[1], mx2 = mx[2], mx3 = mx[3]
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-    cdef double w0 = 0.0, w1 = 0.0, w2 = 0.0, w3 = 0.0
-    while i < n4:
-        x0 = v[i]
-        x1 = v[i + 1]
-        x2 = v[i + 2]
-        x3 = v[i + 3]
-        mn0 = x0 if x0 < mn0 else mn0
-        mn1 = x1 if x1 < mn1 else mn1
-        mn2 = x2 if x2 < mn2 else mn2
-        mn3 = x3 if x3 < mn3 else mn3
-        mx0 = x0 if x0 > mx0 else mx0
-        mx1 = x1 if x1 > mx1 else mx1
-        mx2 = x2 if x2 > mx2 else mx2
-        mx3 = x3 if x3 > mx3 else mx3
-        s0 += x0
-        s1 += x1
-        s2 += x2
-        s3 += x3
-        i += 4
-    mn[0] = mn0
-    mn[1] = mn1
-    mn[2] = mn2
-    mn[3] = mn3
-    mx[0] = mx0
-    mx[1] = mx1
-    mx[2] = mx2
-    mx[3] = mx3
-    s[0] = s0
-    s[1] = s1
-    s[2] = s2
-    s[3] = s3
-    while i < n:
-        x0 = v[i]
-        mn[i & 3] = x0 if x0 < mn[i & 3] else mn[i & 3]
-        mx[i & 3] = x0 if x0 > mx[i & 3] else mx[i & 3]
-        s[i & 3] += x0
-        i += 1
-    if basic:
-        return
-    i = 0
-    n4 = (n - 1) & ~(<Py_ssize_t>3)
-    while i < n4:
-        w0 += v[i] * <double>(ts[i + 1] - ts[i])
-        w1 += v[i + 1] * <double>(ts[i + 2] - ts[i + 1])
-        w2 += v[i + 2] * <double>(ts[i + 3] - ts[i + 2])
-        w3 += v[i + 3] * <double>(ts[i + 4] - ts[i + 3])
-        i += 4
-    tw[0] = w0
-    tw[1] = w1
-    tw[2] = w2
-    tw[3] = w3
-    while i < n:
-        tw[i & 3] += v[i] * <double>((ts[i + 1] if i + 1 < n else we) - ts[i])
-        i += 1
-
-
-cdef Py_ssize_t lanes_checked(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
-                              int64_t we, bint basic, double* mn, double* mx, double* s, double* tw,
-                              int64_t* den, Py_ssize_t* fi, Py_ssize_t* li) noexcept nogil:
-    """Lane accumulators over the good samples only (quality Good and not NaN); returns the count."""
-    cdef Py_ssize_t i, cnt = 0
-    cdef int g
-    cdef int64_t dt
-    cdef double x
-    for i in range(n):
-        x = v[i]
-        if q[i] == 0 and x == x:
-            g = i & 3
-            cnt += 1
-            mn[g] = x if x < mn[g] else mn[g]
-            mx[g] = x if x > mx[g] else mx[g]
-            s[g] += x
-            if not basic:
-                if fi[0] < 0:
-                    fi[0] = i
-                li[0] = i
-                dt = (ts[i + 1] if i + 1 < n else we) - ts[i]
-                den[0] += dt
-                tw[g] += x * <double>dt
-    return cnt
-
-
-cdef void window_stats(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
-                       int64_t we, bint basic, double* res) noexcept nogil:
-    """Statistics of one window (samples sorted by time, all inside it; ``we`` = window end).
-
-    Every accumulator has four lanes (sample i goes to lane i & 3), combined pairwise as
-    (l0 op l1) op (l2 op l3); the twin does exactly the same, so results are bit-identical.
-    """
-    cdef Py_ssize_t i, cnt = 0, fi = -1, li = -1
-    cdef double mn[4]
-    cdef double mx[4]
-    cdef double s[4]
-    cdef double tw[4]
-    cdef double mean, d, total
-    cdef int64_t den = 0
-    cdef uint8_t anyq = 0
-    for i in range(4):
-        mn[i] = INFINITY
-        mx[i] = -INFINITY
-        s[i] = 0.0
-        tw[i] = 0.0
-    for i in range(n):
-        anyq |= q[i]
-    if anyq == 0:
-        lanes_all_good(ts, v, n, we, basic, mn, mx, s, tw)
-        total = lane_sum(s)
-        if total == total:
-            cnt = n
-            fi = 0
-            li = n - 1
-            den = we - ts[0]
-    if cnt == 0:
-        for i in range(4):
-            mn[i] = INFINITY
-            mx[i] = -INFINITY
-            s[i] = 0.0
-            tw[i] = 0.0
-        cnt = lanes_checked(ts, v, q, n, we, basic, mn, mx, s, tw, &den, &fi, &li)
-        total = lane_sum(s)
-    res[0] = <double>cnt
-    res[6] = total
-    res[9] = <double>cnt / <double>n if n > 0 else NAN
-    res[10] = <double>(n - cnt)
-    if cnt == 0:
-        res[1] = NAN
-        res[2] = NAN
-        res[3] = NAN
-        res[4] = NAN
-        res[5] = NAN
-        res[7] = NAN
-        res[8] = NAN
-        return
-    mean = total / <double>cnt
-    res[1] = lane_min(mn)
-    res[2] = lane_max(mx)
-    res[3] = mean
-    if basic:
-        res[4] = NAN
-        res[5] = NAN
-        res[7] = NAN
-        res[8] = NAN
-        return
-    res[4] = v[fi]
-    res[5] = v[li]
-    for i in range(4):
-        s[i] = 0.0
-    if cnt == n:
-        for i in range(n):
-            d = v[i] - mean
-            s[i & 3] += d * d
-    else:
-        for i in range(fi, li + 1):
-            if q[i] == 0 and v[i] == v[i]:
-                d = v[i] - mean
-                s[i & 3] += d * d
-    res[7] = sqrt(lane_sum(s) / <double>cnt)
-    res[8] = lane_sum(tw) / <double>den if den > 0 else NAN
 
 
 cdef int out_grow(OutBuf* o) noexcept nogil:
@@ -344,7 +213,7 @@ cdef int split_windows(const int64_t* ts, const double* v, const uint8_t* q, Py_
             return -1
         o.tag[o.n] = tag_id
         o.start[o.n] = ws
-        window_stats(ts + a, v + a, q + a, b - a, we, basic, o.rows + o.n * N_STATS)
+        rb_window_stats(ts + a, v + a, q + a, b - a, we, basic, o.rows + o.n * N_STATS)
         o.n += 1
         a = b
     return 0
@@ -353,34 +222,12 @@ cdef int split_windows(const int64_t* ts, const double* v, const uint8_t* q, Py_
 cdef Py_ssize_t m4_select(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
                           int64_t t0, int64_t span, int64_t nb, int64_t* out) noexcept nogil:
     """M4: per time bin the first, min, max and last good sample; indices in time order."""
-    cdef Py_ssize_t a = 0, b, i, fi, li, imn, imx, m = 0, j, k2
-    cdef int64_t k, tmp4[4]
-    cdef double x, mn, mx
+    cdef Py_ssize_t a = 0, b, m = 0, j
+    cdef int64_t k, fi, imn, imx, li
+    cdef int64_t tmp4[4]
     for k in range(nb):
         b = lower_bound(ts, a, n, bin_edge(t0, span, nb, k + 1))
-        fi = -1
-        li = -1
-        imn = -1
-        imx = -1
-        mn = INFINITY
-        mx = -INFINITY
-        for i in range(a, b):
-            x = v[i]
-            if q[i] == 0 and x == x:
-                if fi < 0:
-                    fi = i
-                    imn = i
-                    imx = i
-                    mn = x
-                    mx = x
-                else:
-                    if x < mn:
-                        mn = x
-                        imn = i
-                    if x > mx:
-                        mx = x
-                        imx = i
-                li = i
+        rb_bin_extrema(v, q, a, b, &fi, &imn, &imx, &li)
         if fi >= 0:
             tmp4[0] = fi
             tmp4[1] = imn if imn < imx else imx
@@ -388,7 +235,6 @@ cdef Py_ssize_t m4_select(const int64_t* ts, const double* v, const uint8_t* q, 
             tmp4[3] = li
             for j in range(4):
                 if m == 0 or out[m - 1] != tmp4[j]:
-                    # keep ascending order: the middle two are sorted and lie between fi and li
                     out[m] = tmp4[j]
                     m += 1
         a = b
@@ -398,31 +244,12 @@ cdef Py_ssize_t m4_select(const int64_t* ts, const double* v, const uint8_t* q, 
 cdef Py_ssize_t minmax_select(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
                               int64_t t0, int64_t span, int64_t nb, int64_t* out) noexcept nogil:
     """MinMax preselection: per time bin the min and max good sample, in time order."""
-    cdef Py_ssize_t a = 0, b, i, imn, imx, m = 0
-    cdef int64_t k
-    cdef double x, mn, mx
+    cdef Py_ssize_t a = 0, b, m = 0
+    cdef int64_t k, fi, imn, imx, li
     for k in range(nb):
         b = lower_bound(ts, a, n, bin_edge(t0, span, nb, k + 1))
-        imn = -1
-        imx = -1
-        mn = INFINITY
-        mx = -INFINITY
-        for i in range(a, b):
-            x = v[i]
-            if q[i] == 0 and x == x:
-                if imn < 0:
-                    imn = i
-                    imx = i
-                    mn = x
-                    mx = x
-                else:
-                    if x < mn:
-                        mn = x
-                        imn = i
-                    if x > mx:
-                        mx = x
-                        imx = i
-        if imn >= 0:
+        rb_bin_extrema(v, q, a, b, &fi, &imn, &imx, &li)
+        if fi >= 0:
             if imn == imx:
                 out[m] = imn
                 m += 1
@@ -624,9 +451,12 @@ cdef class RingStore:
         if values.shape[0] != n or quality.shape[0] != n:
             raise ValueError(f"ts_ns, values and quality must have the same length "
                              f"(got {n}, {values.shape[0]}, {quality.shape[0]})")
+        if n == 0:
+            return
         with nogil:
-            for i in range(n):
-                push_one(r, ts_ns[i], values[i], quality[i])
+            if not push_block(r, &ts_ns[0], &values[0], &quality[0], n):
+                for i in range(n):
+                    push_one(r, ts_ns[i], values[i], quality[i])
 
     def consume(self, const int32_t[::1] tag_ids, int64_t ts_ns, const double[::1] values,
                 const uint8_t[::1] quality):

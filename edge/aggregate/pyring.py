@@ -27,6 +27,7 @@ STAT_NAMES = ("count", "min", "max", "mean", "first", "last", "sum", "std", "twa
 BASIC_STATS = ("count", "min", "max", "mean", "sum", "good_ratio", "bad_count")
 _INT_STATS = ("count", "bad_count")
 MAX_SPECS = 8
+LANES = 8
 INT64_MIN = -(2**63)
 NAN = float("nan")
 INF = float("inf")
@@ -46,36 +47,44 @@ def _lower_bound(ts: np.ndarray, a: int, n: int, key: int) -> int:
     return a + int(np.searchsorted(ts[a:n], key, side="left"))
 
 
-def _lane_min(m: list[float]) -> float:
-    a = m[1] if m[1] < m[0] else m[0]
-    b = m[3] if m[3] < m[2] else m[2]
+def _min2(a: float, b: float) -> float:
     return b if b < a else a
 
 
-def _lane_max(m: list[float]) -> float:
-    a = m[1] if m[1] > m[0] else m[0]
-    b = m[3] if m[3] > m[2] else m[2]
+def _max2(a: float, b: float) -> float:
     return b if b > a else a
 
 
+def _lane_min(m: list[float]) -> float:
+    return _min2(_min2(_min2(m[0], m[1]), _min2(m[2], m[3])), _min2(_min2(m[4], m[5]), _min2(m[6], m[7])))
+
+
+def _lane_max(m: list[float]) -> float:
+    return _max2(_max2(_max2(m[0], m[1]), _max2(m[2], m[3])), _max2(_max2(m[4], m[5]), _max2(m[6], m[7])))
+
+
 def _lane_sum(s: list[float]) -> float:
-    return (s[0] + s[1]) + (s[2] + s[3])
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 
 
 def window_stats(ts: list[int], v: list[float], q: list[int], we: int, basic: bool) -> list[float]:
-    """Statistics of one window; the same definitions and operation order as the extension."""
+    """Statistics of one window; the same definitions and operation order as the extension.
+
+    Every accumulator has eight lanes (sample i goes to lane i & 7), combined as
+    ((l0 op l1) op (l2 op l3)) op ((l4 op l5) op (l6 op l7)): the extension's SIMD layout.
+    """
     n = len(v)
-    mn = [INF] * 4
-    mx = [-INF] * 4
-    s = [0.0] * 4
-    tw = [0.0] * 4
+    mn = [INF] * LANES
+    mx = [-INF] * LANES
+    s = [0.0] * LANES
+    tw = [0.0] * LANES
     cnt = 0
     den = 0
     fi = li = -1
     for i in range(n):
         x = v[i]
         if q[i] == 0 and x == x:
-            g = i & 3
+            g = i & 7
             cnt += 1
             mn[g] = x if x < mn[g] else mn[g]
             mx[g] = x if x > mx[g] else mx[g]
@@ -103,12 +112,12 @@ def window_stats(ts: list[int], v: list[float], q: list[int], we: int, basic: bo
         return res
     res[4] = v[fi]
     res[5] = v[li]
-    s = [0.0] * 4
+    s = [0.0] * LANES
     for i in range(fi, li + 1):
         x = v[i]
         if q[i] == 0 and x == x:
             d = x - mean
-            s[i & 3] += d * d
+            s[i & 7] += d * d
     res[7] = math.sqrt(_lane_sum(s) / cnt)
     res[8] = _lane_sum(tw) / den if den > 0 else NAN
     return res

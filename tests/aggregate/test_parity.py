@@ -6,6 +6,7 @@ duplicate and out-of-order timestamps, late samples and interleaved collects.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from aggsupport import same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -73,28 +74,39 @@ def run(cls, ops, caps, windows, grace, basic, n_out, ratio):
     return out
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(params=[0, 1, 2], ids=["scalar", "sse2", "avx2"])
+def isa(request, cyring):
+    """Pin the extension's kernels to one instruction set (falls back to the best the CPU has)."""
+    used = cyring.set_isa(request.param)
+    yield used
+    cyring.set_isa(-1)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(ops=scenarios(), caps=st.tuples(st.integers(1, 64), st.integers(1, 64)),
        windows=st.tuples(st.lists(st.sampled_from([1, 7, 10, 25, 100]), max_size=3, unique=True),
                          st.lists(st.sampled_from([7, 50, 1000]), max_size=2, unique=True)),
        grace=st.sampled_from([0, 3, 40]), basic=st.booleans(), n_out=st.integers(4, 24), ratio=st.integers(1, 4))
-def test_twin_matches_extension(cyring, ops, caps, windows, grace, basic, n_out, ratio):
+def test_twin_matches_extension(cyring, isa, ops, caps, windows, grace, basic, n_out, ratio):
     a = run(cyring.RingStore, ops, caps, windows, grace, basic, n_out, ratio)
     b = run(pyring.RingStore, ops, caps, windows, grace, basic, n_out, ratio)
     assert same(a, b)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.lists(st.tuples(st.integers(0, 10**6), st.floats(-1e6, 1e6), st.sampled_from([0, 0, 0, 3])),
                      min_size=1, max_size=2000),
-       window=st.sampled_from([1000, 10_000, 333_333]), sort=st.booleans())
-def test_twin_matches_extension_long_windows(cyring, data, window, sort):
-    """Long windows with the all-good fast path (SIMD lanes) and the checked path mixed."""
+       window=st.sampled_from([1000, 10_000, 333_333]), sort=st.booleans(), all_good=st.booleans(),
+       nan_at=st.none() | st.integers(0, 1999))
+def test_twin_matches_extension_long_windows(cyring, isa, data, window, sort, all_good, nan_at):
+    """Long windows: the all-good fast path (SIMD lanes), its NaN fallback and the checked path."""
     if sort:
         data = sorted(data, key=lambda r: r[0])
     ts = np.array([r[0] for r in data], np.int64)
     vs = np.array([r[1] for r in data], np.float64)
-    qs = np.array([r[2] for r in data], np.uint8)
+    qs = np.array([0 if all_good else r[2] for r in data], np.uint8)
+    if nan_at is not None and nan_at < len(vs):
+        vs[nan_at] = np.nan
     results = []
     for cls in (cyring.RingStore, pyring.RingStore):
         s = cls()
@@ -103,3 +115,10 @@ def test_twin_matches_extension_long_windows(cyring, data, window, sort):
         results.append(s.collect(2 * 10**6))
     assert same(results[0], results[1])
     assert sum(len(r[1]) for r in results[0]) >= 1
+
+
+def test_the_cpu_paths_are_exercised(cyring):
+    """The parity tests above ran each available instruction set, not only the default."""
+    best = cyring.set_isa(-1)
+    assert [cyring.set_isa(k) for k in range(best + 1)] == list(range(best + 1))
+    cyring.set_isa(-1)
