@@ -100,10 +100,12 @@ class InfluxConfig(_Model):
         return self
 
     def resolved_token(self) -> str:
-        """The token from ``token`` or the first line of ``token_file`` ('' when neither is set)."""
+        """The token from ``token``, the first line of ``token_file``, else $INFLUX_TOKEN ('' if unset)."""
         if self.token_file is not None:
             lines = Path(self.token_file).read_text(encoding="utf-8").strip().splitlines()
             if not lines:
                 raise ValueError(f"token_file {self.token_file!r} is empty")
             return lines[0].strip()
-        return self.token or ""
+        if self.token is not None:
+            return self.token
+        return os.environ.get("INFLUX_TOKEN", "")

@@ -32,6 +32,7 @@ from influxdb_client import InfluxDBClient, WriteOptions, WriteService
 from influxdb_client.rest import ApiException
 
 from edge.config.storage import InfluxConfig
+from edge.model import DeviceDiagnostics
 from edge.spool import (
     KIND_HEALTH,
     KIND_SAMPLES,
@@ -50,8 +51,8 @@ log = logging.getLogger(__name__)
 
 
 def escape_key(s: str) -> str:
-    """Escape a measurement, tag key/value or field key for line protocol."""
-    return s.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+    """Escape a measurement, tag key/value or field key for line protocol (newlines become spaces)."""
+    return s.replace("\n", " ").replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
 
 def escape_str(s: str) -> str:
@@ -176,6 +177,18 @@ def health_fields(stats: dict[str, object], prefix: str = "") -> dict[str, float
         elif isinstance(v, dict):
             out.update(health_fields(v, f"{prefix}{k}."))
     return out
+
+
+def diagnostics_fields(diag: DeviceDiagnostics) -> dict[str, float]:
+    """``edge_health`` fields of one device (its poll latency, errors and state), for ``append_health``."""
+    fields = {
+        "state": float(int(diag.state)), "polls_ok": diag.polls_ok, "polls_failed": diag.polls_failed,
+        "requests": diag.requests, "timeouts": diag.timeouts, "crc_errors": diag.crc_errors,
+        "overruns": diag.overruns, "latency_p50_ms": diag.latency_p50_ms, "latency_p99_ms": diag.latency_p99_ms,
+        "exceptions": sum(diag.exceptions.values()),
+    }
+    fields.update({f"exception_{code}": n for code, n in diag.exceptions.items()})
+    return {k: float(v) for k, v in fields.items()}
 
 
 # ----------------------------------------------------------------------------- the forwarder

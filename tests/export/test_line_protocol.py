@@ -6,8 +6,18 @@ import math
 import numpy as np
 
 from edge.config.storage import InfluxConfig, SpoolConfig
-from edge.export.influx import LineEncoder, health_fields
-from edge.model import BusInfo, DeviceInfo, Plant, Quality, SampleBatch, TagInfo, WindowBatch
+from edge.export.influx import LineEncoder, diagnostics_fields, health_fields
+from edge.model import (
+    BusInfo,
+    DeviceDiagnostics,
+    DeviceInfo,
+    DeviceState,
+    Plant,
+    Quality,
+    SampleBatch,
+    TagInfo,
+    WindowBatch,
+)
 from edge.spool import Spool
 from tests.export.demo import BASE_TS_NS
 
@@ -44,6 +54,9 @@ def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influ
                                       {"min": np.array([1.0, 2.0, 3.0]), "mean": np.array([1.5, np.nan, 3.5])}))
         sp.append_health("appliance", ts, health_fields({"unsent_points": 5, "dropped_points": {"max_bytes": 2},
                                                          "last_error": "x"}))
+        diag = DeviceDiagnostics("pump 1", "line a", DeviceState.OFFLINE, polls_ok=7, timeouts=2,
+                                 exceptions={2: 3}, latency_p99_ms=12.5)
+        sp.append_health("pump 1", ts, diagnostics_fields(diag))
         assert sp.flush()
         enc = LineEncoder(sp, InfluxConfig(url="http://127.0.0.1:1", bucket="edge"))
         lines = [enc.encode(r) for r in sp.unsent(0, None, 1000)]
@@ -71,10 +84,14 @@ def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influ
     assert by_dev["pump 1"]["state_min"] == 2.0 and by_dev["pump 1"].get("state_mean") is None
     assert by_dev["meter"]["p_mean"] == 3.5
 
-    r = influxdb1.query('SELECT * FROM "edge_health"', db="edge")["results"][0]["series"][0]
-    row = dict(zip(r["columns"], r["values"][0], strict=True))
+    r = influxdb1.query('SELECT * FROM "edge_health" WHERE "source" = \'appliance\'', db="edge")
+    row = dict(zip(r["results"][0]["series"][0]["columns"], r["results"][0]["series"][0]["values"][0], strict=True))
     assert row["source"] == "appliance" and row["unsent_points"] == 5 and row["dropped_points.max_bytes"] == 2
     assert not any(isinstance(v, float) and math.isnan(v) for v in row.values() if v is not None)
+    r = influxdb1.query('SELECT * FROM "edge_health" WHERE "source" = \'pump 1\'', db="edge")
+    row = dict(zip(r["results"][0]["series"][0]["columns"], r["results"][0]["series"][0]["values"][0], strict=True))
+    assert (row["state"], row["polls_ok"], row["timeouts"], row["exceptions"], row["exception_2"]) == (2, 7, 2, 3, 3)
+    assert row["latency_p99_ms"] == 12.5 and row["site"] == "site x"
 
 
 def test_plugin_measurement_option(tmp_path, influxdb1):
