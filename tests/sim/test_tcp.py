@@ -5,12 +5,13 @@ import asyncio
 import re
 import shutil
 import struct
+import time
 
 import pytest
 from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.modbus.points import ORDERS, RegisterPoint, Table
-from edge.sim import SignalSpec, SimDeviceSpec, TcpTransport, free_port
+from edge.sim import RtuOverTcpTransport, SignalSpec, SimDeviceSpec, TcpTransport, free_port
 from tests.sim.wire import struct_decode
 
 VALUES = {"int16": -1234, "uint16": 54321, "int32": -123456789, "uint32": 3_000_000_000,
@@ -195,3 +196,21 @@ async def test_mbpoll_reads_the_encoded_registers(start_plant) -> None:
     assert struct.unpack(">f", struct.pack(">HH", regs[0], regs[1]))[0] == 12.5
     assert struct.unpack(">h", struct.pack(">H", regs[2]))[0] == -321
     assert (regs[4] << 16) | regs[3] == 70000
+
+
+async def test_rtu_over_tcp_gateway_serves_its_units_one_at_a_time_at_line_speed(start_plant, connect) -> None:
+    port = free_port()
+    gateway = RtuOverTcpTransport(port=port, baud=9600)
+    points = [RegisterPoint(i, f"r{i}", Table.HOLDING, i, "uint16") for i in range(125)]
+    specs = [SimDeviceSpec(name=f"meter{u}", unit_id=u, transport=gateway, points=points,
+                           signals={"r0": SignalSpec(kind="constant", value=u)}) for u in (1, 2)]
+    plant = await start_plant(specs)
+    assert len(plant.endpoints) == 1
+    a = await connect(("127.0.0.1", port), rtu=True, timeout=3.0)
+    b = await connect(("127.0.0.1", port), rtu=True, timeout=3.0)
+    frame_s = (8 + 255) * 10 / 9600  # request + 125-register reply, 8N1 at 9600 baud
+    t0 = time.monotonic()
+    ra, rb = await asyncio.gather(a.read_holding_registers(0, count=125, device_id=1),
+                                  b.read_holding_registers(0, count=125, device_id=2))
+    assert (ra.registers[0], rb.registers[0]) == (1, 2)
+    assert time.monotonic() - t0 >= 2 * frame_s  # two clients, one serial line behind the gateway
