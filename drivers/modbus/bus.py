@@ -119,7 +119,25 @@ class Line:
 
     async def read(self, unit: int, table: Table, address: int, count: int, timeout_s: float,
                    priority: int = PRIORITY_POLL, pause_after_s: float = 0.0) -> np.ndarray:
-        return await self.run(lambda t: t.read(unit, table, address, count, timeout_s), priority, pause_after_s)
+        """One read as the only transaction on the line (the poll path: no closure per request)."""
+        await self._lock.acquire(priority)
+        try:
+            wait = self._free_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not self.transport.connected:
+                await self.ensure_connected()
+            start = time.monotonic()
+            try:
+                return await self.transport.read(unit, table, address, count, timeout_s)
+            finally:
+                end = time.monotonic()
+                self.last_transaction_s = end - start
+                self.busy_s += end - start
+                self.transactions += 1
+                self._free_at = end + self.gap_s + pause_after_s
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         self.transport.close()

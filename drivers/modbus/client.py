@@ -111,6 +111,9 @@ class Transport:
         self.late_frames = 0  # answers that arrived after their transaction timed out
         self.connects = 0
         self.last_rx = 0.0
+        self._deadline = 0.0  # loop time by which the pending transaction must be answered
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # ------------------------------------------------------------------ connection
 
@@ -122,6 +125,9 @@ class Transport:
         raise NotImplementedError
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._protocol and self._protocol.transport:
             self._protocol.transport.close()
         self._protocol = None
@@ -174,15 +180,34 @@ class Transport:
         self._expect = (unit, pdu[0], self._tid if self.kind == "tcp" else 0)
         assert self._protocol is not None and self._protocol.transport is not None
         self._protocol.transport.write(frame)  # type: ignore[attr-defined]
-        handle = loop.call_later(timeout_s, _expire, waiter)
+        self._arm_timer(loop, loop.time() + timeout_s)
         try:
             answer = await waiter
         finally:
-            handle.cancel()
             self._waiter = None
         if answer[0] & 0x80:
             raise ModbusExceptionResponse(pdu[0], answer[1] if len(answer) > 1 else 0)
         return answer
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """One timer per line, re-armed lazily: a timer per request costs more than the request."""
+        self._deadline = deadline
+        if self._timer is not None and self._timer_at <= deadline:
+            return  # it fires before our deadline and re-arms itself for it
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if loop.time() >= self._deadline:
+            waiter.set_exception(ModbusTimeout("no answer"))
+        else:
+            self._arm_timer(loop, self._deadline)
 
     def _before_send(self) -> None:
         """Drop stale bytes left by a timed-out transaction so they cannot pass for our answer."""
@@ -202,7 +227,7 @@ class Transport:
         return pdu
 
     async def read(self, unit: int, table: Table, address: int, count: int, timeout_s: float) -> np.ndarray:
-        """Read a block: uint16 registers, or bools for coils and discrete inputs."""
+        """Read a block: big-endian 16-bit registers (a view of the answer), or bools for bit tables."""
         answer = await self.transact(unit, self.read_pdu(table, address, count), timeout_s)
         byte_count = answer[1] if len(answer) > 1 else -1
         data = answer[2:]
@@ -214,7 +239,7 @@ class Transport:
         if byte_count != 2 * count or len(data) != byte_count:
             self.frame_errors += 1
             raise ModbusFrameError(f"answer has {len(data)} data bytes for {count} registers")
-        return np.frombuffer(data, dtype=">u2").astype(np.uint16)
+        return np.frombuffer(data, dtype=">u2")  # a view of the frame: the codec gathers bytes from it
 
     async def write_registers(self, unit: int, address: int, values: Sequence[int], timeout_s: float) -> None:
         if len(values) == 1:
@@ -235,11 +260,6 @@ class Transport:
         answer = await self.transact(unit, pdu, timeout_s)
         if answer[1:5] != pdu[1:5]:  # FC5/6 echo address+value, FC15/16 echo address+count
             raise ModbusFrameError("write answer does not echo the request")
-
-
-def _expire(waiter: asyncio.Future[bytes]) -> None:
-    if not waiter.done():
-        waiter.set_exception(ModbusTimeout("no answer"))
 
 
 class TcpTransport(Transport):

@@ -20,11 +20,15 @@ class Table(StrEnum):
 
     @property
     def is_bits(self) -> bool:
-        return self in (Table.COIL, Table.DISCRETE)
+        return self in _BIT_TABLES  # a set of plain strings: no enum attribute lookups on the hot path
 
     @property
     def writable(self) -> bool:
-        return self in (Table.COIL, Table.HOLDING)
+        return self in _WRITABLE_TABLES
+
+
+_BIT_TABLES = frozenset({"coil", "discrete"})
+_WRITABLE_TABLES = frozenset({"coil", "holding"})
 
 
 #: Registers taken by each data type ("string" uses RegisterPoint.length; "bool" in a bit

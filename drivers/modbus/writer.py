@@ -15,7 +15,7 @@ from drivers.modbus.client import (
     ModbusTimeout,
     Transport,
 )
-from drivers.modbus.codec import EncodeError, decode_point, encode, encode_bit
+from drivers.modbus.codec import EncodeError, EncodeRangeError, decode_point, encode, encode_bit
 from drivers.modbus.points import RegisterPoint, Table
 from edge.model import WriteResult, WriteStatus
 
@@ -46,8 +46,7 @@ async def write_point(line: Line, unit: int, point: RegisterPoint, value: object
 
 
 def _encode_status(exc: EncodeError) -> WriteStatus:
-    text = str(exc).lower()
-    return WriteStatus.BAD_OUT_OF_RANGE if "range" in text or "outside" in text else WriteStatus.BAD_TYPE_MISMATCH
+    return WriteStatus.BAD_OUT_OF_RANGE if isinstance(exc, EncodeRangeError) else WriteStatus.BAD_TYPE_MISMATCH
 
 
 def _plain_op(unit: int, point: RegisterPoint, words: list, timeout_s: float):

@@ -1,0 +1,154 @@
+"""Polling benchmark: the appliance against a plain pymodbus loop, same devices, same concurrency.
+
+N simulated Modbus TCP devices x M tags are served from another process (edge.sim). Run A is
+the appliance's own path (config loader, request plan, line owner, lean transport, block
+codec with quality, diagnostics, pipeline into the latest-value store), polling as fast as
+the devices answer. Run B is the baseline: one pymodbus AsyncModbusTcpClient per device
+reading the same blocks in a loop, decoding nothing. Both run in this process one after the
+other; CPU is this process's user+system time, so the servers' CPU is not counted.
+
+Prints requests/s, tags/s and CPU ms per 1,000 requests for both, their ratio, and a last
+line ``RESULT {json}`` with ``cpu_ratio`` (appliance CPU per request / baseline's) and
+``tags_per_s`` (appliance decoded tags per second).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
+
+from edge.app import Appliance  # noqa: E402
+from edge.commands.simulate import plant_specs  # noqa: E402
+from edge.config.loader import load_config  # noqa: E402
+from edge.sim.plant import free_port  # noqa: E402
+from edge.sim.process import SimPlantProcess  # noqa: E402
+
+TYPES = ("float32", "int16", "uint32", "float32")  # a realistic mix; float32 twice (two orders)
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def site_yaml(devices: int, tags: int, data_dir: str) -> str:
+    lines = ["site: {name: bench}", "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 10}]",
+             f"runtime: {{data_dir: {data_dir}}}", "devices:"]
+    for d in range(devices):
+        lines.append(f"  - name: dev{d}\n    bus: net\n    port: {free_port()}\n    unit_id: 1\n"
+                     "    interval_ms: 10\n    timeout_ms: 10\n    points:")
+        address = 0
+        for t in range(tags):
+            dtype = TYPES[t % len(TYPES)]
+            order = "CDAB" if t % len(TYPES) == 3 else "ABCD"
+            extra = ", scale: 0.1, range: [-3000, 3000]" if dtype == "int16" else ""
+            lines.append(f"      - {{name: t{t}, address: {address}, type: {dtype}, order: {order}{extra}}}")
+            address += 1 if dtype == "int16" else 2
+    return "\n".join(lines) + "\n"
+
+
+async def run_appliance(loaded, seconds: float, warmup_s: float) -> dict:
+    app = Appliance(loaded, audit=False)
+    await app.start()
+    await asyncio.sleep(warmup_s)
+    req0 = sum(rt.diag.requests for rt in app.devices.values())
+    tags0, c0, w0 = app.pipeline.samples, cpu_s(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    req1 = sum(rt.diag.requests for rt in app.devices.values())
+    tags1, c1, w1 = app.pipeline.samples, cpu_s(), time.perf_counter()
+    errors = sum(rt.diag.polls_failed + rt.diag.timeouts for rt in app.devices.values())
+    await app.stop()
+    return _figures(req1 - req0, tags1 - tags0, c1 - c0, w1 - w0) | {"errors": errors}
+
+
+async def run_pymodbus(loaded, seconds: float, warmup_s: float) -> dict:
+    """One client per device, the same blocks, read in a loop; nothing decoded."""
+    from edge.app import device_plan
+
+    counts = {"req": 0, "tags": 0}
+    stop = asyncio.Event()
+    measuring = asyncio.Event()
+
+    async def device_loop(dev) -> None:
+        plan = device_plan(dev)
+        blocks = [(b.start, b.count, len(b.points)) for g in plan.groups() for b in plan.blocks(g)]
+        client = AsyncModbusTcpClient(dev.config.host or dev.bus.host, port=dev.config.port, timeout=1, retries=0)
+        await client.connect()
+        try:
+            while not stop.is_set():
+                for start, count, ntags in blocks:
+                    await client.read_holding_registers(start, count=count, device_id=dev.config.unit_id)
+                    if measuring.is_set():
+                        counts["req"] += 1
+                        counts["tags"] += ntags
+        finally:
+            client.close()
+
+    tasks = [asyncio.create_task(device_loop(d)) for d in loaded.devices]
+    await asyncio.sleep(warmup_s)
+    measuring.set()
+    c0, w0 = cpu_s(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    c1, w1 = cpu_s(), time.perf_counter()
+    req, tags = counts["req"], counts["tags"]
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return _figures(req, tags, c1 - c0, w1 - w0)
+
+
+def _figures(requests: int, tags: int, cpu: float, wall: float) -> dict:
+    return {"requests": requests, "tags": tags, "cpu_s": cpu, "wall_s": wall,
+            "requests_per_s": requests / wall, "tags_per_s": tags / wall,
+            "cpu_ms_per_1000_requests": 1e6 * cpu / max(requests, 1), "cpu_share": cpu / wall}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10)
+    parser.add_argument("--tags", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--long", action="store_true", help="30 s per run")
+    args = parser.parse_args()
+    seconds = 30.0 if args.long else args.seconds
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.yaml"
+        path.write_text(site_yaml(args.devices, args.tags, tmp))
+        loaded = load_config(path)
+        sim = SimPlantProcess(plant_specs(loaded), processes=1)
+        await sim.start()
+        try:
+            ours = await run_appliance(loaded, seconds, 2.0)
+            base = await run_pymodbus(loaded, seconds, 2.0)
+        finally:
+            await sim.stop()
+    ratio = ours["cpu_ms_per_1000_requests"] / base["cpu_ms_per_1000_requests"]
+    print(f"{args.devices} devices x {args.tags} tags over Modbus TCP, {seconds:.0f} s per run")
+    for name, f in (("appliance", ours), ("pymodbus loop (no decoding)", base)):
+        print(f"  {name:<28} {f['requests_per_s']:>9.0f} requests/s {f['tags_per_s']:>10.0f} tags/s "
+              f"{f['cpu_ms_per_1000_requests']:>7.1f} ms CPU per 1,000 requests  (CPU {100 * f['cpu_share']:.0f} %)")
+    print(f"  CPU per request, appliance / plain pymodbus loop: {ratio:.2f}x (target <= 1.0x, stretch 0.5x)")
+    print(f"  decoded tags/s: {ours['tags_per_s']:.0f} (target >= 200,000 with 10 x 1,000)")
+    result = {"cpu_ratio": round(ratio, 3), "tags_per_s": round(ours["tags_per_s"]),
+              "requests_per_s": round(ours["requests_per_s"]),
+              "cpu_ms_per_1000_requests": round(ours["cpu_ms_per_1000_requests"], 2),
+              "baseline_requests_per_s": round(base["requests_per_s"]),
+              "baseline_cpu_ms_per_1000_requests": round(base["cpu_ms_per_1000_requests"], 2),
+              "baseline_tags_per_s": round(base["tags_per_s"]), "devices": args.devices, "tags": args.tags,
+              "errors": ours["errors"]}
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
