@@ -99,7 +99,7 @@ class Responder:
         self.gateway_errors = gateway_errors  # TCP: unknown unit -> exception 11; RTU: silence
         self._rng = random.Random(1)
 
-    async def respond(self, pdu: ModbusPDU) -> Reply | None:
+    async def respond(self, pdu: ModbusPDU | BadRequest) -> Reply | None:
         device = self.devices.get(pdu.dev_id)
         fc = pdu.function_code
         if device is None:
@@ -109,13 +109,17 @@ class Responder:
         stats = device.stats
         stats.requests += 1
         table = FUNCTION_TABLES.get(fc)
-        count = pdu.count or len(pdu.bits) or 1
-        decision = device.faults.decide(table, pdu.address, count)
+        if isinstance(pdu, BadRequest):
+            decision = device.faults.decide(None, 0, 0)
+        else:
+            decision = device.faults.decide(table, pdu.address, pdu.count or len(pdu.bits) or 1)
         if decision.drop:
             stats.dropped += 1
             return None
-        if decision.exception:
-            response: ModbusPDU = ExceptionResponse(fc, decision.exception)
+        if isinstance(pdu, BadRequest):
+            response: ModbusPDU = ExceptionResponse(fc, pdu.exception)
+        elif decision.exception:
+            response = ExceptionResponse(fc, decision.exception)
         elif table is None:
             response = ExceptionResponse(fc, ExcCodes.ILLEGAL_FUNCTION)
         else:
@@ -137,31 +141,46 @@ class Responder:
         stats.replies += 1
         return Reply(frame, decision.delay_s)
 
-    def _frame(self, response: ModbusPDU, request: ModbusPDU) -> bytes:
+    def _frame(self, response: ModbusPDU, request: ModbusPDU | BadRequest) -> bytes:
         response.dev_id = request.dev_id
         response.transaction_id = request.transaction_id
         return self.framer.buildFrame(response)
 
 
-def split_frames(framer: FramerBase, buf: bytes) -> tuple[list[ModbusPDU], bytes, bool]:
-    """Decode every complete request in ``buf``: (requests, rest, bad) where bad means garbage seen."""
-    pdus: list[ModbusPDU] = []
-    bad = False
+@dataclass(slots=True)
+class BadRequest:
+    """A well-framed request whose PDU pymodbus cannot decode (unknown function, count out of limits)."""
+
+    dev_id: int
+    transaction_id: int
+    function_code: int
+    exception: int  # 1: illegal function; 3: illegal data value (a known function with bad fields)
+
+
+def split_frames(framer: FramerBase, buf: bytes) -> tuple[list[tuple[ModbusPDU | BadRequest, int]], bytes]:
+    """Decode every complete request in ``buf``: [(request, its frame length)] and the unconsumed rest.
+
+    Frames are cut by pymodbus's framer (MBAP length, or RTU size and CRC: a frame with a bad
+    CRC is dropped, as a device would) and decoded by its ``DecodePDU``.
+    """
+    out: list[tuple[ModbusPDU | BadRequest, int]] = []
     while buf:
-        try:
-            used, pdu = framer.handleFrame(buf, 0, 0)
-        except ModbusException:
-            used, pdu, bad = len(buf), None, True
+        used, dev_id, tid, data = framer.decode(buf)
         if used == 0:
             if len(buf) > 2 * MAX_ADU:  # no frame can start here: drop what cannot be parsed
-                buf, bad = b"", True
+                buf = b""
             break
         buf = buf[used:]
-        if pdu is None:
-            bad = True
+        if not data:
             continue
-        pdus.append(pdu)
-    return pdus, buf, bad
+        pdu = framer.decoder.decode(data)
+        if pdu is None:
+            known = data[0] in DecodePDU.pdu_table
+            out.append((BadRequest(dev_id, tid, data[0], 3 if known else 1), used))
+            continue
+        pdu.dev_id, pdu.transaction_id = dev_id, tid
+        out.append((pdu, used))
+    return out, buf
 
 
 class Endpoint:
@@ -272,9 +291,9 @@ class TcpEndpoint(Endpoint):
                 buf += data
                 if not self.rtu and len(buf) >= 4 and buf[2:4] != b"\x00\x00":
                     break  # not Modbus TCP (protocol id must be 0): drop the connection like a device
-                pdus, buf, _ = split_frames(framer, buf)
-                for pdu in pdus:
-                    await self._answer(responder, pdu, writer)
+                pdus, buf = split_frames(framer, buf)
+                for pdu, frame_len in pdus:
+                    await self._answer(responder, pdu, frame_len, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -284,7 +303,9 @@ class TcpEndpoint(Endpoint):
             self._conns.discard(task)  # type: ignore[arg-type]
             writer.transport.abort()
 
-    async def _answer(self, responder: Responder, pdu: ModbusPDU, writer: asyncio.StreamWriter) -> None:
+    async def _answer(
+        self, responder: Responder, pdu: ModbusPDU | BadRequest, request_len: int, writer: asyncio.StreamWriter
+    ) -> None:
         if not self.rtu:
             reply = await responder.respond(pdu)
             if reply is not None:
@@ -298,7 +319,6 @@ class TcpEndpoint(Endpoint):
             reply = await responder.respond(pdu)
             if reply is None:
                 return
-            request_len = len(responder.framer.buildFrame(pdu))
             wire_s = self._char_s * (request_len + len(reply.frame) + 3.5)
             await asyncio.sleep(max(0.0, t0 + wire_s + reply.delay_s - time.monotonic()))
             writer.write(reply.frame)
@@ -413,12 +433,11 @@ class SerialEndpoint(Endpoint):
         while True:
             buf += await self._data.get()
             t0 = time.monotonic()
-            pdus, buf, _ = split_frames(framer, buf)
-            for pdu in pdus:
+            pdus, buf = split_frames(framer, buf)
+            for pdu, request_len in pdus:
                 reply = await responder.respond(pdu)
                 if reply is None:
                     continue
-                request_len = len(framer.buildFrame(pdu))
                 wire_s = self._char_s * (request_len + len(reply.frame) + 3.5) + self.transport.turnaround_ms / 1000
                 await asyncio.sleep(max(0.0, t0 + wire_s + reply.delay_s - time.monotonic()))
                 self._write(reply.frame)

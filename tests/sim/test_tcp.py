@@ -214,3 +214,19 @@ async def test_rtu_over_tcp_gateway_serves_its_units_one_at_a_time_at_line_speed
                                   b.read_holding_registers(0, count=125, device_id=2))
     assert (ra.registers[0], rb.registers[0]) == (1, 2)
     assert time.monotonic() - t0 >= 2 * frame_s  # two clients, one serial line behind the gateway
+
+
+async def test_requests_pymodbus_cannot_decode_get_exception_1_or_3(start_plant) -> None:
+    points = [RegisterPoint(i, f"r{i}", Table.HOLDING, i, "uint16") for i in range(130)]
+    plant = await start_plant([SimDeviceSpec(name="d", unit_id=1, transport=TcpTransport(), points=points)])
+    reader, writer = await asyncio.open_connection(*plant.address("d"))
+    try:
+        too_many = struct.pack(">HHHBBHH", 7, 0, 6, 1, 3, 0, 126)  # 126 registers: over the protocol limit
+        unknown = struct.pack(">HHHBB", 8, 0, 2, 1, 0x41)  # a function code nobody defines
+        writer.write(too_many + unknown)  # pipelined in one segment
+        replies = [await asyncio.wait_for(reader.readexactly(9), 5) for _ in range(2)]
+    finally:
+        writer.close()
+    assert replies[0] == struct.pack(">HHHBBB", 7, 0, 3, 1, 0x83, 3)
+    assert replies[1] == struct.pack(">HHHBBB", 8, 0, 3, 1, 0xC1, 1)
+    assert plant.stats("d").exceptions == {3: 1, 1: 1}
