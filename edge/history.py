@@ -79,6 +79,22 @@ def history_from_conn(
     return np.asarray(ts_out, np.int64), np.concatenate(val_out), np.concatenate(q_out)
 
 
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> int:
+    """Seconds in a duration like ``90s``, ``10m``, ``2h``, ``7d``, ``1w`` (for ``--since``)."""
+    t = text.strip().lower()
+    if len(t) >= 2 and t[-1] in _UNITS_S:
+        try:
+            n = float(t[:-1])
+        except ValueError:
+            n = -1
+        if n > 0:
+            return int(n * _UNITS_S[t[-1]])
+    raise ValueError(f"duration {text!r}: expected a positive number and a unit s, m, h, d or w, e.g. 10m")
+
+
 def format_history(ts: np.ndarray, values: np.ndarray, quality: np.ndarray) -> list[str]:
     """One line per sample for the CLI: ISO time (UTC, ms), value, quality name."""
     from edge.model import QUALITY_NAMES

@@ -25,14 +25,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import urllib3
 from influxdb_client import InfluxDBClient, WriteOptions, WriteService
 from influxdb_client.rest import ApiException
 
-from edge.config.storage import InfluxConfig
-from edge.model import DeviceDiagnostics
+from edge.config.storage import InfluxConfig, SpoolConfig
+from edge.model import DeviceDiagnostics, Plant
 from edge.spool import (
     KIND_HEALTH,
     KIND_SAMPLES,
@@ -459,3 +460,20 @@ def _retry_after(e: Exception) -> float:
 def direct_write_api(client: InfluxDBClient, batch_size: int = 5000, flush_interval_ms: int = 1000):
     """influxdb-client's own batching writer (the benchmark's baseline)."""
     return client.write_api(write_options=WriteOptions(batch_size=batch_size, flush_interval=flush_interval_ms))
+
+
+def open_storage(
+    plant: Plant, data_dir: str | Path, spool: SpoolConfig | None, influx: InfluxConfig | None
+) -> tuple[Spool, InfluxForwarder | None]:
+    """Build the spool (and the forwarder when InfluxDB is configured) from the site config.
+
+    Not started: the app calls ``spool.start()`` then ``forwarder.start()``, and on shutdown
+    ``await forwarder.stop()`` then ``await spool.stop()``. Without InfluxDB the spool is the
+    local historian (rows stored as already sent, kept for ``retention_s``).
+    """
+    cfg = spool or SpoolConfig()
+    path = Path(cfg.path)
+    if not path.is_absolute():
+        path = Path(data_dir) / path
+    sp = Spool(path, plant, cfg, forwarding=influx is not None)
+    return sp, (InfluxForwarder(sp, influx) if influx is not None else None)

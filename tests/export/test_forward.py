@@ -183,3 +183,38 @@ def test_thin_policy_replaces_the_oldest_by_window_stats_and_all_reach_the_serve
         assert v == sum(vals) / 60
     counts = victoria_metrics.samples('{__name__="edge_window_t003_count"}')
     assert [v for _, v in next(iter(counts.values()))] == [60.0] * (thinned_polls // 60)
+
+
+def test_small_budget_during_outage_drops_the_oldest_counted_exactly(tmp_path, victoria_metrics):
+    """Server down, a small disk budget fills: the oldest are dropped and counted; the rest arrive."""
+    vm = victoria_metrics
+    plant = demo_plant(1, 50)
+    one = len(encode_samples(batch_for(plant, 0, 0))) + ROW_OVERHEAD_BYTES
+    cfg = SpoolConfig(max_bytes=one * 250, commit_interval_ms=20, trim_interval_ms=50, retention_s=0)
+    sp = Spool(tmp_path / "s.db", plant, cfg)
+    sp.start()
+    fw = InfluxForwarder(sp, InfluxConfig(url=vm.url, bucket="edge", retry_initial_ms=100, retry_max_ms=300,
+                                          timeout_ms=1000))
+    fw.start()
+    try:
+        vm.stop()
+        polls = 1000
+        for p in range(polls):
+            sp.append_samples(batch_for(plant, 0, p))
+            if p % 100 == 99:
+                time.sleep(0.06)  # let the budget act several times while data flow
+        assert sp.flush()
+        sp.enforce_budget()
+        st = sp.stats()
+        assert st["unsent_rows"] == 250 and st["stored_bytes"] <= cfg.max_bytes
+        assert st["dropped_points"] == {"max_bytes": (polls - 250) * 50}
+        assert st["dropped_batches"] == {"max_bytes": polls - 250}
+        assert fw.stats()["points_sent"] == 0 and fw.stats()["server_down"] >= 1
+        vm.start()
+        assert wait_until(lambda: sp.stats()["unsent_rows"] == 0, 60), fw.stats()
+    finally:
+        assert fw.close() and sp.close()
+    expected = expected_points(plant, {0: range(polls - 250, polls)})  # exactly the newest 250 polls
+    raw, missing, dupes, wrong, unexpected = compare(vm.samples(MATCH), expected)
+    assert (len(missing), dupes, len(wrong), len(unexpected), raw) == (0, 0, 0, 0, 250 * 100)
+    assert sp.stats()["acked_points"] == 250 * 50

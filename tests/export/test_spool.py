@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from edge.config.storage import InfluxConfig, SpoolConfig
-from edge.history import format_history, read_history
+from edge.export.influx import open_storage
+from edge.history import format_history, parse_since, read_history
 from edge.model import SampleBatch, WindowBatch
 from edge.spool import (
     Spool,
@@ -191,3 +192,19 @@ def test_config_errors_are_clear(tmp_path):
     tok = tmp_path / "token"
     tok.write_text("s3cret\n")
     assert InfluxConfig(url="http://127.0.0.1:1/", bucket="b", token_file=str(tok)).resolved_token() == "s3cret"
+
+
+def test_parse_since():
+    assert [parse_since(x) for x in ("90s", "10m", "2h", "1.5d", "1w")] == [90, 600, 7200, 129600, 604800]
+    for bad in ("10", "m", "-5m", "10x", "abc"):
+        with pytest.raises(ValueError, match="expected a positive number and a unit"):
+            parse_since(bad)
+
+
+def test_open_storage_builds_historian_or_forwarder(tmp_path):
+    plant = demo_plant(1, 2)
+    sp, fw = open_storage(plant, tmp_path, None, None)
+    assert fw is None and not sp.forwarding and sp.path == str(tmp_path / "spool.db")
+    sp, fw = open_storage(plant, tmp_path, SpoolConfig(path=str(tmp_path / "x.db")),
+                          InfluxConfig(url="http://127.0.0.1:1", bucket="b"))
+    assert fw is not None and fw.spool is sp and sp.forwarding and sp.path == str(tmp_path / "x.db")
