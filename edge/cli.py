@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "read": ("field", "read a device's tags once and print the decoded values"),
     "write": ("field", "write one tag of a device, read it back and print the result"),
     "scan": ("field", "find the unit ids that answer on a serial line or a TCP endpoint"),
-
+    "probe": ("field", "read a 32/64-bit register span in every word order and rank the interpretations"),
     "doctor": ("doctor", "check the installation: packages, the aggregator extension, system tools"),
 }
 

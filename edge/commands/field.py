@@ -19,6 +19,8 @@ from drivers.modbus.client import (
     TcpTransport,
 )
 from drivers.modbus.points import Table
+from drivers.modbus.probe import format_probe, probe
+from drivers.modbus.timing import inter_frame_gap_s
 from drivers.modbus.writer import write_point
 from edge.app import device_plan, line_gap_s, make_transport
 from edge.commands import CliError
@@ -36,7 +38,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "write":
         p.add_argument("tag", help="tag name")
         p.add_argument("value", help="value in engineering units (true/false for bits, text for strings)")
-    elif name == "scan":
+    elif name in ("scan", "probe"):
         where = p.add_mutually_exclusive_group(required=True)
         where.add_argument("--serial", metavar="PATH", help="serial port of an RS-485 line")
         where.add_argument("--host", help="TCP host (Modbus TCP, or a gateway with --rtu-over-tcp)")
@@ -45,11 +47,21 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--baud", type=int, default=9600)
         p.add_argument("--parity", choices=["N", "E", "O"], default="N")
         p.add_argument("--stop-bits", type=int, choices=[1, 2], default=1)
+        p.add_argument("--timeout-ms", type=int, default=200)
+        p.add_argument("--table", choices=["holding", "input"], default="holding",
+                       help="register table (default holding)")
+    if name == "scan":
         p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-10 or 1,5,9 (default 1-247)")
-        p.add_argument("--timeout-ms", type=int, default=100)
-        p.add_argument("--table", choices=[t.value for t in Table], default="holding",
-                       help="table of the test read (default holding)")
-        p.add_argument("--address", type=int, default=0, help="address of the test read (default 0)")
+        p.add_argument("--address", type=int, default=0, help="0-based address of the test read (default 0)")
+    elif name == "probe":
+        p.add_argument("--unit", type=int, default=1, help="unit id (default 1)")
+        p.add_argument("--address", type=int, required=True, help="0-based protocol address of the first register")
+        p.add_argument("--words", type=int, choices=[2, 4], default=2, help="2 (32-bit) or 4 (64-bit) registers")
+        p.add_argument("--reads", type=int, default=5, help="successive reads to judge stability (default 5)")
+        p.add_argument("--interval-ms", type=int, default=500, help="pause between reads (default 500)")
+        p.add_argument("--range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="the range the value should be in (e.g. 200 260 for a mains voltage)")
+        p.add_argument("--top", type=int, default=6, help="interpretations to show (default 6)")
 
 
 def _open(dev: ResolvedDevice) -> Line:
@@ -111,15 +123,20 @@ def parse_units(text: str) -> list[int]:
     return units
 
 
+def line_from_args(args: argparse.Namespace) -> Line:
+    """A line from --serial/--host options (scan, probe): no configuration needed."""
+    if args.serial:
+        params = SerialParams(args.serial, args.baud, args.parity, 8, args.stop_bits)
+        return Line(args.serial, SerialTransport(args.serial, params),
+                    gap_s=inter_frame_gap_s(args.baud, args.parity, 8, args.stop_bits))
+    if args.rtu_over_tcp:
+        return Line("gateway", RtuOverTcpTransport(f"{args.host}:{args.port}", args.host, args.port))
+    return Line("tcp", TcpTransport(f"{args.host}:{args.port}", args.host, args.port))
+
+
 async def scan(args: argparse.Namespace) -> list[tuple[int, str]]:
     """Unit ids that answer a one-register read (an exception answer counts: the device is there)."""
-    if args.serial:
-        transport = SerialTransport("scan", SerialParams(args.serial, args.baud, args.parity, 8, args.stop_bits))
-    elif args.rtu_over_tcp:
-        transport = RtuOverTcpTransport("scan", args.host, args.port)
-    else:
-        transport = TcpTransport("scan", args.host, args.port)
-    line = Line("scan", transport)
+    line = line_from_args(args)
     found = []
     try:
         for unit in parse_units(args.units):
@@ -135,7 +152,31 @@ async def scan(args: argparse.Namespace) -> list[tuple[int, str]]:
     return found
 
 
+async def probe_span(args: argparse.Namespace) -> list[list[int]]:
+    """``--reads`` successive reads of the span, ``--interval-ms`` apart."""
+    line = line_from_args(args)
+    reads = []
+    try:
+        for i in range(args.reads):
+            if i:
+                await asyncio.sleep(args.interval_ms / 1e3)
+            regs = await line.read(args.unit, Table(args.table), args.address, args.words, args.timeout_ms / 1e3)
+            reads.append([int(r) for r in regs])
+    except ModbusError as exc:
+        raise CliError(f"read of {args.table} {args.address}+{args.words} at unit {args.unit} failed: {exc}") from None
+    finally:
+        line.close()
+    return reads
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.command == "probe":
+        reads = asyncio.run(probe_span(args))
+        low, high = args.range if args.range else (None, None)
+        print(f"{args.table} {args.address}..{args.address + args.words - 1} of unit {args.unit}, "
+              f"{len(reads)} reads: " + "; ".join(" ".join(f"{r:04x}" for r in read) for read in reads))
+        print(format_probe(probe(reads, low, high), top=args.top))
+        return 0
     if args.command == "scan":
         found = asyncio.run(scan(args))
         for unit, what in found:
