@@ -399,27 +399,40 @@ static void rb_minmax(const double *v, int64_t n, double *mn, double *mx) {
     *mx = b;
 }
 
+#define RB_BLOCK 512
+
+/* First index i in [a, b) with v[i] == x (the caller knows there is one). */
+static inline int64_t rb_find(const double *v, int64_t a, double x) {
+    while (v[a] != x) a++;
+    return a;
+}
+
 /* First good sample, first minimum, first maximum and last good sample of [a, b) (indices,
  * -1 when the bin has no good sample). The minimum is the first index whose value equals
- * the smallest good value; likewise the maximum. */
+ * the smallest good value; likewise the maximum. All-Good bins are scanned once with SIMD in
+ * blocks, remembering the block where the extreme last improved, then searched in that block. */
 static void rb_bin_extrema(const double *v, const uint8_t *q, int64_t a, int64_t b, int64_t *fi, int64_t *imn,
                            int64_t *imx, int64_t *li) {
     *fi = *imn = *imx = *li = -1;
     if (b <= a) return;
     if (!rb_any_q(q + a, b - a)) {
-        double mn, mx;
-        rb_minmax(v + a, b - a, &mn, &mx);
-        if (mn > mx) return; /* all NaN */
+        double mn = INFINITY, mx = -INFINITY, bmn, bmx;
+        int64_t amn = -1, amx = -1;
+        for (int64_t s = a; s < b; s += RB_BLOCK) {
+            int64_t e = s + RB_BLOCK < b ? s + RB_BLOCK : b;
+            rb_minmax(v + s, e - s, &bmn, &bmx);
+            if (bmn < mn || (amn < 0 && bmn <= bmx)) { mn = bmn; amn = s; }
+            if (bmx > mx || (amx < 0 && bmn <= bmx)) { mx = bmx; amx = s; }
+        }
+        if (amn < 0) return; /* all NaN */
         int64_t i = a;
         while (v[i] != v[i]) i++;
         *fi = i;
         i = b - 1;
         while (v[i] != v[i]) i--;
         *li = i;
-        for (i = *fi; v[i] != mn; i++) {}
-        *imn = i;
-        for (i = *fi; v[i] != mx; i++) {}
-        *imx = i;
+        *imn = rb_find(v, amn, mn);
+        *imx = rb_find(v, amx, mx);
         return;
     }
     double mn = INFINITY, mx = -INFINITY;
@@ -436,6 +449,27 @@ static void rb_bin_extrema(const double *v, const uint8_t *q, int64_t a, int64_t
             *li = i;
         }
     }
+}
+
+/* ---------------------------------------------------------------- block push checks */
+
+/* 1 when ts[0..n) is non-decreasing. */
+__attribute__((target_clones("avx2", "default"))) static int rb_sorted(const int64_t *ts, int64_t n) {
+    int unsorted = 0;
+    for (int64_t i = 1; i < n; i++) unsorted |= ts[i] < ts[i - 1];
+    return !unsorted;
+}
+
+/* Samples that are not good: quality != 0 or value NaN. */
+__attribute__((target_clones("avx2", "default"))) static int64_t rb_count_bad(const double *v, const uint8_t *q,
+                                                                                int64_t n) {
+    int64_t nq = 0, bad = 0;
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) nq += q[i] != 0;
+    for (int64_t i = 0; i < n; i++) nan |= v[i] != v[i];
+    if (!nan) return nq;
+    for (int64_t i = 0; i < n; i++) bad += (q[i] != 0) | (v[i] != v[i]);
+    return bad;
 }
 
 #endif /* RB_KERNELS_H */

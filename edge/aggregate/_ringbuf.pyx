@@ -17,7 +17,11 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
 
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
+
 import numpy as np
+
+_DTYPE_NAMES = {b"q": "int64", b"d": "float64", b"B": "uint8", b"i": "int32"}
 
 cdef extern from *:
     """
@@ -33,6 +37,8 @@ cdef extern from "_kernels.h" nogil:
     void rb_bin_extrema(const double* v, const uint8_t* q, int64_t a, int64_t b, int64_t* fi, int64_t* imn,
                         int64_t* imx, int64_t* li)
     int rb_any_q(const uint8_t* q, int64_t n)
+    int rb_sorted(const int64_t* ts, int64_t n)
+    int64_t rb_count_bad(const double* v, const uint8_t* q, int64_t n)
     int rb_set_isa(int isa)
     int rb_get_isa()
 
@@ -87,6 +93,33 @@ cdef struct OutBuf:
     Py_ssize_t cap
 
 
+cdef int get_buffer(object obj, Py_buffer* view, const char* kind, Py_ssize_t itemsize, str name) except -1:
+    """Acquire a C-contiguous 1-D buffer of the given element kind, with a clear error otherwise.
+
+    Cheaper per call than a typed memoryview (this is the per-poll path). ``kind`` is the
+    struct code: q int64, d float64, B uint8, i int32 (native byte order).
+    """
+    PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    cdef const char* f = view.format
+    cdef bint ok = view.itemsize == itemsize and view.ndim <= 1
+    if ok:
+        if f[0] == b"@" or f[0] == b"=" or f[0] == b"<":
+            f += 1
+        if kind[0] == b"q":
+            ok = (f[0] == b"q" or f[0] == b"l") and f[1] == 0
+        elif kind[0] == b"i":
+            ok = (f[0] == b"i" or f[0] == b"l") and f[1] == 0
+        else:
+            ok = f[0] == kind[0] and f[1] == 0
+    if not ok:
+        got = (<bytes>view.format).decode("ascii", "replace")
+        size = view.itemsize
+        PyBuffer_Release(view)
+        raise ValueError(f"Buffer dtype mismatch: {name} must be a 1-D {_DTYPE_NAMES[<bytes>kind[:1]]} array, "
+                         f"got format {got!r} with {size}-byte items")
+    return 0
+
+
 cdef inline int64_t floor_div(int64_t a, int64_t b) noexcept nogil:
     cdef int64_t d = a / b
     if (a % b != 0) and ((a < 0) != (b < 0)):
@@ -130,17 +163,10 @@ cdef bint push_block(Ring* r, const int64_t* ts, const double* v, const uint8_t*
     Same end state as pushing the samples one by one; returns False (nothing done) when the
     block does not qualify, and the caller pushes sample by sample.
     """
-    cdef Py_ssize_t i, j0, c, p, first
-    cdef int unsorted = 0
-    cdef int64_t bad = 0
-    if ts[0] < r.watermark or ts[0] < r.max_ts:
+    cdef Py_ssize_t j0, c, p, first
+    if ts[0] < r.watermark or ts[0] < r.max_ts or not rb_sorted(ts, n):
         return False
-    for i in range(1, n):
-        unsorted |= ts[i] < ts[i - 1]
-    if unsorted:
-        return False
-    for i in range(n):
-        bad += (q[i] != 0) | (v[i] != v[i])
+    cdef int64_t bad = rb_count_bad(v, q, n)
     j0 = n - r.cap if n > r.cap else 0  # only the last `cap` samples survive
     c = n - j0
     p = (r.widx + j0) % r.cap
@@ -203,12 +229,20 @@ cdef int out_grow(OutBuf* o) noexcept nogil:
 cdef int split_windows(const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n,
                        int64_t w, int32_t tag_id, bint basic, OutBuf* o) noexcept nogil:
     """Cut a time-sorted segment into aligned windows of ``w`` ns and append one row each."""
-    cdef Py_ssize_t a = 0, b
+    cdef Py_ssize_t a = 0, b, g, last = 0
     cdef int64_t ws, we
     while a < n:
         ws = floor_div(ts[a], w) * w
         we = ws + w
-        b = lower_bound(ts, a, n, we)
+        # regular sampling: the window usually holds as many samples as the previous one
+        g = a + last
+        if last > 0 and g < n and ts[g - 1] < we and ts[g] >= we:
+            b = g
+        elif last > 0 and g >= n and ts[n - 1] < we:
+            b = n
+        else:
+            b = lower_bound(ts, a, n, we)
+        last = b - a
         if o.n == o.cap and out_grow(o) < 0:
             return -1
         o.tag[o.n] = tag_id
@@ -443,44 +477,86 @@ cdef class RingStore:
             raise KeyError(f"tag {tag_id} has no ring (not configured for aggregation)")
         push_one(&self.rings[self.slot_of[tag_id]], ts_ns, value, quality)
 
-    def push_many(self, int32_t tag_id, const int64_t[::1] ts_ns, const double[::1] values,
-                  const uint8_t[::1] quality):
-        """Store a block of samples of one tag (a burst), in arrival order."""
-        cdef Ring* r = self.ring(tag_id)
-        cdef Py_ssize_t i, n = ts_ns.shape[0]
-        if values.shape[0] != n or quality.shape[0] != n:
-            raise ValueError(f"ts_ns, values and quality must have the same length "
-                             f"(got {n}, {values.shape[0]}, {quality.shape[0]})")
-        if n == 0:
-            return
-        with nogil:
-            if not push_block(r, &ts_ns[0], &values[0], &quality[0], n):
-                for i in range(n):
-                    push_one(r, ts_ns[i], values[i], quality[i])
+    def push_many(self, int32_t tag_id, ts_ns, values, quality):
+        """Store a block of samples of one tag (a burst), in arrival order.
 
-    def consume(self, const int32_t[::1] tag_ids, int64_t ts_ns, const double[::1] values,
-                const uint8_t[::1] quality):
+        ``ts_ns`` int64, ``values`` float64, ``quality`` uint8: C-contiguous arrays (numpy
+        arrays or any buffer) of the same length.
+        """
+        cdef Ring* r = self.ring(tag_id)
+        cdef Py_buffer bt, bv, bq
+        cdef Py_ssize_t i, n
+        cdef const int64_t* t
+        cdef const double* v
+        cdef const uint8_t* q
+        get_buffer(ts_ns, &bt, b"q", 8, "ts_ns")
+        try:
+            get_buffer(values, &bv, b"d", 8, "values")
+            try:
+                get_buffer(quality, &bq, b"B", 1, "quality")
+                try:
+                    n = bt.len // 8
+                    if bv.len // 8 != n or bq.len != n:
+                        raise ValueError(f"ts_ns, values and quality must have the same length "
+                                         f"(got {n}, {bv.len // 8}, {bq.len})")
+                    t = <const int64_t*>bt.buf
+                    v = <const double*>bv.buf
+                    q = <const uint8_t*>bq.buf
+                    if n > 0:
+                        with nogil:
+                            if not push_block(r, t, v, q, n):
+                                for i in range(n):
+                                    push_one(r, t[i], v[i], q[i])
+                finally:
+                    PyBuffer_Release(&bq)
+            finally:
+                PyBuffer_Release(&bv)
+        finally:
+            PyBuffer_Release(&bt)
+
+    def consume(self, tag_ids, int64_t ts_ns, values, quality):
         """Store one poll: sample i is (tag_ids[i], ts_ns, values[i], quality[i]).
 
-        Tags without a ring are skipped and counted in ``ignored``.
+        ``tag_ids`` int32, ``values`` float64, ``quality`` uint8: C-contiguous arrays of the
+        same length. Tags without a ring are skipped and counted in ``ignored``.
         """
-        cdef Py_ssize_t i, n = tag_ids.shape[0]
+        cdef Py_buffer bt, bv, bq
+        cdef Py_ssize_t i, n
         cdef int32_t t, s
         cdef int64_t skipped = 0
-        if values.shape[0] != n or quality.shape[0] != n:
-            raise ValueError(f"tag_ids, values and quality must have the same length "
-                             f"(got {n}, {values.shape[0]}, {quality.shape[0]})")
-        with nogil:
-            for i in range(n):
-                t = tag_ids[i]
-                if t < 0 or t >= self.slot_len:
-                    skipped += 1
-                    continue
-                s = self.slot_of[t]
-                if s < 0:
-                    skipped += 1
-                    continue
-                push_one(&self.rings[s], ts_ns, values[i], quality[i])
+        cdef const int32_t* ids
+        cdef const double* v
+        cdef const uint8_t* q
+        get_buffer(tag_ids, &bt, b"i", 4, "tag_ids")
+        try:
+            get_buffer(values, &bv, b"d", 8, "values")
+            try:
+                get_buffer(quality, &bq, b"B", 1, "quality")
+                try:
+                    n = bt.len // 4
+                    if bv.len // 8 != n or bq.len != n:
+                        raise ValueError(f"tag_ids, values and quality must have the same length "
+                                         f"(got {n}, {bv.len // 8}, {bq.len})")
+                    ids = <const int32_t*>bt.buf
+                    v = <const double*>bv.buf
+                    q = <const uint8_t*>bq.buf
+                    with nogil:
+                        for i in range(n):
+                            t = ids[i]
+                            if t < 0 or t >= self.slot_len:
+                                skipped += 1
+                                continue
+                            s = self.slot_of[t]
+                            if s < 0:
+                                skipped += 1
+                                continue
+                            push_one(&self.rings[s], ts_ns, v[i], q[i])
+                finally:
+                    PyBuffer_Release(&bq)
+            finally:
+                PyBuffer_Release(&bv)
+        finally:
+            PyBuffer_Release(&bt)
         self.ignored += skipped
 
     cdef tuple segment(self, Ring* r, int64_t lo, int64_t hi):
@@ -675,7 +751,7 @@ cdef class RingStore:
 
     cdef object select(self, const int64_t[::1] ts, const double[::1] vs, const uint8_t[::1] qs,
                        int64_t t0, int64_t t1, Py_ssize_t n_out, str method, int ratio):
-        cdef Py_ssize_t n = ts.shape[0], m, nv, i, first, last
+        cdef Py_ssize_t n = ts.shape[0], m, i, first, last
         cdef int64_t nb
         cdef int64_t[::1] ov
         cdef const int64_t[::1] gv
@@ -688,13 +764,16 @@ cdef class RingStore:
             with nogil:
                 m = m4_select(&ts[0], &vs[0], &qs[0], n, t0, t1 - t0, nb, &ov[0])
             return out[:m]
-        good = np.flatnonzero((np.asarray(qs) == 0) & (np.asarray(vs) == np.asarray(vs)))
-        nv = len(good)
-        if nv <= n_out:
-            return good
-        gv = good
-        first = gv[0]
-        last = gv[nv - 1]
+        if n <= n_out:
+            return np.flatnonzero((np.asarray(qs) == 0) & (np.asarray(vs) == np.asarray(vs)))
+        first = 0
+        while first < n and not (qs[first] == 0 and vs[first] == vs[first]):
+            first += 1
+        if first == n:
+            return np.empty(0, dtype=np.int64)
+        last = n - 1
+        while not (qs[last] == 0 and vs[last] == vs[last]):
+            last -= 1
         nb = max(<int64_t>1, <int64_t>(n_out * ratio // 2))
         pre = np.empty(2 * nb + 2, dtype=np.int64)
         ov = pre
@@ -706,8 +785,9 @@ cdef class RingStore:
                                    ts[first], ts[last] - ts[first] + 1, nb, &ov[1])
             for i in range(1, m):
                 ov[i] += first + 1
-        ov[m] = last
-        m += 1
+        if last != first:
+            ov[m] = last
+            m += 1
         if m <= n_out:
             return pre[:m]
         sel = np.empty(n_out, dtype=np.int64)

@@ -458,8 +458,10 @@ class RingStore:
         if method == "m4":
             return m4_select(ts, vs, qs, t0, t1 - t0, n_out // 4)
         good = np.flatnonzero((qs == 0) & (vs == vs))
-        if len(good) <= n_out:
+        if len(ts) <= n_out:
             return good
+        if len(good) == 0:
+            return []
         first, last = int(good[0]), int(good[-1])
         nb = max(1, n_out * ratio // 2)
         pre = [first]
@@ -467,7 +469,8 @@ class RingStore:
             sl = slice(first + 1, last)
             inner = minmax_select(ts[sl], vs[sl], qs[sl], int(ts[first]), int(ts[last] - ts[first]) + 1, nb)
             pre.extend(i + first + 1 for i in inner)
-        pre.append(last)
+        if last != first:
+            pre.append(last)
         if len(pre) <= n_out:
             return pre
         return lttb_select(ts, vs, pre, t0, n_out)
