@@ -133,7 +133,15 @@ class DeviceImage:
             raise KeyError(f"no point {name!r}; points are {sorted(self.points)}") from None
 
     def set_point(self, point: RegisterPoint, value: float | str) -> None:
-        """Encode an engineering value into the point's registers (pymodbus encoder)."""
+        """Encode an engineering value into the point's registers (pymodbus encoder).
+
+        Raises ValueError naming the point when the value does not fit its type.
+        """
+        if point.dtype != "string" and (isinstance(value, str) or value is None):
+            try:
+                value = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise ValueError(f"point {point.name!r} is {point.dtype}: give a number, not {value!r}") from None
         view = self.view(point.table)
         if point.table.is_bits:
             view[point.address] = 1 if float(value) else 0

@@ -184,8 +184,12 @@ class SimPlantProcess:
             raise RuntimeError("the simulator processes are not started")
         proc, conn, lock = self._children[index]
         with lock:
-            conn.send((name, args, kwargs))
-            if not conn.poll(CALL_TIMEOUT_S):
+            try:
+                conn.send((name, args, kwargs))
+                answered = conn.poll(CALL_TIMEOUT_S)
+            except (OSError, EOFError) as exc:
+                raise RuntimeError(f"simulator process {proc.name} is gone (exit code {proc.exitcode}): {exc}") from exc
+            if not answered:
                 raise RuntimeError(f"simulator process {proc.name} did not answer {name!r} in {CALL_TIMEOUT_S:.0f} s")
             return self._unwrap(conn.recv())
 

@@ -105,3 +105,17 @@ def test_a_thousand_devices_share_one_memory_and_one_tick() -> None:
     expected = bank.values(10.0)  # noise differs per call: compare with the range instead
     got = np.array([images[d].get_point(points[i]) for d in (0, 499, 999) for i in (0, 50, 99)])
     assert ((got >= 0) & (got <= 100)).all() and expected.shape == (100_000,)
+
+
+def test_set_value_and_get_registers_refuse_bad_input_clearly() -> None:
+    plant = SimPlant([SimDeviceSpec(name="d", unit_id=1, transport=TcpTransport(), points=[P])])
+    with pytest.raises(ValueError, match="point 'v' is uint16: give a number, not 'high'"):
+        plant.set_value("d", "v", "high")
+    with pytest.raises(KeyError, match="no point 'w'; points are \\['v'\\]"):
+        plant.set_value("d", "w", 1)
+    with pytest.raises(IndexError, match="holding 0..1 is outside 0..0"):
+        plant.get_registers("d", "holding", 0, 2)
+    with pytest.raises(ValueError, match="'coils' is not a valid Table"):
+        plant.get_registers("d", "coils", 0, 1)
+    plant.set_value("d", "v", "17")  # numeric text is fine
+    assert plant.get_registers("d", "holding", 0, 1) == [17]
