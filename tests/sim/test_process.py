@@ -113,3 +113,34 @@ def test_blocking_runner_stops_cleanly_on_sigterm(tmp_path) -> None:
     while path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not path.exists()  # socat killed, its links removed
+
+
+@pytest.mark.skipif(shutil.which("socat") is None, reason="Debian package socat is not installed")
+def test_children_and_socat_go_away_when_the_parent_is_killed(tmp_path) -> None:
+    path = tmp_path / "ttyOrphan"
+    script = (
+        "import asyncio, sys, time\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from drivers.modbus.points import RegisterPoint, Table\n"
+        "from edge.sim import SerialTransport, SimDeviceSpec, SimPlantProcess\n"
+        "async def main():\n"
+        "    pts = [RegisterPoint(0, 'v', Table.HOLDING, 0, 'uint16')]\n"
+        "    plant = SimPlantProcess([SimDeviceSpec(name='a', unit_id=1, transport=SerialTransport(path=sys.argv[2]),"
+        " points=pts)])\n"
+        "    await plant.start()\n"
+        "    print(plant.pids()[0], flush=True)\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(ROOT), str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert pid_alive(child) and path.exists()
+    finally:
+        parent.kill()  # SIGKILL: no clean-up code runs in the parent
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while (pid_alive(child) or path.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(child) and not path.exists()
