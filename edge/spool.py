@@ -503,7 +503,9 @@ class Spool:
         cfg = self.config
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._delete_where(conn, "sent != 0 AND ts_ns < ?", (now - int(cfg.retention_s * 1e9),), "expired")
+            self._delete_where(conn, "sent = 1 AND ts_ns < ?", (now - int(cfg.retention_s * 1e9),), "expired")
+            self._delete_where(conn, "sent = 2 AND ts_ns < ?", (now - int(cfg.rejected_retention_s * 1e9),),
+                               "expired")
             if cfg.max_age_s is not None:
                 self._delete_where(conn, "sent = 0 AND ts_ns < ?", (now - int(cfg.max_age_s * 1e9),), "max_age")
             if self._stored_bytes > cfg.max_bytes:

@@ -43,6 +43,9 @@ class SpoolConfig(_Model):
     thin_window_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
     retention_s: Annotated[float, Field(ge=0)] = Field(
         7 * 86400.0, description="acknowledged batches are kept this long as local history (0: delete on ack)")
+    rejected_retention_s: Annotated[float, Field(ge=0)] = Field(
+        30 * 86400.0, description="rows the server refused (4xx on their data) or that cannot be encoded are "
+        "kept this long for inspection, never re-sent")
     max_pending_bytes: Annotated[int, Field(ge=65536)] = Field(
         64 << 20, description="RAM bound for batches waiting for the writer thread; beyond it appends are "
         "refused and counted as drops (reason 'pending_overflow')")

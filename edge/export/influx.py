@@ -217,6 +217,7 @@ class ForwarderCounters:
     config_errors: int = 0  # 401/403/404: reported, data kept
     rejected_rows: int = 0  # 400/422: data refused, kept in the spool marked rejected
     backfill_points: int = 0
+    undecodable_rows: int = 0  # rows whose blob or tag table cannot be encoded: marked rejected
     internal_errors: int = 0  # bugs or unexpected data: logged with a traceback, retried
     state: str = "idle"  # idle, sending, retrying, config_error, stopped
     last_error: str = ""
@@ -293,7 +294,8 @@ class InfluxForwarder:
             "state": c.state, "requests": c.requests, "points_sent": c.points_sent, "rows_sent": c.rows_sent,
             "bytes_sent": c.bytes_sent, "retries": c.retries, "server_down": c.server_down,
             "config_errors": c.config_errors, "rejected_rows": c.rejected_rows,
-            "backfill_points": c.backfill_points, "internal_errors": c.internal_errors, "last_error": c.last_error,
+            "backfill_points": c.backfill_points, "internal_errors": c.internal_errors,
+            "undecodable_rows": c.undecodable_rows, "last_error": c.last_error,
             "last_error_status": c.last_error_status, "last_ok_ns": c.last_ok_ns,
         }
 
@@ -365,7 +367,11 @@ class InfluxForwarder:
         lines: list[str] = []
         size = 0
         for r in rows:
-            text = self.encoder.encode(r)
+            try:
+                text = self.encoder.encode(r)
+            except Exception as e:  # noqa: BLE001 - one undecodable row must not block the queue
+                self._undecodable(r, e)
+                continue
             if chunk and size + len(text) > self.config.batch_max_bytes:
                 self._write(chunk, lines)
                 chunk, lines, size = [], [], 0
@@ -421,6 +427,13 @@ class InfluxForwarder:
         mid = len(rows) // 2
         for part in (rows[:mid], rows[mid:]):
             self._write(part, [t for t in (self.encoder.encode(r) for r in part) if t])
+
+    def _undecodable(self, row: Row, e: Exception) -> None:
+        """A row that cannot be encoded: kept in the spool marked rejected, counted, logged; never re-sent."""
+        self.c.undecodable_rows += 1
+        self.c.last_error = f"spool row {row.seq} cannot be encoded: {type(e).__name__}: {e}"[:300]
+        log.error("influx: %s", self.c.last_error)
+        self.spool.ack([row], rejected=True)
 
     def _config_error(self, e: ServerRejected) -> None:
         self.c.config_errors += 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import pytest
@@ -218,3 +219,28 @@ def test_small_budget_during_outage_drops_the_oldest_counted_exactly(tmp_path, v
     raw, missing, dupes, wrong, unexpected = compare(vm.samples(MATCH), expected)
     assert (len(missing), dupes, len(wrong), len(unexpected), raw) == (0, 0, 0, 0, 250 * 100)
     assert sp.stats()["acked_points"] == 250 * 50
+
+
+def test_an_undecodable_row_is_set_aside_counted_and_does_not_block_the_rest(tmp_path, victoria_metrics):
+    plant = demo_plant(1, 5)
+    sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20, retention_s=0, rejected_retention_s=1e9))
+    sp.start()
+    for p in range(3):
+        sp.append_samples(batch_for(plant, 0, p))
+    assert sp.flush()
+    with sqlite3.connect(tmp_path / "s.db") as conn:  # damage the middle batch on disk
+        conn.execute("UPDATE batches SET blob = x'00ff' WHERE seq = 2")
+    fw = InfluxForwarder(sp, InfluxConfig(url=victoria_metrics.url, bucket="edge", batch_max_age_ms=50))
+    fw.start()
+    try:
+        assert wait_until(lambda: sp.stats()["unsent_rows"] == 0, 30), fw.stats()
+        fs = fw.stats()
+        assert fs["undecodable_rows"] == 1 and "spool row 2 cannot be encoded" in fs["last_error"]
+        assert fs["points_sent"] == 10 and sp.stats()["rejected_points"] == 5
+    finally:
+        assert fw.close() and sp.close()
+    expected = expected_points(plant, {0: [0, 2]})
+    raw, missing, dupes, wrong, unexpected = compare(victoria_metrics.samples(MATCH), expected)
+    assert (len(missing), dupes, len(wrong), len(unexpected), raw) == (0, 0, 0, 0, 20)
+    with sqlite3.connect(tmp_path / "s.db") as conn:  # kept for inspection, marked rejected
+        assert conn.execute("SELECT seq, sent FROM batches").fetchall() == [(2, 2)]
