@@ -472,4 +472,70 @@ __attribute__((target_clones("avx2", "default"))) static int64_t rb_count_bad(co
     return bad;
 }
 
+/* Copy c samples into ring slots (dts, dv, dq) while checking that timestamps do not go
+ * back (ts[0] against `prev`, then each against its predecessor). Stops before the first
+ * group of samples that is out of order and returns how many were copied; *nan is set when
+ * a copied value is NaN. Groups are checked before they are stored, so nothing past the
+ * returned count is written. */
+static int64_t rb_copy_sorted_scalar(const int64_t *ts, const double *v, int64_t c, int64_t prev, int64_t *dts,
+                                     double *dv, int *nan) {
+    int64_t i;
+    int isnan_ = 0;
+    for (i = 0; i < c; i++) {
+        if (ts[i] < prev) break;
+        prev = ts[i];
+        dts[i] = ts[i];
+        dv[i] = v[i];
+        isnan_ |= v[i] != v[i];
+    }
+    *nan |= isnan_;
+    return i;
+}
+
+#ifdef RB_X86
+__attribute__((target("avx2"))) static int64_t rb_copy_sorted_avx2(const int64_t *ts, const double *v, int64_t c,
+                                                                   int64_t prev, int64_t *dts, double *dv,
+                                                                   int *nan) {
+    int64_t i = 0, c4 = c & ~(int64_t)3;
+    __m256d nanacc = _mm256_setzero_pd();
+    if (c4 > 0 && ts[0] >= prev) {
+        __m256i p = _mm256_set_epi64x(ts[2], ts[1], ts[0], prev);
+        for (;;) {
+            __m256i t = _mm256_loadu_si256((const __m256i *)(ts + i));
+            if (!_mm256_testz_si256(_mm256_cmpgt_epi64(p, t), _mm256_cmpgt_epi64(p, t))) break;
+            __m256d x = _mm256_loadu_pd(v + i);
+            _mm256_storeu_si256((__m256i *)(dts + i), t);
+            _mm256_storeu_pd(dv + i, x);
+            nanacc = _mm256_or_pd(nanacc, _mm256_cmp_pd(x, x, _CMP_UNORD_Q));
+            i += 4;
+            if (i >= c4) break;
+            p = _mm256_loadu_si256((const __m256i *)(ts + i - 1));
+        }
+        if (_mm256_movemask_pd(nanacc)) *nan = 1;
+        if (i > 0) prev = ts[i - 1];
+    }
+    return i + rb_copy_sorted_scalar(ts + i, v + i, c - i, prev, dts + i, dv + i, nan);
+}
+#endif
+
+static int64_t rb_copy_sorted(const int64_t *ts, const double *v, int64_t c, int64_t prev, int64_t *dts, double *dv,
+                              int *nan) {
+#ifdef RB_X86
+    if (rb_get_isa() == 2) return rb_copy_sorted_avx2(ts, v, c, prev, dts, dv, nan);
+#endif
+    return rb_copy_sorted_scalar(ts, v, c, prev, dts, dv, nan);
+}
+
+/* Samples with quality != 0, or (when `nan`) quality != 0 or value NaN. */
+__attribute__((target_clones("avx2", "default"))) static int64_t rb_count_bad_q(const double *v, const uint8_t *q,
+                                                                                  int64_t n, int nan) {
+    int64_t bad = 0;
+    if (!nan) {
+        for (int64_t i = 0; i < n; i++) bad += q[i] != 0;
+        return bad;
+    }
+    for (int64_t i = 0; i < n; i++) bad += (q[i] != 0) | (v[i] != v[i]);
+    return bad;
+}
+
 #endif /* RB_KERNELS_H */

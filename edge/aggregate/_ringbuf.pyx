@@ -39,6 +39,9 @@ cdef extern from "_kernels.h" nogil:
     int rb_any_q(const uint8_t* q, int64_t n)
     int rb_sorted(const int64_t* ts, int64_t n)
     int64_t rb_count_bad(const double* v, const uint8_t* q, int64_t n)
+    int64_t rb_copy_sorted(const int64_t* ts, const double* v, int64_t c, int64_t prev, int64_t* dts, double* dv,
+                           int* nan)
+    int64_t rb_count_bad_q(const double* v, const uint8_t* q, int64_t n, int nan)
     int rb_set_isa(int isa)
     int rb_get_isa()
 
@@ -157,32 +160,49 @@ cdef inline void push_one(Ring* r, int64_t ts, double x, uint8_t q) noexcept nog
     r.widx = w
 
 
-cdef bint push_block(Ring* r, const int64_t* ts, const double* v, const uint8_t* q, Py_ssize_t n) noexcept nogil:
-    """Copy a time-sorted block that is neither late nor older than the ring's newest sample.
+cdef Py_ssize_t push_block(Ring* r, const int64_t* ts, const double* v, const uint8_t* q,
+                           Py_ssize_t n) noexcept nogil:
+    """Copy the leading time-ordered, not-late part of a block straight into the ring.
 
-    Same end state as pushing the samples one by one; returns False (nothing done) when the
-    block does not qualify, and the caller pushes sample by sample.
+    Returns how many samples it stored (0..n); the caller pushes the rest one by one. The
+    end state is the same as pushing every sample one by one.
     """
-    cdef Py_ssize_t j0, c, p, first
-    if ts[0] < r.watermark or ts[0] < r.max_ts or not rb_sorted(ts, n):
-        return False
-    cdef int64_t bad = rb_count_bad(v, q, n)
-    j0 = n - r.cap if n > r.cap else 0  # only the last `cap` samples survive
-    c = n - j0
-    p = (r.widx + j0) % r.cap
-    first = c if c < r.cap - p else r.cap - p
-    memcpy(r.ts + p, ts + j0, first * sizeof(int64_t))
-    memcpy(r.v + p, v + j0, first * sizeof(double))
-    memcpy(r.q + p, q + j0, first * sizeof(uint8_t))
-    if first < c:
+    cdef Py_ssize_t j0, c, p, first, done
+    cdef int nan = 0
+    if ts[0] < r.watermark or ts[0] < r.max_ts:
+        return 0
+    if n > r.cap:  # only the last `cap` samples survive: check all, copy the tail
+        if not rb_sorted(ts, n):
+            return 0
+        j0 = n - r.cap
+        c = r.cap
+        p = (r.widx + j0) % r.cap
+        first = r.cap - p
+        memcpy(r.ts + p, ts + j0, first * sizeof(int64_t))
+        memcpy(r.v + p, v + j0, first * sizeof(double))
         memcpy(r.ts, ts + j0 + first, (c - first) * sizeof(int64_t))
         memcpy(r.v, v + j0 + first, (c - first) * sizeof(double))
+        memcpy(r.q + p, q + j0, first * sizeof(uint8_t))
         memcpy(r.q, q + j0 + first, (c - first) * sizeof(uint8_t))
-    r.max_ts = ts[n - 1]
-    r.bad += bad
-    r.head += n
-    r.widx = (r.widx + n) % r.cap
-    return True
+        r.bad += rb_count_bad(v, q, n)
+        done = n
+    else:
+        p = r.widx
+        first = n if n < r.cap - p else r.cap - p
+        done = rb_copy_sorted(ts, v, first, r.max_ts, r.ts + p, r.v + p, &nan)
+        if done == first and first < n:
+            done += rb_copy_sorted(ts + first, v + first, n - first, ts[first - 1], r.ts, r.v, &nan)
+        if done == 0:
+            return 0
+        c = done if done < first else first
+        memcpy(r.q + p, q, c * sizeof(uint8_t))
+        if done > c:
+            memcpy(r.q, q + c, (done - c) * sizeof(uint8_t))
+        r.bad += rb_count_bad_q(v, q, done, nan)
+    r.max_ts = ts[done - 1]
+    r.head += done
+    r.widx = (r.widx + done) % r.cap
+    return done
 
 
 cdef inline Py_ssize_t lower_bound(const int64_t* ts, Py_ssize_t a, Py_ssize_t n, int64_t key) noexcept nogil:
@@ -504,9 +524,10 @@ cdef class RingStore:
                     q = <const uint8_t*>bq.buf
                     if n > 0:
                         with nogil:
-                            if not push_block(r, t, v, q, n):
-                                for i in range(n):
-                                    push_one(r, t[i], v[i], q[i])
+                            i = push_block(r, t, v, q, n)
+                            while i < n:
+                                push_one(r, t[i], v[i], q[i])
+                                i += 1
                 finally:
                     PyBuffer_Release(&bq)
             finally:

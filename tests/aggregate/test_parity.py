@@ -122,3 +122,34 @@ def test_the_cpu_paths_are_exercised(cyring):
     best = cyring.set_isa(-1)
     assert [cyring.set_isa(k) for k in range(best + 1)] == list(range(best + 1))
     cyring.set_isa(-1)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blocks=st.lists(st.tuples(st.integers(-20, 60), st.integers(0, 90), st.integers(-1, 89), st.booleans(),
+                                 st.sampled_from([0, 0, 2])), max_size=10),
+       cap=st.integers(1, 64), window=st.sampled_from([5, 16, 50]))
+def test_block_push_matches_one_by_one(cyring, isa, blocks, cap, window):
+    """Mostly ordered bursts (the block fast path) with a disorder, NaN, bad quality, overlap or wrap."""
+    stores = [cyring.RingStore(), cyring.RingStore(), pyring.RingStore()]
+    for s in stores:
+        s.add_tag(0, cap, [window], 0)
+    base = 0
+    out: list[list] = [[], [], []]
+    for start, n, swap, nan, q in blocks:
+        ts = np.arange(base + start, base + start + n, dtype=np.int64)
+        if 0 <= swap < n - 1:
+            ts[[swap, swap + 1]] = ts[[swap + 1, swap]]
+        vs = np.arange(n, dtype=np.float64)
+        if nan and n:
+            vs[n // 2] = np.nan
+        qs = np.full(n, q, np.uint8)
+        base += start + n
+        stores[0].push_many(0, ts, vs, qs)
+        for t, v, qq in zip(ts.tolist(), vs.tolist(), qs.tolist(), strict=True):
+            stores[1].push(0, t, v, qq)
+        stores[2].push_many(0, ts, vs, qs)
+        for k, s in enumerate(stores):
+            out[k].append(s.collect(base - 30))
+            out[k].append(s.read_range(0, -(2**62), 2**62))
+            out[k].append(s.counters(0))
+    assert same(out[0], out[1]) and same(out[0], out[2])
