@@ -33,6 +33,7 @@ from .spec import RtuOverTcpTransport, SerialTransport, SimDeviceSpec, TcpTransp
 log = logging.getLogger(__name__)
 MAX_ADU = 260  # the largest Modbus frame (MBAP: 7 + 253)
 SOCAT_START_TIMEOUT_S = 5.0
+BROADCAST_FUNCTIONS = (5, 6, 15, 16)  # writes: the only requests a broadcast may carry
 
 
 @dataclass(slots=True)
@@ -100,8 +101,21 @@ class Responder:
         self._rng = random.Random(1)
 
     async def respond(self, pdu: ModbusPDU | BadRequest) -> Reply | None:
-        device = self.devices.get(pdu.dev_id)
+        """The reply to one request, or None for no reply.
+
+        Unit 0 on RTU is a broadcast: writes reach every device, nobody answers. On Modbus TCP a
+        port with a single device also answers units 0 and 255 (as most TCP devices do).
+        """
         fc = pdu.function_code
+        if pdu.dev_id == 0 and not self.gateway_errors:
+            if isinstance(pdu, ModbusPDU) and fc in BROADCAST_FUNCTIONS:
+                for unit, store in self.stores.items():
+                    if not self.devices[unit].faults.offline:
+                        await pdu.datastore_update(store, unit)  # type: ignore[arg-type]
+            return None
+        device = self.devices.get(pdu.dev_id)
+        if device is None and self.gateway_errors and pdu.dev_id in (0, 255) and len(self.devices) == 1:
+            device = next(iter(self.devices.values()))
         if device is None:
             if not self.gateway_errors:
                 return None
@@ -124,7 +138,7 @@ class Responder:
             response = ExceptionResponse(fc, ExcCodes.ILLEGAL_FUNCTION)
         else:
             try:
-                response = await pdu.datastore_update(self.stores[pdu.dev_id], pdu.dev_id)  # type: ignore[arg-type]
+                response = await pdu.datastore_update(self.stores[device.spec.unit_id], pdu.dev_id)  # type: ignore[arg-type]
             except (ModbusException, ValueError) as exc:
                 log.debug("device %s: request failed: %s", device.name, exc)
                 response = ExceptionResponse(fc, ExcCodes.ILLEGAL_VALUE)

@@ -118,3 +118,16 @@ async def test_mbpoll_reads_over_the_pty_pair(start_plant, tmp_path) -> None:
     assert proc.returncode == 0, err.decode()
     regs = [int(v) & 0xFFFF for _, v in re.findall(r"\[(\d+)\]:\s+(-?\d+)", out.decode())]
     assert regs == plant.get_registers("dev2", Table.HOLDING, 0, 3) and regs[0] == 1002
+
+
+async def test_broadcast_writes_reach_every_device_and_nobody_answers(start_plant, connect, tmp_path) -> None:
+    path = str(tmp_path / "ttyB")
+    points = [RegisterPoint(0, "mode", Table.HOLDING, 0, "uint16", writable=True)]
+    transport = SerialTransport(path=path, baud=115200)
+    plant = await start_plant([SimDeviceSpec(name=f"d{u}", unit_id=u, transport=transport, points=points)
+                               for u in (1, 2)])
+    client = await connect(path, baud=115200, timeout=0.3)
+    await client.write_register(0, 7, device_id=0, no_response_expected=True)
+    await asyncio.sleep(0.1)
+    assert plant.get_value("d1", "mode") == plant.get_value("d2", "mode") == 7
+    assert (await client.read_holding_registers(0, count=1, device_id=2)).registers == [7]  # the line is quiet

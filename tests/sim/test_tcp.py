@@ -230,3 +230,13 @@ async def test_requests_pymodbus_cannot_decode_get_exception_1_or_3(start_plant)
     assert replies[0] == struct.pack(">HHHBBB", 7, 0, 3, 1, 0x83, 3)
     assert replies[1] == struct.pack(">HHHBBB", 8, 0, 3, 1, 0xC1, 1)
     assert plant.stats("d").exceptions == {3: 1, 1: 1}
+
+
+async def test_a_lone_tcp_device_also_answers_units_0_and_255(start_plant, connect) -> None:
+    plant = await start_plant([SimDeviceSpec(name="d", unit_id=17, transport=TcpTransport(),
+                                             points=[RegisterPoint(0, "v", Table.HOLDING, 0, "uint16")],
+                                             signals={"v": SignalSpec(kind="constant", value=5)})])
+    client = await connect(plant.address("d"))
+    for unit in (17, 0, 255):
+        assert (await client.read_holding_registers(0, count=1, device_id=unit)).registers == [5]
+    assert (await client.read_holding_registers(0, count=1, device_id=3)).exception_code == 11
