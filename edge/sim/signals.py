@@ -64,11 +64,12 @@ def default_signal(point: RegisterPoint, rng: np.random.Generator) -> SignalSpec
         return SignalSpec(kind="constant", value=(lo + hi) / 2 if math.isfinite(lo + hi) else 0.0)
     if point.dtype in ("uint16", "int16") and point.scale == 1 and point.offset == 0 and _STATUS.search(name):
         return SignalSpec(kind="status_bits", bits=(0, 1, 2, 3), period_s=float(rng.uniform(5, 20)))
-    if _COUNTER.search(name) and not point.dtype.startswith("float"):
-        step = abs(point.scale)
-        return SignalSpec(kind="counter", start=lo, rate_per_s=step * max(1, round((hi - lo) / step / 1e5)))
     if _COUNTER.search(name):
-        return SignalSpec(kind="counter", start=lo, rate_per_s=max((hi - lo) / 1e5, 1e-3))
+        start = min(max(lo, 0.0), hi)  # counters start at zero when the range allows it
+        if point.dtype.startswith("float"):
+            return SignalSpec(kind="counter", start=start, rate_per_s=max((hi - lo) / 1e5, 1e-3))
+        step = abs(point.scale)  # at least one raw count per second, so the increase is visible
+        return SignalSpec(kind="counter", start=start, rate_per_s=step * max(1, round((hi - lo) / step / 1e5)))
     span = hi - lo
     return SignalSpec(kind="sine", mean=lo + span / 2, amplitude=span / 4, noise=span / 200,
                       period_s=float(rng.uniform(30, 300)), phase=float(rng.uniform(0, 2 * math.pi)))

@@ -119,3 +119,11 @@ def test_set_value_and_get_registers_refuse_bad_input_clearly() -> None:
         plant.get_registers("d", "coils", 0, 1)
     plant.set_value("d", "v", "17")  # numeric text is fine
     assert plant.get_registers("d", "holding", 0, 1) == [17]
+
+
+def test_default_counters_start_at_zero_and_climb() -> None:
+    rng = np.random.default_rng(0)
+    for point in (RegisterPoint(0, "energy_total", Table.INPUT, 0, "float32"),
+                  RegisterPoint(0, "pulses", Table.INPUT, 0, "int32", scale=0.5)):
+        signal = default_signal(point, rng)
+        assert signal.kind == "counter" and signal.start == 0 and signal.rate_per_s > 0, point.name
