@@ -199,6 +199,7 @@ class OpcUaServer:
         self._status_last: dict[str, dict[str, object]] = {}
         self._site_node: NodeData | None = None
         self._original_write: Any = None
+        self._gc_threshold: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -256,6 +257,9 @@ class OpcUaServer:
             self.server = None
             if self.tune_gc:
                 gc.unfreeze()
+                if self._gc_threshold is not None:
+                    gc.set_threshold(*self._gc_threshold)
+                    self._gc_threshold = None
 
     async def reload(self, plant: Plant) -> None:
         """Switch to a new plant: add and remove nodes; sessions, subscriptions and NodeIds stay.
@@ -299,7 +303,19 @@ class OpcUaServer:
     # ------------------------------------------------------------------ building
 
     def _build(self, plant: Plant) -> None:
-        """Create every missing node of the plant (all of them on the first call)."""
+        """Create every missing node of the plant (all of them on the first call).
+
+        The collector is paused meanwhile: the build allocates hundreds of thousands of
+        long-lived objects and would otherwise trigger repeated full scans of them."""
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._build_nodes(plant)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _build_nodes(self, plant: Plant) -> None:
         f = self._factory
         assert f is not None
         if self._site_node is None:
@@ -347,10 +363,10 @@ class OpcUaServer:
         main server cost (see docs/decisions/opcua.md)."""
         if not self.tune_gc:
             return
-        gc.collect()
-        gc.freeze()
+        gc.freeze()  # no collect first: the build ran with the collector paused, little garbage
         g0, g1, g2 = gc.get_threshold()
         if g0 < 20_000:
+            self._gc_threshold = self._gc_threshold or (g0, g1, g2)
             gc.set_threshold(20_000, g1, g2)
 
     # ------------------------------------------------------------------ values

@@ -101,6 +101,9 @@ _TYPE = {name: ua.NodeId(getattr(ua.ObjectIds, name)) for name in
          ("FolderType", "BaseObjectType", "BaseDataVariableType", "PropertyType", "AnalogItemType",
           "TwoStateDiscreteType", "MultiStateValueDiscreteType")}
 
+_NODECLASS = {int(nc): nc for nc in ua.NodeClass}
+_NO_NAME, _NO_TEXT, _NULL_ID = ua.QualifiedName(), ua.LocalizedText(), ua.NodeId()  # shared, never mutated
+
 
 def unece_unit(unit: str | None) -> ua.EUInformation:
     """EUInformation for a unit text: the UNECE code when known, else UnitId -1 and the text."""
@@ -198,13 +201,14 @@ class NodeFactory:
         ))
         pb = parent.attributes[A.BrowseName].value.Value.Value  # type: ignore[union-attr]
         pd = parent.attributes[A.DisplayName].value.Value.Value  # type: ignore[union-attr]
-        pclass = ua.NodeClass(parent.attributes[A.NodeClass].value.Value.Value)  # type: ignore[union-attr]
+        pclass = _NODECLASS[parent.attributes[A.NodeClass].value.Value.Value]  # type: ignore[union-attr]
         child.references.append(ua.ReferenceDescription(
             ReferenceTypeId=_REF[reftype], IsForward=False, NodeId=parent.nodeid, BrowseName=pb,
-            DisplayName=pd, NodeClass=pclass, TypeDefinition=ua.NodeId(),
+            DisplayName=pd, NodeClass=pclass, TypeDefinition=_NULL_ID,
         ))
         child.references.append(ua.ReferenceDescription(
-            ReferenceTypeId=_REF["HasTypeDefinition"], IsForward=True, NodeId=typedef,
+            ReferenceTypeId=_REF["HasTypeDefinition"], IsForward=True, NodeId=typedef, BrowseName=_NO_NAME,
+            DisplayName=_NO_TEXT, TypeDefinition=_NULL_ID,
             NodeClass=ua.NodeClass.ObjectType if nodeclass == ua.NodeClass.Object else ua.NodeClass.VariableType,
         ))
         self.aspace[child.nodeid] = child

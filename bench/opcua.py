@@ -1,0 +1,316 @@
+"""OPC UA server benchmark: delivered value changes/s and server CPU per change, ours vs plain asyncua.
+
+Each phase starts a server in this process with N tags (devices of 100 float64 tags), a client
+in another process subscribed to 10,000 of them at a 100 ms publishing interval, and updates
+every tag continuously (each update a new value, so each is a change):
+
+* ``fast``: :class:`edge.export.opcua.OpcUaServer` fed with ``consume(SampleBatch)`` per device;
+* ``baseline``: the same address space, with asyncua's own update path: ``node.write_value``
+  of a DataValue (value, StatusCode, source and server timestamps) per node, no GC tuning.
+
+The lean client counts notifications and fully checks every 50th (value belongs to that tag
+and was produced by the server, StatusCode Good, SourceTimestamp and ServerTimestamp present
+and recent); ``checked_errors`` counts failures. A last phase measures asyncua's client in its
+ordinary handler mode against the fast server (``handler_client_changes_s``).
+
+Every tag gets a new value once per 100 ms, or back to back when a pass takes longer (the
+server is then saturated: the baseline always is). Both servers grant the same monitored-item
+queue size (100) so no change is dropped by a queue in either; figures are taken over the same
+wall-clock window after a warm-up.
+
+    .venv/bin/python bench/opcua.py            # ~1 minute
+    .venv/bin/python bench/opcua.py --long     # longer windows
+Ends with one line ``RESULT {json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import socket
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from asyncua import Client, ua  # noqa: E402
+
+SUBSCRIBED = 10_000
+TAGS_PER_DEVICE = 100
+QUEUE = 100
+STRIDE = 100_000.0  # value = cycle * STRIDE + tag id: the client can tell whose value it is
+CHECK_EVERY = 50
+CYCLE_S = 0.1  # every tag gets a new value once per 100 ms (the publishing interval), or as fast as possible
+
+
+# ----------------------------------------------------------------------------- client process
+
+
+async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, seconds: float) -> None:
+    """Subscribe to tags 0..n_sub-1 and report cumulative counts on stdout every 0.25 s."""
+    from asyncua.common.subscription import Subscription
+
+    state = {"n": 0, "checked": 0, "errors": 0}
+    handle_tag: dict[int, int] = {}
+
+    def check(item: ua.MonitoredItemNotification) -> None:
+        dv = item.Value
+        if dv.StatusCode is not None and dv.StatusCode.value == ua.StatusCodes.BadWaitingForInitialData:
+            return  # the item's first notification, sent before the first update
+        state["checked"] += 1
+        now = datetime.now(UTC).replace(tzinfo=None)
+        try:
+            tag = handle_tag[item.ClientHandle]
+            v = dv.Value.Value
+            ok = (isinstance(v, float) and round(v % STRIDE) == tag and dv.StatusCode.is_good()
+                  and dv.SourceTimestamp is not None and dv.ServerTimestamp is not None
+                  and abs(now - dv.SourceTimestamp.replace(tzinfo=None)) < timedelta(seconds=30)
+                  and dv.ServerTimestamp.replace(tzinfo=None) >= dv.SourceTimestamp.replace(tzinfo=None))
+        except Exception:
+            ok = False
+        if not ok:
+            state["errors"] += 1
+
+    if not handler_mode:
+        async def lean_publish_callback(self: Subscription, publish_result: ua.PublishResult) -> None:
+            for notif in publish_result.NotificationMessage.NotificationData or ():
+                if isinstance(notif, ua.DataChangeNotification):
+                    items = notif.MonitoredItems
+                    state["n"] += len(items)
+                    for item in items[::CHECK_EVERY]:
+                        check(item)
+
+        Subscription.publish_callback = lean_publish_callback  # type: ignore[method-assign]
+
+    class Handler:
+        def datachange_notification(self, node, val, data) -> None:  # noqa: ANN001
+            state["n"] += 1
+            if state["n"] % CHECK_EVERY == 0:
+                check(ua.MonitoredItemNotification(ClientHandle=data.monitored_item.ClientHandle,
+                                                   Value=data.monitored_item.Value))
+
+    client = Client(endpoint, timeout=60)
+    client.set_user("bench")
+    client.set_password("bench-password")
+    async with client:
+        sub = await client.create_subscription(100, Handler())
+        nodes = [client.get_node(ua.NodeId(f"d{i // TAGS_PER_DEVICE}.t{i}", ns)) for i in range(n_sub)]
+        handles = await sub.subscribe_data_change(nodes, queuesize=QUEUE)
+        assert all(isinstance(h, int) for h in handles), "some monitored items were refused"
+        for client_handle, data in sub._monitored_items.items():  # type: ignore[attr-defined]
+            handle_tag[client_handle] = int(data.node.nodeid.Identifier.rsplit(".t", 1)[1])
+        print(json.dumps({"ready": True}), flush=True)
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            await asyncio.sleep(0.25)
+            cpu = time.process_time()
+            print(json.dumps({"t": time.monotonic(), "cpu": cpu, **state}), flush=True)
+
+
+# ----------------------------------------------------------------------------- server side
+
+
+def make_plant(n_tags: int):
+    from edge.model import BusInfo, DeviceInfo, Plant, TagInfo
+
+    tags = [TagInfo(id=i, device=f"d{i // TAGS_PER_DEVICE}", name=f"t{i}", bus="bus0", dtype="float64",
+                    unit="V", low=0.0, high=1e12) for i in range(n_tags)]
+    devs = [DeviceInfo(f"d{d}", "bus0", 1, None, None, tuple(range(d * TAGS_PER_DEVICE, (d + 1) * TAGS_PER_DEVICE)))
+            for d in range(n_tags // TAGS_PER_DEVICE)]
+    return Plant("bench", [BusInfo("bus0", "modbus_tcp", tuple(d.name for d in devs))], devs, tags)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run_phase(mode: str, n_tags: int, seconds: float, warmup: float, users_file: Path,
+                    handler_client: bool = False) -> dict:
+    from edge.config.opcua import OpcUaConfig
+    from edge.export.opcua import OpcUaServer
+    from edge.model import SampleBatch
+
+    plant = make_plant(n_tags)
+    cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/bench", security_policies=["None"],
+                      allow_security_none=True, users_file=users_file, max_queue_size=QUEUE,
+                      max_unacked_per_subscription=20)
+    fast = mode == "fast"
+    srv = OpcUaServer(plant, cfg, tune_gc=fast)
+    t0 = time.perf_counter()
+    await srv.start()
+    startup_s = time.perf_counter() - t0
+    if not fast:  # plain asyncua: its own write path, no edge write hook
+        srv.server.iserver.attribute_service.write = srv._original_write  # type: ignore[union-attr]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--client", srv.endpoint_url, str(srv.ns), str(min(SUBSCRIBED, n_tags)),
+        "handler" if handler_client else "lean", str(warmup + seconds + 15),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    latest: dict = {}
+
+    async def reader() -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            latest.update(json.loads(line))
+
+    read_task = asyncio.create_task(reader())
+    deadline = time.monotonic() + 120
+    while not latest.get("ready"):
+        assert time.monotonic() < deadline and proc.returncode is None, "client did not subscribe"
+        await asyncio.sleep(0.05)
+
+    ids_per_dev = [np.arange(d * TAGS_PER_DEVICE, (d + 1) * TAGS_PER_DEVICE, dtype=np.int32)
+                   for d in range(n_tags // TAGS_PER_DEVICE)]
+    nodes = [srv.server.get_node(ua.NodeId(f"d{i // TAGS_PER_DEVICE}.t{i}", srv.ns)) for i in range(n_tags)]
+    good = ua.StatusCode(ua.StatusCodes.Good)
+    marks: dict[str, tuple] = {}
+    cycle = 0
+    t_start = time.monotonic()
+    t_warm, t_stop = t_start + warmup, t_start + warmup + seconds
+    produced = 0
+    next_cycle = t_start
+    while True:
+        now = time.monotonic()
+        if now < next_cycle:  # one pass over all tags per publishing interval, back to back when late
+            await asyncio.sleep(next_cycle - now)
+            now = time.monotonic()
+        next_cycle = max(next_cycle + CYCLE_S, now)
+        if "start" not in marks and now >= t_warm:
+            marks["start"] = (time.process_time(), dict(latest), produced)
+        if now >= t_stop:
+            marks["stop"] = (time.process_time(), dict(latest), produced)
+            break
+        cycle += 1
+        base = cycle * STRIDE
+        for ids in ids_per_dev:
+            ts_ns = time.time_ns()
+            if fast:
+                srv.consume(SampleBatch("d", ts_ns, ids, ids.astype(np.float64) + base, np.zeros(len(ids), np.uint8)))
+            else:
+                src = datetime.fromtimestamp(ts_ns / 1e9, UTC)
+                for i in ids.tolist():
+                    await nodes[i].write_value(ua.DataValue(ua.Variant(base + i, ua.VariantType.Double), good, src,
+                                                            datetime.now(UTC)))
+            produced += len(ids)
+            await asyncio.sleep(0)
+            if time.monotonic() >= t_stop:
+                break
+    await asyncio.sleep(0.5)
+    final = dict(latest)
+    proc.kill()
+    await proc.wait()
+    read_task.cancel()
+    await srv.stop()
+    gc.collect()
+
+    (cpu0, c0, p0), (cpu1, c1, p1) = marks["start"], marks["stop"]
+    if "t" not in c0 or c1["t"] <= c0["t"]:
+        raise RuntimeError(f"{mode} {n_tags}: the client reported no progress ({c0} -> {c1})")
+    dt = c1["t"] - c0["t"]
+    delivered = c1["n"] - c0["n"]
+    cpu = cpu1 - cpu0
+    return {
+        "mode": mode, "tags": n_tags, "client": "handler" if handler_client else "lean",
+        "changes_s": delivered / dt, "server_cpu_ms_per_1k": cpu / max(delivered, 1) * 1e6,
+        "server_cpu_share": cpu / dt, "client_cpu_share": (c1["cpu"] - c0["cpu"]) / dt,
+        "produced_s": (p1 - p0) / dt, "checked": final["checked"], "checked_errors": final["errors"],
+        "build_s": srv.build_s, "startup_s": startup_s,
+    }
+
+
+def _fmt(r: dict) -> str:
+    return (f"  {r['mode']:8s} {r['tags']:>6d} tags, {r['client']:7s} client: {r['changes_s']:>9.0f} changes/s delivered "
+            f"(updates offered {r['produced_s']:>9.0f}/s), server CPU {r['server_cpu_ms_per_1k']:7.2f} ms per 1,000 "
+            f"({r['server_cpu_share'] * 100:3.0f}% of a core), client CPU {r['client_cpu_share'] * 100:3.0f}%, "
+            f"checked {r['checked']} ({r['checked_errors']} bad), build {r['build_s']:.2f} s, start-up {r['startup_s']:.2f} s")
+
+
+async def bench_main(long: bool) -> None:
+    import tempfile
+
+    from edge.users import add_user
+
+    logging.basicConfig(level=logging.ERROR)
+    seconds, warmup = (15.0, 3.0) if long else (5.0, 2.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        users = Path(tmp) / "users"
+        add_user(users, "bench", "viewer", "bench-password")
+        results = {}
+        for n in (10_000, 50_000):
+            for mode in ("baseline", "fast"):
+                r = await run_phase(mode, n, seconds, warmup, users)
+                results[(mode, n)] = r
+                print(_fmt(r), flush=True)
+        handler = await run_phase("fast", 10_000, seconds, warmup, users, handler_client=True)
+        print(_fmt(handler), flush=True)
+
+    out: dict = {}
+    for n in (10_000, 50_000):
+        f, b = results[("fast", n)], results[("baseline", n)]
+        k = f"{n // 1000}k"
+        out[f"changes_s_{k}"] = round(f["changes_s"])
+        out[f"baseline_changes_s_{k}"] = round(b["changes_s"])
+        out[f"changes_ratio_{k}"] = round(f["changes_s"] / b["changes_s"], 2)
+        out[f"cpu_ms_per_1k_{k}"] = round(f["server_cpu_ms_per_1k"], 2)
+        out[f"baseline_cpu_ms_per_1k_{k}"] = round(b["server_cpu_ms_per_1k"], 2)
+        out[f"cpu_ratio_{k}"] = round(f["server_cpu_ms_per_1k"] / b["server_cpu_ms_per_1k"], 3)
+    out["changes_ratio"] = out["changes_ratio_10k"]
+    out["cpu_ratio"] = out["cpu_ratio_10k"]
+    out["checked_errors"] = sum(r["checked_errors"] for r in [*results.values(), handler])
+    out["checked"] = sum(r["checked"] for r in [*results.values(), handler])
+    out["build_50k_s"] = round(results[("fast", 50_000)]["build_s"], 2)
+    out["startup_50k_s"] = round(results[("fast", 50_000)]["startup_s"], 2)
+    out["handler_client_changes_s"] = round(handler["changes_s"])
+    print(f"10k tags: {out['changes_ratio_10k']}x the baseline's changes/s, {out['cpu_ratio_10k']}x its CPU per change "
+          f"(targets >= 8x, <= 0.15x); 50k tags: {out['changes_ratio_50k']}x, {out['cpu_ratio_50k']}x; "
+          f"50k address space built in {out['build_50k_s']} s")
+    print("RESULT " + json.dumps(out))
+
+
+async def profile_fast() -> None:
+    """Where the fast server's CPU goes (cProfile, top functions by own time)."""
+    import cProfile
+    import pstats
+    import tempfile
+
+    from edge.users import add_user
+
+    with tempfile.TemporaryDirectory() as tmp:
+        users = Path(tmp) / "users"
+        add_user(users, "bench", "viewer", "bench-password")
+        prof = cProfile.Profile()
+        prof.enable()
+        r = await run_phase("fast", 10_000, 5.0, 2.0, users)
+        prof.disable()
+    print(_fmt(r))
+    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--long", action="store_true", help="15 s measuring windows instead of 5 s")
+    ap.add_argument("--profile", action="store_true", help="profile the fast server with 10,000 tags only")
+    ap.add_argument("--client", nargs=5, metavar=("ENDPOINT", "NS", "N", "MODE", "SECONDS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.client:
+        endpoint, ns, n, mode, secs = args.client
+        logging.basicConfig(level=logging.ERROR)
+        asyncio.run(client_main(endpoint, int(ns), int(n), mode == "handler", float(secs)))
+        return
+    if args.profile:
+        asyncio.run(profile_fast())
+        return
+    asyncio.run(bench_main(args.long))
+
+
+if __name__ == "__main__":
+    main()
