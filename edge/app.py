@@ -23,6 +23,7 @@ from drivers.modbus.timing import inter_frame_gap_s
 from drivers.modbus.writer import write_point
 from edge.config.checks import line_key
 from edge.config.loader import LoadedConfig, ResolvedDevice
+from edge.derived import DerivedStage
 from edge.model import DeviceDiagnostics, DeviceState, Quality, SampleBatch, WriteResult
 from edge.pipeline import Pipeline
 from edge.poller import DevicePoller
@@ -115,8 +116,12 @@ class Appliance:
             diag.state = DeviceState.DISABLED
         else:
             plan = device_plan(dev)
+            publish = self.pipeline.publish
+            if dev.hooks:
+                ids = {t.name: t.id for t in self.plant.tags if t.device == dev.name}
+                publish = DerivedStage(dev.name, dev.hooks, ids, publish, diag).publish
             poller = DevicePoller(
-                dev.name, dev.config.unit_id, line, plan, self.pipeline.publish, diag,
+                dev.name, dev.config.unit_id, line, plan, publish, diag,
                 timeout_s=dev.timeout_ms() / 1e3, retries=dev.retries(),
                 pause_s=dev.config.pause_between_requests_ms / 1e3,
                 offline_after=dev.config.offline_after_failures, backoff_max_s=dev.config.backoff_max_s,
@@ -157,7 +162,7 @@ class Appliance:
         ts = time.time_ns()
         for rt in self.devices.values():
             if rt.diag.state == DeviceState.QUARANTINED:
-                ids = np.array(list(rt.points), dtype=np.int32)
+                ids = np.array(self.plant.device(rt.name).tag_ids, dtype=np.int32)
                 self.pipeline.publish(SampleBatch.bad(rt.name, ts, ids, Quality.BAD_CONFIG_ERROR))
                 log.error("device %s not started: %s", rt.name, rt.diag.last_error)
             if rt.poller is not None:

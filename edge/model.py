@@ -223,6 +223,8 @@ class DeviceDiagnostics:
     exceptions: dict[int, int] = field(default_factory=dict)  # Modbus exception code -> count
     crc_errors: int = 0  # bad frames: CRC errors, garbage, wrong length
     overruns: int = 0  # polls that started late by more than one interval
+    hook_errors: int = 0  # plugin hook calls that raised or returned nonsense
+    hook_slow: int = 0  # plugin hook calls that outran their budget
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     last_error: str = ""

@@ -356,5 +356,6 @@ class SerialTransport(_RtuFraming, Transport):
             raise ModbusConnectionError(f"{self.name}: cannot open {p.port}: {exc.strerror}") from None
         if getattr(transport, "sync_serial", None) is None:
             raise ModbusConnectionError(f"{self.name}: cannot open serial port {p.port}")
+        transport.sync_serial.reset_input_buffer()  # bytes left on the line while it was closed
         self._protocol = protocol
         self.connects += 1

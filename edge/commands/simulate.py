@@ -10,6 +10,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+from edge.commands import CliError
 from edge.config.loader import LoadedConfig, ResolvedDevice, load_config
 from edge.sim.faults import Fault
 from edge.sim.plant import SimPlant
@@ -18,8 +19,9 @@ from edge.sim.spec import RtuOverTcpTransport, SerialTransport, SignalSpec, SimD
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="site configuration (YAML)")
-    p.add_argument("--fault", action="append", default=[], metavar="DEVICE=FAULT",
-                   help=f"start with a fault on a device ({', '.join(f.value for f in Fault)}); repeatable")
+    p.add_argument("--fault", action="append", default=[], metavar="DEVICE=FAULT[:KEY=VALUE,...]",
+                   help=f"start with a fault on a device ({', '.join(f.value for f in Fault)}), e.g. "
+                        "meter=slow:delay_ms=300 or plc=illegal_address:start=10,count=2; repeatable")
     p.add_argument("--seed", type=int, default=0, help="random seed of the signals' noise")
 
 
@@ -45,17 +47,20 @@ def plant_specs(loaded: LoadedConfig) -> list[SimDeviceSpec]:
     return [device_spec(d) for d in loaded.devices if not d.plugin_error]
 
 
-def parse_faults(items: list[str]) -> list[tuple[str, str]]:
+def parse_faults(items: list[str]) -> list[tuple[str, str, dict[str, str]]]:
+    """``DEVICE=FAULT[:KEY=VALUE,...]`` -> (device, fault, params); the simulator validates them."""
     out = []
     for item in items:
-        device, _, fault = item.partition("=")
-        if not fault:
-            raise SystemExit(f"edge simulate: --fault takes DEVICE=FAULT, got {item!r}")
-        out.append((device, fault))
+        device, _, rest = item.partition("=")
+        fault, _, params = rest.partition(":")
+        pairs = [p.partition("=") for p in params.split(",") if p]
+        if not fault or any(not sep for _, sep, _ in pairs):
+            raise CliError(f"--fault takes DEVICE=FAULT[:KEY=VALUE,...], got {item!r}", 2)
+        out.append((device, fault, {k: v for k, _, v in pairs}))
     return out
 
 
-async def serve(loaded: LoadedConfig, faults: list[tuple[str, str]], seed: int) -> None:
+async def serve(loaded: LoadedConfig, faults: list[tuple[str, str, dict[str, str]]], seed: int) -> None:
     specs = plant_specs(loaded)
     for spec in specs:
         if isinstance(spec.transport, SerialTransport):
@@ -67,8 +72,8 @@ async def serve(loaded: LoadedConfig, faults: list[tuple[str, str]], seed: int) 
         loop.add_signal_handler(sig, stop.set)
     await plant.start()
     try:
-        for device, fault in faults:
-            plant.set_fault(device, fault)
+        for device, fault, params in faults:
+            plant.set_fault(device, fault, **params)
         for spec in plant_specs(loaded):
             print(f"simulating {spec.name:<16} unit {spec.unit_id:<3} at {plant.address(spec.name)}", flush=True)
         print("simulator ready (Ctrl-C to stop)", flush=True)

@@ -6,17 +6,16 @@ holds) and raised as one :class:`ConfigError`.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin
-
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from drivers.modbus.points import RegisterPoint, Table
 from edge.config.errors import ConfigError, ConfigIssue
 from edge.config.models import Bus, Device, Point, PollGroup, SiteConfig
 from edge.config.plugin import PluginManifest, PluginPoints
+from edge.config.plugin_loader import Hook, LoadedPlugin, load_plugin
+from edge.config.validation import validate
 from edge.config.yamlsource import YamlSource, load_yaml
 from edge.model import BusInfo, DeviceInfo, Plant, TagInfo
 
@@ -40,6 +39,7 @@ class ResolvedDevice:
     manifest: PluginManifest | None = None
     plugin_dir: Path | None = None
     plugin_error: str | None = None  # set when the plugin failed to load (the device is quarantined)
+    hooks: list[Hook] = field(default_factory=list)  # derived tags and their hook functions
     register_points: list[RegisterPoint] = field(default_factory=list)
 
     @property
@@ -121,126 +121,6 @@ def _errors(issues: list[ConfigIssue]) -> bool:
     return any(i.severity == "error" for i in issues)
 
 
-# ----------------------------------------------------------------------------- pydantic -> issues
-
-
-def validate(model: type[BaseModel], data: Any, source: YamlSource, prefix: tuple[Any, ...],
-             issues: list[ConfigIssue]) -> Any:
-    """Validate ``data`` into ``model``; on failure append one issue per pydantic error."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            loc = _data_path(data, tuple(err["loc"]))
-            issues.append(_issue_from_error(model, source, prefix, loc, err))
-        return None
-
-
-def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop the parts pydantic adds that are not keys in the file (union tags, 'function-after')."""
-    out: list[Any] = []
-    node = data
-    for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, dict | list):
-            if isinstance(part, str) and (part.startswith(("function-", "tagged-union")) or
-                                          (isinstance(node, dict) and node.get("type") == part)):
-                continue
-            out.append(part)  # a missing key: keep it so the message names it
-            node = None
-        else:
-            # pydantic descends into a scalar (e.g. a tuple's items); keep what the file has
-            continue
-    return tuple(out)
-
-
-def _issue_from_error(model: type[BaseModel], source: YamlSource, prefix: tuple[Any, ...],
-                      loc: tuple[Any, ...], err: dict[str, Any]) -> ConfigIssue:
-    kind = err["type"]
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        loc = (*loc, str(err.get("ctx", {}).get("discriminator", "type")).strip("'"))
-        if kind == "union_tag_not_found":
-            return ConfigIssue(source.file, source.line_of(prefix + loc), prefix + loc,
-                               f"required key is missing; allowed values: {_tags(model, loc)}")
-    path = prefix + loc
-    msg = re.sub(r"^(Value|Assertion) error, ", "", err["msg"])
-    value = err.get("input")
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, loc[:-1], source, prefix)
-        msg = f"unknown key {loc[-1]!r}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
-        value = None
-    elif kind == "missing":
-        msg = "required key is missing"
-        value = None
-        return ConfigIssue(source.file, source.line_of(path[:-1]), path, msg)
-    if isinstance(value, dict | list):
-        value = None  # the whole mapping is noise; the line and key path say where
-    return ConfigIssue(source.file, source.line_of(path), path, msg, value)
-
-
-def _tags(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
-    """Allowed values of a discriminator (only buses use one)."""
-    from edge.config.models import BUS_TYPES
-
-    return ", ".join(BUS_TYPES)
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], source: YamlSource,
-                  prefix: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found at ``loc`` (follows lists, dicts and tagged unions)."""
-    data = source.data
-    for part in prefix:
-        data = data[part] if isinstance(data, dict | list) else None
-    target: Any = model
-    for part in loc:
-        target = _unwrap(target, data)
-        if isinstance(target, type) and issubclass(target, BaseModel):
-            info = target.model_fields.get(part)
-            if info is None:
-                return []
-            target = info.annotation
-        else:
-            args = get_args(target)
-            target = args[-1] if args else None
-        data = data[part] if isinstance(data, dict | list) and _has(data, part) else None
-    target = _unwrap(target, data)
-    if isinstance(target, type) and issubclass(target, BaseModel):
-        return sorted(target.model_fields)
-    return []
-
-
-def _has(container: Any, part: Any) -> bool:
-    if isinstance(container, dict):
-        return part in container
-    return isinstance(part, int) and 0 <= part < len(container)
-
-
-def _unwrap(annotation: Any, data: Any) -> Any:
-    """Peel Annotated/Optional/unions down to the model that ``data`` is meant to be."""
-    for _ in range(10):
-        origin = get_origin(annotation)
-        args = get_args(annotation)
-        if origin is None or origin in (list, dict, tuple):
-            return annotation
-        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        if len(models) > 1 and isinstance(data, dict):
-            for m in models:
-                tag = m.model_fields.get("type")
-                if tag is not None and data.get("type") in get_args(tag.annotation):
-                    return m
-            return models[0]
-        if len(models) == 1:
-            return models[0]
-        non_none = [a for a in args if a is not type(None)]
-        annotation = non_none[0] if non_none else None
-    return annotation
-
-
 # ----------------------------------------------------------------------------- devices and plugins
 
 
@@ -248,7 +128,7 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
                      issues: list[ConfigIssue], strict_plugins: bool) -> list[ResolvedDevice]:
     buses = {b.name: b for b in site.buses}
     plugins_dir = (base / site.plugins_dir).resolve()
-    cache: dict[str, tuple[PluginManifest | None, PluginPoints | None, YamlSource | None, Path, str | None]] = {}
+    cache: dict[str, LoadedPlugin] = {}
     out: list[ResolvedDevice] = []
     for index, dev in enumerate(site.devices):
         bus = buses.get(dev.bus)
@@ -261,9 +141,10 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
         site_points = [ResolvedPoint(p, source, ("devices", index, "points", i)) for i, p in enumerate(dev.points)]
         if dev.plugin:
             if dev.plugin not in cache:
-                cache[dev.plugin] = _load_plugin(plugins_dir / dev.plugin, dev.plugin, env)
-            manifest, ppoints, psource, pdir, error = cache[dev.plugin]
-            resolved.plugin_dir = pdir
+                cache[dev.plugin] = load_plugin(plugins_dir / dev.plugin, dev.plugin, env)
+            plugin = cache[dev.plugin]
+            manifest, ppoints, psource, error = plugin.manifest, plugin.points, plugin.source, plugin.error
+            resolved.plugin_dir = plugin.folder
             if error is not None:
                 resolved.plugin_error = error
                 if strict_plugins:
@@ -279,34 +160,12 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
                 if ppoints.interval_ms and "interval_ms" not in source.data["devices"][index]:
                     groups["default"] = PollGroup(interval_ms=ppoints.interval_ms)
                 resolved.poll_groups = {**ppoints.poll_groups, **groups}
+                resolved.hooks = _site_hooks(plugin.hooks, resolved, source, issues)
         else:
             resolved.points = site_points
         _convert_points(resolved, issues)
         out.append(resolved)
     return out
-
-
-def _load_plugin(folder: Path, name: str, env: dict[str, str] | None):
-    """Returns (manifest, points, points source, folder, error); the error is one line."""
-    if not folder.is_dir():
-        available = sorted(p.name for p in folder.parent.iterdir() if (p / "manifest.yaml").exists()) \
-            if folder.parent.is_dir() else []
-        return None, None, None, folder, (f"plugin {name!r} not found in {folder.parent}"
-                                          + (f"; available: {', '.join(available)}" if available else ""))
-    issues: list[ConfigIssue] = []
-    msource = load_yaml(folder / "manifest.yaml", env)
-    issues += msource.issues
-    manifest = validate(PluginManifest, msource.data, msource, (), issues) if not msource.issues else None
-    psource = load_yaml(folder / "points.yaml", env)
-    issues += psource.issues
-    points = validate(PluginPoints, psource.data, psource, (), issues) if not psource.issues else None
-    if manifest is not None and manifest.id != name:
-        issues.append(msource.issue(("id",), f"manifest id {manifest.id!r} differs from the folder name {name!r}"))
-    if issues:
-        first = issues[0]
-        more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
-        return None, None, None, folder, f"plugin {name!r} is broken: {first}{more}"
-    return manifest, points, psource, folder, None
 
 
 def _merge_plugin_points(dev: Device, index: int, ppoints: PluginPoints, psource: YamlSource,
@@ -331,6 +190,19 @@ def _merge_plugin_points(dev: Device, index: int, ppoints: PluginPoints, psource
     for sp in site_points:
         base[sp.point.name] = sp  # a site point with a plugin point's name replaces it
     return list(base.values())
+
+
+def _site_hooks(hooks: list[Hook], dev: ResolvedDevice, source: YamlSource,
+                issues: list[ConfigIssue]) -> list[Hook]:
+    """The plugin's derived tags whose inputs this site keeps (a dropped input is an error)."""
+    names = {rp.point.name for rp in dev.points}
+    for h in hooks:
+        missing = [i for i in h.derived.inputs if i not in names]
+        if missing:
+            issues.append(source.issue(("devices", dev.index, "drop"),
+                                       f"derived tag {h.derived.name!r} needs {', '.join(missing)}: do not drop it",
+                                       missing[0]))
+    return hooks
 
 
 _TABLE_PREFIX = {"coil": 0, "discrete": 1, "input": 3, "holding": 4}
@@ -413,6 +285,18 @@ def build_plant(loaded: LoadedConfig) -> Plant:
             ids.append(tag.id)
             new_points.append(_with_id(rpoint, tag.id))
         dev.register_points = new_points
+        for h in dev.hooks:
+            d = h.derived
+            tag = TagInfo(
+                id=len(plant.tags), device=dev.name, name=d.name, bus=dev.bus.name,
+                dtype="bool" if d.type == "bool" else d.type, unit=d.unit,
+                low=d.range[0] if d.range else None, high=d.range[1] if d.range else None,
+                deadband=d.deadband, description=d.description or f"derived by hook {d.hook}", enum=d.enum,
+                interval_ms=min(dev.interval_ms(by_name[i].group) for i in d.inputs),
+                group=d.panel or d.unit or "values", plugin=dev.config.plugin,
+            )
+            plant.tags.append(tag)
+            ids.append(tag.id)
         plant.devices.append(DeviceInfo(dev.name, dev.bus.name, dev.config.unit_id, dev.config.plugin,
                                         dev.manifest.version if dev.manifest else None, tuple(ids)))
     plant.buses = [BusInfo(b.name, b.type, tuple(bus_devices[b.name])) for b in loaded.config.buses]

@@ -11,6 +11,8 @@ from pydantic import Field
 
 from edge.config.models import Model, Name, Order, Point, PollGroup
 
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="a Python function name")]
+
 
 class PluginManifest(Model):
     id: Name
@@ -26,10 +28,26 @@ class PluginManifest(Model):
     documentation: str = ""  # the datasheet or Modbus map this plugin was written from
 
 
+class DerivedPoint(Model):
+    """A tag computed by a hook of the plugin's hooks.py from other points of the device."""
+
+    name: Name
+    inputs: list[Name] = Field(min_length=1)
+    hook: Identifier
+    type: Literal["float64", "bool", "int64"] = "float64"
+    unit: str | None = None
+    range: tuple[float, float] | None = None
+    deadband: Annotated[float, Field(ge=0)] = 0.0
+    description: str = ""
+    enum: dict[int, str] | None = None
+    panel: str | None = None
+
+
 class PluginPoints(Model):
-    """``points.yaml``: device-wide defaults plus the register map."""
+    """``points.yaml``: device-wide defaults, the register map and derived tags."""
 
     order: Order = "ABCD"
     interval_ms: Annotated[int, Field(ge=10)] | None = None
     poll_groups: dict[str, PollGroup] = Field(default_factory=dict)
     points: list[Point] = Field(min_length=1)
+    derived: list[DerivedPoint] = Field(default_factory=list)
