@@ -263,42 +263,138 @@ enum { RB_COUNT, RB_MIN, RB_MAX, RB_MEAN, RB_FIRST, RB_LAST, RB_SUM, RB_STD, RB_
 
 /* Statistics of one window: samples sorted by time, all inside [.., we). A sample is good
  * when its quality is 0 and its value is not NaN; statistics use good samples only. */
+/* The checked (scalar) accumulation over samples [a, n): good samples only. */
+static void rb_checked(const int64_t *ts, const double *v, const uint8_t *q, int64_t a, int64_t n, int64_t we,
+                       int basic, rb_lanes *L, int64_t *cnt, int64_t *den) {
+    for (int64_t i = a; i < n; i++) {
+        double x = v[i];
+        if (q[i] == 0 && x == x) {
+            int g = (int)(i & 7);
+            (*cnt)++;
+            L->mn[g] = x < L->mn[g] ? x : L->mn[g];
+            L->mx[g] = x > L->mx[g] ? x : L->mx[g];
+            L->s[g] += x;
+            if (!basic) {
+                int64_t dt = (i + 1 < n ? ts[i + 1] : we) - ts[i];
+                *den += dt;
+                L->tw[g] += x * (double)dt;
+            }
+        }
+    }
+}
+
+#ifdef RB_X86
+/* Good-sample mask of 4 samples: quality byte 0 and value not NaN. */
+__attribute__((target("avx2"))) static inline __m256d rb_good4(const uint8_t *q, __m256d x) {
+    int32_t qq;
+    memcpy(&qq, q, 4);
+    __m256i q64 = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(qq));
+    __m256d qok = _mm256_castsi256_pd(_mm256_cmpeq_epi64(q64, _mm256_setzero_si256()));
+    return _mm256_and_pd(qok, _mm256_cmp_pd(x, x, _CMP_ORD_Q));
+}
+
+/* rb_checked with AVX2 masks: a bad sample contributes +inf to min, -inf to max and +0.0 to
+ * the sums, which leaves every lane exactly as the scalar loop leaves it (a lane sum starts
+ * at +0.0 and can never become -0.0, so adding +0.0 is the identity). */
+__attribute__((target("avx2"))) static void rb_checked_avx2(const int64_t *ts, const double *v, const uint8_t *q,
+                                                            int64_t n, int64_t we, int basic, int vec_tw,
+                                                            rb_lanes *L, int64_t *cnt, int64_t *den) {
+    const __m256d pinf = _mm256_set1_pd(INFINITY), ninf = _mm256_set1_pd(-INFINITY);
+    const __m256i magic_i = _mm256_set1_epi64x(0x4330000000000000LL);
+    const __m256d magic_d = _mm256_set1_pd(RB_TWO52);
+    __m256d mn0 = _mm256_loadu_pd(L->mn), mn1 = _mm256_loadu_pd(L->mn + 4);
+    __m256d mx0 = _mm256_loadu_pd(L->mx), mx1 = _mm256_loadu_pd(L->mx + 4);
+    __m256d s0 = _mm256_loadu_pd(L->s), s1 = _mm256_loadu_pd(L->s + 4);
+    __m256d tw0 = _mm256_loadu_pd(L->tw), tw1 = _mm256_loadu_pd(L->tw + 4);
+    __m256i dsum = _mm256_setzero_si256();
+    int64_t c = 0, i;
+    int64_t end = basic ? (n & ~(int64_t)7) : (vec_tw ? ((n - 1) & ~(int64_t)7) : 0);
+    for (i = 0; i < end; i += 8) {
+        __m256d x0 = _mm256_loadu_pd(v + i), x1 = _mm256_loadu_pd(v + i + 4);
+        __m256d g0 = rb_good4(q + i, x0), g1 = rb_good4(q + i + 4, x1);
+        c += __builtin_popcount((unsigned)_mm256_movemask_pd(g0)) +
+             __builtin_popcount((unsigned)_mm256_movemask_pd(g1));
+        mn0 = _mm256_min_pd(_mm256_blendv_pd(pinf, x0, g0), mn0);
+        mn1 = _mm256_min_pd(_mm256_blendv_pd(pinf, x1, g1), mn1);
+        mx0 = _mm256_max_pd(_mm256_blendv_pd(ninf, x0, g0), mx0);
+        mx1 = _mm256_max_pd(_mm256_blendv_pd(ninf, x1, g1), mx1);
+        s0 = _mm256_add_pd(s0, _mm256_and_pd(x0, g0));
+        s1 = _mm256_add_pd(s1, _mm256_and_pd(x1, g1));
+        if (!basic) {
+            __m256i d0 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(ts + i + 1)),
+                                          _mm256_loadu_si256((const __m256i *)(ts + i)));
+            __m256i d1 = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)(ts + i + 5)),
+                                          _mm256_loadu_si256((const __m256i *)(ts + i + 4)));
+            dsum = _mm256_add_epi64(dsum, _mm256_and_si256(d0, _mm256_castpd_si256(g0)));
+            dsum = _mm256_add_epi64(dsum, _mm256_and_si256(d1, _mm256_castpd_si256(g1)));
+            __m256d f0 = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(d0, magic_i)), magic_d);
+            __m256d f1 = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(d1, magic_i)), magic_d);
+            tw0 = _mm256_add_pd(tw0, _mm256_and_pd(_mm256_mul_pd(x0, f0), g0));
+            tw1 = _mm256_add_pd(tw1, _mm256_and_pd(_mm256_mul_pd(x1, f1), g1));
+        }
+    }
+    _mm256_storeu_pd(L->mn, mn0);
+    _mm256_storeu_pd(L->mn + 4, mn1);
+    _mm256_storeu_pd(L->mx, mx0);
+    _mm256_storeu_pd(L->mx + 4, mx1);
+    _mm256_storeu_pd(L->s, s0);
+    _mm256_storeu_pd(L->s + 4, s1);
+    _mm256_storeu_pd(L->tw, tw0);
+    _mm256_storeu_pd(L->tw + 4, tw1);
+    int64_t d[4];
+    _mm256_storeu_si256((__m256i *)d, dsum);
+    *den += (d[0] + d[1]) + (d[2] + d[3]);
+    *cnt += c;
+    rb_checked(ts, v, q, i, n, we, basic, L, cnt, den);
+}
+
+__attribute__((target("avx2"))) static void rb_sq_checked_avx2(const double *v, const uint8_t *q, int64_t n,
+                                                               double mean, double *s) {
+    __m256d a0 = _mm256_loadu_pd(s), a1 = _mm256_loadu_pd(s + 4), m = _mm256_set1_pd(mean);
+    int64_t n8 = n & ~(int64_t)7, i;
+    for (i = 0; i < n8; i += 8) {
+        __m256d x0 = _mm256_loadu_pd(v + i), x1 = _mm256_loadu_pd(v + i + 4);
+        __m256d g0 = rb_good4(q + i, x0), g1 = rb_good4(q + i + 4, x1);
+        __m256d d0 = _mm256_sub_pd(x0, m), d1 = _mm256_sub_pd(x1, m);
+        a0 = _mm256_add_pd(a0, _mm256_and_pd(_mm256_mul_pd(d0, d0), g0));
+        a1 = _mm256_add_pd(a1, _mm256_and_pd(_mm256_mul_pd(d1, d1), g1));
+    }
+    _mm256_storeu_pd(s, a0);
+    _mm256_storeu_pd(s + 4, a1);
+    for (; i < n; i++) {
+        double x = v[i];
+        if (q[i] == 0 && x == x) {
+            double dd = x - mean;
+            s[i & 7] += dd * dd;
+        }
+    }
+}
+#endif
+
 static void rb_window_stats(const int64_t *ts, const double *v, const uint8_t *q, int64_t n, int64_t we,
                             int basic, double *res) {
     rb_lanes L;
     int64_t cnt = 0, fi = -1, li = -1, den = 0;
     double total = 0.0;
+    int vec_tw = !basic && n > 0 && (we - ts[0]) >= 0 && (we - ts[0]) < (int64_t)1 << 52;
     rb_lanes_init(&L);
     if (n > 0 && !rb_any_q(q, n)) {
         rb_acc(basic ? NULL : ts, v, n, we, &L);
         total = rb_lane_sum(L.s);
         if (total == total) { /* no NaN among the values: every sample is good */
             cnt = n;
-            fi = 0;
-            li = n - 1;
             den = we - ts[0];
         } else {
             rb_lanes_init(&L);
         }
     }
     if (cnt == 0) {
-        for (int64_t i = 0; i < n; i++) {
-            double x = v[i];
-            if (q[i] == 0 && x == x) {
-                int g = (int)(i & 7);
-                cnt++;
-                L.mn[g] = x < L.mn[g] ? x : L.mn[g];
-                L.mx[g] = x > L.mx[g] ? x : L.mx[g];
-                L.s[g] += x;
-                if (!basic) {
-                    if (fi < 0) fi = i;
-                    li = i;
-                    int64_t dt = (i + 1 < n ? ts[i + 1] : we) - ts[i];
-                    den += dt;
-                    L.tw[g] += x * (double)dt;
-                }
-            }
-        }
+#ifdef RB_X86
+        if (rb_get_isa() == 2)
+            rb_checked_avx2(ts, v, q, n, we, basic, vec_tw, &L, &cnt, &den);
+        else
+#endif
+            rb_checked(ts, v, q, 0, n, we, basic, &L, &cnt, &den);
         total = rb_lane_sum(L.s);
     }
     res[RB_COUNT] = (double)cnt;
@@ -312,19 +408,26 @@ static void rb_window_stats(const int64_t *ts, const double *v, const uint8_t *q
     res[RB_MAX] = rb_lane_max(L.mx);
     res[RB_MEAN] = mean;
     if (basic) return;
+    for (fi = 0; !(q[fi] == 0 && v[fi] == v[fi]); fi++) {}
+    for (li = n - 1; !(q[li] == 0 && v[li] == v[li]); li--) {}
     res[RB_FIRST] = v[fi];
     res[RB_LAST] = v[li];
     double sq[RB_LANES] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
     if (cnt == n) {
         rb_sq(v, n, mean, sq);
     } else {
-        for (int64_t i = fi; i <= li; i++) {
-            double x = v[i];
-            if (q[i] == 0 && x == x) {
-                double d = x - mean;
-                sq[i & 7] += d * d;
+#ifdef RB_X86
+        if (rb_get_isa() == 2)
+            rb_sq_checked_avx2(v, q, n, mean, sq);
+        else
+#endif
+            for (int64_t i = fi; i <= li; i++) {
+                double x = v[i];
+                if (q[i] == 0 && x == x) {
+                    double d = x - mean;
+                    sq[i & 7] += d * d;
+                }
             }
-        }
     }
     res[RB_STD] = sqrt(rb_lane_sum(sq) / (double)cnt);
     res[RB_TWA] = den > 0 ? rb_lane_sum(L.tw) / (double)den : NAN;
