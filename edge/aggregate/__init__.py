@@ -32,4 +32,15 @@ except ImportError as exc:  # the extension is not built: fall back to the twin,
         stacklevel=2,
     )
 
-__all__ = ["ACTIVE_IMPL", "RingStore"]
+
+
+def describe() -> str:
+    """One line for ``edge doctor``: which implementation and which CPU kernels are active."""
+    if ACTIVE_IMPL == "python":
+        return "python (pure-Python twin: the compiled extension is not built; much slower)"
+    from edge.aggregate import _ringbuf
+
+    return f"cython ({('scalar', 'SSE2', 'AVX2')[_ringbuf.get_isa()]} kernels)"
+
+
+__all__ = ["ACTIVE_IMPL", "RingStore", "describe"]

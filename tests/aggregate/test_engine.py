@@ -135,6 +135,7 @@ def test_active_implementation_is_the_extension():
     import edge.aggregate
 
     assert edge.aggregate.ACTIVE_IMPL == "cython"
+    assert edge.aggregate.describe().startswith("cython (")
 
 
 def test_fallback_to_the_twin_warns_once():
@@ -148,7 +149,8 @@ def test_fallback_to_the_twin_warns_once():
         "    import edge.aggregate\n"
         "print(edge.aggregate.ACTIVE_IMPL, sum(issubclass(x.category, RuntimeWarning) for x in w))\n"
         "print(edge.aggregate.RingStore.__module__)\n"
+        "print(edge.aggregate.describe().split()[0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["python", "1", "edge.aggregate.pyring"]
+    assert out.stdout.split() == ["python", "1", "edge.aggregate.pyring", "python"]
