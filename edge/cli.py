@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "write": ("field", "write one tag of a device, read it back and print the result"),
     "scan": ("field", "find the unit ids that answer on a serial line or a TCP endpoint"),
     "probe": ("field", "read a 32/64-bit register span in every word order and rank the interpretations"),
+    "plugin": ("plugin", "device plugins: new NAME (from plugins/_template), list, check NAME (simulated poll)"),
     "doctor": ("doctor", "check the installation: packages, the aggregator extension, system tools"),
 }
 
