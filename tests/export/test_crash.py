@@ -56,7 +56,6 @@ def test_kill_9_then_restart_loses_nothing_spooled_and_resends_nothing_acknowled
         assert wait_committed(prog, 1500, child)
         vm.stop()
         assert wait_committed(prog, 4000, child)
-        before_restart = vm_count_after_restart = None
         vm.start()
         before_restart = vm.count(MATCH)
         deadline = time.monotonic() + 30
