@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import inspect
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ from drivers.modbus.writer import write_point
 from edge.config.checks import line_key
 from edge.config.loader import LoadedConfig, ResolvedDevice
 from edge.derived import DerivedStage
-from edge.model import DeviceDiagnostics, DeviceState, Quality, SampleBatch, WriteResult
+from edge.model import DeviceDiagnostics, DeviceState, Plant, Quality, SampleBatch, WriteResult
 from edge.pipeline import Pipeline
 from edge.poller import DevicePoller
 from edge.store import LatestStore
@@ -75,6 +78,32 @@ def device_plan(dev: ResolvedDevice) -> DevicePlan:
                       PlanLimits.from_device_config(dev.config))
 
 
+def device_fingerprint(dev: ResolvedDevice) -> str:
+    """Everything that decides how a device is polled: equal fingerprints need no restart."""
+    parts = {
+        "device": dev.config.model_dump(mode="json"), "bus": dev.bus.model_dump(mode="json"),
+        "points": [rp.point.model_dump(mode="json") for rp in dev.points],
+        "groups": {g: pg.interval_ms for g, pg in dev.poll_groups.items()},
+        "manifest": dev.manifest.model_dump(mode="json") if dev.manifest else None,
+        "plugin_error": dev.plugin_error,
+        "hooks": [(h.derived.model_dump(mode="json"), _source_hash(h.function)) for h in dev.hooks],
+    }
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _source_hash(fn) -> str:
+    try:
+        return hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()
+    except (OSError, TypeError):
+        return repr(fn)
+
+
+def _id_map(old: Plant, new: Plant) -> np.ndarray:
+    """old tag id -> new tag id (-1 where the tag is gone)."""
+    new_ids = {t.key: t.id for t in new.tags}
+    return np.array([new_ids.get(t.key, -1) for t in old.tags], dtype=np.int32)
+
+
 class Appliance:
     """Everything that runs for one loaded configuration."""
 
@@ -104,7 +133,7 @@ class Appliance:
             self.lines[key] = line
         return line
 
-    def _add_device(self, dev: ResolvedDevice) -> None:
+    def _add_device(self, dev: ResolvedDevice) -> DeviceRuntime:
         diag = DeviceDiagnostics(dev.name, dev.bus.name, plugin=dev.config.plugin,
                                  plugin_version=dev.manifest.version if dev.manifest else None)
         line = self._line_for(dev)
@@ -116,12 +145,8 @@ class Appliance:
             diag.state = DeviceState.DISABLED
         else:
             plan = device_plan(dev)
-            publish = self.pipeline.publish
-            if dev.hooks:
-                ids = {t.name: t.id for t in self.plant.tags if t.device == dev.name}
-                publish = DerivedStage(dev.name, dev.hooks, ids, publish, diag).publish
             poller = DevicePoller(
-                dev.name, dev.config.unit_id, line, plan, publish, diag,
+                dev.name, dev.config.unit_id, line, plan, self._publisher(dev, diag, self.loaded), diag,
                 timeout_s=dev.timeout_ms() / 1e3, retries=dev.retries(),
                 pause_s=dev.config.pause_between_requests_ms / 1e3,
                 offline_after=dev.config.offline_after_failures, backoff_max_s=dev.config.backoff_max_s,
@@ -129,8 +154,19 @@ class Appliance:
         rt = DeviceRuntime(dev, line, diag, plan, poller)
         rt.points = {p.tag_id: p for p in dev.register_points}
         self.devices[dev.name] = rt
+        self._register_writes(rt)
+        return rt
+
+    def _register_writes(self, rt: DeviceRuntime) -> None:
         for tag_id, point in rt.points.items():
             self.writes.register(tag_id, WriteTarget(point, self._writer(rt), self._availability(rt)))
+
+    def _publisher(self, dev: ResolvedDevice, diag: DeviceDiagnostics, loaded: LoadedConfig):
+        """Where a device's batches go: through its derived-tag hooks, if any, into the pipeline."""
+        if not dev.hooks:
+            return self.pipeline.publish
+        ids = {t.name: t.id for t in loaded.plant.tags if t.device == dev.name}
+        return DerivedStage(dev.name, dev.hooks, ids, self.pipeline.publish, diag).publish
 
     def _writer(self, rt: DeviceRuntime):
         async def write(point: RegisterPoint, value: object) -> WriteResult:
@@ -161,13 +197,16 @@ class Appliance:
         self.started_at = time.monotonic()
         ts = time.time_ns()
         for rt in self.devices.values():
-            if rt.diag.state == DeviceState.QUARANTINED:
-                ids = np.array(self.plant.device(rt.name).tag_ids, dtype=np.int32)
-                self.pipeline.publish(SampleBatch.bad(rt.name, ts, ids, Quality.BAD_CONFIG_ERROR))
-                log.error("device %s not started: %s", rt.name, rt.diag.last_error)
-            if rt.poller is not None:
-                rt.task = asyncio.create_task(self._run_poller(rt), name=f"poll:{rt.name}")
+            self._start_device(rt, ts)
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
+
+    def _start_device(self, rt: DeviceRuntime, ts: int | None = None) -> None:
+        if rt.diag.state == DeviceState.QUARANTINED:
+            ids = np.array(self.plant.device(rt.name).tag_ids, dtype=np.int32)
+            self.pipeline.publish(SampleBatch.bad(rt.name, ts or time.time_ns(), ids, Quality.BAD_CONFIG_ERROR))
+            log.error("device %s not started: %s", rt.name, rt.diag.last_error)
+        if rt.poller is not None:
+            rt.task = asyncio.create_task(self._run_poller(rt), name=f"poll:{rt.name}")
 
     async def _run_poller(self, rt: DeviceRuntime) -> None:
         """Run a poller; an unexpected error restarts it after a pause instead of killing the device."""
@@ -188,6 +227,65 @@ class Appliance:
             for rt in self.devices.values():
                 if rt.poller:
                     rt.poller.update_latency_stats()
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self, new: LoadedConfig) -> dict[str, list[str]]:
+        """Switch to a new configuration without a gap for devices whose configuration is unchanged.
+
+        Unchanged devices keep their poller, line and learned address holes; only their tag ids
+        are renumbered in place (in one step with the swap of the plant, so no batch carries a
+        stale id). Changed and removed devices are stopped, changed and added ones started.
+        """
+        old_fp = {name: device_fingerprint(rt.resolved) for name, rt in self.devices.items()}
+        new_by_name = {d.name: d for d in new.devices}
+        kept = [n for n, d in new_by_name.items() if old_fp.get(n) == device_fingerprint(d)]
+        gone = [n for n in self.devices if n not in kept]
+        for name in gone:
+            await self._stop_device(self.devices.pop(name))
+        id_map = _id_map(self.plant, new.plant)
+        for name in kept:
+            self._renumber(self.devices[name], new_by_name[name], id_map, new)
+        self._swap_plant(new)
+        for line_name in [k for k, line in self.lines.items()
+                          if not any(rt.line is line for rt in self.devices.values())]:
+            self.lines.pop(line_name).close()
+        added = [d.name for d in new.devices if d.name not in kept]
+        for name in added:
+            rt = self._add_device(new_by_name[name])
+            if self.started_at:
+                self._start_device(rt)
+        self.devices = {d.name: self.devices[d.name] for d in new.devices}  # site order
+        log.warning("configuration reloaded: %d devices kept running, %d restarted or added, %d removed",
+                    len(kept), len(added), len([n for n in gone if n not in new_by_name]))
+        return {"kept": kept, "started": added, "removed": [n for n in gone if n not in new_by_name]}
+
+    def _renumber(self, rt: DeviceRuntime, dev: ResolvedDevice, id_map: np.ndarray, new: LoadedConfig) -> None:
+        if rt.plan is not None:
+            for plan in rt.plan.plans.values():
+                plan.tag_ids[:] = id_map[plan.tag_ids]
+                for block in plan.blocks:
+                    block.codec.tag_ids[:] = id_map[block.codec.tag_ids]
+        if rt.poller is not None:
+            rt.poller.refresh_ids()
+            rt.poller.publish = self._publisher(dev, rt.diag, new)
+        rt.resolved = dev
+        rt.points = {p.tag_id: p for p in dev.register_points}
+
+    def _swap_plant(self, new: LoadedConfig) -> None:
+        old_store = self.store
+        self.loaded, self.plant = new, new.plant
+        self.store = LatestStore(self.plant)
+        self.store.take_over(old_store)
+        self.pipeline.add("store", self.store)
+        self.writes.rebind(self.plant, self.store)
+        for rt in self.devices.values():
+            self._register_writes(rt)
+
+    async def _stop_device(self, rt: DeviceRuntime) -> None:
+        if rt.task is not None:
+            rt.task.cancel()
+            await asyncio.gather(rt.task, return_exceptions=True)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         tasks = [rt.task for rt in self.devices.values() if rt.task] + self._tasks

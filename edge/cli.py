@@ -18,6 +18,7 @@ from edge.config.errors import ConfigError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run the appliance for a site configuration, with a live status table"),
     "demo": ("demo", "start the simulated demo plant and run the appliance against it"),
+    "reload": ("reload", "check a configuration and make the running appliance load it without a restart"),
     "check": ("check", "validate a configuration without touching hardware; prints bus load per line"),
     "plan": ("plan", "print the request plan per device and the estimated bus time per cycle"),
     "simulate": ("simulate", "serve every device of a configuration from simulated Modbus devices"),

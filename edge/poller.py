@@ -62,6 +62,10 @@ class DevicePoller:
         self._all_ids = plan.tag_ids()
         self.cycles = 0
 
+    def refresh_ids(self) -> None:
+        """After the plan's tag ids were renumbered in place (a configuration reload)."""
+        self._all_ids = self.plan.tag_ids()
+
     # ------------------------------------------------------------------ schedule
 
     async def run(self) -> None:

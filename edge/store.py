@@ -34,6 +34,20 @@ class LatestStore:
             self.texts.update(batch.texts)
         self.samples += len(ids)
 
+    def take_over(self, old: LatestStore) -> None:
+        """Carry the latest values of tags that exist in both plants (a configuration reload)."""
+        old_ids = {t.key: t.id for t in old.plant.tags}
+        pairs = [(t.id, old_ids[t.key]) for t in self.plant.tags if t.key in old_ids]
+        if pairs:
+            new_idx, old_idx = (np.array(x, dtype=np.intp) for x in zip(*pairs, strict=True))
+            self.values[new_idx] = old.values[old_idx]
+            self.quality[new_idx] = old.quality[old_idx]
+            self.ts_ns[new_idx] = old.ts_ns[old_idx]
+            back = dict(pairs)
+            inverse = {o: n for n, o in back.items()}
+            self.texts = {inverse[o]: text for o, text in old.texts.items() if o in inverse}
+        self.samples = old.samples
+
     def get(self, tag_id: int) -> tuple[float | str, Quality, int]:
         value: float | str = self.texts.get(tag_id, float(self.values[tag_id]))
         return value, Quality(int(self.quality[tag_id])), int(self.ts_ns[tag_id])

@@ -56,6 +56,11 @@ class WriteService:
         self.audit = audit
         self.targets: dict[int, WriteTarget] = {}
 
+    def rebind(self, plant: Plant, store: LatestStore | None) -> None:
+        """A new plant after a reload: targets are registered again by the app."""
+        self.plant, self.store = plant, store
+        self.targets = {}
+
     def register(self, tag_id: int, target: WriteTarget) -> None:
         self.targets[tag_id] = target
 

@@ -267,12 +267,16 @@ class BlockCodec:
             quality[self._string_pos] = Quality.GOOD
 
     def decode_texts(self, registers: Registers) -> dict[int, str]:
-        """Tag id -> text for the block's string points (empty when it has none)."""
+        """Tag id -> text for the block's string points (empty when it has none).
+
+        Ids come from :attr:`tag_ids`, which a configuration reload may renumber in place.
+        """
         if not self._strings:
             return {}
         wire = _as_wire_bytes(registers).tobytes()
-        return {p.tag_id: _bytes_to_text(wire[2 * (p.address - self.start): 2 * (p.end - self.start)], p.order)
-                for _, p in self._strings}
+        return {int(self.tag_ids[i]): _bytes_to_text(wire[2 * (p.address - self.start): 2 * (p.end - self.start)],
+                                                     p.order)
+                for i, p in self._strings}
 
     def decode_batch(self, device: str, ts_ns: int, registers: Registers) -> SampleBatch:
         """A whole :class:`SampleBatch` for this block alone (texts included)."""

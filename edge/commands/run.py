@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 from edge.app import Appliance
+from edge.config.errors import ConfigError
 from edge.config.loader import load_config
 from edge.model import QUALITY_NAMES, DeviceState, Quality
 
@@ -83,6 +87,15 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def on_hup() -> None:
+        task = asyncio.create_task(reload_config(app, config))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    pid_file = write_pid_file(loaded.data_dir)
     await app.start()
     table = StatusTable(app, out)
     interval = loaded.config.runtime.status_interval_s
@@ -100,7 +113,31 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
                 break
     finally:
         await app.stop()
+        pid_file.unlink(missing_ok=True)
         print("appliance stopped", file=out, flush=True)
+
+
+def write_pid_file(data_dir: Path) -> Path:
+    """``edge reload`` finds the running appliance of a configuration through this file."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "edge.pid"
+    path.write_text(f"{os.getpid()}\n")
+    return path
+
+
+async def reload_config(app: Appliance, config: str) -> bool:
+    """Load the configuration again; a configuration with any error is rejected whole."""
+    log = logging.getLogger("edge.reload")
+    try:
+        loaded = load_config(config, strict_plugins=False)
+    except ConfigError as exc:
+        log.error("reload rejected, the running configuration stays: %s", exc)
+        return False
+    except Exception as exc:  # noqa: BLE001 - a reload must never stop the running appliance
+        log.error("reload rejected, the running configuration stays: %s: %s", type(exc).__name__, exc)
+        return False
+    await app.reload(loaded)
+    return True
 
 
 def run(args: argparse.Namespace) -> int:

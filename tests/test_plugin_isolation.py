@@ -1,0 +1,120 @@
+"""A broken plugin takes down only its own devices: syntax errors, missing keys, hooks that raise,
+return nonsense or run too long. Every other device keeps polling."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+from edge.model import DeviceState, Quality
+
+MANIFEST = "id: p\nname: Test device\nversion: '1.0'\nvendor: ACME\nmodel: T1\n"
+POINTS = """
+points:
+  - {name: raw, address: 0, type: uint16, sim: {kind: constant, value: 21}}
+derived:
+  - {name: doubled, inputs: [raw], hook: double}
+"""
+GOOD_HOOKS = "from edge.plugin_api import hook\n\n@hook\ndef double(x):\n    return 2 * x\n"
+
+
+def site_config(plugins: Path) -> str:
+    return f"""
+site: {{name: t}}
+plugins_dir: {plugins}
+buses: [{{name: rs485, type: modbus_rtu, port: '{{tmp}}/ttyI', baud: 38400, timeout_ms: 100}}]
+devices:
+  - {{name: good, bus: rs485, unit_id: 1, interval_ms: 100, points: [{{name: v, address: 0, sim: {{kind: constant, value: 5}}}}]}}
+  - {{name: dev_x, bus: rs485, unit_id: 2, interval_ms: 100, plugin: p}}
+"""
+
+
+def make_plugin(tmp_path: Path, manifest: str = MANIFEST, points: str = POINTS, hooks: str = GOOD_HOOKS) -> Path:
+    folder = tmp_path / "plugins" / "p"
+    folder.mkdir(parents=True)
+    (folder / "manifest.yaml").write_text(manifest)
+    (folder / "points.yaml").write_text(points)
+    (folder / "hooks.py").write_text(hooks)
+    return folder.parent
+
+
+async def start_with_broken_plugin(make_site, tmp_path, **plugin):
+    """The simulator serves dev_x from a good copy; the appliance loads the broken one."""
+    good_plugins = make_plugin(tmp_path / "good")
+    site = await make_site(site_config(good_plugins), start_app=False)
+    await site.app.stop()
+    broken = make_plugin(tmp_path / "broken", **plugin)
+    path = site.loaded.path
+    path.write_text(path.read_text().replace(str(good_plugins), str(broken)))
+    from edge.app import Appliance
+    from edge.config.loader import load_config
+
+    loaded = load_config(path, strict_plugins=False)
+    app = Appliance(loaded)
+    await app.start()
+    return site, app
+
+
+@pytest.mark.parametrize("broken", [
+    {"hooks": "from edge.plugin_api import hook\n\n@hook\ndef double(x)\n    return 2 * x\n"},
+    {"manifest": "id: p\nname: Test device\nversion: '1.0'\nmodel: T1\n"},
+    {"points": POINTS.replace("type: uint16", "type: uint17")},
+    {"hooks": "import no_such_module\n"},
+], ids=["syntax_error", "missing_key", "bad_type", "import_error"])
+async def test_plugin_that_fails_to_load_quarantines_only_its_devices(make_site, tmp_path, broken):
+    site, app = await start_with_broken_plugin(make_site, tmp_path, **broken)
+    try:
+        assert await wait_until(lambda: app.devices["good"].diag.polls_ok >= 3, 5)
+        x = app.devices["dev_x"].diag
+        assert x.state == DeviceState.QUARANTINED
+        assert "plugin 'p' is broken" in x.last_error
+        assert app.store.get(app.plant.tag_by_key()["good.v"].id) [:2] == (5.0, Quality.GOOD)
+        assert app.devices["dev_x"].poller is None
+    finally:
+        await app.stop()
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("    raise ValueError('sensor says no')\n", "raised ValueError: sensor says no"),
+    ("    return 'twenty'\n", "returned 'twenty'"),
+    ("    return float('nan')\n", "returned nan"),
+])
+async def test_hook_that_misbehaves_fails_only_its_tag(make_site, tmp_path, caplog, body, problem):
+    hooks = "from edge.plugin_api import hook\n\n@hook\ndef double(x):\n" + body
+    caplog.set_level(logging.ERROR, logger="edge.hooks")
+    site = await make_site(site_config(make_plugin(tmp_path, hooks=hooks)))
+    app = site.app
+    assert await wait_until(lambda: app.devices["dev_x"].diag.polls_ok >= 5, 5)
+    tags = app.plant.tag_by_key()
+    assert app.store.get(tags["dev_x.doubled"].id)[1] == Quality.BAD_CONFIG_ERROR
+    assert app.store.get(tags["dev_x.raw"].id)[:2] == (21.0, Quality.GOOD)
+    assert app.store.get(tags["good.v"].id)[:2] == (5.0, Quality.GOOD)
+    diag = app.devices["dev_x"].diag
+    assert diag.state == DeviceState.ONLINE and diag.hook_errors >= 5
+    assert problem in diag.last_error
+    logged = [r for r in caplog.records if problem in r.getMessage()]
+    assert len(logged) == 1  # logged once, counted every time
+
+
+async def test_slow_hook_is_reported_and_keeps_its_value(make_site, tmp_path, caplog):
+    hooks = ("import time\nfrom edge.plugin_api import hook\n\n@hook(budget_ms=1)\ndef double(x):\n"
+             "    time.sleep(0.005)\n    return 2 * x\n")
+    caplog.set_level(logging.WARNING, logger="edge.hooks")
+    site = await make_site(site_config(make_plugin(tmp_path, hooks=hooks)))
+    app = site.app
+    assert await wait_until(lambda: app.devices["dev_x"].diag.hook_slow >= 3, 5)
+    assert app.store.get(app.plant.tag_by_key()["dev_x.doubled"].id)[:2] == (42.0, Quality.GOOD)
+    assert any("took" in r.getMessage() and "budget 1.0 ms" in r.getMessage() for r in caplog.records)
+
+
+async def test_hook_input_gone_bad_propagates_its_quality(make_site, tmp_path):
+    site = await make_site(site_config(make_plugin(tmp_path)))
+    app = site.app
+    tags = app.plant.tag_by_key()
+    assert await wait_until(lambda: app.store.get(tags["dev_x.doubled"].id)[:2] == (42.0, Quality.GOOD), 5)
+    site.sim.set_fault("dev_x", "silence")
+    assert await wait_until(
+        lambda: app.store.get(tags["dev_x.doubled"].id)[1] in (Quality.BAD_COMM_ERROR, Quality.BAD_NO_COMMUNICATION), 5)
+    assert app.devices["dev_x"].diag.hook_errors == 0

@@ -1,0 +1,143 @@
+"""Reload: unchanged devices keep polling without a gap, changed ones restart, an invalid config is
+rejected whole; SIGHUP and `edge reload` drive the same path in a running `edge run`."""
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import wait_until
+
+from edge.config.loader import load_config
+from edge.model import Quality
+from edge.sim.plant import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def config(port_a: int, port_b: int) -> str:
+    return f"""
+site: {{name: t}}
+buses:
+  - {{name: rs485, type: modbus_rtu, port: '{{tmp}}/ttyR', baud: 38400, timeout_ms: 100}}
+  - {{name: net, type: modbus_tcp, timeout_ms: 100}}
+devices:
+  - name: a
+    bus: net
+    port: {port_a}
+    interval_ms: 100
+    points:
+      - {{name: x, address: 0, sim: {{kind: constant, value: 1}}}}
+      - {{name: y, address: 1, sim: {{kind: constant, value: 2}}}}
+  - name: b
+    bus: net
+    port: {port_b}
+    interval_ms: 200
+    points:
+      - {{name: z, address: 0, sim: {{kind: constant, value: 3}}}}
+  - name: s
+    bus: rs485
+    unit_id: 4
+    interval_ms: 100
+    points:
+      - {{name: w, address: 0, sim: {{kind: constant, value: 4}}}}
+"""
+
+
+class Recorder:
+    """A sink that keeps the source timestamps of one device's batches."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.ts: list[int] = []
+
+    def consume(self, batch) -> None:
+        if batch.device == self.device:
+            self.ts.append(batch.ts_ns)
+
+
+async def test_reload_keeps_unchanged_devices_polling_without_a_gap(make_site, tmp_path):
+    pa, pb = free_port(), free_port()
+    site = await make_site(config(pa, pb))
+    app = site.app
+    assert await wait_until(lambda: all(rt.diag.polls_ok >= 2 for rt in app.devices.values()), 5)
+    rec_a, rec_s = Recorder("a"), Recorder("s")
+    app.pipeline.add("rec_a", rec_a)
+    app.pipeline.add("rec_s", rec_s)
+    poller_a, poller_s = app.devices["a"].poller, app.devices["s"].poller
+    task_a = app.devices["a"].task
+    await asyncio.sleep(0.5)
+    # b changes (interval, one more tag, added before s so every id of s moves)
+    path = site.loaded.path
+    path.write_text(path.read_text().replace("interval_ms: 200", "interval_ms: 300").replace(
+        "value: 3}}", "value: 3}}\n      - {name: extra, address: 0, scale: 2}"))
+    report = await app.reload(load_config(path))
+    assert report == {"kept": ["a", "s"], "started": ["b"], "removed": []}
+    assert app.devices["a"].poller is poller_a and app.devices["a"].task is task_a
+    assert app.devices["s"].poller is poller_s
+    await asyncio.sleep(1.0)
+    for rec, interval_ms in ((rec_a, 100), (rec_s, 100)):
+        gaps = np.diff(np.array(rec.ts)) / 1e6
+        assert len(gaps) > 10 and gaps.max() < 2.5 * interval_ms, (rec.device, gaps.max())
+    # values land under the right (renumbered) tags, including the new one
+    tags = app.plant.tag_by_key()
+    assert await wait_until(lambda: app.store.get(tags["b.extra"].id)[0] == 6, 3)
+    for key, want in (("a.x", 1), ("a.y", 2), ("b.z", 3), ("s.w", 4)):
+        assert await wait_until(lambda k=key, w=want: app.store.get(tags[k].id)[0] == w, 3), key
+        assert app.store.get(tags[key].id)[1] == Quality.GOOD
+
+
+async def test_invalid_config_is_rejected_whole_and_the_running_one_stays(make_site):
+    site = await make_site(config(free_port(), free_port()))
+    assert await wait_until(lambda: site.diag("a").polls_ok >= 2, 5)
+    path = site.loaded.path
+    good = path.read_text()
+    path.write_text(good.replace("interval_ms: 200", "interval_ms: 200\n    unit_id: 999"))
+    from edge.commands.run import reload_config
+
+    assert await reload_config(site.app, str(path)) is False
+    assert set(site.app.devices) == {"a", "b", "s"}
+    ok = site.diag("b").polls_ok
+    assert await wait_until(lambda: site.diag("b").polls_ok > ok + 2, 3)
+
+
+async def run_edge(*args: str, **kw) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", *args, cwd=REPO,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, **kw)
+
+
+async def test_sighup_through_edge_reload(make_site):
+    site = await make_site(config(free_port(), free_port()), start_app=False)
+    path = str(site.loaded.path)
+    proc = await run_edge("--log-level", "info", "run", path, "--no-status", "--duration", "20")
+    try:
+        pid_file = site.loaded.data_dir / "edge.pid"
+        assert await wait_until(pid_file.exists, 15)
+        await asyncio.sleep(1.0)
+        text = site.loaded.path.read_text()
+        site.loaded.path.write_text(text.replace("interval_ms: 200", "interval_ms: 250"))
+        reload = await run_edge("reload", path)
+        out, err = await reload.communicate()
+        assert reload.returncode == 0, err.decode()
+        assert b"reload requested" in out
+        site.loaded.path.write_text(text.replace("type: modbus_tcp", "type: modbus_tcpx"))
+        bad = await run_edge("reload", path)
+        _, err = await bad.communicate()
+        assert bad.returncode == 1 and b"modbus_tcpx" in err  # checked before anything is sent
+        lines: list[str] = []
+
+        async def read_until(text: str) -> bool:
+            while True:
+                line = await proc.stderr.readline()
+                if not line:
+                    return False
+                lines.append(line.decode())
+                if text in lines[-1]:
+                    return True
+
+        assert await asyncio.wait_for(read_until("configuration reloaded: 2 devices kept running"), 15), lines
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+    assert proc.returncode == 0
