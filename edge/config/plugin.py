@@ -20,7 +20,7 @@ class PluginManifest(Model):
     version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$", description="MAJOR.MINOR[.PATCH]")]
     vendor: str
     model: str
-    driver: Literal["modbus"] = "modbus"
+    driver: str = "modbus"  # a registered field driver (see edge.registry)
     address_base: Literal[0, 1] = 0
     register_numbers: bool = False
     min_appliance_version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] = "0.1"

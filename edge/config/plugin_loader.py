@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from edge import __version__
+from edge import __version__, registry
 from edge.config.errors import ConfigIssue
 from edge.config.plugin import DerivedPoint, PluginManifest, PluginPoints
 from edge.config.validation import validate
@@ -46,11 +46,15 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def load_plugin(folder: Path, name: str, env: dict[str, str] | None) -> LoadedPlugin:
+    """Load plugin ``name`` from ``folder`` (the site's plugins directory), else from an installed package."""
+    if not folder.is_dir():
+        folder = registry.plugin_folder(name) or folder
     plugin = LoadedPlugin(name, folder)
     if not folder.is_dir():
-        available = sorted(p.name for p in folder.parent.iterdir() if (p / "manifest.yaml").exists()) \
+        local = sorted(p.name for p in folder.parent.iterdir() if (p / "manifest.yaml").exists()) \
             if folder.parent.is_dir() else []
-        plugin.error = (f"plugin {name!r} not found in {folder.parent}"
+        available = sorted(set(local) | set(registry.installed_plugins()))
+        plugin.error = (f"plugin {name!r} not found in {folder.parent} nor in installed packages"
                         + (f"; available: {', '.join(available)}" if available else ""))
         return plugin
     issues: list[ConfigIssue] = []
@@ -61,6 +65,9 @@ def load_plugin(folder: Path, name: str, env: dict[str, str] | None) -> LoadedPl
     issues += psource.issues
     points = validate(PluginPoints, psource.data, psource, (), issues) if not psource.issues else None
     if manifest is not None:
+        if manifest.driver not in registry.drivers():
+            issues.append(msource.issue(("driver",), f"no field driver {manifest.driver!r} is installed; drivers: "
+                                        f"{', '.join(registry.drivers())}", manifest.driver))
         if manifest.id != name:
             issues.append(msource.issue(("id",), f"manifest id {manifest.id!r} differs from the folder name {name!r}"))
         if _version(manifest.min_appliance_version) > _version(__version__):
