@@ -153,3 +153,24 @@ def test_block_push_matches_one_by_one(cyring, isa, blocks, cap, window):
             out[k].append(s.read_range(0, -(2**62), 2**62))
             out[k].append(s.counters(0))
     assert same(out[0], out[1]) and same(out[0], out[2])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 5000), nb=st.integers(1, 12), seed=st.integers(0, 2**32 - 1),
+       bad_share=st.sampled_from([0.0, 0.0, 0.01, 0.3]), nan_share=st.sampled_from([0.0, 0.001, 0.5]),
+       n_out=st.integers(4, 200), ratio=st.integers(1, 6))
+def test_downsampling_matches_on_large_bins(cyring, isa, n, nb, seed, bad_share, nan_share, n_out, ratio):
+    """Bins of thousands of samples (the block-wise SIMD extrema), ties of 0.0 and -0.0, NaN, bad data."""
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.integers(0, 10**7, n)).astype(np.int64)
+    vs = rng.choice(np.array([0.0, -0.0, 1.0, -1.0, 2.5, np.inf, -np.inf]), n, p=[.3, .3, .1, .1, .1, .05, .05])
+    vs[rng.random(n) < nan_share] = np.nan
+    qs = (rng.random(n) < bad_share).astype(np.uint8)
+    results = []
+    for cls in (cyring.RingStore, pyring.RingStore):
+        s = cls()
+        s.add_tag(0, n, [], 0)
+        s.push_many(0, ts, vs, qs)
+        results.append([s.downsample(0, 0, 10**7, 4 * nb, "m4"),
+                         s.downsample(0, 0, 10**7, n_out, "minmaxlttb", ratio)])
+    assert same(results[0], results[1])
