@@ -9,6 +9,7 @@ Integration::
     agg = Aggregator.from_tags(plant.tags, {t.id: cfg for t, cfg in aggregated}, settings)
     agg.consume(batch)                       # every SampleBatch (hot path, no per-value Python)
     windows = agg.collect(time.time_ns())    # every settings.collect_interval_ms -> list[WindowBatch]
+    agg.for_opcua(wb)                        # newest window per OPC UA-enabled tag, or None
     agg.read_range(tag_id, t0_ns, t1_ns)     # raw history: (ts int64[], values float64[], quality uint8[])
     agg.downsample(tag_id, t0_ns, t1_ns, n_out, method="m4" | "minmaxlttb")
     agg.memory_bytes(), agg.diagnostics()    # for health/`edge doctor`
@@ -141,6 +142,21 @@ class Aggregator:
             self.windows_emitted += len(tag_ids)
         self.collect_s += time.perf_counter() - t
         return out
+
+    def for_opcua(self, wb: WindowBatch) -> WindowBatch | None:
+        """The newest closed window of each tag in ``wb`` that publishes to OPC UA (``opcua: true``).
+
+        Rows of a WindowBatch come grouped by tag in window order, so the last row of each
+        tag's run is its newest window. None when no such tag is in the batch.
+        """
+        ids = np.fromiter(self.opcua_tag_ids, dtype=TAG_ID_DTYPE)
+        idx = np.flatnonzero(np.isin(wb.tag_ids, ids))
+        if len(idx) == 0:
+            return None
+        tags = wb.tag_ids[idx]
+        sel = idx[np.flatnonzero(np.r_[tags[1:] != tags[:-1], True])]
+        return WindowBatch(window=wb.window, window_ns=wb.window_ns, tag_ids=wb.tag_ids[sel],
+                           start_ns=wb.start_ns[sel], stats={k: v[sel] for k, v in wb.stats.items()})
 
     def read_range(self, tag_id: int, t0_ns: int, t1_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw samples of one tag with t0_ns <= ts < t1_ns still held in its ring, in time order."""

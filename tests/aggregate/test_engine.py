@@ -53,6 +53,22 @@ def test_consume_and_collect_window_batches():
     assert dvs.min() == 0.0 and dvs.max() == 19.0 and np.all(np.diff(dts) > 0)
 
 
+def test_newest_window_per_opcua_tag():
+    on = TagAggregateConfig(windows=["1s"], capacity_s=60, grace_ms=0, opcua=True)
+    off = TagAggregateConfig(windows=["1s"], capacity_s=60, grace_ms=0)
+    agg = Aggregator.from_tags(tags(3), {0: on, 1: off, 2: on})
+    for k in range(30):  # 3 s
+        agg.consume(batch(T0 + k * 100_000_000, [0, 1, 2], [k, k, 100 + k]))
+    [wb] = agg.collect(T0 + 3 * S)
+    assert len(wb) == 9
+    latest = agg.for_opcua(wb)
+    assert latest.tag_ids.tolist() == [0, 2] and latest.start_ns.tolist() == [T0 + 2 * S] * 2
+    assert latest.stats["last"].tolist() == [29.0, 129.0] and latest.window == "1s"
+    only_off = Aggregator.from_tags(tags(2), {1: off})
+    only_off.consume(batch(T0, [1], [1.0]))
+    assert only_off.for_opcua(only_off.collect(T0 + S)[0]) is None
+
+
 def test_consume_accepts_arrays_of_other_dtypes():
     agg = Aggregator.from_tags(tags(2), {1: TagAggregateConfig(windows=[], capacity_samples=10)})
     b = SampleBatch(device="d", ts_ns=T0, tag_ids=np.array([0, 1], np.int64), values=np.array([1, 2], np.int64),
