@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import time
 
+import yaml
+
 from drivers.modbus.bus import Line
 from drivers.modbus.client import (
     ModbusError,
@@ -19,7 +21,7 @@ from drivers.modbus.client import (
     TcpTransport,
 )
 from drivers.modbus.points import Table
-from drivers.modbus.probe import format_probe, probe
+from drivers.modbus.probe import AMBIGUOUS_MARGIN, Interpretation, format_probe, probe
 from drivers.modbus.timing import inter_frame_gap_s
 from drivers.modbus.writer import write_point
 from edge.app import device_plan, line_gap_s, make_transport
@@ -62,6 +64,8 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help="the range the value should be in (e.g. 200 260 for a mains voltage)")
         p.add_argument("--top", type=int, default=6, help="interpretations to show (default 6)")
+        p.add_argument("--draft", metavar="FILE",
+                       help="append a draft points.yaml entry for the best interpretation to FILE")
 
 
 def _open(dev: ResolvedDevice) -> Line:
@@ -169,13 +173,39 @@ async def probe_span(args: argparse.Namespace) -> list[list[int]]:
     return reads
 
 
+def draft_entry(args: argparse.Namespace, ranked: list[Interpretation]) -> str:
+    """A points.yaml entry (with comments saying where it came from) for the best interpretation."""
+    best = ranked[0]
+    where = args.serial or f"{args.host}:{args.port}"
+    shown = ", ".join(f"{v:.7g}" if isinstance(v, float) else str(v) for v in best.values[:5])
+    entry = {"name": f"{args.table}_{args.address}", "table": args.table, "address": args.address,
+             "type": best.dtype, "order": best.order}
+    if args.range:
+        entry["range"] = [args.range[0], args.range[1]]
+    entry["description"] = f"draft from edge probe: read {shown}"
+    lines = [f"# edge probe {args.table} {args.address}..{args.address + args.words - 1} of unit {args.unit} at "
+             f"{where}: best {best.dtype} {best.order} ({best.reason})",
+             "# address is the protocol (0-based) address: in a plugin with address_base 1 write it + 1;",
+             "# rename the point, add unit and scale from the datasheet, then: edge plugin check"]
+    rival = next((r for r in ranked[1:] if r.values != best.values), None)
+    if rival is not None and best.score - rival.score < AMBIGUOUS_MARGIN:
+        lines.append(f"# AMBIGUOUS: {rival.dtype} {rival.order} scores nearly as well; probe again while the value changes")
+    body = yaml.safe_dump([entry], default_flow_style=None, sort_keys=False, width=1000).strip()
+    return "\n".join([*lines, body, ""])
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "probe":
         reads = asyncio.run(probe_span(args))
         low, high = args.range if args.range else (None, None)
         print(f"{args.table} {args.address}..{args.address + args.words - 1} of unit {args.unit}, "
               f"{len(reads)} reads: " + "; ".join(" ".join(f"{r:04x}" for r in read) for read in reads))
-        print(format_probe(probe(reads, low, high), top=args.top))
+        ranked = probe(reads, low, high)
+        print(format_probe(ranked, top=args.top))
+        if args.draft:
+            with open(args.draft, "a", encoding="utf-8") as f:
+                f.write(draft_entry(args, ranked))
+            print(f"draft points.yaml entry for {ranked[0].dtype} {ranked[0].order} appended to {args.draft}")
         return 0
     if args.command == "scan":
         found = asyncio.run(scan(args))
