@@ -58,7 +58,7 @@ def site_yaml(devices: int, tags: int, data_dir: str) -> str:
 
 
 async def run_appliance(loaded, seconds: float, warmup_s: float) -> dict:
-    app = Appliance(loaded, audit=False)
+    app = Appliance(loaded, audit=False, outputs=False)
     await app.start()
     await asyncio.sleep(warmup_s)
     req0 = sum(rt.diag.requests for rt in app.devices.values())

@@ -28,6 +28,7 @@ from edge.config.checks import line_key
 from edge.config.loader import LoadedConfig, ResolvedDevice
 from edge.derived import DerivedStage
 from edge.model import DeviceDiagnostics, DeviceState, Plant, Quality, SampleBatch, WriteResult
+from edge.outputs import Outputs
 from edge.pipeline import Pipeline
 from edge.poller import DevicePoller
 from edge.store import LatestStore
@@ -107,7 +108,7 @@ def _id_map(old: Plant, new: Plant) -> np.ndarray:
 class Appliance:
     """Everything that runs for one loaded configuration."""
 
-    def __init__(self, loaded: LoadedConfig, *, audit: bool = True):
+    def __init__(self, loaded: LoadedConfig, *, audit: bool = True, outputs: bool = True):
         self.loaded = loaded
         self.plant = loaded.plant
         self.store = LatestStore(self.plant)
@@ -121,6 +122,7 @@ class Appliance:
         self._tasks: list[asyncio.Task] = []
         for dev in loaded.devices:
             self._add_device(dev)
+        self.outputs = Outputs(loaded, self.pipeline, self.writes, self.diagnostics, self.stats) if outputs else None
 
     # ------------------------------------------------------------------ building
 
@@ -193,8 +195,22 @@ class Appliance:
 
     # ------------------------------------------------------------------ running
 
+    def diagnostics(self) -> list[DeviceDiagnostics]:
+        return [rt.diag for rt in self.devices.values()]
+
+    def stats(self) -> dict:
+        """The appliance's own figures for the edge_health measurement and the status table."""
+        return {"uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
+                "samples": self.pipeline.samples, "batches": self.pipeline.batches,
+                "output_errors": sum(s.errors for s in self.pipeline.stats.values()),
+                "devices_online": sum(rt.diag.state == DeviceState.ONLINE for rt in self.devices.values()),
+                "devices_offline": sum(rt.diag.state == DeviceState.OFFLINE for rt in self.devices.values()),
+                "line_utilisation_pct": self.line_utilisation()}
+
     async def start(self) -> None:
         self.started_at = time.monotonic()
+        if self.outputs is not None:
+            await self.outputs.start()
         ts = time.time_ns()
         for rt in self.devices.values():
             self._start_device(rt, ts)
@@ -247,6 +263,8 @@ class Appliance:
         for name in kept:
             self._renumber(self.devices[name], new_by_name[name], id_map, new)
         self._swap_plant(new)
+        if self.outputs is not None:
+            await self.outputs.reload(new)
         for line_name in [k for k, line in self.lines.items()
                           if not any(rt.line is line for rt in self.devices.values())]:
             self.lines.pop(line_name).close()
@@ -293,6 +311,11 @@ class Appliance:
             t.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout_s)
+        if self.outputs is not None:
+            try:
+                await self.outputs.stop(timeout_s)
+            except Exception:  # noqa: BLE001 - still release the lines
+                log.exception("outputs did not stop cleanly")
         for line in self.lines.values():
             line.close()
         self._tasks.clear()

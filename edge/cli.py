@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("field", "find the unit ids that answer on a serial line or a TCP endpoint"),
     "probe": ("field", "read a 32/64-bit register span in every word order and rank the interpretations"),
     "plugin": ("plugin", "device plugins: new NAME (from plugins/_template), list, check NAME (simulated poll)"),
+    "history": ("history", "print a tag's raw samples from the local spool (--since 10m)"),
     "doctor": ("doctor", "check the installation: packages, the aggregator extension, system tools"),
 }
 

@@ -783,6 +783,17 @@ class Spool:
                 self._unsent_bytes += nbytes
         self.last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM batches").fetchone()[0]
 
+    def set_plant(self, plant: Plant) -> None:
+        """A configuration reload: batches appended from now on are decoded with the new plant.
+
+        Rows already spooled keep the plant version they were written with.
+        """
+        with self._db_lock:
+            self.plant = plant
+            if self._conn is not None:
+                self.plant_id = self._register_plant(self._conn)
+                self._conn.commit()
+
     def history(self, tag_key: str, since_ns: int, until_ns: int):
         """``(ts_ns, values, quality)`` of one tag from this spool (OPC UA history reads; blocking)."""
         from edge.history import history_from_conn

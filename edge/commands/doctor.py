@@ -34,7 +34,7 @@ def checks() -> list[tuple[str, bool, str]]:
     try:
         agg = importlib.import_module("edge.aggregate")
         impl = getattr(agg, "ACTIVE_IMPL", "unknown")
-        out.append(("aggregator implementation", impl == "cython", impl))
+        out.append(("aggregator implementation", impl == "cython", agg.describe()))
     except ImportError as exc:
         out.append(("aggregator implementation", False, str(exc)))
     return out

@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.modbus.points import DTYPES, ORDERS
+from edge.config.aggregate import AggregatorSettings, TagAggregateConfig
+from edge.config.opcua import OpcUaConfig
+from edge.config.storage import InfluxConfig, SpoolConfig
 
 Name = Annotated[
     str,
@@ -116,7 +119,7 @@ class Point(Model):
     group: Name = "default"
     description: str = ""
     enum: dict[int, str] | None = None
-    aggregate: dict[str, Any] | None = None  # validated by edge.config.aggregate when present
+    aggregate: TagAggregateConfig | None = None  # raw ring + window statistics for this tag
     panel: str | None = None  # dashboard panel group; default: by unit
     sim: dict[str, Any] | None = None  # signal hints for the simulator
 
@@ -164,7 +167,7 @@ class PointOverride(Model):
     writable: bool | None = None
     unit: str | None = None
     description: str | None = None
-    aggregate: dict[str, Any] | None = None
+    aggregate: TagAggregateConfig | None = None
 
 
 class PollGroup(Model):
@@ -221,15 +224,17 @@ class GrafanaOutput(Model):
 
 
 class Outputs(Model):
-    opcua: dict[str, Any] | None = None  # validated by edge.config.opcua when present
-    influxdb: dict[str, Any] | None = None  # validated by edge.config.storage when present
-    spool: dict[str, Any] | None = None  # validated by edge.config.storage when present
+    opcua: OpcUaConfig | None = None  # no section: no OPC UA server
+    influxdb: InfluxConfig | None = None  # no section: the spool is the local historian
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
     grafana: GrafanaOutput | None = None
+    aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
 
 
 class Runtime(Model):
     data_dir: str = "var/{site}"  # relative to the config file; spool, audit log, state
     status_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
+    health_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0  # edge_health records
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
