@@ -1,0 +1,36 @@
+"""Helpers of the plugin tool tests: run the real ``edge`` command in a child process."""
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGINS = REPO / "plugins"
+
+
+async def edge(*args: str, cwd: Path = REPO, timeout_s: float = 90) -> tuple[int, str]:
+    """Run ``python -m edge.cli ARGS``; exit code and combined output."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", *args, cwd=cwd,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode()
+
+
+ROW = re.compile(r"^  (?P<tag>[A-Za-z_][\w-]*) +(?P<value>.*?) +(?P<quality>Good|Bad_\w+|Uncertain_\w+) +(?P<kind>\w+)$")
+
+
+def tag_lines(output: str) -> dict[str, tuple[str, str, str]]:
+    """``edge plugin check`` value rows: tag name -> (shown value, quality name, type or 'derived')."""
+    rows = {}
+    for line in output.splitlines():
+        m = ROW.match(line)
+        if m:
+            rows[m["tag"]] = (m["value"].strip(), m["quality"], m["kind"])
+    return rows
