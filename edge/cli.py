@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from edge.commands import CliError
 from edge.config.errors import ConfigError
+from edge.logs import setup_logging
 
 # name -> (module in edge.commands, one-line description); the order is the help's order
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge", description="Industrial edge appliance: Modbus field devices to OPC UA, InfluxDB and Grafana.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
-                        help="log level (default: the configuration's, or warning)")
+                        help="log level (default: warning; `edge run` uses the configuration's)")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, (module, description) in COMMANDS.items():
         p = sub.add_parser(name, help=description, description=description)
@@ -52,8 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    level = logging.DEBUG if args.debug else getattr(logging, (args.log_level or "warning").upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("debug" if args.debug else (args.log_level or "warning"), args.log_json)
     module = importlib.import_module(f"edge.commands.{COMMANDS[args.command][0]}")
     try:
         return int(module.run(args) or 0)

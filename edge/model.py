@@ -227,6 +227,7 @@ class DeviceDiagnostics:
     hook_slow: int = 0  # plugin hook calls that outran their budget
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
+    jitter_p99_ms: float = 0.0  # how late poll cycles start against their schedule
     last_error: str = ""
     last_error_ns: int = 0
     last_ok_ns: int = 0

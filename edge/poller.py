@@ -58,6 +58,8 @@ class DevicePoller:
         self.failures = 0  # consecutive cycles in which the device did not answer at all
         self._latency = np.zeros(LATENCY_WINDOW, dtype=np.float64)
         self._latency_n = 0
+        self._jitter = np.zeros(LATENCY_WINDOW, dtype=np.float64)
+        self._jitter_n = 0
         self._backoff_s = 0.0
         self._all_ids = plan.tag_ids()
         self.cycles = 0
@@ -84,6 +86,8 @@ class DevicePoller:
             wait = deadlines[group] - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            self._jitter[self._jitter_n % LATENCY_WINDOW] = time.monotonic() - deadlines[group]
+            self._jitter_n += 1
             await self.poll_group(group)
             interval = self.plan.interval_s(group)
             deadlines[group] += interval
@@ -231,6 +235,13 @@ class DevicePoller:
             p50, p99 = np.percentile(self._latency[:n], [50, 99])
             self.diag.latency_p50_ms = float(p50) * 1e3
             self.diag.latency_p99_ms = float(p99) * 1e3
+        n = min(self._jitter_n, LATENCY_WINDOW)
+        if n:
+            self.diag.jitter_p99_ms = float(np.percentile(self._jitter[:n], 99)) * 1e3
+
+    def jitter_samples_ms(self) -> np.ndarray:
+        """The recent cycle start delays in ms (benchmarks pool them across devices)."""
+        return self._jitter[: min(self._jitter_n, LATENCY_WINDOW)] * 1e3
 
 
 __all__ = ["DevicePoller", "PRIORITY_WRITE"]

@@ -2,6 +2,7 @@
 simulator cross-checked with an independent Modbus master (mbpoll, C/libmodbus)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -115,3 +116,13 @@ def test_simulated_tcp_device_read_by_mbpoll(demo_env):
     finally:
         sim.send_signal(signal.SIGTERM)
         sim.wait(15)
+
+
+def test_json_logs_with_per_component_levels(demo_env):
+    proc = edge("--log-json", "--log-level", "info", "demo", "--duration", "3", "--no-status", env=demo_env, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert records, proc.stderr
+    assert all({"ts", "level", "component", "message"} <= set(r) for r in records)
+    assert any(r["component"] == "edge.poller" and "online" in r["message"] for r in records)
+    assert not [ln for ln in proc.stderr.splitlines() if ln and not ln.startswith("{")]

@@ -45,7 +45,8 @@ def start_simulator(config: str, timeout_s: float = 30.0) -> subprocess.Popen:
 def run(args: argparse.Namespace) -> int:
     sim = start_simulator(args.config)
     try:
-        asyncio.run(run_appliance(args.config, args.duration, not args.no_status))
+        asyncio.run(run_appliance(args.config, args.duration, not args.no_status,
+                                  log_level="debug" if args.debug else args.log_level, log_json=args.log_json))
     finally:
         sim.terminate()
         try:

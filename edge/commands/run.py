@@ -15,6 +15,7 @@ from typing import TextIO
 from edge.app import Appliance
 from edge.config.errors import ConfigError
 from edge.config.loader import load_config
+from edge.logs import setup_logging
 from edge.model import QUALITY_NAMES, DeviceState, Quality
 
 
@@ -78,8 +79,11 @@ class StatusTable:
         self.out.flush()
 
 
-async def run_appliance(config: str, duration_s: float | None, show_status: bool, out: TextIO = sys.stdout) -> None:
+async def run_appliance(config: str, duration_s: float | None, show_status: bool, out: TextIO = sys.stdout,
+                        log_level: str | None = None, log_json: bool = False) -> None:
     loaded = load_config(config, strict_plugins=False)
+    runtime = loaded.config.runtime
+    setup_logging(log_level or runtime.log_level, log_json or runtime.log_format == "json", runtime.log_levels)
     for issue in loaded.issues:
         print(issue, file=sys.stderr)
     app = Appliance(loaded)
@@ -141,5 +145,6 @@ async def reload_config(app: Appliance, config: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(run_appliance(args.config, args.duration, not args.no_status))
+    level = "debug" if args.debug else args.log_level
+    asyncio.run(run_appliance(args.config, args.duration, not args.no_status, log_level=level, log_json=args.log_json))
     return 0

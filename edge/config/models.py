@@ -236,6 +236,9 @@ class Runtime(Model):
     status_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
     health_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0  # edge_health records
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(
+        default_factory=dict, description="per component, e.g. {edge.poller: debug, asyncua: warning}")
 
 
 class SiteConfig(Model):
