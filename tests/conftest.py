@@ -2,9 +2,7 @@
 (pymodbus servers on loopback TCP ports and socat serial pairs) and polled by the real appliance."""
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +16,6 @@ from edge.sim.plant import SimPlant
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # fault tests provoke errors on purpose
 REPO = Path(__file__).resolve().parents[1]
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.02) -> bool:
-    """Poll ``condition`` until it holds or the time is up (bounded in time and count)."""
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / step_s) + 1):
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(step_s)
-    return condition()
 
 
 @dataclass

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from harness import wait_until
 
 from edge.model import DeviceState, Quality
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import wait_until
+from harness import wait_until
 
 from edge.config.loader import load_config
 from edge.model import Quality

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import wait_until
+from harness import wait_until
 
 from edge.model import DeviceState, Quality, WriteStatus
 from edge.sim.plant import free_port

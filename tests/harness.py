@@ -1,0 +1,19 @@
+"""Helpers for tests (import as ``from harness import wait_until``): kept out of conftest.py,
+which several test folders have, so that the import is never ambiguous."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.02) -> bool:
+    """Poll ``condition`` until it holds or the time is up (bounded in time and count)."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / step_s) + 1):
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(step_s)
+    return condition()
