@@ -8,7 +8,7 @@ import re
 import struct
 from pathlib import Path
 
-from conftest import wait_until
+from harness import wait_until
 from pluginsupport import REPO, edge, tag_lines
 
 from edge.model import Quality
