@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,3 +35,13 @@ def tag_lines(output: str) -> dict[str, tuple[str, str, str]]:
         if m:
             rows[m["tag"]] = (m["value"].strip(), m["quality"], m["kind"])
     return rows
+
+
+def copy_plugin(src: str, dst_dir: Path, name: str | None = None) -> Path:
+    """A copy of a shipped plugin under another folder (and id, if ``name`` is given)."""
+    name = name or src
+    dst = dst_dir / name
+    shutil.copytree(PLUGINS / src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = dst / "manifest.yaml"
+    manifest.write_text(re.sub(r"^id: .*$", f"id: {name}", manifest.read_text(), count=1, flags=re.M))
+    return dst

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_plugin_tools import copy_plugin
+from pluginsupport import copy_plugin
 
 from edge.config.loader import load_config
 

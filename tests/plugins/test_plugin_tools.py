@@ -2,21 +2,10 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from pluginsupport import PLUGINS, edge, tag_lines
-
-
-def copy_plugin(src: str, dst_dir: Path, name: str | None = None) -> Path:
-    """A copy of a shipped plugin under another folder (and id, if ``name`` is given)."""
-    name = name or src
-    dst = dst_dir / name
-    shutil.copytree(PLUGINS / src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    manifest = dst / "manifest.yaml"
-    manifest.write_text(re.sub(r"^id: .*$", f"id: {name}", manifest.read_text(), count=1, flags=re.M))
-    return dst
+from pluginsupport import PLUGINS, copy_plugin, edge, tag_lines
 
 
 async def test_new_copies_the_template_fills_the_id_and_refuses_to_overwrite(tmp_path: Path):
