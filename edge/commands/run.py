@@ -17,6 +17,7 @@ from edge.config.errors import ConfigError
 from edge.config.loader import load_config
 from edge.logs import setup_logging
 from edge.model import QUALITY_NAMES, DeviceState, Quality
+from edge.systemd import Notifier
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -93,14 +94,20 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task] = set()
 
+    notifier = Notifier()
+
     def on_hup() -> None:
+        notifier.reloading()
         task = asyncio.create_task(reload_config(app, config))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
+        task.add_done_callback(lambda _: notifier.ready())
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     pid_file = write_pid_file(loaded.data_dir)
     await app.start()
+    notifier.ready()
+    watchdog = asyncio.create_task(notifier.watchdog_loop(), name="watchdog")
     table = StatusTable(app, out)
     interval = loaded.config.runtime.status_interval_s
     deadline = None if duration_s is None else time.monotonic() + duration_s
@@ -116,6 +123,8 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
             if deadline is not None and time.monotonic() >= deadline:
                 break
     finally:
+        notifier.stopping()
+        watchdog.cancel()
         await app.stop()
         pid_file.unlink(missing_ok=True)
         print("appliance stopped", file=out, flush=True)
