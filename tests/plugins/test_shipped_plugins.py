@@ -68,7 +68,7 @@ def test_shipped_plugins_exercise_the_issue_s_types():
     points = list(_effective_points())
     float_orders = {order for _, p, order in points if p.type == "float32"}
     assert {"ABCD", "CDAB"} <= float_orders
-    assert any(p.type == "int32" for _, p, _ in points)
+    assert {order for _, p, order in points if p.type == "int32"} >= {"ABCD", "CDAB"}
     assert any(p.type == "int16" and p.scale != 1.0 for _, p, _ in points)
     assert any(p.type == "bool" and p.bit is not None for _, p, _ in points)
     assert any(p.writable and p.table == "holding" and p.type in ("uint16", "int16") for _, p, _ in points)
