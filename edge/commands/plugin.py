@@ -17,6 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+from pydantic import ValidationError
+
 from edge.app import Appliance
 from edge.commands import CliError
 from edge.commands.simulate import plant_specs
@@ -24,6 +27,7 @@ from edge.config.loader import LoadedConfig, load_config
 from edge.config.plugin_loader import LoadedPlugin, load_plugin
 from edge.model import QUALITY_NAMES, Quality, TagInfo
 from edge.sim.plant import SimPlant, free_port
+from edge.sim.spec import SignalSpec
 
 PROJECT_PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 TEMPLATE = "_template"
@@ -131,11 +135,31 @@ def list_plugins(folder: Path) -> tuple[list[str], int]:
 
 def check_site_yaml(folder: Path, name: str, port: int, data_dir: Path, timeout_ms: int) -> str:
     """A one-device site for the plugin: Modbus TCP on a loopback port, unit 1."""
-    return (f"site: {{name: plugin_check}}\n"
-            f"plugins_dir: '{folder}'\n"
-            f"runtime: {{data_dir: '{data_dir}', status_interval_s: 1}}\n"
-            f"buses:\n  - {{name: check_net, type: modbus_tcp, host: 127.0.0.1, port: {port}, timeout_ms: {timeout_ms}}}\n"
-            f"devices:\n  - {{name: {name}, bus: check_net, unit_id: 1, plugin: {name}}}\n")
+    site = {
+        "site": {"name": "plugin_check"},
+        "plugins_dir": str(folder),
+        "runtime": {"data_dir": str(data_dir), "status_interval_s": 1},
+        "buses": [{"name": "check_net", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
+                   "timeout_ms": timeout_ms}],
+        "devices": [{"name": name, "bus": "check_net", "unit_id": 1, "plugin": name}],
+    }
+    return yaml.safe_dump(site, sort_keys=False)
+
+
+def sim_issues(plugin: LoadedPlugin) -> list[str]:
+    """Invalid ``sim:`` hints of the plugin's points, each as file:line and what is allowed."""
+    assert plugin.points is not None and plugin.source is not None
+    out = []
+    for i, p in enumerate(plugin.points.points):
+        if not p.sim:
+            continue
+        try:
+            SignalSpec(**p.sim)
+        except (ValidationError, TypeError) as exc:
+            errors = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
+            text = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}".lstrip(": ") for e in errors)
+            out.append(str(plugin.source.issue(("points", i, "sim"), f"simulator hint of {p.name!r}: {text}")))
+    return out
 
 
 def check_timeout_ms(plugin: LoadedPlugin) -> int:
@@ -192,6 +216,9 @@ def check_plugin(folder: Path, name: str) -> tuple[list[str], bool]:
     if plugin.error:
         return [plugin.error], False
     assert plugin.manifest is not None and plugin.points is not None
+    problems = sim_issues(plugin)
+    if problems:
+        return problems, False
     m = plugin.manifest
     lines = [f"{name}: {m.name} ({m.vendor} {m.model}) version {m.version}",
              f"  manifest, {len(plugin.points.points)} points and {len(plugin.hooks)} hook(s): valid"]

@@ -85,3 +85,13 @@ async def test_check_of_a_missing_plugin_names_the_available_ones(tmp_path: Path
     copy_plugin("xymd02_th", tmp_path)
     code, out = await edge("plugin", "check", "nope", "--dir", str(tmp_path))
     assert code == 1 and "no plugin 'nope'" in out and "available: xymd02_th" in out
+
+
+async def test_check_reports_a_bad_simulator_hint_with_file_and_line(tmp_path: Path):
+    folder = copy_plugin("xymd02_th", tmp_path)
+    points = folder / "points.yaml"
+    points.write_text(points.read_text().replace("sim: {kind: constant, value: 0}}", "sim: {kind: wobble}}", 1))
+    code, out = await edge("plugin", "check", "xymd02_th", "--dir", str(tmp_path))
+    assert code == 1, out
+    assert re.search(r"points\.yaml:8: error: points\[2\]\.sim: simulator hint of 'temperature_correction': "
+                     r"kind: Input should be 'sine'", out), out
