@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 KIND_SAMPLES = 0
 KIND_WINDOWS = 1
 KIND_HEALTH = 2
-KIND_NAMES = {KIND_SAMPLES: "samples", KIND_WINDOWS: "windows", KIND_HEALTH: "health"}
+KIND_ALARM = 3  # one alarm state change (edge.alarms), forwarded to the edge_alarms measurement
+KIND_NAMES = {KIND_SAMPLES: "samples", KIND_WINDOWS: "windows", KIND_HEALTH: "health", KIND_ALARM: "alarm"}
 
 SENT_NO = 0
 SENT_YES = 1
@@ -193,6 +194,15 @@ def encode_health(fields: Mapping[str, float | int]) -> bytes:
 
 
 def decode_health(blob: bytes) -> dict[str, float]:
+    return json.loads(blob)
+
+
+def encode_alarm(record: Mapping[str, object]) -> bytes:
+    """One alarm state change (str, int, float, bool or None values) as JSON."""
+    return json.dumps(dict(record), separators=(",", ":")).encode()
+
+
+def decode_alarm(blob: bytes) -> dict[str, object]:
     return json.loads(blob)
 
 
@@ -378,6 +388,10 @@ class Spool:
     def append_health(self, source: str, ts_ns: int, fields: Mapping[str, float | int]) -> bool:
         """Queue one health record (``source``: a device name or ``"appliance"``)."""
         return self._append(ts_ns, KIND_HEALTH, source, len(fields), encode_health(fields))
+
+    def append_alarm(self, alarm: str, ts_ns: int, record: Mapping[str, object]) -> bool:
+        """Queue one alarm state change (``alarm``: the alarm's name; ``record``: its fields and tags)."""
+        return self._append(ts_ns, KIND_ALARM, alarm, 1, encode_alarm(record))
 
     def _append(self, ts_ns: int, kind: int, source: str, n: int, blob: bytes) -> bool:
         sent = SENT_NO if self.forwarding else SENT_YES

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge.config.errors import ConfigIssue
+from edge.config.intelligence_checks import check_intelligence
 
 if TYPE_CHECKING:
     from edge.config.loader import LoadedConfig, ResolvedDevice
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 def run_checks(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     for check in (_unique_names, _serial_ports, _unit_ids, _tcp_overrides, _point_names, _writable_overlaps,
-                  _timeouts, _bus_load):
+                  _timeouts, _bus_load, check_intelligence):
         check(loaded, issues)
 
 

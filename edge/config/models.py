@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.modbus.points import DTYPES, ORDERS
 from edge.config.aggregate import AggregatorSettings, TagAggregateConfig
+from edge.config.intelligence import AlarmConfig, ApiConfig, RuleConfig
 from edge.config.opcua import OpcUaConfig
 from edge.config.storage import InfluxConfig, SpoolConfig
 
@@ -250,3 +251,6 @@ class SiteConfig(Model):
     buses: list[Bus] = Field(min_length=1)
     devices: list[Device] = Field(min_length=1)
     outputs: Outputs = Field(default_factory=Outputs)
+    alarms: list[AlarmConfig] | None = None  # edge.alarms
+    rules: list[RuleConfig] | None = None  # edge.rules
+    api: ApiConfig | None = None  # edge.api: HTTP API and status page

@@ -35,12 +35,14 @@ from influxdb_client.rest import ApiException
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.model import DeviceDiagnostics, Plant
 from edge.spool import (
+    KIND_ALARM,
     KIND_HEALTH,
     KIND_SAMPLES,
     KIND_WINDOWS,
     PlantTags,
     Row,
     Spool,
+    decode_alarm,
     decode_health,
     decode_samples,
     decode_windows,
@@ -120,6 +122,8 @@ class LineEncoder:
             return self.windows(row)
         if row.kind == KIND_HEALTH:
             return self.health(row)
+        if row.kind == KIND_ALARM:
+            return self.alarm(row)
         raise ValueError(f"unknown spool row kind {row.kind} (seq {row.seq})")
 
     def samples(self, row: Row) -> str:
@@ -165,6 +169,33 @@ class LineEncoder:
             return ""
         site = self.spool.plant_tags(row.plant).site
         return f"{self._health_prefix}{escape_key(site)},source={escape_key(row.source)} {body} {row.ts_ns}"
+
+
+    def alarm(self, row: Row) -> str:
+        """One ``edge_alarms`` line: tags ``ALARM_TAGS`` (when set), every other key a field (docs/influx-schema.md)."""
+        rec = decode_alarm(row.blob)
+        site = self.spool.plant_tags(row.plant).site
+        tags = f"{ALARM_MEASUREMENT},site={escape_key(site)},alarm={escape_key(row.source)}"
+        tags += "".join(f",{k}={escape_key(str(rec[k]))}" for k in ALARM_TAGS if rec.get(k) not in (None, ""))
+        fields = []
+        for k, v in rec.items():
+            if k in ALARM_TAGS or k == "alarm" or v is None:
+                continue
+            if isinstance(v, bool):
+                fields.append(f"{escape_key(k)}={int(v)}i")
+            elif isinstance(v, int):
+                fields.append(f"{escape_key(k)}={v}i")
+            elif isinstance(v, float):
+                if math.isfinite(v):
+                    fields.append(f"{escape_key(k)}={v!r}")
+            else:
+                fields.append(f"{escape_key(k)}={escape_str(str(v))}")
+        return f"{tags} {','.join(fields)} {row.ts_ns}" if fields else ""
+
+
+#: Measurement and tag keys of alarm records (the other keys of a record are fields).
+ALARM_MEASUREMENT = "edge_alarms"
+ALARM_TAGS = ("device", "tag", "kind", "priority")
 
 
 def health_fields(stats: dict[str, object], prefix: str = "") -> dict[str, float]:
