@@ -72,7 +72,9 @@ async def test_following_the_guide_gives_a_working_device(make_site, tmp_path: P
     assert rows["ch1_enabled"][:2] == ("true", "Good") and rows["ch2_enabled"][:2] == ("false", "Good")
     assert f"{name}: OK: 9 of 9 tags Good" in out
 
-    site_block = guide_block("site").replace("port: /dev/ttyUSB0", "port: '{tmp}/ttyGuide'")
+    (folder / "sample.yaml").write_text(guide_block("site"))
+    assert f"`plugins/{name}/sample.yaml`" in GUIDE.read_text()
+    site_block = (folder / "sample.yaml").read_text().replace("port: /dev/ttyUSB0", "port: '{tmp}/ttyGuide'")
     site = await make_site(f"site: {{name: guide}}\nplugins_dir: '{plugins}'\n{site_block}")
     ids = [site.tag_id("hotspot_tx1", t) for t in ("temperature_ch1", "signal_ch1", "temperature_ch2",
                                                     "relay1_restore_setpoint", "ch1_enabled", "ch2_enabled")]
