@@ -1,0 +1,141 @@
+"""What the dashboards draw, read once from a loaded site configuration.
+
+A :class:`SiteView` holds only names, units, ranges and window labels: the dashboard builders
+never look at the configuration models themselves, so they can be tested from a plain view.
+Devices are grouped by type (their plugin; a device without a plugin is a type of its own),
+one dashboard per type.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from edge.config.aggregate import parse_window, window_label
+from edge.config.checks import line_key
+from edge.config.loader import LoadedConfig
+from edge.config.models import GrafanaOutput
+from edge.model import TagInfo
+
+DEFAULT_DATABASE = "edge"
+
+
+@dataclass(frozen=True, slots=True)
+class TagView:
+    """One tag as a dashboard shows it (the first device of its type that has it defines it)."""
+
+    name: str
+    dtype: str
+    panel: str  # the panel group: the point's ``panel``, else its unit, else "values"
+    unit: str | None = None
+    low: float | None = None
+    high: float | None = None
+    enum: tuple[tuple[int, str], ...] = ()
+    windows: tuple[str, ...] = ()  # window labels of the tag's ``aggregate:`` block, shortest first
+    description: str = ""
+
+    @property
+    def is_string(self) -> bool:
+        return self.dtype == "string"
+
+    @property
+    def is_discrete(self) -> bool:
+        """Status bits and enumerations: drawn as a state timeline, not a curve."""
+        return self.dtype == "bool" or bool(self.enum)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceType:
+    """Devices sharing one dashboard: all devices of a plugin, or one device without a plugin."""
+
+    key: str  # plugin id, or the device name when there is no plugin
+    plugin: str | None
+    devices: tuple[str, ...]
+    tags: tuple[TagView, ...]
+    measurement: str | None  # the shared measurement (per-plugin schema); None: each device's own
+
+    def panels(self) -> dict[str, list[TagView]]:
+        """Panel group -> its tags, in the order the points file lists them."""
+        out: dict[str, list[TagView]] = {}
+        for t in self.tags:
+            out.setdefault(t.panel, []).append(t)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    site: str
+    devices: tuple[str, ...]
+    lines: tuple[str, ...]  # physical lines (bus utilisation fields of the appliance health record)
+    types: tuple[DeviceType, ...]
+    window_measurement: str = "edge_window"
+    health_measurement: str = "edge_health"
+    grafana: GrafanaOutput = field(default_factory=GrafanaOutput)
+    influx_url: str = "http://127.0.0.1:8086"
+    database: str = DEFAULT_DATABASE
+    retention_policy: str | None = None
+
+    @property
+    def datasource_uid(self) -> str:
+        return uid_for(self.grafana.datasource_name)
+
+    @property
+    def folder_uid(self) -> str:
+        return uid_for(f"edge-{self.site}-folder")
+
+
+def uid_for(name: str) -> str:
+    """A stable Grafana uid (at most 40 characters of ``[A-Za-z0-9_-]``) derived from a name."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "x"
+    if len(slug) <= 40:
+        return slug
+    import hashlib  # noqa: PLC0415 - only for long names
+
+    return f"{slug[:31]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _tag_view(tag: TagInfo, windows: tuple[str, ...]) -> TagView:
+    enum = tuple(sorted((int(k), str(v)) for k, v in (tag.enum or {}).items()))
+    return TagView(name=tag.name, dtype=tag.dtype, panel=tag.group, unit=tag.unit, low=tag.low, high=tag.high,
+                   enum=enum, windows=windows, description=tag.description)
+
+
+def _windows(loaded: LoadedConfig) -> dict[str, tuple[str, ...]]:
+    """``device.tag`` -> canonical labels of its aggregate windows (as the exporter tags them)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for dev in loaded.devices:
+        for rp in dev.points:
+            if rp.point.aggregate is not None:
+                lengths = sorted({parse_window(w) for w in rp.point.aggregate.windows})
+                out[f"{dev.name}.{rp.point.name}"] = tuple(window_label(ns) for ns in lengths)
+    return out
+
+
+def site_view(loaded: LoadedConfig) -> SiteView:
+    """Read the plant, the exporter's schema options and the Grafana output section."""
+    plant = loaded.plant
+    outputs = loaded.config.outputs
+    influx = outputs.influxdb
+    per_plugin = influx is not None and influx.measurement == "plugin"
+    windows = _windows(loaded)
+    by_type: dict[str, tuple[str | None, list[str], dict[str, TagView]]] = {}
+    for dev in plant.devices:
+        key = dev.plugin or dev.name
+        _, names, tags = by_type.setdefault(key, (dev.plugin, [], {}))
+        names.append(dev.name)
+        for tid in dev.tag_ids:
+            tag = plant.tags[tid]
+            if tag.name not in tags:
+                tags[tag.name] = _tag_view(tag, windows.get(tag.key, ()))
+    types = tuple(
+        DeviceType(key=key, plugin=plugin, devices=tuple(names), tags=tuple(tags.values()),
+                   measurement=(plugin if per_plugin and plugin else None))
+        for key, (plugin, names, tags) in sorted(by_type.items()))
+    lines = tuple(sorted({line_key(d) for d in loaded.devices}))
+    view = SiteView(site=plant.site, devices=tuple(d.name for d in plant.devices), lines=lines, types=types,
+                    grafana=outputs.grafana or GrafanaOutput())
+    if influx is None:
+        return view
+    db, _, rp = influx.bucket.partition("/")
+    return SiteView(site=view.site, devices=view.devices, lines=lines, types=types,
+                    window_measurement=influx.window_measurement, health_measurement=influx.health_measurement,
+                    grafana=view.grafana, influx_url=influx.url, database=db, retention_policy=rp or None)
