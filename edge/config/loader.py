@@ -40,6 +40,7 @@ class ResolvedDevice:
     plugin_dir: Path | None = None
     plugin_error: str | None = None  # set when the plugin failed to load (the device is quarantined)
     hooks: list[Hook] = field(default_factory=list)  # derived tags and their hook functions
+    default_order: str = "ABCD"  # the site device's order if it sets one, else the plugin's
     register_points: list[RegisterPoint] = field(default_factory=list)
 
     @property
@@ -137,7 +138,8 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
                                        f"no bus named {dev.bus!r}; buses: {', '.join(buses)}", dev.bus))
             continue
         groups = {"default": PollGroup(interval_ms=dev.interval_ms), **dev.poll_groups}
-        resolved = ResolvedDevice(dev, bus, index, [], groups)
+        resolved = ResolvedDevice(dev, bus, index, [], groups, default_order=dev.order)
+        order_set_by_site = "order" in source.data["devices"][index]
         site_points = [ResolvedPoint(p, source, ("devices", index, "points", i)) for i, p in enumerate(dev.points)]
         if dev.plugin:
             if dev.plugin not in cache:
@@ -160,6 +162,8 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
                 if ppoints.interval_ms and "interval_ms" not in source.data["devices"][index]:
                     groups["default"] = PollGroup(interval_ms=ppoints.interval_ms)
                 resolved.poll_groups = {**ppoints.poll_groups, **groups}
+                if not order_set_by_site:
+                    resolved.default_order = ppoints.order
                 resolved.hooks = _site_hooks(plugin.hooks, resolved, source, issues)
         else:
             resolved.points = site_points
@@ -234,7 +238,7 @@ def _convert_points(dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
     """Fill ``dev.register_points`` (tag ids are assigned later by build_plant)."""
     base = dev.manifest.address_base if dev.manifest else dev.config.address_base
     numbers = dev.manifest.register_numbers if dev.manifest else dev.config.register_numbers
-    order_default = dev.config.order
+    order_default = dev.default_order
     out: list[RegisterPoint] = []
     for rp in dev.points:
         p = rp.point
