@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("field", "read a 32/64-bit register span in every word order and rank the interpretations"),
     "plugin": ("plugin", "device plugins: new NAME (from plugins/_template), list, check NAME (simulated poll)"),
     "history": ("history", "print a tag's raw samples from the local spool (--since 10m)"),
+    "provision": ("provision", "create the data, spool and PKI directories, certificates and users of a site"),
+    "fleet": ("fleet", "render every appliance's configuration from a fleet inventory and check each one"),
     "doctor": ("doctor", "check the installation: packages, the aggregator extension, system tools"),
 }
 
