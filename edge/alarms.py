@@ -172,6 +172,8 @@ class AlarmEngine:
         if not self._by_tag:
             return
         ids = batch.tag_ids
+        if len(ids) and int(ids.max()) >= len(self._watch):
+            return  # a batch of a newer plant, between the app's reload and ours
         selected = np.flatnonzero(self._watch[ids])
         if not len(selected):
             return

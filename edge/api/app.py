@@ -1,0 +1,364 @@
+"""The HTTP API (FastAPI): devices, tags, history, writes, alarms, rules, health, metrics, status page.
+
+Every route reads the live appliance through the :class:`edge.intelligence.Intelligence` object
+(so a configuration reload is seen at once). Authentication: ``Authorization: Bearer <token>``
+(:mod:`edge.api.tokens`), roles viewer (read) and operator (also write, acknowledge, shelve).
+Writes go through the appliance's one write path (role check, audit log) and are rate-limited
+per token. Errors are JSON ``{"detail": "..."}`` saying what is wrong and what is allowed;
+nothing the caller sends can produce a 5xx, except a device that fails a write (502/504).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from edge.alarms import AlarmError
+from edge.expressions import INTEGER_TYPES
+from edge.model import QUALITY_NAMES, DeviceState, TagInfo, WriteStatus
+from edge.users import Role
+
+if TYPE_CHECKING:
+    from edge.intelligence import Intelligence
+
+STATIC = Path(__file__).parent / "static"
+MAX_NS = 2**62
+INT_BOUNDS = {"int16": (-2**15, 2**15 - 1), "uint16": (0, 2**16 - 1), "int32": (-2**31, 2**31 - 1),
+              "uint32": (0, 2**32 - 1), "int64": (-2**63, 2**63 - 1), "uint64": (0, 2**64 - 1)}
+WRITE_HTTP = {WriteStatus.GOOD: 200, WriteStatus.BAD_USER_ACCESS_DENIED: 403, WriteStatus.BAD_NOT_WRITABLE: 409,
+              WriteStatus.BAD_OUT_OF_RANGE: 422, WriteStatus.BAD_TYPE_MISMATCH: 422,
+              WriteStatus.BAD_CONFIG_ERROR: 409, WriteStatus.BAD_COMM_ERROR: 502, WriteStatus.BAD_TIMEOUT: 504}
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class Caller(BaseModel):
+    name: str
+    role: str
+
+
+class TagOut(BaseModel):
+    key: str = Field(description="device.tag")
+    device: str
+    name: str
+    dtype: str
+    unit: str | None
+    writable: bool
+    value: float | str | None = Field(description="latest value; null when there is none (never polled or NaN)")
+    quality: str = Field(description="OPC UA quality name, e.g. Good, Bad_NoCommunication")
+    quality_code: int
+    ts_ns: int | None = Field(description="source timestamp, ns since the epoch (UTC)")
+    state: str | None = Field(None, description="enum name of the value, for enumerated tags")
+
+
+class DeviceOut(BaseModel):
+    name: str
+    bus: str
+    state: str
+    polls_ok: int
+    polls_failed: int
+    requests: int
+    timeouts: int
+    crc_errors: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    last_error: str
+    last_ok_ns: int
+    plugin: str | None
+    line: str | None = None
+    line_utilisation_pct: float | None = None
+
+
+class WriteIn(BaseModel):
+    value: bool | int | float | str = Field(description="the new value, in engineering units")
+
+
+class WriteOut(BaseModel):
+    tag: str
+    ok: bool
+    status: str
+    message: str
+    read_back: float | str | None
+
+
+class AckIn(BaseModel):
+    comment: str = Field("", max_length=500)
+
+
+class ShelveIn(BaseModel):
+    duration_s: float = Field(gt=0, le=7 * 86400, description="how long the alarm stays shelved")
+    comment: str = Field("", max_length=500)
+
+
+class HistoryOut(BaseModel):
+    tag: str
+    ts_ns: list[int]
+    values: list[float | None]
+    quality: list[int]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def clean(v: Any) -> Any:
+    """JSON has no NaN or infinity: such floats become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def tag_out(intel: Intelligence, tag: TagInfo) -> TagOut:
+    value, quality, ts = intel.app.store.get(tag.id)
+    state = None
+    if tag.enum and isinstance(value, float) and math.isfinite(value):
+        state = tag.enum.get(int(value))
+    return TagOut(key=tag.key, device=tag.device, name=tag.name, dtype=tag.dtype, unit=tag.unit,
+                  writable=tag.writable, value=clean(value), quality=QUALITY_NAMES[int(quality)],
+                  quality_code=int(quality), ts_ns=ts or None, state=state)
+
+
+def device_out(intel: Intelligence, d) -> DeviceOut:
+    rt = intel.app.devices.get(d.name)
+    line = rt.line.name if rt is not None and hasattr(rt.line, "name") else None
+    util = intel.app.line_utilisation().get(line) if line else None
+    return DeviceOut(name=d.name, bus=d.bus, state=DeviceState(d.state).name, polls_ok=d.polls_ok,
+                     polls_failed=d.polls_failed, requests=d.requests, timeouts=d.timeouts, crc_errors=d.crc_errors,
+                     latency_p50_ms=d.latency_p50_ms, latency_p99_ms=d.latency_p99_ms, last_error=d.last_error,
+                     last_ok_ns=d.last_ok_ns, plugin=d.plugin, line=line, line_utilisation_pct=util)
+
+
+def value_problem(tag: TagInfo, value: object) -> str | None:
+    """Why ``value`` cannot be written to ``tag`` (None if it can): checked before the device is asked."""
+    if tag.dtype == "string":
+        return None if isinstance(value, str) else f"{tag.key} is a string tag: send text"
+    if isinstance(value, str):
+        return f"{tag.key} is {tag.dtype}: send a number" + (" or true/false" if tag.dtype == "bool" else "")
+    if tag.dtype == "bool":
+        return None if value in (0, 1) else f"{tag.key} is bool: send true/false or 0/1"
+    f = float(value)
+    if not math.isfinite(f):
+        return f"{tag.key}: the value must be finite"
+    if tag.dtype in INTEGER_TYPES:
+        if isinstance(value, float) and not value.is_integer():
+            return f"{tag.key} is {tag.dtype}: send a whole number"
+        lo, hi = INT_BOUNDS[tag.dtype]
+        if tag.low is None and not lo <= int(value) <= hi:
+            return f"{tag.key} is {tag.dtype}: the value must be in [{lo}, {hi}]"
+    elif tag.dtype == "float32" and abs(f) > 3.4e38:
+        return f"{tag.key} is float32: |value| must be below 3.4e38"
+    if tag.low is not None and tag.high is not None and not tag.low <= f <= tag.high:
+        return f"{tag.key}: {value} is outside the tag's range [{tag.low:g}, {tag.high:g}]"
+    return None
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def create_app(intel: Intelligence) -> FastAPI:  # noqa: C901 - the routes are listed in one place
+    api = FastAPI(title="Edge appliance API", version="1", description=__doc__,
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+    bearer = HTTPBearer(auto_error=False, description="an API token (edge.api.tokens)")
+
+    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+        if creds is not None:
+            entry = intel.tokens.find(creds.credentials)
+            if entry is None:
+                intel.api_counters["auth_failed"] = intel.api_counters.get("auth_failed", 0) + 1
+                raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+            return Caller(name=entry.name, role=entry.role.value)
+        if intel.config.anonymous_role == "viewer":
+            return Caller(name="anonymous", role=Role.VIEWER.value)
+        raise HTTPException(401, "a token is required: send 'Authorization: Bearer <token>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        if who.role != Role.OPERATOR.value:
+            raise HTTPException(403, f"role {who.role!r} may not do this: the operator role is needed")
+        return who
+
+    Viewer = Annotated[Caller, Depends(caller)]
+    Operator = Annotated[Caller, Depends(operator)]
+
+    def find_tag(key: str) -> TagInfo:
+        tag = intel.app.plant.tag_by_key().get(key)
+        if tag is None:
+            raise HTTPException(404, f"no tag {key!r}: write 'device.tag' (GET /api/tags lists them)")
+        return tag
+
+    # -------------------------------------------------------------- health
+
+    @api.get("/api/health", tags=["health"], summary="liveness: the process answers")
+    def health() -> dict:
+        return {"status": "ok", "uptime_s": intel.app.stats()["uptime_s"]}
+
+    @api.get("/api/ready", tags=["health"], summary="readiness: started and polling",
+             responses={503: {"description": "not ready yet"}})
+    def ready() -> JSONResponse:
+        why = intel.not_ready()
+        body = {"ready": why is None, "reason": why}
+        return JSONResponse(body, status_code=200 if why is None else 503)
+
+    @api.get("/metrics", tags=["health"], summary="Prometheus metrics (text format)",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    def metrics(request: Request) -> Response:
+        if not intel.config.metrics_public:
+            caller(bearer_credentials(request))
+        from edge.api.metrics import metrics_text
+
+        return Response(metrics_text(intel), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme.lower() == "bearer" else None
+
+    @api.get("/api/whoami", tags=["health"])
+    def whoami(who: Viewer) -> Caller:
+        return who
+
+    # -------------------------------------------------------------- devices and tags
+
+    @api.get("/api/devices", tags=["devices"], summary="devices with state and diagnostics")
+    def devices(who: Viewer) -> list[DeviceOut]:
+        return [device_out(intel, d) for d in intel.app.diagnostics()]
+
+    @api.get("/api/devices/{name}", tags=["devices"], responses={404: {"description": "no such device"}})
+    def device(name: str, who: Viewer) -> DeviceOut:
+        for d in intel.app.diagnostics():
+            if d.name == name:
+                return device_out(intel, d)
+        raise HTTPException(404, f"no device {name!r}; devices: {', '.join(intel.app.devices)}")
+
+    @api.get("/api/tags", tags=["tags"], summary="tags with latest value, quality and timestamp")
+    def tags(who: Viewer, device: Annotated[str | None, Query(max_length=200)] = None) -> list[TagOut]:
+        return [tag_out(intel, t) for t in intel.app.plant.tags if device is None or t.device == device]
+
+    @api.get("/api/tags/{key}", tags=["tags"], responses={404: {"description": "no such tag"}})
+    def tag(key: str, who: Viewer) -> TagOut:
+        return tag_out(intel, find_tag(key))
+
+    @api.get("/api/tags/{key}/history", tags=["tags"], summary="raw history from the ring buffer or the spool",
+             responses={404: {"description": "no such tag"}, 400: {"description": "bad time range"}})
+    async def history(key: str, who: Viewer,
+                      start_ns: Annotated[int | None, Query(ge=0, le=MAX_NS)] = None,
+                      end_ns: Annotated[int | None, Query(ge=0, le=MAX_NS)] = None,
+                      max_values: Annotated[int, Query(ge=1, le=1_000_000)] = 1000) -> HistoryOut:
+        t = find_tag(key)
+        end = end_ns if end_ns is not None else time.time_ns()
+        start = start_ns if start_ns is not None else end - 600 * 10**9
+        if start > end:
+            raise HTTPException(400, f"start_ns {start} is after end_ns {end}")
+        outputs = intel.app.outputs
+        if outputs is None:
+            raise HTTPException(404, "this appliance keeps no history (outputs disabled)")
+        ts, values, quality = await outputs.history(t.id, max(start, 0), end,
+                                                    min(max_values, intel.config.history_max_values))
+        vals = np.asarray(values, dtype=np.float64)
+        return HistoryOut(tag=t.key, ts_ns=[int(x) for x in ts],
+                          values=[v if math.isfinite(v) else None for v in vals.tolist()],
+                          quality=[int(q) for q in quality])
+
+    @api.post("/api/tags/{key}/write", tags=["tags"], summary="write a tag (operator role, rate-limited)",
+              responses={403: {"description": "role may not write"}, 404: {"description": "no such tag"},
+                         409: {"description": "tag not writable or device not running"},
+                         422: {"description": "value of the wrong type or out of range"},
+                         429: {"description": "rate limit"}, 502: {"description": "the device refused or failed"},
+                         504: {"description": "the device did not answer"}})
+    async def write(key: str, body: WriteIn, who: Operator) -> JSONResponse:
+        t = find_tag(key)
+        if not t.writable:
+            raise HTTPException(409, f"{t.key} is not writable")
+        problem = value_problem(t, body.value)
+        if problem:
+            raise HTTPException(422, problem)
+        wait = intel.limiter.take(who.name)
+        if wait:
+            intel.count("rate_limited")
+            raise HTTPException(429, f"write rate limit: {intel.config.write_rate_per_min}/min, "
+                                f"burst {intel.config.write_burst}; retry in {wait:.1f} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
+        value = bool(body.value) if t.dtype == "bool" else body.value
+        try:
+            result = await intel.app.writes.write(t.id, value, user=who.name, source="api", role=who.role)
+        except (ValueError, TypeError, OverflowError) as exc:
+            intel.count("rejected")
+            raise HTTPException(422, f"{t.key}: cannot encode {body.value!r}: {exc}") from None
+        intel.count(result.status.name)
+        out = WriteOut(tag=t.key, ok=result.ok, status=result.status.name, message=result.message,
+                       read_back=clean(result.read_back))
+        return JSONResponse(out.model_dump(), status_code=WRITE_HTTP.get(result.status, 502))
+
+    # -------------------------------------------------------------- alarms and rules
+
+    def alarm_call(fn, *args):
+        try:
+            alarm = fn(*args)
+        except AlarmError as exc:
+            code = 404 if str(exc).startswith("no alarm") else 409
+            raise HTTPException(code, str(exc)) from None
+        return _clean_dict(alarm.snapshot(time.time_ns()))
+
+    @api.get("/api/alarms", tags=["alarms"], summary="alarms with their ISA-18.2 state")
+    def alarms(who: Viewer, active: bool | None = None) -> list[dict[str, Any]]:
+        rows = [_clean_dict(a) for a in intel.alarms.snapshot()]
+        if active is not None:
+            rows = [a for a in rows if (a["state"] != "NORMAL") == active]
+        return rows
+
+    @api.get("/api/alarms/events", tags=["alarms"], summary="latest alarm state changes, newest first")
+    def alarm_events(who: Viewer, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+        return [_clean_dict(e.to_dict()) for e in list(intel.events)[::-1][:limit]]
+
+    @api.get("/api/alarms/{name}", tags=["alarms"], responses={404: {"description": "no such alarm"}})
+    def alarm(name: str, who: Viewer) -> dict[str, Any]:
+        return alarm_call(intel.alarms.get, name)
+
+    @api.post("/api/alarms/{name}/ack", tags=["alarms"], summary="acknowledge (operator role)",
+              responses={404: {"description": "no such alarm"}, 409: {"description": "nothing to acknowledge"}})
+    def ack(name: str, who: Operator, body: AckIn | None = None) -> dict[str, Any]:
+        return alarm_call(intel.alarms.acknowledge, name, who.name, body.comment if body else "")
+
+    @api.post("/api/alarms/{name}/shelve", tags=["alarms"], summary="shelve for a time (operator role)",
+              responses={404: {"description": "no such alarm"}})
+    def shelve(name: str, body: ShelveIn, who: Operator) -> dict[str, Any]:
+        return alarm_call(intel.alarms.shelve, name, body.duration_s, who.name, body.comment)
+
+    @api.post("/api/alarms/{name}/unshelve", tags=["alarms"], summary="unshelve (operator role)",
+              responses={404: {"description": "no such alarm"}, 409: {"description": "not shelved"}})
+    def unshelve(name: str, who: Operator) -> dict[str, Any]:
+        return alarm_call(intel.alarms.unshelve, name, who.name)
+
+    @api.get("/api/rules", tags=["rules"], summary="rules with state, status and counters")
+    def rules(who: Viewer) -> list[dict[str, Any]]:
+        return intel.rules.snapshot()
+
+    # -------------------------------------------------------------- status page
+
+    @api.get("/api/status", tags=["status"], summary="everything the status page shows, in one call")
+    def status(who: Viewer) -> dict[str, Any]:
+        now = time.time_ns()
+        return {"site": intel.app.plant.site, "time_ns": now, "caller": who.model_dump(),
+                "devices": [device_out(intel, d).model_dump() for d in intel.app.diagnostics()],
+                "lines": {k: round(v, 2) for k, v in intel.app.line_utilisation().items()},
+                "alarms": [_clean_dict(a) for a in intel.alarms.snapshot() if a["state"] != "NORMAL"],
+                "tags": [tag_out(intel, t).model_dump() for t in intel.app.plant.tags],
+                "refresh_ms": intel.config.status_refresh_ms}
+
+    @api.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return api
+
+
+def _clean_dict(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: clean(v) for k, v in d.items()}

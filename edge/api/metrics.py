@@ -1,0 +1,85 @@
+"""Prometheus metrics of the appliance, collected at scrape time from the live objects (prometheus_client).
+
+Nothing is counted twice: each scrape reads the devices' diagnostics, the pipeline, the
+alarm and rule engines and the API's own counters.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from edge.model import DeviceState, Quality
+
+if TYPE_CHECKING:
+    from edge.intelligence import Intelligence
+
+
+class ApplianceCollector:
+    def __init__(self, intel: Intelligence):
+        self.intel = intel
+
+    def collect(self) -> Iterator[Metric]:  # noqa: C901 - one family after the other
+        app = self.intel.app
+        up = GaugeMetricFamily("edge_device_up", "1 if the device is online", labels=["device", "bus"])
+        state = GaugeMetricFamily("edge_device_state", "device state (0 connecting, 1 online, 2 offline, "
+                                  "3 quarantined, 4 disabled)", labels=["device"])
+        polls = CounterMetricFamily("edge_device_polls", "polls by result", labels=["device", "result"])
+        timeouts = CounterMetricFamily("edge_device_timeouts", "request timeouts", labels=["device"])
+        latency = GaugeMetricFamily("edge_device_latency_seconds", "poll latency quantiles",
+                                    labels=["device", "quantile"])
+        for d in app.diagnostics():
+            up.add_metric([d.name, d.bus], float(d.state == DeviceState.ONLINE))
+            state.add_metric([d.name], float(int(d.state)))
+            polls.add_metric([d.name, "ok"], d.polls_ok)
+            polls.add_metric([d.name, "failed"], d.polls_failed)
+            timeouts.add_metric([d.name], d.timeouts)
+            latency.add_metric([d.name, "0.5"], d.latency_p50_ms / 1e3)
+            latency.add_metric([d.name, "0.99"], d.latency_p99_ms / 1e3)
+        yield from (up, state, polls, timeouts, latency)
+        lines = GaugeMetricFamily("edge_line_utilisation_ratio", "share of time the line is busy", labels=["line"])
+        for line, pct in app.line_utilisation().items():
+            lines.add_metric([line], pct / 100.0)
+        yield lines
+        yield CounterMetricFamily("edge_samples", "samples through the pipeline", value=app.pipeline.samples)
+        yield CounterMetricFamily("edge_batches", "batches through the pipeline", value=app.pipeline.batches)
+        values = GaugeMetricFamily("edge_tag_value", "latest value of numeric tags with Good quality",
+                                   labels=["device", "tag"])
+        quality = GaugeMetricFamily("edge_tag_quality", "latest quality code (0 Good)", labels=["device", "tag"])
+        store = app.store
+        for t in app.plant.tags:
+            q = int(store.quality[t.id])
+            quality.add_metric([t.device, t.name], float(q))
+            v = float(store.values[t.id])
+            if t.dtype != "string" and q == Quality.GOOD and math.isfinite(v):
+                values.add_metric([t.device, t.name], v)
+        yield from (values, quality)
+        active = GaugeMetricFamily("edge_alarm_active", "1 while the alarm is active", labels=["alarm", "priority"])
+        unacked = GaugeMetricFamily("edge_alarm_unacknowledged", "1 while the alarm waits for acknowledgement",
+                                    labels=["alarm", "priority"])
+        for a in self.intel.alarms.alarms.values():
+            active.add_metric([a.name, a.config.priority], float(a.active))
+            unacked.add_metric([a.name, a.config.priority], float(not a.acked))
+        yield from (active, unacked)
+        actions = CounterMetricFamily("edge_rule_actions", "rule actions done", labels=["rule"])
+        blocked = CounterMetricFamily("edge_rule_blocked", "rule actions blocked by an interlock", labels=["rule"])
+        badq = CounterMetricFamily("edge_rule_bad_quality", "episodes in which a rule did not act because of "
+                                   "bad quality", labels=["rule"])
+        for r in self.intel.rules.rules.values():
+            actions.add_metric([r.name], r.actions)
+            blocked.add_metric([r.name], r.blocked)
+            badq.add_metric([r.name], r.bad_quality)
+        yield from (actions, blocked, badq)
+        writes = CounterMetricFamily("edge_api_writes", "API writes by result", labels=["result"])
+        for result, n in self.intel.api_counters.items():
+            writes.add_metric([result], n)
+        yield writes
+
+
+def metrics_text(intel: Intelligence) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ApplianceCollector(intel))
+    return generate_latest(registry)

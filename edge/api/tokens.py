@@ -1,0 +1,101 @@
+"""API tokens: a file of SHA-256 hashes of random tokens, each with a role (viewer or operator).
+
+One token per line, ``name:role:sha256$<hex>``, comments with ``#``; the same roles as the
+OPC UA users file (:mod:`edge.users`). Tokens are 32 random bytes (``secrets.token_urlsafe``),
+so a plain SHA-256 is enough (no password stretching is needed for high-entropy secrets) and
+each request is checked in microseconds. Only hashes are stored; :func:`add_token` prints the
+token once. The file is rewritten atomically with mode 0600.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.users import NAME_RE, Role
+
+
+class TokensFileError(ValueError):
+    """The tokens file or an entry is malformed (the message says where and what is allowed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    name: str
+    role: Role
+    digest: str  # hex SHA-256 of the token
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def load_tokens(path: Path) -> dict[str, TokenEntry]:
+    """name -> entry; raises :class:`TokensFileError` naming the line that is wrong."""
+    out: dict[str, TokenEntry] = {}
+    for lineno, raw in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        where = f"{path}:{lineno}"
+        if len(parts) != 3:
+            raise TokensFileError(f"{where}: expected 'name:role:sha256$hex', got {len(parts)} fields")
+        name, role, hashed = parts
+        if not NAME_RE.match(name):
+            raise TokensFileError(f"{where}: token name {name!r} must be 1-64 of letters, digits, '_', '.', '@', '-'")
+        try:
+            r = Role(role)
+        except ValueError:
+            raise TokensFileError(f"{where}: role {role!r} is not one of viewer, operator") from None
+        scheme, _, digest = hashed.partition("$")
+        if scheme != "sha256" or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise TokensFileError(f"{where}: the hash of {name!r} must be 'sha256$' and 64 lower-case hex digits")
+        out[name] = TokenEntry(name, r, digest)
+    return out
+
+
+class TokenTable:
+    """Looks a presented token up by its digest (constant-time compare against every entry)."""
+
+    def __init__(self, entries: dict[str, TokenEntry]):
+        self.entries = list(entries.values())
+
+    def find(self, token: str) -> TokenEntry | None:
+        digest = token_digest(token)
+        found = None
+        for e in self.entries:
+            if hmac.compare_digest(e.digest, digest):
+                found = e
+        return found
+
+
+def add_token(path: Path, name: str, role: str) -> str:
+    """Create (or replace) token ``name`` with ``role``; returns the new token, stored only as a hash."""
+    if not NAME_RE.match(name):
+        raise TokensFileError(f"token name {name!r} must be 1-64 of letters, digits, '_', '.', '@', '-'")
+    try:
+        r = Role(role)
+    except ValueError:
+        raise TokensFileError(f"role {role!r} is not one of viewer, operator") from None
+    path = Path(path)
+    entries = load_tokens(path) if path.exists() else {}
+    token = secrets.token_urlsafe(32)
+    entries[name] = TokenEntry(name, r, token_digest(token))
+    text = "# edge API tokens: name:role:sha256 of the token\n"
+    text += "".join(f"{e.name}:{e.role.value}:sha256${e.digest}\n" for e in entries.values())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return token
