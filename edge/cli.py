@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "provision": ("provision", "create the data, spool and PKI directories, certificates and users of a site"),
     "fleet": ("fleet", "render every appliance's configuration from a fleet inventory and check each one"),
     "doctor": ("doctor", "check the installation: packages, the aggregator extension, system tools"),
+    "grafana": ("grafana", "dashboards from the configuration: build (files under grafana/) or push (Grafana API)"),
 }
 
 
