@@ -1,0 +1,186 @@
+"""Acceptance: a simulated room temperature crosses its limit; the alarm activates after its delay and
+shows in OPC UA events, the HTTP API and InfluxDB (VictoriaMetrics); acknowledging through the API
+changes its state everywhere; a rule switches the simulated fan coil on and off with hysteresis and
+an interlock blocks it."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from asyncua import Client, ua
+from harness import wait_until
+
+from edge.sim.plant import free_port
+from intelligence.conftest import room_config
+
+ALARM = "room.temperature.limit"
+
+
+class EventLog:
+    """asyncua subscription handler keeping every event's fields."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def event_notification(self, event) -> None:
+        self.events.append(event.get_event_props_as_fields_dict())
+
+    def of(self, name: str) -> list[dict]:
+        return [{k: v.Value for k, v in e.items()} for e in self.events
+                if e.get("ConditionName") is not None and e["ConditionName"].Value == name]
+
+
+def alarm_series(vm, field: str) -> list[tuple[int, float]]:
+    found = vm.samples(f'edge_alarms_{field}{{alarm="{ALARM}"}}')
+    return sorted(p for pts in found.values() for p in pts)
+
+
+async def test_limit_alarm_everywhere_and_ack_through_the_api(make_room, victoria_metrics):
+    opc_port = free_port()
+    room = await make_room(room_config(victoria_metrics.url, opc_port, rules=False))
+    site, intel = room.site, room.intel
+    assert await wait_until(lambda: site.value("room", "temperature")[1].is_good, 5)
+
+    client = Client(f"opc.tcp://127.0.0.1:{opc_port}/edge", timeout=5)
+    async with client:
+        log = EventLog()
+        sub = await client.create_subscription(50, log)
+        await sub.subscribe_events(client.nodes.server, ua.ObjectIds.AlarmConditionType)
+
+        t0 = time.monotonic()
+        site.sim.set_value("room", "temperature", 33.0)
+        assert await wait_until(lambda: site.value("room", "temperature")[0] == 33.0, 5)
+        seen_at = time.monotonic()
+        assert await wait_until(lambda: intel.alarms.get(ALARM).active, 5)
+        active_after = time.monotonic() - seen_at
+        assert active_after >= 0.4, f"alarm activated {active_after:.2f} s after the value: the 500 ms delay was skipped"
+        assert intel.alarms.get(ALARM).state == "UNACK" and intel.alarms.get(ALARM).level == "H"
+
+        async with room.client(room.viewer) as http:
+            resp = await http.get("/api/alarms", params={"active": True})
+            assert resp.status_code == 200, resp.text
+            rows = resp.json()
+            row = next(r for r in rows if r["name"] == ALARM)
+            assert (row["state"], row["level"], row["value"], row["priority"]) == ("UNACK", "H", 33.0, "high")
+            # a viewer may not acknowledge
+            r = await http.post(f"/api/alarms/{ALARM}/ack", json={})
+            assert r.status_code == 403, r.text
+
+        assert await wait_until(lambda: len(log.of(ALARM)) >= 1, 5)
+        first = log.of(ALARM)[0]
+        assert first["ActiveState/Id"] is True and first["AckedState/Id"] is False
+        assert first["Severity"] == 750 and first["SourceName"] == "room.temperature"
+        assert first["ActiveState"].Text == "Active"
+
+        async with room.client(room.operator) as http:
+            r = await http.post(f"/api/alarms/{ALARM}/ack", json={"comment": "seen, opening window"})
+            assert r.status_code == 200, r.text
+            assert r.json()["state"] == "ACKED" and r.json()["ack_user"] == "op"
+            again = await http.post(f"/api/alarms/{ALARM}/ack", json={})
+            assert again.status_code == 409 and "nothing to acknowledge" in again.json()["detail"]
+
+        assert await wait_until(lambda: len(log.of(ALARM)) >= 2, 5)
+        acked = log.of(ALARM)[-1]
+        assert acked["AckedState/Id"] is True and acked["ActiveState/Id"] is True
+        assert acked["ClientUserId"] == "op" and acked["Comment"].Text == "seen, opening window"
+
+        # back below the limit but inside the deadband: stays active; below it: clears
+        site.sim.set_value("room", "temperature", 29.5)
+        await asyncio.sleep(0.5)
+        assert intel.alarms.get(ALARM).active, "cleared inside the 1 degree deadband"
+        site.sim.set_value("room", "temperature", 28.0)
+        assert await wait_until(lambda: intel.alarms.get(ALARM).state == "NORMAL", 5)
+        assert await wait_until(lambda: log.of(ALARM)[-1]["ActiveState/Id"] is False, 5)
+        await sub.delete()
+    assert time.monotonic() - t0 < 30
+
+    # InfluxDB: the state changes arrived as edge_alarms points (VictoriaMetrics keeps numeric fields)
+    def influx_has_all() -> bool:
+        return len(alarm_series(victoria_metrics, "acked")) >= 3
+    for _ in range(100):
+        if influx_has_all():
+            break
+        await asyncio.sleep(0.1)
+    active = [v for _, v in alarm_series(victoria_metrics, "active")]
+    acked = [v for _, v in alarm_series(victoria_metrics, "acked")]
+    assert active[:3] == [1.0, 1.0, 0.0], active
+    assert acked[:3] == [0.0, 1.0, 1.0], acked
+    assert [v for _, v in alarm_series(victoria_metrics, "severity")][0] == 750.0
+
+    async with room.client(room.viewer) as http:
+        events = (await http.get("/api/alarms/events", params={"limit": 10})).json()
+    mine = [e["transition"] for e in events if e["alarm"] == ALARM][::-1]
+    assert mine == ["activated", "acknowledged", "cleared"]
+
+
+def audit(site) -> list[dict]:
+    path = site.loaded.data_dir / "audit.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_rule_switches_fan_coil_with_hysteresis_and_interlock_blocks_it(make_room):
+    room = await make_room(room_config())
+    site, intel = room.site, room.intel
+    sim = site.sim
+    rule = intel.rules.rules["cooling"]
+    assert await wait_until(lambda: rule.state == "released", 5), rule.status  # 21 degC: released at start
+    assert sim.get_value("fancoil", "fan") in (0, False)
+
+    sim.set_value("room", "temperature", 27.0)
+    assert await wait_until(lambda: sim.get_value("fancoil", "fan") in (1, True), 5), rule.status
+    assert sim.get_value("fancoil", "speed") == 2
+    assert rule.state == "fired"
+
+    # inside the hysteresis band (24..26): nothing changes
+    sim.set_value("room", "temperature", 25.0)
+    await asyncio.sleep(0.6)
+    assert sim.get_value("fancoil", "fan") in (1, True) and rule.state == "fired"
+
+    sim.set_value("room", "temperature", 23.0)
+    assert await wait_until(lambda: sim.get_value("fancoil", "fan") in (0, False), 5), rule.status
+    assert sim.get_value("fancoil", "speed") == 0 and rule.state == "released"
+
+    # interlock: the fan coil is in maintenance; a hot room no longer switches it on
+    sim.set_value("fancoil", "maintenance", True)
+    assert await wait_until(lambda: site.value("fancoil", "maintenance")[0] == 1.0, 5)
+    sim.set_value("room", "temperature", 28.0)
+    assert await wait_until(lambda: rule.status.startswith("blocked by interlock"), 5), rule.status
+    await asyncio.sleep(0.6)
+    assert sim.get_value("fancoil", "fan") in (0, False)
+    assert "fan coil in maintenance" in rule.status and rule.blocked == 1
+    async with room.client(room.viewer) as http:
+        shown = next(r for r in (await http.get("/api/rules")).json() if r["name"] == "cooling")
+    assert shown["status"].startswith("blocked by interlock") and shown["blocked"] == 1
+
+    # interlock released: the rule acts
+    sim.set_value("fancoil", "maintenance", False)
+    assert await wait_until(lambda: sim.get_value("fancoil", "fan") in (1, True), 5), rule.status
+    assert await wait_until(lambda: rule.state == "fired" and not rule.busy, 5), rule.status
+
+    # every action went through the write path and its audit log, as the rule
+    entries = [e for e in audit(site) if e["source"] == "rule"]
+    assert [(e["tag"], e["new"]) for e in entries] == [
+        ("fancoil.fan", False), ("fancoil.speed", 0),  # released at start
+        ("fancoil.fan", True), ("fancoil.speed", 2),
+        ("fancoil.fan", False), ("fancoil.speed", 0),
+        ("fancoil.fan", True), ("fancoil.speed", 2)]
+    assert {e["user"] for e in entries} == {"rule:cooling"} and {e["result"] for e in entries} == {"GOOD"}
+
+
+async def test_rule_with_bad_quality_input_does_not_act_and_says_so(make_room, caplog):
+    room = await make_room(room_config())
+    site, intel = room.site, room.intel
+    rule = intel.rules.rules["cooling"]
+    assert await wait_until(lambda: rule.state == "released", 5)
+    await site.sim.stop()  # every device goes silent: the temperature turns bad
+    assert await wait_until(lambda: rule.status.startswith("bad quality"), 10), rule.status
+    assert "room.temperature" in rule.status and rule.bad_quality == 1
+    messages = [r.getMessage() for r in caplog.records if r.name == "edge.rules" and "bad quality" in r.getMessage()]
+    await asyncio.sleep(0.5)
+    again = [r.getMessage() for r in caplog.records if r.name == "edge.rules" and "bad quality" in r.getMessage()]
+    assert len(messages) == 1 and len(again) == 1, "logged once per episode, not per tick"
+    assert rule.actions == 1  # only the release at start
+    quality_alarm = intel.alarms.get("room.temperature.quality")
+    assert await wait_until(lambda: quality_alarm.active, 5)
+    assert await wait_until(lambda: intel.alarms.get("fancoil.offline").active, 15)
