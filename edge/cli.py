@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, (module, description) in COMMANDS.items():
         p = sub.add_parser(name, help=description, description=description)
-        mod = importlib.import_module(f"edge.commands.{module}")
+        try:
+            mod = importlib.import_module(f"edge.commands.{module}")
+        except Exception as exc:  # noqa: BLE001 - one broken command must not take the others down
+            p.set_defaults(unavailable=f"{type(exc).__name__}: {exc}")
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
         mod.add_arguments(name, p)
     return parser
 
@@ -57,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging("debug" if args.debug else (args.log_level or "warning"), args.log_json)
-    module = importlib.import_module(f"edge.commands.{COMMANDS[args.command][0]}")
     try:
+        if getattr(args, "unavailable", None):
+            raise CliError(f"this command cannot run on this installation: {args.unavailable}")
+        module = importlib.import_module(f"edge.commands.{COMMANDS[args.command][0]}")
         return int(module.run(args) or 0)
     except ConfigError as exc:
         for issue in exc.issues:
