@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from drivers.modbus.points import RegisterPoint
 from edge.app import Appliance
 from edge.commands import CliError
 from edge.commands.simulate import plant_specs
@@ -169,7 +170,16 @@ def check_timeout_ms(plugin: LoadedPlugin) -> int:
     return max(10, min(1000, *intervals))
 
 
-def format_row(tag: TagInfo, value: float | str, quality: Quality, derived: bool) -> str:
+def where(point: RegisterPoint) -> str:
+    """Where a point is read, in protocol terms: ``input 0..1 CDAB``, ``holding 148 bit 1``."""
+    text = f"{point.table.value} {point.address}" + (f"..{point.end - 1}" if point.count > 1 else "")
+    if point.count > 1 and point.dtype != "string":
+        text += f" {point.order}"
+    return text + (f" bit {point.bit}" if point.bit is not None else "")
+
+
+def format_row(tag: TagInfo, value: float | str, quality: Quality, at: str) -> str:
+    """One value row of ``check``: name, value with unit (and enum state), quality, type, where."""
     if quality is not Quality.GOOD:
         shown = "-"
     elif isinstance(value, str):
@@ -182,8 +192,7 @@ def format_row(tag: TagInfo, value: float | str, quality: Quality, derived: bool
         shown = f"{value:.7g}" + (f" {tag.unit}" if tag.unit else "")
         if tag.enum is not None and float(value).is_integer():
             shown += f" ({tag.enum.get(int(value), 'not in enum')})"
-    kind = "derived" if derived else tag.dtype
-    return f"  {tag.name:<28} {shown:<30} {QUALITY_NAMES[quality]:<26} {kind}"
+    return f"  {tag.name:<28} {shown:<30} {QUALITY_NAMES[quality]:<26} {at}"
 
 
 async def poll_once(loaded: LoadedConfig, timeout_s: float = CHECK_TIMEOUT_S) -> tuple[Appliance, bool]:
@@ -231,14 +240,15 @@ def check_plugin(folder: Path, name: str) -> tuple[list[str], bool]:
         lines += [f"  warning: {issue}" for issue in loaded.issues]
         lines.append(f"  polling a simulated {name} (Modbus TCP 127.0.0.1:{port}, unit 1) once:")
         app, complete = asyncio.run(poll_once(loaded))
-    derived = {h.derived.name for h in plugin.hooks}
+    at = {p.name: f"{p.dtype:<8} {where(p)}" for p in loaded.devices[0].register_points}
+    at |= {h.derived.name: f"derived  {h.derived.hook}({', '.join(h.derived.inputs)})" for h in plugin.hooks}
     ok = complete
     for tag in loaded.plant.tags:
         value, quality, ts_ns = app.store.get(tag.id)
         if ts_ns == 0:
             quality = Quality.BAD_NO_COMMUNICATION
         ok &= quality is Quality.GOOD
-        lines.append(format_row(tag, value, quality, tag.name in derived))
+        lines.append(format_row(tag, value, quality, at[tag.name]))
     diag = app.devices[name].diag
     if diag.last_error:
         lines.append(f"  last error: {diag.last_error}")

@@ -24,16 +24,17 @@ async def edge(*args: str, cwd: Path = REPO, timeout_s: float = 90) -> tuple[int
     return proc.returncode or 0, out.decode()
 
 
-ROW = re.compile(r"^  (?P<tag>[A-Za-z_][\w-]*) +(?P<value>.*?) +(?P<quality>Good|Bad_\w+|Uncertain_\w+) +(?P<kind>\w+)$")
+ROW = re.compile(r"^  (?P<tag>[A-Za-z_][\w-]*) +(?P<value>.*?) +(?P<quality>Good|Bad_\w+|Uncertain_\w+)"
+                 r" +(?P<kind>\w+)(?: +(?P<at>.*))?$")
 
 
-def tag_lines(output: str) -> dict[str, tuple[str, str, str]]:
-    """``edge plugin check`` value rows: tag name -> (shown value, quality name, type or 'derived')."""
+def tag_lines(output: str) -> dict[str, tuple[str, str, str, str]]:
+    """``edge plugin check`` value rows: tag name -> (value, quality name, type or 'derived', where)."""
     rows = {}
     for line in output.splitlines():
         m = ROW.match(line)
         if m:
-            rows[m["tag"]] = (m["value"].strip(), m["quality"], m["kind"])
+            rows[m["tag"]] = (m["value"].strip(), m["quality"], m["kind"], (m["at"] or "").strip())
     return rows
 
 

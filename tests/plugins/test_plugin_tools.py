@@ -75,7 +75,7 @@ async def test_check_shows_a_hook_that_raises_as_bad_configuration_and_fails(tmp
     code, out = await edge("plugin", "check", "raising_hook", "--dir", str(tmp_path))
     assert code == 1, out
     rows = tag_lines(out)
-    assert rows["motor_load"][1:] == ("Bad_ConfigurationError", "derived")
+    assert rows["motor_load"][1:] == ("Bad_ConfigurationError", "derived", "current_share(motor_current, nominal_current)")
     assert rows["drive_state"][1] == "Good" and rows["motor_current"][1] == "Good"
     assert "hook current_share of raising_hook.motor_load raised ZeroDivisionError: boom" in out
     assert "raising_hook: FAILED: 15 of 16 tags Good" in out

@@ -29,7 +29,7 @@ async def test_plugin_check_polls_every_point_good(name: str):
     assert code == 0, out
     rows = tag_lines(out)
     assert sorted(rows) == sorted(expected), out
-    for tag, (value, quality, _) in rows.items():
+    for tag, (value, quality, _, _) in rows.items():
         assert quality == "Good" and value != "-", f"{tag}: {value} {quality}"
     assert f"{name}: OK: {len(expected)} of {len(expected)} tags Good" in out
 
