@@ -29,7 +29,9 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import socket
+import struct
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -47,10 +49,39 @@ TAGS_PER_DEVICE = 100
 QUEUE = 100
 STRIDE = 100_000.0  # value = cycle * STRIDE + tag id: the client can tell whose value it is
 CHECK_EVERY = 50
-CYCLE_S = 0.1  # every tag gets a new value once per 100 ms (the publishing interval), or as fast as possible
+CYCLE_S = 0.05  # every tag gets a new value every 50 ms (twice per publishing interval), or as fast as possible
 
 
 # ----------------------------------------------------------------------------- client process
+
+_LEAN = struct.Struct("<IBBdIqq")  # ClientHandle, mask (Value|Status|Source|Server), Double, status, 2 x DateTime
+
+
+def install_lean_decoder() -> None:
+    """Client side only: decode the common notification (a Double with StatusCode and both
+    timestamps) into a plain tuple with one struct call instead of asyncua's generic decoder,
+    so the client is not the bottleneck; anything else goes through the library."""
+    from asyncua.ua import ua_binary
+
+    library = ua_binary._create_dataclass_deserializer
+    full = library(ua.MonitoredItemNotification)
+
+    def lean(buf):  # noqa: ANN001, ANN202 - asyncua's Buffer
+        data, pos = buf._data, buf._cur_pos
+        if buf._size >= _LEAN.size and data[pos + 4] == 0x0F and data[pos + 5] == 11:
+            handle, _, _, value, status, src, srv = _LEAN.unpack_from(data, pos)
+            buf._cur_pos = pos + _LEAN.size
+            buf._size -= _LEAN.size
+            return handle, value, status, src, srv
+        return full(buf)
+
+    def lookup(objtype):  # noqa: ANN001, ANN202
+        return lean if objtype is ua.MonitoredItemNotification else library(objtype)
+
+    ua_binary._create_dataclass_deserializer = lookup
+    for cached in (library, ua_binary._create_list_deserializer, ua_binary._create_type_deserializer):
+        cached.cache_clear()
+
 
 
 async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, seconds: float) -> None:
@@ -60,7 +91,12 @@ async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, se
     state = {"n": 0, "checked": 0, "errors": 0}
     handle_tag: dict[int, int] = {}
 
-    def check(item: ua.MonitoredItemNotification) -> None:
+    def check(item: ua.MonitoredItemNotification | tuple) -> None:
+        if isinstance(item, tuple):  # decoded by the lean decoder: check the same fields
+            handle, value, status, src, srv = item
+            item = ua.MonitoredItemNotification(ClientHandle=handle, Value=ua.DataValue(
+                ua.Variant(value, ua.VariantType.Double), ua.StatusCode(status),
+                ua.win_epoch_to_datetime(src), ua.win_epoch_to_datetime(srv)))
         dv = item.Value
         if dv.StatusCode is not None and dv.StatusCode.value == ua.StatusCodes.BadWaitingForInitialData:
             return  # the item's first notification, sent before the first update
@@ -79,6 +115,8 @@ async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, se
             state["errors"] += 1
 
     if not handler_mode:
+        install_lean_decoder()
+
         async def lean_publish_callback(self: Subscription, publish_result: ua.PublishResult) -> None:
             for notif in publish_result.NotificationMessage.NotificationData or ():
                 if isinstance(notif, ua.DataChangeNotification):
@@ -86,8 +124,18 @@ async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, se
                     state["n"] += len(items)
                     for item in items[::CHECK_EVERY]:
                         check(item)
+                    report()
 
         Subscription.publish_callback = lean_publish_callback  # type: ignore[method-assign]
+
+    last_report = [0.0]
+
+    def report(force: bool = False) -> None:
+        """Counters on stdout every 0.25 s, also from inside a swamped event loop."""
+        now = time.monotonic()
+        if force or now - last_report[0] >= 0.25:
+            last_report[0] = now
+            print(json.dumps({"t": now, "cpu": time.process_time(), **state}), flush=True)
 
     class Handler:
         def datachange_notification(self, node, val, data) -> None:  # noqa: ANN001
@@ -95,8 +143,9 @@ async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, se
             if state["n"] % CHECK_EVERY == 0:
                 check(ua.MonitoredItemNotification(ClientHandle=data.monitored_item.ClientHandle,
                                                    Value=data.monitored_item.Value))
+                report()
 
-    client = Client(endpoint, timeout=60)
+    client = Client(endpoint, timeout=60, watchdog_intervall=600.0)  # no health probes while measuring
     client.set_user("bench")
     client.set_password("bench-password")
     async with client:
@@ -110,8 +159,7 @@ async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, se
         t_end = time.monotonic() + seconds
         while time.monotonic() < t_end:
             await asyncio.sleep(0.25)
-            cpu = time.process_time()
-            print(json.dumps({"t": time.monotonic(), "cpu": cpu, **state}), flush=True)
+            report()
 
 
 # ----------------------------------------------------------------------------- server side
@@ -133,98 +181,145 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run_phase(mode: str, n_tags: int, seconds: float, warmup: float, users_file: Path,
-                    handler_client: bool = False) -> dict:
+class _ClientProcess:
+    """The measuring client in another process; ``latest`` holds its last reported counters."""
+
+    def __init__(self) -> None:
+        self.latest: dict = {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self, endpoint: str, ns: int, n_sub: int, kind: str, seconds: float) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--client", endpoint, str(ns), str(n_sub), kind, str(seconds),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._task = asyncio.create_task(self._read())
+        deadline = time.monotonic() + 120
+        while not self.latest.get("ready"):
+            assert time.monotonic() < deadline and self.proc.returncode is None, "client did not subscribe"
+            await asyncio.sleep(0.05)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.latest.update(json.loads(line))
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._task is not None:
+            self._task.cancel()
+
+
+class _Driver:
+    """Updates every tag of one server continuously, with the edge path or asyncua's write_value."""
+
+    def __init__(self, srv, n_tags: int) -> None:  # noqa: ANN001
+        self.srv = srv
+        self.cycle = 0
+        self.ids_per_dev = [np.arange(d * TAGS_PER_DEVICE, (d + 1) * TAGS_PER_DEVICE, dtype=np.int32)
+                            for d in range(n_tags // TAGS_PER_DEVICE)]
+        self.nodes = [srv.server.get_node(ua.NodeId(f"d{i // TAGS_PER_DEVICE}.t{i}", srv.ns)) for i in range(n_tags)]
+
+    async def run(self, mode: str, client: _ClientProcess, seconds: float, warmup: float) -> dict:
+        from edge.model import SampleBatch
+
+        fast = mode == "fast"
+        good = ua.StatusCode(ua.StatusCodes.Good)
+        marks: dict[str, tuple] = {}
+        t_start = time.monotonic()
+        t_warm, t_stop = t_start + warmup, t_start + warmup + seconds
+        produced = 0
+        next_cycle = t_start
+        while True:
+            now = time.monotonic()
+            if now < next_cycle:  # one pass over all tags per CYCLE_S, back to back when late
+                await asyncio.sleep(next_cycle - now)
+                now = time.monotonic()
+            next_cycle = max(next_cycle + CYCLE_S, now)
+            if "start" not in marks and now >= t_warm:
+                marks["start"] = (time.process_time(), dict(client.latest), produced, now)
+            if now >= t_stop:
+                marks["stop"] = (time.process_time(), dict(client.latest), produced, now)
+                break
+            self.cycle += 1
+            base = self.cycle * STRIDE
+            for ids in self.ids_per_dev:
+                ts_ns = time.time_ns()
+                if fast:
+                    self.srv.consume(SampleBatch("d", ts_ns, ids, ids.astype(np.float64) + base,
+                                                 np.zeros(len(ids), np.uint8)))
+                else:
+                    src = datetime.fromtimestamp(ts_ns / 1e9, UTC)
+                    for i in ids.tolist():
+                        await self.nodes[i].write_value(ua.DataValue(ua.Variant(base + i, ua.VariantType.Double),
+                                                                     good, src, datetime.now(UTC)))
+                produced += len(ids)
+                await asyncio.sleep(0)
+                if time.monotonic() >= t_stop:
+                    break
+        await asyncio.sleep(0.3)  # let the last publish arrive before the next phase
+        (cpu0, c0, p0, w0), (cpu1, c1, p1, w1) = marks["start"], marks["stop"]
+        final = dict(client.latest)
+        if os.environ.get("BENCH_DEBUG"):
+            print(mode, c0, c1, final, file=sys.stderr)
+        if "t" not in c0 or c1["t"] <= c0["t"]:
+            raise RuntimeError(f"{mode}: the client reported no progress ({c0} -> {c1})")
+        # Rates from each side's own clock: the client's lines may be read late by a busy server.
+        dt = c1["t"] - c0["t"]
+        changes_s = (c1["n"] - c0["n"]) / dt
+        cpu_share = (cpu1 - cpu0) / (w1 - w0)
+        return {
+            "mode": mode, "tags": len(self.nodes), "changes_s": changes_s,
+            "server_cpu_ms_per_1k": cpu_share / max(changes_s, 1e-9) * 1e6,
+            "server_cpu_share": cpu_share, "client_cpu_share": (c1["cpu"] - c0["cpu"]) / dt,
+            "produced_s": (p1 - p0) / (w1 - w0), "checked": c1["checked"] - c0["checked"],
+            "checked_errors": final["errors"],
+        }
+
+
+async def run_size(n_tags: int, seconds: float, warmup: float, users_file: Path, handler: bool) -> list[dict]:
+    """One server with ``n_tags`` tags and one subscribed lean client: first asyncua's own update
+    path (baseline, collector untouched), then the edge path (collector frozen/tuned as in
+    production) on the same server and subscription; then, if ``handler``, asyncua's client in
+    handler mode against the edge path."""
     from edge.config.opcua import OpcUaConfig
     from edge.export.opcua import OpcUaServer
-    from edge.model import SampleBatch
 
-    plant = make_plant(n_tags)
     cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/bench", security_policies=["None"],
                       allow_security_none=True, users_file=users_file, max_queue_size=QUEUE,
                       max_unacked_per_subscription=20)
-    fast = mode == "fast"
-    srv = OpcUaServer(plant, cfg, tune_gc=fast)
+    srv = OpcUaServer(make_plant(n_tags), cfg, tune_gc=False)
     t0 = time.perf_counter()
     await srv.start()
     startup_s = time.perf_counter() - t0
-    if not fast:  # plain asyncua: its own write path, no edge write hook
-        srv.server.iserver.attribute_service.write = srv._original_write  # type: ignore[union-attr]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--client", srv.endpoint_url, str(srv.ns), str(min(SUBSCRIBED, n_tags)),
-        "handler" if handler_client else "lean", str(warmup + seconds + 15),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    latest: dict = {}
-
-    async def reader() -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            latest.update(json.loads(line))
-
-    read_task = asyncio.create_task(reader())
-    deadline = time.monotonic() + 120
-    while not latest.get("ready"):
-        assert time.monotonic() < deadline and proc.returncode is None, "client did not subscribe"
-        await asyncio.sleep(0.05)
-
-    ids_per_dev = [np.arange(d * TAGS_PER_DEVICE, (d + 1) * TAGS_PER_DEVICE, dtype=np.int32)
-                   for d in range(n_tags // TAGS_PER_DEVICE)]
-    nodes = [srv.server.get_node(ua.NodeId(f"d{i // TAGS_PER_DEVICE}.t{i}", srv.ns)) for i in range(n_tags)]
-    good = ua.StatusCode(ua.StatusCodes.Good)
-    marks: dict[str, tuple] = {}
-    cycle = 0
-    t_start = time.monotonic()
-    t_warm, t_stop = t_start + warmup, t_start + warmup + seconds
-    produced = 0
-    next_cycle = t_start
-    while True:
-        now = time.monotonic()
-        if now < next_cycle:  # one pass over all tags per publishing interval, back to back when late
-            await asyncio.sleep(next_cycle - now)
-            now = time.monotonic()
-        next_cycle = max(next_cycle + CYCLE_S, now)
-        if "start" not in marks and now >= t_warm:
-            marks["start"] = (time.process_time(), dict(latest), produced)
-        if now >= t_stop:
-            marks["stop"] = (time.process_time(), dict(latest), produced)
-            break
-        cycle += 1
-        base = cycle * STRIDE
-        for ids in ids_per_dev:
-            ts_ns = time.time_ns()
-            if fast:
-                srv.consume(SampleBatch("d", ts_ns, ids, ids.astype(np.float64) + base, np.zeros(len(ids), np.uint8)))
-            else:
-                src = datetime.fromtimestamp(ts_ns / 1e9, UTC)
-                for i in ids.tolist():
-                    await nodes[i].write_value(ua.DataValue(ua.Variant(base + i, ua.VariantType.Double), good, src,
-                                                            datetime.now(UTC)))
-            produced += len(ids)
-            await asyncio.sleep(0)
-            if time.monotonic() >= t_stop:
-                break
-    await asyncio.sleep(0.5)
-    final = dict(latest)
-    proc.kill()
-    await proc.wait()
-    read_task.cancel()
-    await srv.stop()
-    gc.collect()
-
-    (cpu0, c0, p0), (cpu1, c1, p1) = marks["start"], marks["stop"]
-    if "t" not in c0 or c1["t"] <= c0["t"]:
-        raise RuntimeError(f"{mode} {n_tags}: the client reported no progress ({c0} -> {c1})")
-    dt = c1["t"] - c0["t"]
-    delivered = c1["n"] - c0["n"]
-    cpu = cpu1 - cpu0
-    return {
-        "mode": mode, "tags": n_tags, "client": "handler" if handler_client else "lean",
-        "changes_s": delivered / dt, "server_cpu_ms_per_1k": cpu / max(delivered, 1) * 1e6,
-        "server_cpu_share": cpu / dt, "client_cpu_share": (c1["cpu"] - c0["cpu"]) / dt,
-        "produced_s": (p1 - p0) / dt, "checked": final["checked"], "checked_errors": final["errors"],
-        "build_s": srv.build_s, "startup_s": startup_s,
-    }
+    edge_write = srv.server.iserver.attribute_service.write
+    srv.server.iserver.attribute_service.write = srv._original_write  # plain asyncua write path
+    driver = _Driver(srv, n_tags)
+    n_sub = min(SUBSCRIBED, n_tags)
+    client = _ClientProcess()
+    results = []
+    try:
+        await client.start(srv.endpoint_url, srv.ns, n_sub, "lean", 2 * (warmup + seconds) + 20)
+        results.append(await driver.run("baseline", client, seconds, warmup) | {"client": "lean"})
+        srv.server.iserver.attribute_service.write = edge_write
+        srv.tune_gc = True
+        srv._freeze_gc()
+        results.append(await driver.run("fast", client, seconds, warmup) | {"client": "lean"})
+        await client.stop()
+        if handler:
+            client = _ClientProcess()
+            await client.start(srv.endpoint_url, srv.ns, n_sub, "handler", warmup + seconds + 20)
+            results.append(await driver.run("fast", client, seconds, warmup) | {"client": "handler"})
+    finally:
+        await client.stop()
+        await srv.stop()
+        gc.collect()
+    for r in results:
+        r.update(build_s=srv.build_s, startup_s=startup_s)
+    return results
 
 
 def _fmt(r: dict) -> str:
@@ -240,18 +335,22 @@ async def bench_main(long: bool) -> None:
     from edge.users import add_user
 
     logging.basicConfig(level=logging.ERROR)
-    seconds, warmup = (15.0, 3.0) if long else (5.0, 2.0)
+    seconds, warmup = (15.0, 3.0) if long else (2.5, 1.0)
     with tempfile.TemporaryDirectory() as tmp:
         users = Path(tmp) / "users"
         add_user(users, "bench", "viewer", "bench-password")
         results = {}
+        handler = None
         for n in (10_000, 50_000):
-            for mode in ("baseline", "fast"):
-                r = await run_phase(mode, n, seconds, warmup, users)
-                results[(mode, n)] = r
+            t_size = time.monotonic()
+            for r in await run_size(n, seconds, warmup, users, handler=n == 10_000):
                 print(_fmt(r), flush=True)
-        handler = await run_phase("fast", 10_000, seconds, warmup, users, handler_client=True)
-        print(_fmt(handler), flush=True)
+                if r["client"] == "handler":
+                    handler = r
+                else:
+                    results[(r["mode"], n)] = r
+            print(f"  ({n} tags: {time.monotonic() - t_size:.0f} s)", flush=True)
+        assert handler is not None
 
     out: dict = {}
     for n in (10_000, 50_000):
@@ -289,21 +388,22 @@ async def profile_fast() -> None:
         add_user(users, "bench", "viewer", "bench-password")
         prof = cProfile.Profile()
         prof.enable()
-        r = await run_phase("fast", 10_000, 5.0, 2.0, users)
+        rs = await run_size(10_000, 5.0, 2.0, users, handler=False)
         prof.disable()
-    print(_fmt(r))
+    for r in rs:
+        print(_fmt(r))
     pstats.Stats(prof).sort_stats("tottime").print_stats(30)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--long", action="store_true", help="15 s measuring windows instead of 5 s")
+    ap.add_argument("--long", action="store_true", help="15 s measuring windows instead of 2.5 s")
     ap.add_argument("--profile", action="store_true", help="profile the fast server with 10,000 tags only")
     ap.add_argument("--client", nargs=5, metavar=("ENDPOINT", "NS", "N", "MODE", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
         endpoint, ns, n, mode, secs = args.client
-        logging.basicConfig(level=logging.ERROR)
+        logging.basicConfig(level=logging.INFO if os.environ.get("BENCH_DEBUG") else logging.ERROR)
         asyncio.run(client_main(endpoint, int(ns), int(n), mode == "handler", float(secs)))
         return
     if args.profile:
