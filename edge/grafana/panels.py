@@ -95,6 +95,11 @@ def _targets(panel, ds: DataSourceRef, queries: list[InfluxQL]):
     return panel
 
 
+def _legend() -> cb.VizLegendOptions:
+    return cb.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.LIST).placement(
+        cm.LegendPlacement.BOTTOM)
+
+
 def _ref(i: int) -> str:
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     return letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26]
@@ -134,8 +139,7 @@ def _json_thresholds(th: db.ThresholdsConfig) -> dict:
 def band_series(title: str, ds: DataSourceRef, tags: list[TagView], query_for) -> timeseries.Panel:
     """Time series: each tag's mean (Good samples only) inside a shaded min/max band."""
     panel = (timeseries.Panel().title(title).height(8).span(24).line_width(2).fill_opacity(0)
-             .span_nulls(False).legend(cb.VizLegendOptions().show_legend(True)
-                                       .display_mode(cm.LegendDisplayMode.LIST).placement(cm.LegendPlacement.BOTTOM)))
+             .span_nulls(False).legend(_legend()))
     units = {t.unit for t in tags}
     if len(units) == 1 and (unit := grafana_unit(next(iter(units)))):
         panel.unit(unit)
@@ -174,7 +178,7 @@ def quality(title: str, ds: DataSourceRef, query: str, rows: int) -> statetimeli
 
 def texts(title: str, ds: DataSourceRef, tags: list[TagView], query_for) -> table.Panel:
     """Table of the latest text of string tags (serial numbers, firmware versions)."""
-    panel = table.Panel().title(title).height(4).span(24)
+    panel = table.Panel().title(title).height(4).span(24).show_header(True)
     return _targets(panel, ds, [InfluxQL(query_for(t)).alias(t.name).table() for t in tags])
 
 
@@ -183,7 +187,8 @@ def texts(title: str, ds: DataSourceRef, tags: list[TagView], query_for) -> tabl
 
 def series(title: str, ds: DataSourceRef, query: str, alias: str, unit: str | None = None,
            span: int = 12, draw_bars: bool = False) -> timeseries.Panel:
-    panel = timeseries.Panel().title(title).height(8).span(span).line_width(1).fill_opacity(10)
+    panel = (timeseries.Panel().title(title).height(8).span(span).line_width(1).fill_opacity(10)
+             .legend(_legend()))
     if unit:
         panel.unit(unit)
     if draw_bars:
@@ -194,6 +199,7 @@ def series(title: str, ds: DataSourceRef, query: str, alias: str, unit: str | No
 def device_states(title: str, ds: DataSourceRef, query: str, rows: int) -> statetimeline.Panel:
     panel = (statetimeline.Panel().title(title).height(max(5, 2 + rows)).span(24)
              .show_value(cm.VisibilityMode.AUTO).merge_values(True).fill_opacity(80).mappings([state_mapping()])
+             .legend(_legend())
              .color_scheme(db.FieldColor().mode(FieldColorModeId.FIXED).fixed_color("blue")))
     return _targets(panel, ds, [InfluxQL(query).alias("$tag_source")])
 
