@@ -240,23 +240,29 @@ def check_plugin(folder: Path, name: str) -> tuple[list[str], bool]:
         lines += [f"  warning: {issue}" for issue in loaded.issues]
         lines.append(f"  polling a simulated {name} (Modbus TCP 127.0.0.1:{port}, unit 1) once:")
         app, complete = asyncio.run(poll_once(loaded))
+    rows, ok = report(loaded, plugin, app, complete)
+    return lines + rows, ok
+
+
+def report(loaded: LoadedConfig, plugin: LoadedPlugin, app: Appliance, complete: bool) -> tuple[list[str], bool]:
+    """One row per tag (register points, then derived tags), the device's last error and a verdict."""
     at = {p.name: f"{p.dtype:<8} {where(p)}" for p in loaded.devices[0].register_points}
     at |= {h.derived.name: f"derived  {h.derived.hook}({', '.join(h.derived.inputs)})" for h in plugin.hooks}
-    ok = complete
+    lines, good = [], 0
     for tag in loaded.plant.tags:
         value, quality, ts_ns = app.store.get(tag.id)
         if ts_ns == 0:
-            quality = Quality.BAD_NO_COMMUNICATION
-        ok &= quality is Quality.GOOD
+            quality = Quality.BAD_NO_COMMUNICATION  # never polled: the store's initial value means nothing
+        good += quality is Quality.GOOD
         lines.append(format_row(tag, value, quality, at[tag.name]))
-    diag = app.devices[name].diag
+    diag = app.devices[plugin.name].diag
     if diag.last_error:
         lines.append(f"  last error: {diag.last_error}")
     if not complete:
         lines.append(f"  not every tag was polled within {CHECK_TIMEOUT_S:g} s")
-    bad = sum(1 for t in loaded.plant.tags if app.store.get(t.id)[1] is not Quality.GOOD)
-    lines.append(f"{name}: {'OK' if ok else 'FAILED'}: {len(loaded.plant.tags) - bad} of "
-                 f"{len(loaded.plant.tags)} tags Good")
+    total = len(loaded.plant.tags)
+    ok = complete and good == total
+    lines.append(f"{plugin.name}: {'OK' if ok else 'FAILED'}: {good} of {total} tags Good")
     return lines, ok
 
 
