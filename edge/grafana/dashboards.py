@@ -14,6 +14,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import (
+    AnnotationQuery,
     DashboardCursorSync,
     DashboardLinkType,
     DataSourceRef,
@@ -115,6 +116,8 @@ def overview(view: SiteView) -> db.Dashboard:
             "$col", unit="percent", span=24))
     for panel in alarm_panels(view, ds):
         dash.with_panel(panel)
+    for annotation in alarm_annotations(view, ds):
+        dash.annotation(annotation)
     return dash
 
 
@@ -124,6 +127,11 @@ def alarm_panels(view: SiteView, ds: DataSourceRef) -> list[Builder[Panel]]:
     The alarms feature adds its measurement here (e.g. a table of active alarms per device and
     a state timeline of alarm counts); the overview appends whatever this returns at its end.
     """
+    return []
+
+
+def alarm_annotations(view: SiteView, ds: DataSourceRef) -> list[Builder[AnnotationQuery]]:
+    """Annotation queries marking alarm raise/clear on the overview's graphs: none until ``edge_alarms`` exists."""
     return []
 
 
