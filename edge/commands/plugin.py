@@ -97,7 +97,7 @@ def next_steps(target: Path) -> str:
         "next steps (plugins/README.md explains each one):",
         f"  1. edit {target / 'manifest.yaml'}: name, vendor, model, documentation, address_base",
         f"  2. edit {target / 'points.yaml'}: one line per register of the datasheet's table",
-        f"  3. edge plugin check {name}" + ("" if target.parent == PROJECT_PLUGINS else f" --dir {target.parent}"),
+        f"  3. edge plugin check {name}" + ("" if target.parent == plugins_dir(None) else f" --dir {target.parent}"),
         f"  4. copy {target / 'sample.yaml'} into your site's edge.yaml, then: edge check edge.yaml",
         "  5. on site: edge read edge.yaml DEVICE (and edge probe for values that look wrong)",
     ])

@@ -95,3 +95,13 @@ async def test_check_reports_a_bad_simulator_hint_with_file_and_line(tmp_path: P
     assert code == 1, out
     assert re.search(r"points\.yaml:8: error: points\[2\]\.sim: simulator hint of 'temperature_correction': "
                      r"kind: Input should be 'sine'", out), out
+
+
+async def test_new_and_check_use_the_plugins_folder_of_the_current_directory(tmp_path: Path):
+    (tmp_path / "plugins").mkdir()
+    code, out = await edge("plugin", "new", "site_meter", cwd=tmp_path)
+    assert code == 0, out
+    assert (tmp_path / "plugins" / "site_meter" / "manifest.yaml").is_file()
+    assert "  3. edge plugin check site_meter\n" in out
+    code, out = await edge("plugin", "check", "site_meter", cwd=tmp_path)
+    assert code == 0 and "site_meter: OK: 7 of 7 tags Good" in out, out
