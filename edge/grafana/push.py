@@ -42,12 +42,12 @@ def push_site(view: SiteView, url: str, token: str | None, influx_token: str | N
     step = "connect"
     try:
         step = "folder"
-        report.folder = _ensure_folder(api, view)
+        report.folder, folder_uid = _ensure_folder(api, view)
         step = "data source"
         report.datasource = _ensure_datasource(api, view, influx_token)
         for name, model in build_dashboards(view).items():
             step = f"dashboard {name}"
-            api.dashboard.update_dashboard({"dashboard": model, "folderUid": view.folder_uid, "overwrite": True,
+            api.dashboard.update_dashboard({"dashboard": model, "folderUid": folder_uid, "overwrite": True,
                                             "message": "edge grafana push"})
             report.dashboards.append(model["uid"])
     except GrafanaUnauthorizedError as exc:
@@ -78,15 +78,19 @@ def _missing(exc: GrafanaClientError) -> bool:
     return exc.status_code == 404
 
 
-def _ensure_folder(api: GrafanaApi, view: SiteView) -> str:
+def _ensure_folder(api: GrafanaApi, view: SiteView) -> tuple[str, str]:
+    """("created" | "exists", folder uid): ours by uid, else a folder someone made with the same title."""
     try:
         api.folder.get_folder(view.folder_uid)
-        return "exists"
+        return "exists", view.folder_uid
     except GrafanaClientError as exc:
         if not _missing(exc):
             raise
+    for folder in api.folder.get_all_folders():
+        if folder.get("title") == view.grafana.folder:
+            return "exists", folder["uid"]
     api.folder.create_folder(view.grafana.folder, uid=view.folder_uid)
-    return "created"
+    return "created", view.folder_uid
 
 
 def _ensure_datasource(api: GrafanaApi, view: SiteView, influx_token: str | None) -> str:

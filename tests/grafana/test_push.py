@@ -70,6 +70,14 @@ def test_an_existing_datasource_is_left_as_its_owner_set_it(tmp_path: Path, fake
     assert fake_grafana.state.count("POST", "/api/datasources") == 0
 
 
+def test_a_folder_made_by_hand_with_the_same_title_is_reused(tmp_path: Path, fake_grafana):
+    view = site_view(load(make_site("demo", tmp_path)))
+    fake_grafana.state.folders["abc123"] = {"id": 99, "uid": "abc123", "title": view.grafana.folder, "version": 1}
+    report = push_site(view, fake_grafana.url, TOKEN)
+    assert report.folder == "exists" and list(fake_grafana.state.folders) == ["abc123"]
+    assert {d["folderUid"] for d in fake_grafana.state.dashboards.values()} == {"abc123"}
+
+
 def test_wrong_token_is_a_clear_error_and_changes_nothing(tmp_path: Path, fake_grafana):
     view = site_view(load(make_site("demo", tmp_path)))
     with pytest.raises(GrafanaPushError, match=r"refused the token \(401\).*GRAFANA_TOKEN.*invalid API key"):
