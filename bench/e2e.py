@@ -1,0 +1,366 @@
+"""End-to-end benchmark: simulated devices -> the whole appliance -> OPC UA client and time-series server.
+
+Processes: simulated Modbus TCP devices (edge.sim, one child process), the appliance as it runs
+on site (`edge run`: polling, decoding, aggregator, OPC UA server, spool and forwarder to a
+VictoriaMetrics server speaking the InfluxDB write protocol), a lean OPC UA client subscribed
+to every tag, and this orchestrator. Every simulated value changes every second.
+
+Measured on the appliance's process only (from /proc): CPU share (cores) and resident memory.
+From the appliance's own telemetry (edge_health in the time-series server): samples/s and
+poll-interval jitter. Latency: a marker value is written into a simulated device's register
+at a known wall time; the OPC UA client reports when the notification carrying it arrives,
+and the orchestrator polls the time-series server until the point is queryable.
+
+Reference: EMQ Neuron 15,000 tags/s at ~1.24 cores. Target: >= 50,000 tags/s at <= 1.0 core,
+<= 1 GiB, jitter p99 <= 50 ms, field->OPC UA p99 <= interval + 300 ms, field->TSDB p99 <= 5 s.
+
+    .venv/bin/python bench/e2e.py                 # 500 devices x 100 tags at 1 s, ~1 minute
+    .venv/bin/python bench/e2e.py --long          # 3-minute measurement
+Ends with one line ``RESULT {json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import struct
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+
+import numpy as np  # noqa: E402
+
+MARKER_BASE = 1_000_000.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------- OPC UA client process
+
+_LEAN = {11: struct.Struct("<IBBdIqq"), 10: struct.Struct("<IBBfIqq")}  # Double, Float with status + 2 stamps
+
+
+def install_lean_decoder() -> None:
+    """Decode the common notification (a Double or Float with StatusCode and both timestamps) with one
+    struct call, so that the client, not the server, is never the bottleneck."""
+    from asyncua import ua
+    from asyncua.ua import ua_binary
+
+    library = ua_binary._create_dataclass_deserializer
+    full = library(ua.MonitoredItemNotification)
+
+    def lean(buf):  # noqa: ANN001, ANN202
+        data, pos = buf._data, buf._cur_pos
+        if buf._size >= 30 and data[pos + 4] == 0x0F and data[pos + 5] in _LEAN:
+            st = _LEAN[data[pos + 5]]
+            handle, _, _, value, status, src, srv = st.unpack_from(data, pos)
+            buf._cur_pos = pos + st.size
+            buf._size -= st.size
+            return handle, value, status, src, srv
+        return full(buf)
+
+    def lookup(objtype):  # noqa: ANN001, ANN202
+        return lean if objtype is ua.MonitoredItemNotification else library(objtype)
+
+    ua_binary._create_dataclass_deserializer = lookup
+    for cached in (library, ua_binary._create_list_deserializer, ua_binary._create_type_deserializer):
+        cached.cache_clear()
+
+
+async def client_main(endpoint: str, ns: int, devices: int, tags: int, seconds: float) -> None:
+    """Subscribe to every tag; print counters every 0.5 s and each marker value when it arrives."""
+    from asyncua import Client, ua
+    from asyncua.common.subscription import Subscription
+
+    install_lean_decoder()
+    state = {"n": 0, "checked": 0, "errors": 0}
+    epoch = 116444736000000000  # 1601 -> 1970 in 100 ns
+
+    async def on_publish(self: Subscription, result: ua.PublishResult) -> None:
+        now = time.time()
+        for notif in result.NotificationMessage.NotificationData or ():
+            if not isinstance(notif, ua.DataChangeNotification):
+                continue
+            items = notif.MonitoredItems
+            state["n"] += len(items)
+            for k, item in enumerate(items):
+                if not isinstance(item, tuple):
+                    continue
+                handle, value, status, src, srv = item
+                if k % 97 == 0:  # a full check of a sample: value, status, both timestamps
+                    state["checked"] += 1
+                    ok = status == 0 and src > epoch and srv >= src and abs((src - epoch) / 1e7 - now) < 60
+                    state["errors"] += not ok
+                if value >= MARKER_BASE:
+                    print(json.dumps({"marker": value, "recv": now}), flush=True)
+
+    Subscription.publish_callback = on_publish  # type: ignore[method-assign]
+    client = Client(endpoint, timeout=120, watchdog_intervall=600.0)
+    async with client:
+        sub = await client.create_subscription(100, None)
+        nodes = [client.get_node(ua.NodeId(f"dev{d}.t{k}", ns)) for d in range(devices) for k in range(tags)]
+        for i in range(0, len(nodes), 5000):
+            await sub.subscribe_data_change(nodes[i:i + 5000], queuesize=1)
+        print(json.dumps({"ready": True, "subscribed": len(nodes)}), flush=True)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await asyncio.sleep(0.5)
+            print(json.dumps({"t": time.time(), **state}), flush=True)
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: int, data_dir: Path) -> str:
+    from edge.sim.plant import free_port
+
+    lines = [
+        "site: {name: e2e}",
+        f"runtime: {{data_dir: {data_dir}, status_interval_s: 1, health_interval_s: 2, log_level: warning}}",
+        "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 500}]",
+        "outputs:",
+        f"  opcua: {{endpoint: 'opc.tcp://127.0.0.1:{opc_port}/edge', security_policies: ['None'], "
+        "allow_security_none: true, anonymous: true, max_queue_size: 1}",
+        f"  influxdb: {{url: '{vm_url}', token: bench, org: edge, bucket: edge, batch_max_age_ms: 500}}",
+        "devices:",
+    ]
+    for d in range(devices):
+        lines.append(f"  - {{name: dev{d}, bus: net, port: {free_port()}, interval_ms: {interval_ms}, points: [")
+        for k in range(tags):
+            lines.append(f"      {{name: t{k}, address: {2 * k}, type: float32, "
+                         f"sim: {{kind: sine, mean: {10 + k}, amplitude: 5, noise: 0.5, period_s: 60}}}},")
+        lines.append("    ]}")
+    return "\n".join(lines) + "\n"
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def vm_query(url: str, query: str) -> list:
+    q = urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=10) as r:
+        return json.loads(r.read())["data"]["result"]
+
+
+def vm_has_value(url: str, metric: str, value: float, since_s: float) -> bool:
+    urllib.request.urlopen(f"{url}/internal/force_flush", timeout=10).read()
+    q = urllib.parse.urlencode({"match[]": metric, "start": f"{since_s:.3f}"})
+    with urllib.request.urlopen(f"{url}/api/v1/export?{q}", timeout=10) as r:
+        for line in r.read().splitlines():
+            if any(abs(v - value) < 1e-3 for v in json.loads(line)["values"]):
+                return True
+    return False
+
+
+async def read_lines(stream: asyncio.StreamReader, sink: list, latest: dict) -> None:
+    while line := await stream.readline():
+        msg = json.loads(line)
+        if "marker" in msg:
+            sink.append(msg)
+        else:
+            latest.update(msg)
+
+
+async def run(args: argparse.Namespace) -> dict:
+    from tsdb import VictoriaMetrics
+
+    from edge.commands.simulate import plant_specs
+    from edge.config.loader import load_config
+    from edge.sim.plant import free_port
+    from edge.sim.process import SimPlantProcess
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-e2e-"))
+    vm = VictoriaMetrics(tmp / "vm")
+    vm.start()
+    opc_port = free_port()
+    config = tmp / "edge.yaml"
+    config.write_text(site_yaml(args.devices, args.tags, args.interval_ms, vm.url, opc_port, tmp / "data"))
+    loaded = load_config(config)
+    sim = SimPlantProcess(plant_specs(loaded), processes=1)
+    await sim.start()
+    t_start = time.monotonic()
+    app = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", "run", str(config), "--no-status",
+                                               cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+    client = None
+    try:
+        ns = await wait_for_server(opc_port, app)
+        startup_s = time.monotonic() - t_start
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--client", f"opc.tcp://127.0.0.1:{opc_port}/edge", str(ns),
+            str(args.devices), str(args.tags), str(args.seconds + args.warmup + 60),
+            stdout=asyncio.subprocess.PIPE)
+        markers: list[dict] = []
+        latest: dict = {}
+        reader = asyncio.create_task(read_lines(client.stdout, markers, latest))
+        while not latest.get("ready"):
+            if client.returncode is not None:
+                raise RuntimeError("the OPC UA client failed")
+            await asyncio.sleep(0.1)
+        subscribe_s = time.monotonic() - t_start - startup_s
+        await asyncio.sleep(args.warmup)
+        figures = await measure(args, app.pid, sim, vm, markers, latest)
+        figures.update(startup_s=round(startup_s, 1), subscribe_s=round(subscribe_s, 1))
+        reader.cancel()
+        return figures
+    finally:
+        if client is not None and client.returncode is None:
+            client.kill()
+            await client.wait()
+        if app.returncode is None:
+            app.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(app.wait(), 30)
+            except TimeoutError:
+                app.kill()
+        await sim.stop()
+        vm.stop()
+
+
+async def wait_for_server(port: int, app: asyncio.subprocess.Process) -> int:
+    """Wait for the OPC UA endpoint; return the site namespace index."""
+    from asyncua import Client
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if app.returncode is not None:
+            err = await app.stderr.read()
+            raise RuntimeError(f"the appliance exited: {err.decode()[-2000:]}")
+        try:
+            async with Client(f"opc.tcp://127.0.0.1:{port}/edge", timeout=5) as c:
+                return await c.get_namespace_index("urn:edge:e2e")
+        except Exception:  # noqa: BLE001 - not up yet
+            await asyncio.sleep(0.5)
+    raise RuntimeError("the appliance's OPC UA server did not come up in 120 s")
+
+
+async def measure(args, pid: int, sim, vm, markers: list[dict], latest: dict) -> dict:
+    interval_s = args.interval_ms / 1e3
+    cpu0, t0 = proc_cpu_s(pid), time.monotonic()
+    n0 = latest.get("n", 0)
+    samples0 = await asyncio.to_thread(health_total, vm.url, "samples")
+    sent: dict[float, float] = {}
+    tsdb_latency: list[float] = []
+    rss_max = 0.0
+    rng = np.random.default_rng(1)
+    seq = 0
+    tsdb_checks: list[asyncio.Task] = []
+    end = t0 + args.seconds
+    while time.monotonic() < end:
+        seq += 1
+        dev = int(rng.integers(args.devices))
+        value = MARKER_BASE + seq
+        sent[value] = time.time()
+        sim.set_value(f"dev{dev}", "t0", value)
+        if seq % 3 == 0:
+            tsdb_checks.append(asyncio.create_task(
+                tsdb_latency_of(vm.url, f"dev{dev}_t0", value, sent[value], tsdb_latency)))
+        rss_max = max(rss_max, proc_rss_mb(pid))
+        await asyncio.sleep(0.5 + float(rng.uniform(0, 0.2)))
+    cpu1, t1 = proc_cpu_s(pid), time.monotonic()
+    n1 = latest.get("n", 0)
+    samples1 = await asyncio.to_thread(health_total, vm.url, "samples")
+    await asyncio.gather(*tsdb_checks)
+    await asyncio.sleep(interval_s + 1.0)  # the last markers' notifications
+    opc_latency = [m["recv"] - sent[m["marker"]] for m in markers if m["marker"] in sent]
+    first = {}
+    for m in markers:
+        first.setdefault(m["marker"], m["recv"])
+    opc_latency = [first[v] - sent[v] for v in first if v in sent]
+    jitter = await asyncio.to_thread(health_values, vm.url, "jitter_p99_ms")
+    wall = t1 - t0
+    tags_per_s = (samples1 - samples0) / wall if samples1 > samples0 else float("nan")
+    return {
+        "tags_per_s": round(tags_per_s),
+        "opcua_changes_per_s": round((n1 - n0) / wall),
+        "cpu_cores": round((cpu1 - cpu0) / wall, 3),
+        "rss_mb": round(rss_max, 1),
+        "jitter_p99_ms": round(float(np.max(jitter)), 1) if len(jitter) else None,
+        "jitter_p99_ms_median_device": round(float(np.median(jitter)), 1) if len(jitter) else None,
+        "opcua_latency_p50_ms": pct(opc_latency, 50, 1e3), "opcua_latency_p99_ms": pct(opc_latency, 99, 1e3),
+        "tsdb_latency_p50_s": pct(tsdb_latency, 50, 1.0), "tsdb_latency_p99_s": pct(tsdb_latency, 99, 1.0),
+        "markers_sent": len(sent), "markers_seen_opcua": len(opc_latency), "markers_checked_tsdb": len(tsdb_latency),
+        "checked_errors": latest.get("errors", 0), "checked": latest.get("checked", 0),
+        "poll_interval_ms": args.interval_ms, "devices": args.devices, "tags": args.tags,
+        "seconds": round(wall, 1),
+    }
+
+
+def pct(values: list[float], q: float, scale: float) -> float | None:
+    return round(float(np.percentile(values, q)) * scale, 3) if values else None
+
+
+def health_total(url: str, field: str) -> float:
+    """The appliance's own counter (edge_health, source=appliance), as last written."""
+    urllib.request.urlopen(f"{url}/internal/force_flush", timeout=10).read()
+    result = vm_query(url, f'last_over_time(edge_health_{field}{{source="appliance"}}[1m])')
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def health_values(url: str, field: str) -> np.ndarray:
+    """The latest per-device value of an edge_health field."""
+    urllib.request.urlopen(f"{url}/internal/force_flush", timeout=10).read()
+    result = vm_query(url, f'last_over_time(edge_health_{field}{{source!="appliance"}}[1m])')
+    return np.array([float(r["value"][1]) for r in result])
+
+
+async def tsdb_latency_of(url: str, metric: str, value: float, sent_at: float, out: list[float]) -> None:
+    deadline = sent_at + 30
+    while time.time() < deadline:
+        if await asyncio.to_thread(vm_has_value, url, metric, value, sent_at - 5):
+            out.append(time.time() - sent_at)
+            return
+        await asyncio.sleep(0.2)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        endpoint, ns, devices, tags, seconds = sys.argv[2:7]
+        asyncio.run(client_main(endpoint, int(ns), int(devices), int(tags), float(seconds)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument("--tags", type=int, default=100)
+    parser.add_argument("--interval-ms", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--long", action="store_true", help="a 3-minute measurement window")
+    args = parser.parse_args()
+    if args.long:
+        args.seconds = 180.0
+    r = asyncio.run(run(args))
+    interval = args.interval_ms
+    print(f"{args.devices} devices x {args.tags} tags at {interval} ms, {r['seconds']} s measured "
+          f"(appliance up in {r['startup_s']} s, client subscribed in {r['subscribe_s']} s)")
+    print(f"  tags/s sustained          {r['tags_per_s']:>10}   (target >= 50,000; Neuron 15,000 at ~1.24 cores)")
+    print(f"  OPC UA changes/s (client) {r['opcua_changes_per_s']:>10}")
+    print(f"  appliance CPU             {r['cpu_cores']:>10} cores (target <= 1.0)")
+    print(f"  appliance RSS             {r['rss_mb']:>10} MB (target <= 1024)")
+    print(f"  poll jitter p99           {r['jitter_p99_ms']} ms worst device, {r['jitter_p99_ms_median_device']} ms "
+          "median device (target <= 50)")
+    print(f"  field -> OPC UA client    p50 {r['opcua_latency_p50_ms']} ms, p99 {r['opcua_latency_p99_ms']} ms "
+          f"(target <= {interval + 300}) over {r['markers_seen_opcua']}/{r['markers_sent']} markers")
+    print(f"  field -> queryable TSDB   p50 {r['tsdb_latency_p50_s']} s, p99 {r['tsdb_latency_p99_s']} s "
+          f"(target <= 5) over {r['markers_checked_tsdb']} markers")
+    print(f"  client checks             {r['checked']} notifications checked, {r['checked_errors']} failed")
+    print("RESULT " + json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
