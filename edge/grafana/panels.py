@@ -109,8 +109,8 @@ def _ref(i: int) -> str:
 
 
 def latest_values(title: str, ds: DataSourceRef, tags: list[TagView], query_for) -> stat.Panel:
-    """Stat panel: the last value of each tag with its unit, coloured by its range."""
-    panel = (stat.Panel().title(title).height(4).span(min(24, max(6, 4 * len(tags))))
+    """Stat panel: the last value of each tag with its unit, coloured by its range (left of the band panel)."""
+    panel = (stat.Panel().title(title).height(8).span(8)
              .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
              .color_mode(cm.BigValueColorMode.VALUE).graph_mode(cm.BigValueGraphMode.NONE)
              .text_mode(cm.BigValueTextMode.VALUE_AND_NAME))
@@ -137,8 +137,8 @@ def _json_thresholds(th: db.ThresholdsConfig) -> dict:
 
 
 def band_series(title: str, ds: DataSourceRef, tags: list[TagView], query_for) -> timeseries.Panel:
-    """Time series: each tag's mean (Good samples only) inside a shaded min/max band."""
-    panel = (timeseries.Panel().title(title).height(8).span(24).line_width(2).fill_opacity(0)
+    """Time series: each tag's mean inside a shaded min/max band (right of the latest values)."""
+    panel = (timeseries.Panel().title(title).height(8).span(16).line_width(2).fill_opacity(0)
              .span_nulls(False).legend(_legend()))
     units = {t.unit for t in tags}
     if len(units) == 1 and (unit := grafana_unit(next(iter(units)))):

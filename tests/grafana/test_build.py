@@ -120,6 +120,19 @@ def test_every_tag_is_drawn_with_its_quality_and_every_device_is_on_the_overview
             assert f'last("q_{tag.name}")' in quality, f"{dtype.key}.{tag.name} has no quality panel"
 
 
+@pytest.mark.parametrize("site_name", ["demo", "sample-eastron_sdm630"])
+def test_panels_fit_the_grid_without_overlapping(site_name: str, tmp_path: Path):
+    for name, model in build_dashboards(site_view(load(make_site(site_name, tmp_path)))).items():
+        cells: dict[tuple[int, int], str] = {}
+        for panel in model["panels"]:
+            g = panel["gridPos"]
+            assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, (name, panel["title"], g)
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in cells, f"{name}: {panel['title']} overlaps {cells[(x, y)]}"
+                    cells[(x, y)] = panel["title"]
+
+
 def test_units_thresholds_and_state_names_come_from_the_points(tmp_path: Path):
     view = site_view(load(make_site("demo", tmp_path)))
     th = build_dashboards(view)["xymd02_th.json"]
