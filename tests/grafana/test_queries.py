@@ -123,3 +123,23 @@ def test_band_of_a_windowed_tag_reads_window_statistics(tmp_path: Path, influxdb
     # per-plugin measurement: the raw queries read "xymd02_th" told apart by the device tag
     latest = next(t for title, t in targets(model) if title.endswith("latest"))
     assert re.search(r'FROM "xymd02_th" WHERE .*"device" = \'\$device\'', latest["query"])
+
+
+def test_band_of_a_raw_tag_leaves_out_stale_and_bad_samples(tmp_path: Path, influxdb1):
+    """The min/max band of a tag without windows plots Good samples only: stale values are not data."""
+    from plantdata import FAILED_EVERY
+
+    site = make_site("demo", tmp_path)
+    loaded = load(site)
+    view = site_view(loaded)
+    influxdb1.create_database(view.database)
+    influxdb1.write_lines(view.database, "\n".join(exporter_lines(loaded, BASE_NS)))
+    model = build_dashboards(view)["xymd02_th.json"]
+    first_tag = loaded.plant.tags[loaded.plant.device("th_room1").tag_ids[0]].name  # stale every 7th poll
+    band = next(t for title, t in targets(model) if "min/max" in title and f'mean("{first_tag}")' in t["query"])
+    q = interpolate(band["query"], BASE_NS, BASE_NS + POLLS * STEP_NS - 1, "5s", {"device": "th_room1"})
+    rows = influxdb1.query(q, db=view.database)["results"][0]["series"][0]["values"]
+    good = [p for p in range(POLLS) if p % FAILED_EVERY != FAILED_EVERY - 1 and p % 7 != 3]
+    assert [r[0] for r in rows] == [BASE_NS + p * STEP_NS for p in good]
+    raw = influxdb1.query(f'SELECT count("{first_tag}") FROM "th_room1"', db=view.database)["results"][0]
+    assert raw["series"][0]["values"][0][1] > len(good)  # the stale values are stored, just not plotted
