@@ -7,6 +7,7 @@ one dashboard per type.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -88,8 +89,6 @@ def uid_for(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "x"
     if len(slug) <= 40:
         return slug
-    import hashlib  # noqa: PLC0415 - only for long names
-
     return f"{slug[:31]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 

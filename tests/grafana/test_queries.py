@@ -7,7 +7,16 @@ import re
 from pathlib import Path
 
 import pytest
-from plantdata import POLLS, STEP_NS, exporter_lines, load, make_site, sample_snippets, site_names
+from plantdata import (
+    FAILED_EVERY,
+    POLLS,
+    STEP_NS,
+    exporter_lines,
+    load,
+    make_site,
+    sample_snippets,
+    site_names,
+)
 
 from edge.grafana.dashboards import build_dashboards
 from edge.grafana.influxql import interpolate
@@ -127,8 +136,6 @@ def test_band_of_a_windowed_tag_reads_window_statistics(tmp_path: Path, influxdb
 
 def test_band_of_a_raw_tag_leaves_out_stale_and_bad_samples(tmp_path: Path, influxdb1):
     """The min/max band of a tag without windows plots Good samples only: stale values are not data."""
-    from plantdata import FAILED_EVERY
-
     site = make_site("demo", tmp_path)
     loaded = load(site)
     view = site_view(loaded)
