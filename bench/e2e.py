@@ -122,6 +122,16 @@ async def client_main(endpoint: str, ns: int, devices: int, tags: int, seconds: 
 def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: int, data_dir: Path) -> str:
     from edge.sim.plant import free_port
 
+    ports: set[int] = {opc_port}
+
+    def unique_port() -> int:
+        for _ in range(1000):
+            port = free_port()
+            if port not in ports:
+                ports.add(port)
+                return port
+        raise RuntimeError("no free port")
+
     lines = [
         "site: {name: e2e}",
         f"runtime: {{data_dir: {data_dir}, status_interval_s: 1, health_interval_s: 2, log_level: warning}}",
@@ -133,7 +143,7 @@ def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: 
         "devices:",
     ]
     for d in range(devices):
-        lines.append(f"  - {{name: dev{d}, bus: net, port: {free_port()}, interval_ms: {interval_ms}, points: [")
+        lines.append(f"  - {{name: dev{d}, bus: net, port: {unique_port()}, interval_ms: {interval_ms}, points: [")
         for k in range(tags):
             lines.append(f"      {{name: t{k}, address: {2 * k}, type: float32, "
                          f"sim: {{kind: sine, mean: {10 + k}, amplitude: 5, noise: 0.5, period_s: 60}}}},")

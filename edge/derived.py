@@ -3,6 +3,7 @@
 One :class:`DerivedStage` per device sits between its poller and the pipeline. It keeps the
 latest value and quality of every hook input; when a batch brings an input, the hooks that
 use it run and their results go out as one extra batch with the same source timestamp. A
+result outside the derived tag's range is Bad_OutOfRange, as for a polled value. A
 hook whose input is not Good is not called: its tag takes that input's quality. A hook that
 raises, returns something that is not a finite number or bool, or outruns its budget puts
 only its own tag in Bad_ConfigurationError (slow hooks are reported, their value is kept);
@@ -37,6 +38,7 @@ class DerivedStage:
         self._quality = np.full(len(inputs), int(Quality.BAD_NO_COMMUNICATION), dtype=np.uint8)
         self._args = [np.array([self._slot[tag_id_of[i]] for i in h.derived.inputs], dtype=np.intp) for h in hooks]
         self._out_ids = np.array([tag_id_of[h.derived.name] for h in hooks], dtype=np.int32)
+        self._ranges = [h.derived.range or (-math.inf, math.inf) for h in hooks]
         self._logged: set[tuple[str, str]] = set()
         self.errors = 0
         self.slow = 0
@@ -78,6 +80,9 @@ class DerivedStage:
                 self._once(hook, "slow", f"hook {hook.derived.hook} took {elapsed_ms:.1f} ms "
                                          f"(budget {hook.budget_ms:.1f} ms)", logging.WARNING)
         if isinstance(result, bool | int | float | np.integer | np.floating) and math.isfinite(float(result)):
+            low, high = self._ranges[k]
+            if not low <= float(result) <= high:
+                return math.nan, int(Quality.BAD_OUT_OF_RANGE)
             return float(result), int(Quality.GOOD)
         return self._fail(hook, f"returned {result!r}: a hook must return a finite number or a bool")
 

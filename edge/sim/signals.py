@@ -159,7 +159,8 @@ class SignalBank:
             span = self.lim_hi[m] - self.lim_lo[m]
             total = self.start[m] + self.rate[m] * t
             wrap = np.isfinite(span) & (span > 0)
-            wrapped = self.lim_lo[m] + np.mod(total - self.lim_lo[m], np.where(wrap, span, 1.0))
+            with np.errstate(invalid="ignore"):  # unbounded counters give NaN here; np.where drops them
+                wrapped = self.lim_lo[m] + np.mod(total - self.lim_lo[m], np.where(wrap, span, 1.0))
             out[m] = np.where(wrap & (total > self.lim_hi[m]), wrapped, total)
         m = (k == KIND_CODES["step"]) | (k == KIND_CODES["enum"])
         if m.any():
