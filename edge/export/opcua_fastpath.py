@@ -55,8 +55,8 @@ _STATUS = [ua.StatusCode(STATUS_CODES[q]) for q in Quality]
 _BAD_CONFIG = ua.StatusCode(STATUS_CODES[Quality.BAD_CONFIG_ERROR])
 _NULL = ua.Variant(None, ua.VariantType.Null)
 _DISABLED = ua.MonitoringMode.Disabled
-_TRIGGER_STATUS = ua.DataChangeTrigger.Status
-_ABSOLUTE = ua.DeadbandType.Absolute
+_TRIGGER_STATUS = int(ua.DataChangeTrigger.Status)
+_ABSOLUTE = int(ua.DeadbandType.Absolute)
 
 
 class PublisherStats:
@@ -249,13 +249,14 @@ class FastPublisher:
 
 def _filter_passes(flt: Any, last: ua.DataValue | None, dv: ua.DataValue) -> bool:
     """A client's DataChangeFilter, compared with the last value sent to that item."""
-    if not isinstance(flt, ua.DataChangeFilter) or last is None:
+    # asyncua has two DataChangeFilter classes (generated and hand-written): test by shape
+    if last is None or not hasattr(flt, "DeadbandType") or not hasattr(flt, "Trigger"):
         return True
     if last.StatusCode != dv.StatusCode:
         return True
-    if flt.Trigger == _TRIGGER_STATUS:
+    if int(flt.Trigger) == _TRIGGER_STATUS:  # decoded filters may carry plain ints
         return False
-    if flt.DeadbandType == _ABSOLUTE:
+    if int(flt.DeadbandType) == _ABSOLUTE:
         a = last.Value.Value if last.Value is not None else None
         b = dv.Value.Value if dv.Value is not None else None
         if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
