@@ -113,7 +113,9 @@ if [ $make_user = 1 ]; then
       --home-dir "$data_dir" --shell /usr/sbin/nologin --comment "edge appliance" "$user"
   else
     grep -q "^$user:" "$root/etc/group" 2>/dev/null || groupadd --prefix "$root" --system "$user"
-    grep -q "^$user:" "$root/etc/passwd" 2>/dev/null || useradd --prefix "$root" --system --gid "$user" \
+    groups=()
+    grep -q "^dialout:" "$root/etc/group" && groups=(--groups dialout)
+    grep -q "^$user:" "$root/etc/passwd" 2>/dev/null || useradd --prefix "$root" --system --gid "$user" "${groups[@]}" \
       --no-create-home --home-dir "$data_dir" --shell /usr/sbin/nologin --comment "edge appliance" "$user"
   fi
 fi
