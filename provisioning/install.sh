@@ -98,10 +98,18 @@ else
   die "--from must be a .whl file or a checkout with setup.py, got $from"
 fi
 "$venv/bin/edge" --help >/dev/null || die "the installed edge command does not run"
-"$venv/bin/python" - <<'EOF' || die "edge and drivers do not come from the same installation"
-import pathlib, drivers, edge
+"$venv/bin/python" - <<'EOF' || die "the installation is incomplete (see the line above)"
+import importlib, pathlib, pkgutil, sys
+import drivers, edge, edge.commands
 a, b = pathlib.Path(edge.__file__).parents[1], pathlib.Path(drivers.__file__).parents[1]
-assert a == b, (a, b)
+if a != b:
+    sys.exit(f"edge ({a}) and drivers ({b}) come from different installations")
+# every command module and the appliance import: a dependency missing from setup.py shows here, not on site
+for mod in ["edge.app", *(f"edge.commands.{m.name}" for m in pkgutil.iter_modules(edge.commands.__path__))]:
+    try:
+        importlib.import_module(mod)
+    except ImportError as exc:
+        sys.exit(f"{mod} cannot be imported: {exc} (a dependency missing from setup.py?)")
 EOF
 
 # 3. the service user
