@@ -1,4 +1,5 @@
-"""Fuzz: the real Modbus transports (TCP and RTU over TCP) read from a tiny loopback server that answers
+"""Fuzz: the real Modbus transports (TCP, RTU over TCP, and RTU on a serial line made by socat) read
+from a tiny server (loopback TCP, or the other end of the pty pair) that answers
 each request with hypothesis-chosen bytes: valid frames, mutated frames (flipped bytes, truncations,
 wrong unit, function, byte count, transaction id, MBAP length, bad or recomputed CRC), exception
 responses, garbage, silence, slow trickles, duplicates and dropped connections.
@@ -11,8 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import struct
+import subprocess
 import threading
+import time
+import tty
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -27,6 +33,8 @@ from drivers.modbus.client import (
     ModbusExceptionResponse,
     ModbusTimeout,
     RtuOverTcpTransport,
+    SerialParams,
+    SerialTransport,
     TcpTransport,
     Transport,
 )
@@ -161,11 +169,27 @@ class FuzzServer:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     served: int = 0
     server: asyncio.Server | None = None
+    serial: bool = False
+    serial_task: asyncio.Task | None = None
 
     async def start(self) -> int:
         self.idle.set()
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         return self.server.sockets[0].getsockname()[1]
+
+    async def start_serial(self, path: str) -> None:
+        """Serve the device end of a pty pair: requests are read from it, answers written to it."""
+        self.idle.set()
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(fd)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+        wfd = os.dup(fd)
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                            os.fdopen(wfd, "wb", 0))
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self.serial_task = asyncio.create_task(self._client(reader, writer))
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -178,10 +202,10 @@ class FuzzServer:
                 self.idle.clear()
                 self.served += 1
                 try:
-                    if self.plan.kind == "close":
+                    if self.plan.kind == "close" and not self.serial:
                         writer.close()
-                        return
-                    if self.plan.kind != "silence":
+                        return  # a serial line cannot be closed from the device end: it stays silent
+                    if self.plan.kind not in ("silence", "close"):
                         for chunk, pause in render(self.plan, request, self.rtu):
                             writer.write(chunk)
                             await writer.drain()
@@ -202,14 +226,27 @@ class FuzzServer:
 class Harness:
     """One event loop in a thread with the server and the transport, shared by every example."""
 
-    def __init__(self, rtu: bool):
+    def __init__(self, rtu: bool, serial_dir: str | None = None):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = FuzzServer(rtu)
-        self.port = self.call(self.server.start())
-        cls = RtuOverTcpTransport if rtu else TcpTransport
-        self.transport: Transport = cls("fuzz", "127.0.0.1", self.port)
+        self.server = FuzzServer(rtu, serial=serial_dir is not None)
+        self.socat: subprocess.Popen | None = None
+        self.transport: Transport
+        if serial_dir is None:
+            port = self.call(self.server.start())
+            cls = RtuOverTcpTransport if rtu else TcpTransport
+            self.transport = cls("fuzz", "127.0.0.1", port)
+        else:
+            app_end, dev_end = f"{serial_dir}/ttyAPP", f"{serial_dir}/ttyDEV"
+            self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={app_end}", f"pty,raw,echo=0,link={dev_end}"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(100):  # at most 5 s for socat to make the pair
+                if os.path.exists(app_end) and os.path.exists(dev_end):
+                    break
+                time.sleep(0.05)
+            self.call(self.server.start_serial(dev_end))
+            self.transport = SerialTransport("fuzz", SerialParams(port=app_end, baud=115200))
         self.outcomes: dict[str, int] = {}
 
     def call(self, coro, timeout: float = 10.0):
@@ -226,8 +263,8 @@ class Harness:
 
     async def _shutdown(self) -> None:
         self.transport.close()
-        assert self.server.server is not None
-        self.server.server.close()
+        if self.server.server is not None:
+            self.server.server.close()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in others:
             task.cancel()
@@ -238,6 +275,9 @@ class Harness:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
+        if self.socat is not None:
+            self.socat.terminate()
+            self.socat.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +290,15 @@ def tcp() -> Iterator[Harness]:
 @pytest.fixture(scope="module")
 def rtu_over_tcp() -> Iterator[Harness]:
     h = Harness(rtu=True)
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def serial_line(tmp_path_factory) -> Iterator[Harness]:
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed (provisioning/setup.sh installs it)")
+    h = Harness(rtu=True, serial_dir=str(tmp_path_factory.mktemp("pty")))
     yield h
     h.close()
 
@@ -313,13 +362,19 @@ def test_rtu_over_tcp_transport_survives_any_answer(rtu_over_tcp, plan, unit, ta
     check_read(rtu_over_tcp, plan, unit, table, address, count)
 
 
-def test_the_fuzz_reached_every_outcome(tcp, rtu_over_tcp):
-    """Runs after the two fuzz tests (file order): the plans did reach arrays, timeouts and frame errors."""
-    for h in (tcp, rtu_over_tcp):
+@FUZZ
+@given(plan=plans, **reads)
+def test_serial_transport_survives_any_answer(serial_line, plan, unit, table, address, count):
+    check_read(serial_line, plan, unit, table, address, count)
+
+
+def test_the_fuzz_reached_every_outcome(tcp, rtu_over_tcp, serial_line):
+    """Runs after the fuzz tests (file order): the plans did reach arrays, timeouts and frame errors."""
+    for h in (tcp, rtu_over_tcp, serial_line):
         if not h.outcomes:
             pytest.skip("run with the fuzz tests above (it reads their tallies)")
         assert h.outcomes.get("array", 0) > 0 and h.outcomes.get("ModbusTimeout", 0) > 0, h.outcomes
         assert h.outcomes.get("ModbusFrameError", 0) > 0, h.outcomes
         assert h.outcomes.get("ModbusExceptionResponse", 0) > 0, h.outcomes
         assert h.server.served > 100
-        print(f"{'rtu_over_tcp' if h.server.rtu else 'tcp'}: {h.server.served} requests served, outcomes {h.outcomes}")
+        print(f"{h.transport.kind}: {h.server.served} requests served, outcomes {h.outcomes}")
