@@ -347,7 +347,7 @@ class OpcUaServer:
         if orphans:
             raise ValueError(f"tags of unknown devices (not in plant.devices): {orphans[:5]}")
 
-    def _bind(self, plant: Plant, carry: dict[str, tuple[float, int, str | None]] | None) -> None:
+    def _bind(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None) -> None:
         self._tags_by_key = plant.tag_by_key()
         attvals: list[AttributeValue | None] = [None] * len(plant.tags)
         for tag in plant.tags:

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import math
 import struct
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,7 @@ _VTYPE = {
 _STATUS = [ua.StatusCode(STATUS_CODES[q]) for q in Quality]
 _BAD_CONFIG = ua.StatusCode(STATUS_CODES[Quality.BAD_CONFIG_ERROR])
 _NULL = ua.Variant(None, ua.VariantType.Null)
+_WAITING = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
 _DISABLED = ua.MonitoringMode.Disabled
 _TRIGGER_STATUS = int(ua.DataChangeTrigger.Status)
 _ABSOLUTE = int(ua.DeadbandType.Absolute)
@@ -82,34 +84,83 @@ class FastPublisher:
         self._last_v = np.zeros(0)
         self._last_q = np.zeros(0, dtype=np.uint8)
         self._is_string = np.zeros(0, dtype=bool)
+        self._is_float = np.zeros(0, dtype=bool)
+        self._last_src = np.zeros(0, dtype=np.int64)
+        self._last_srv = np.zeros(0, dtype=np.int64)
         self._last_text: dict[int, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ binding to a plant
 
     def bind(self, tags: Sequence[TagInfo], attvals: Sequence[AttributeValue | None],
-             carry: dict[str, tuple[float, int, str | None]] | None = None) -> None:
+             carry: dict[str, tuple[float, int, str | None, int, int]] | None = None) -> None:
         """Bind to a plant's tags (by id) and their Value records; ``carry`` maps tag keys to the
-        (value, quality, text) last reported before a reload, so a reload sends no duplicates."""
+        (value, quality, text, source ns, server ns) last reported before a reload (from
+        :meth:`snapshot`), so a reload loses no value and sends no duplicates.
+
+        Each Value record gets a read callback: the latest value lives in numpy arrays and a
+        DataValue is built only when a client reads the node or a monitored item needs it, so
+        tags nobody subscribes to cost no Python objects per change."""
         n = len(tags)
         self._attvals = list(attvals)
         self._kinds = [_KIND.get(t.dtype, KIND_INT) for t in tags]
         self._vtypes = [_VTYPE[t.dtype] for t in tags]
         self._deadband = np.array([max(float(t.deadband), 0.0) for t in tags], dtype=np.float64)
         self._is_string = np.array([t.dtype == "string" for t in tags], dtype=bool)
+        self._is_float = np.array([_KIND.get(t.dtype, KIND_INT) == KIND_FLOAT for t in tags], dtype=bool)
         self._last_v = np.full(n, np.nan)
         self._last_q = np.full(n, NEVER, dtype=np.uint8)
+        self._last_src = np.zeros(n, dtype=np.int64)
+        self._last_srv = np.zeros(n, dtype=np.int64)
         self._last_text = {}
         for t in tags:
             if carry and t.key in carry:
-                v, q, text = carry[t.key]
+                v, q, text, src_ns, srv_ns = carry[t.key]
                 self._last_v[t.id], self._last_q[t.id] = v, q
+                self._last_src[t.id], self._last_srv[t.id] = src_ns, srv_ns
                 if text is not None:
                     self._last_text[t.id] = text
+        for tid, attval in enumerate(self._attvals):
+            if attval is not None:
+                attval.value = None
+                attval.value_callback = self._reader(tid)
 
-    def snapshot(self, tags: Sequence[TagInfo]) -> dict[str, tuple[float, int, str | None]]:
-        """Last reported (value, quality, text) by tag key: what :meth:`bind` takes as ``carry``."""
-        return {t.key: (float(self._last_v[t.id]), int(self._last_q[t.id]), self._last_text.get(t.id))
+    def _reader(self, tid: int) -> Callable[[Any, Any], ua.DataValue]:
+        return lambda nodeid, attr: self.read_value(tid)
+
+    def read_value(self, tid: int) -> ua.DataValue:
+        """The tag's current value as a DataValue (what Read and new monitored items get)."""
+        q = int(self._last_q[tid])
+        if q == NEVER:
+            return ua.DataValue(_NULL, _WAITING)
+        src = datetime.fromtimestamp(int(self._last_src[tid]) / 1e9, UTC) if self._last_src[tid] else None
+        srv = datetime.fromtimestamp(int(self._last_srv[tid]) / 1e9, UTC) if self._last_srv[tid] else None
+        return self._datavalue(tid, float(self._last_v[tid]), q, src, srv, self._last_text.get(tid))
+
+    def _datavalue(self, tid: int, val: float, q: int, src: datetime | None, srv: datetime | None,
+                   text: str | None) -> ua.DataValue:
+        sc = _STATUS[q] if q < len(_STATUS) else _BAD_CONFIG
+        if q >= Quality.BAD_NO_COMMUNICATION:
+            return ua.DataValue(_NULL, sc, src, srv)
+        kind = self._kinds[tid]
+        if kind == KIND_FLOAT:
+            variant = ua.Variant(val, self._vtypes[tid]) if not math.isnan(val) else _NULL
+        elif kind == KIND_STRING:
+            variant = ua.Variant(text, self._vtypes[tid])
+        elif math.isnan(val):
+            variant = _NULL
+        elif kind == KIND_BOOL:
+            variant = ua.Variant(val != 0.0, self._vtypes[tid])
+        else:
+            variant = ua.Variant(int(val), self._vtypes[tid])
+        if variant is _NULL:
+            sc = _BAD_CONFIG  # a Good sample without a representable value
+        return ua.DataValue(variant, sc, src, srv)
+
+    def snapshot(self, tags: Sequence[TagInfo]) -> dict[str, tuple[float, int, str | None, int, int]]:
+        """Last reported state by tag key: what :meth:`bind` takes as ``carry``."""
+        return {t.key: (float(self._last_v[t.id]), int(self._last_q[t.id]), self._last_text.get(t.id),
+                        int(self._last_src[t.id]), int(self._last_srv[t.id]))
                 for t in tags if t.id < len(self._last_q)}
 
     # ------------------------------------------------------------------ hot path
@@ -145,9 +196,16 @@ class FastPublisher:
         cids = ids[sel]
         cvals = values[sel]
         cq = quality[sel]
+        srv_ns = time.time_ns()
         self._last_v[cids] = cvals
         self._last_q[cids] = cq
-        return self._report(cids.tolist(), cvals.tolist(), cq.tolist(), batch.ts_ns, texts)
+        self._last_src[cids] = batch.ts_ns
+        self._last_srv[cids] = srv_ns
+        st.reported += len(cids)
+        st.bad_values += int(np.count_nonzero((cq == 0) & np.isnan(cvals) & ~self._is_string[cids]
+                                              & ~self._is_float[cids]))
+        self._report(cids.tolist(), cvals.tolist(), cq.tolist(), batch.ts_ns, srv_ns, texts)
+        return len(cids)
 
     def _text_changes(self, ids: np.ndarray, texts: dict[int, str]) -> np.ndarray:
         out = np.zeros(len(ids), dtype=bool)
@@ -160,43 +218,20 @@ class FastPublisher:
                 self._last_text[tid] = text
         return out
 
-    def _report(self, ids: list[int], vals: list[float], qs: list[int], ts_ns: int,
-                texts: dict[int, str] | None) -> int:
-        src = datetime.fromtimestamp(ts_ns / 1e9, UTC)
-        srv = datetime.now(UTC)
-        attvals, kinds, vtypes = self._attvals, self._kinds, self._vtypes
-        DataValue, Variant = ua.DataValue, ua.Variant  # noqa: N806 (local aliases on the hot path)
-        reported = 0
+    def _report(self, ids: list[int], vals: list[float], qs: list[int], ts_ns: int, srv_ns: int,
+                texts: dict[int, str] | None) -> None:
+        """DataValues for the changed tags that have monitored items, delivered to them."""
+        attvals = self._attvals
+        src = srv = None
         for tid, val, q in zip(ids, vals, qs, strict=True):
             attval = attvals[tid]
-            if attval is None:
+            if attval is None or not attval.datachange_callbacks:
                 continue
-            sc = _STATUS[q] if q < len(_STATUS) else _BAD_CONFIG
-            if q >= Quality.BAD_NO_COMMUNICATION:
-                variant = _NULL
-            else:
-                kind = kinds[tid]
-                if kind == KIND_FLOAT:
-                    variant = Variant(val, vtypes[tid]) if not math.isnan(val) else _NULL
-                elif kind == KIND_STRING:
-                    text = texts.get(tid) if texts else None
-                    variant = Variant(text, vtypes[tid])
-                elif math.isnan(val):
-                    variant = _NULL
-                elif kind == KIND_BOOL:
-                    variant = Variant(val != 0.0, vtypes[tid])
-                else:
-                    variant = Variant(int(val), vtypes[tid])
-                if variant is _NULL:
-                    self.stats.bad_values += 1
-                    sc = _BAD_CONFIG
-            dv = DataValue(variant, sc, src, srv)
-            attval.value = dv
-            reported += 1
-            if attval.datachange_callbacks:
-                self.deliver(attval, dv)
-        self.stats.reported += reported
-        return reported
+            if src is None:
+                src = datetime.fromtimestamp(ts_ns / 1e9, UTC)
+                srv = datetime.fromtimestamp(srv_ns / 1e9, UTC)
+            text = texts.get(tid) if texts else self._last_text.get(tid)
+            self.deliver(attval, self._datavalue(tid, val, q, src, srv, text))
 
     def set_value(self, attval: AttributeValue, dv: ua.DataValue) -> None:
         """Store a node's value and deliver it (status variables and other non-tag nodes)."""

@@ -40,7 +40,7 @@ async def test_history_read_raw_from_ring_buffers(users_file) -> None:
     plant = make_plant()
     ring = RingStandIn()
     v_id = tag_id(plant, "meter1.voltage")
-    now = time.time_ns()
+    now = time.time_ns() // 1000 * 1000  # OPC UA DateTime has 100 ns resolution, datetime 1 us
     ts = now - np.arange(300, 0, -1, dtype=np.int64) * 1_000_000_000  # the last 5 minutes, 1 s apart
     values = 230.0 + np.arange(300) * 0.01
     quality = np.zeros(300, np.uint8)
