@@ -7,8 +7,6 @@ Writes go through the appliance's one write path (role check, audit log) and are
 per token. Errors are JSON ``{"detail": "..."}`` saying what is wrong and what is allowed;
 nothing the caller sends can produce a 5xx, except a device that fails a write (502/504).
 """
-from __future__ import annotations
-
 import math
 import time
 from pathlib import Path
@@ -99,6 +97,18 @@ class ShelveIn(BaseModel):
     comment: str = Field("", max_length=500)
 
 
+class ErrorOut(BaseModel):
+    detail: str | list[Any] = Field(description="what is wrong and what is allowed (a list for schema errors)")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the request body is not valid JSON"},
+    401: {"model": ErrorOut, "description": "no token or an unknown token"},
+    403: {"model": ErrorOut, "description": "the token's role may not do this"},
+    422: {"model": ErrorOut, "description": "the request does not match the schema, or the value cannot be used"},
+}
+
+
 class HistoryOut(BaseModel):
     tag: str
     ts_ns: list[int]
@@ -116,7 +126,7 @@ def clean(v: Any) -> Any:
     return v
 
 
-def tag_out(intel: Intelligence, tag: TagInfo) -> TagOut:
+def tag_out(intel: "Intelligence", tag: TagInfo) -> TagOut:
     value, quality, ts = intel.app.store.get(tag.id)
     state = None
     if tag.enum and isinstance(value, float) and math.isfinite(value):
@@ -126,7 +136,7 @@ def tag_out(intel: Intelligence, tag: TagInfo) -> TagOut:
                   quality_code=int(quality), ts_ns=ts or None, state=state)
 
 
-def device_out(intel: Intelligence, d) -> DeviceOut:
+def device_out(intel: "Intelligence", d) -> DeviceOut:
     rt = intel.app.devices.get(d.name)
     line = rt.line.name if rt is not None and hasattr(rt.line, "name") else None
     util = intel.app.line_utilisation().get(line) if line else None
@@ -163,9 +173,34 @@ def value_problem(tag: TagInfo, value: object) -> str | None:
 # ----------------------------------------------------------------------------- the app
 
 
-def create_app(intel: Intelligence) -> FastAPI:  # noqa: C901 - the routes are listed in one place
-    api = FastAPI(title="Edge appliance API", version="1", description=__doc__,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+def _query_names(dependant: Any) -> set[str]:
+    """Names of the query parameters of an operation, its dependencies included."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def strict_query(request: Request) -> None:
+    """Reject undeclared or repeated query parameters (a typo or a duplicate must not be silently ignored)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise HTTPException(422, f"unknown query parameter(s) {', '.join(unknown)}; allowed: "
+                            f"{', '.join(sorted(allowed)) or 'none'}")
+    keys = [k for k, _ in request.query_params.multi_items()]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise HTTPException(422, f"query parameter(s) {', '.join(repeated)} given more than once; give each once")
+
+
+def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are listed in one place
+    api = FastAPI(dependencies=[Depends(strict_query)], title="Edge appliance API", version="1", description=__doc__,
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, responses=ERRORS)
     bearer = HTTPBearer(auto_error=False, description="an API token (edge.api.tokens)")
 
     def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:

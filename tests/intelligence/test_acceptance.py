@@ -10,9 +10,9 @@ import time
 
 from asyncua import Client, ua
 from harness import wait_until
+from room_site import room_config
 
 from edge.sim.plant import free_port
-from intelligence.conftest import room_config
 
 ALARM = "room.temperature.limit"
 
