@@ -39,10 +39,11 @@ function when(ns) {
   return ns ? new Date(ns / 1e6).toLocaleTimeString() : "";
 }
 
-function fmt(v) {
+function fmt(v, dtype) {
   if (v === null || v === undefined) return "—";
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(2);
-  return String(v);
+  if (typeof v !== "number") return String(v);
+  if (dtype === "bool") return v ? "true" : "false";
+  return dtype && dtype.startsWith("float") ? v.toFixed(2) : String(v);
 }
 
 function renderDevices(devices) {
@@ -73,7 +74,7 @@ function renderAlarms(alarms, caller) {
     cell(r, a.name);
     cell(r, a.shelved ? a.state + " (shelved)" : a.state, "alarm-state");
     cell(r, a.level);
-    cell(r, fmt(a.value), "num");
+    cell(r, fmt(a.value, a.kind === "limit" ? "float64" : undefined), "num");
     cell(r, a.priority);
     cell(r, a.message);
     cell(r, when(a.active_since_ns || a.since_ns));
@@ -97,7 +98,7 @@ function renderTags(tags) {
     const r = body.insertRow();
     r.dataset.tag = t.key;
     cell(r, t.key);
-    cell(r, t.state ? `${t.state} (${fmt(t.value)})` : fmt(t.value), "num value");
+    cell(r, t.state ? `${t.state} (${fmt(t.value)})` : fmt(t.value, t.dtype), "num value");
     cell(r, t.unit);
     cell(r, t.quality, t.quality === "Good" ? "quality" : "quality bad");
     cell(r, when(t.ts_ns));
