@@ -10,7 +10,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 apt_pkgs=(socat)
-[ $want_test = 1 ] && apt_pkgs+=(mbpoll victoria-metrics influxdb)
+[ $want_test = 1 ] && apt_pkgs+=(mbpoll victoria-metrics influxdb chromium chromium-driver)  # chromium: status page test
 command -v node >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 
 missing=()
