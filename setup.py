@@ -39,6 +39,7 @@ setup(
         "pyserial>=3.5",
         "influxdb-client>=1.40",
         "grafana-client>=4.0",
+        "grafana-foundation-sdk>=1769699998!10.1.0",
         "PyYAML>=6.0",
         "pydantic>=2.6",
         "numpy>=1.26",

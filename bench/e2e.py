@@ -119,7 +119,8 @@ async def client_main(endpoint: str, ns: int, devices: int, tags: int, seconds: 
 # ----------------------------------------------------------------------------- orchestration
 
 
-def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: int, data_dir: Path) -> str:
+def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: int, data_dir: Path,
+              stats_window_s: float = 60.0) -> str:
     from edge.sim.plant import free_port
 
     ports: set[int] = {opc_port}
@@ -132,9 +133,18 @@ def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: 
                 return port
         raise RuntimeError("no free port")
 
+    plugin = data_dir.parent / "plugins" / "bench_device"
+    plugin.mkdir(parents=True, exist_ok=True)
+    (plugin / "manifest.yaml").write_text("id: bench_device\nname: Benchmark device\nversion: '1.0'\n"
+                                          "vendor: edge\nmodel: 100 float32 registers\n")
+    (plugin / "points.yaml").write_text("points:\n" + "".join(
+        f"  - {{name: t{k}, address: {2 * k}, type: float32, "
+        f"sim: {{kind: sine, mean: {10 + k}, amplitude: 5, noise: 0.5, period_s: 60}}}}\n" for k in range(tags)))
     lines = [
         "site: {name: e2e}",
-        f"runtime: {{data_dir: {data_dir}, status_interval_s: 1, health_interval_s: 2, log_level: warning}}",
+        f"plugins_dir: {plugin.parent}",
+        f"runtime: {{data_dir: {data_dir}, status_interval_s: 1, health_interval_s: 2, stats_window_s: {stats_window_s}, "
+        "log_level: warning}",
         "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 500}]",
         "outputs:",
         f"  opcua: {{endpoint: 'opc.tcp://127.0.0.1:{opc_port}/edge', security_policies: ['None'], "
@@ -143,11 +153,8 @@ def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: 
         "devices:",
     ]
     for d in range(devices):
-        lines.append(f"  - {{name: dev{d}, bus: net, port: {unique_port()}, interval_ms: {interval_ms}, points: [")
-        for k in range(tags):
-            lines.append(f"      {{name: t{k}, address: {2 * k}, type: float32, "
-                         f"sim: {{kind: sine, mean: {10 + k}, amplitude: 5, noise: 0.5, period_s: 60}}}},")
-        lines.append("    ]}")
+        lines.append(f"  - {{name: dev{d}, bus: net, port: {unique_port()}, interval_ms: {interval_ms}, "
+                     "plugin: bench_device}")
     return "\n".join(lines) + "\n"
 
 
@@ -201,7 +208,8 @@ async def run(args: argparse.Namespace) -> dict:
     vm.start()
     opc_port = free_port()
     config = tmp / "edge.yaml"
-    config.write_text(site_yaml(args.devices, args.tags, args.interval_ms, vm.url, opc_port, tmp / "data"))
+    config.write_text(site_yaml(args.devices, args.tags, args.interval_ms, vm.url, opc_port, tmp / "data",
+                                stats_window_s=args.seconds))
     loaded = load_config(config)
     sim = SimPlantProcess(plant_specs(loaded), processes=1)
     await sim.start()

@@ -35,6 +35,9 @@ from edge.store import LatestStore
 from edge.writes import AuditLog, WriteService, WriteTarget
 
 log = logging.getLogger("edge.app")
+#: Successive devices start this far apart (as a share of their interval): an even spread of
+#: poll cycles over time for any number of devices, so 500 devices do not all poll at once.
+GOLDEN_RATIO_FRACTION = 0.6180339887
 
 
 @dataclass
@@ -152,6 +155,8 @@ class Appliance:
                 timeout_s=dev.timeout_ms() / 1e3, retries=dev.retries(),
                 pause_s=dev.config.pause_between_requests_ms / 1e3,
                 offline_after=dev.config.offline_after_failures, backoff_max_s=dev.config.backoff_max_s,
+                stats_window_s=self.loaded.config.runtime.stats_window_s,
+                phase=(len(self.devices) * GOLDEN_RATIO_FRACTION) % 1.0,
             )
         rt = DeviceRuntime(dev, line, diag, plan, poller)
         rt.points = {p.tag_id: p for p in dev.register_points}

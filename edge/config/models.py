@@ -236,6 +236,7 @@ class Runtime(Model):
     data_dir: str = "var/{site}"  # relative to the config file; spool, audit log, state
     status_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
     health_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0  # edge_health records
+    stats_window_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # latency/jitter percentiles cover this
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(

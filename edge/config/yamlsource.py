@@ -55,7 +55,7 @@ def load_yaml(path: str | Path, env: dict[str, str] | None = None) -> YamlSource
 def parse_yaml(text: str, file: str, env: dict[str, str]) -> YamlSource:
     source = YamlSource(file, None)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         problem_mark = getattr(exc, "problem_mark", None)
         context_mark = getattr(exc, "context_mark", None)
@@ -106,6 +106,8 @@ def _convert(node: yaml.Node, path: tuple[Any, ...], source: YamlSource, env: di
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
+#: libyaml's parser when PyYAML was built with it (the wheels are): ~10x faster on large sites.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _scalar(node: yaml.Node) -> Any:
