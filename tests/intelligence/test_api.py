@@ -1,0 +1,134 @@
+"""The HTTP API against the running appliance: tokens and roles, writes through the one write path
+(audit log, rate limit), tags, history, devices, health, readiness and Prometheus metrics."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+from harness import wait_until
+from prometheus_client.parser import text_string_to_metric_families
+from room_site import room_config
+
+
+def audit(site) -> list[dict]:
+    path = site.loaded.data_dir / "audit.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_tokens_and_roles(make_room):
+    room = await make_room(room_config(rules=False))
+    async with room.client(None) as anon, room.client("not-a-token") as bad, room.client(room.viewer) as viewer:
+        r = await anon.get("/api/tags")
+        assert r.status_code == 401 and "Authorization: Bearer" in r.json()["detail"]
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert (await bad.get("/api/tags")).status_code == 401
+        assert (await viewer.get("/api/whoami")).json() == {"name": "view", "role": "viewer"}
+        r = await viewer.post("/api/tags/fancoil.setpoint/write", json={"value": 21.5})
+        assert r.status_code == 403 and "operator" in r.json()["detail"]
+        assert (await viewer.post("/api/alarms/fancoil.offline/ack", json={})).status_code == 403
+        assert (await anon.get("/api/health")).status_code == 200  # liveness needs no token
+        assert (await anon.get("/metrics")).status_code == 200  # metrics_public
+    assert not [e for e in audit(room.site) if e["source"] == "api"], "a refused caller never reaches the write path"
+
+
+async def test_anonymous_viewer_when_configured(make_room):
+    room = await make_room(room_config(rules=False).replace("write_burst: 3}", "write_burst: 3, anonymous_role: viewer}"))
+    async with room.client(None) as anon:
+        assert (await anon.get("/api/whoami")).json() == {"name": "anonymous", "role": "viewer"}
+        assert (await anon.post("/api/tags/fancoil.setpoint/write", json={"value": 20})).status_code == 403
+
+
+async def test_write_goes_to_the_device_through_the_audited_write_path(make_room):
+    room = await make_room(room_config(rules=False))
+    site = room.site
+    assert await wait_until(lambda: site.diag("fancoil").polls_ok > 0, 5)
+    async with room.client(room.operator) as op:
+        r = await op.post("/api/tags/fancoil.setpoint/write", json={"value": 21.5})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"tag": "fancoil.setpoint", "ok": True, "status": "GOOD",
+                            "message": "written and read back", "read_back": 21.5}
+        assert site.sim.get_value("fancoil", "setpoint") == 21.5
+        r = await op.post("/api/tags/fancoil.fan/write", json={"value": True})
+        assert r.status_code == 200 and site.sim.get_value("fancoil", "fan") in (1, True)
+        # refused before the device is asked, with what is allowed
+        cases = [("room.temperature", 3, 409, "not writable"),
+                 ("fancoil.setpoint", 99, 422, "outside the tag's range [5, 35]"),
+                 ("fancoil.speed", 1.5, 422, "whole number"),
+                 ("fancoil.speed", "fast", 422, "send a number"),
+                 ("fancoil.fan", 2, 422, "true/false or 0/1"),
+                 ("room.nothing", 1, 404, "no tag 'room.nothing'")]
+        for key, value, code, text in cases:
+            r = await op.post(f"/api/tags/{key}/write", json={"value": value})
+            assert (r.status_code, text in r.json()["detail"]) == (code, True), (key, r.text)
+    entries = [e for e in audit(site) if e["source"] == "api"]
+    assert [(e["tag"], e["new"], e["user"], e["role"], e["result"]) for e in entries] == [
+        ("fancoil.setpoint", 21.5, "op", "operator", "GOOD"), ("fancoil.fan", True, "op", "operator", "GOOD")]
+
+
+async def test_writes_are_rate_limited_per_token(make_room):
+    room = await make_room(room_config(rules=False, write_burst=3))
+    assert await wait_until(lambda: room.site.diag("fancoil").polls_ok > 0, 5)
+    async with room.client(room.operator) as op:
+        codes = [(await op.post("/api/tags/fancoil.speed/write", json={"value": i % 3})).status_code
+                 for i in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        r = await op.post("/api/tags/fancoil.speed/write", json={"value": 1})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert "60/min, burst 3" in r.json()["detail"]
+    assert room.intel.api_counters["rate_limited"] == 3
+    assert len([e for e in audit(room.site) if e["source"] == "api"]) == 3
+
+
+async def test_tags_devices_history_and_health(make_room):
+    room = await make_room(room_config(rules=False))
+    site = room.site
+    async with room.client(room.viewer) as v:
+        r = await v.get("/api/ready")
+        assert r.status_code in (200, 503)
+        assert await wait_until(lambda: site.diag("room").polls_ok > 3 and site.diag("fancoil").polls_ok > 0, 5)
+        assert (await v.get("/api/ready")).json() == {"ready": True, "reason": None}
+        tag = (await v.get("/api/tags/room.temperature")).json()
+        assert (tag["value"], tag["quality"], tag["unit"], tag["writable"]) == (21.0, "Good", "degC", False)
+        assert abs(tag["ts_ns"] - time.time_ns()) < 5e9
+        mode = (await v.get("/api/tags/room.mode")).json()
+        assert (mode["value"], mode["state"]) == (0.0, "auto")
+        names = [t["key"] for t in (await v.get("/api/tags", params={"device": "fancoil"})).json()]
+        assert names == ["fancoil.fan", "fancoil.maintenance", "fancoil.speed", "fancoil.setpoint"]
+        r = await v.get("/api/tags", params={"devcie": "fancoil"})
+        assert r.status_code == 422 and "unknown query parameter(s) devcie; allowed: device" in r.json()["detail"]
+        devices = {d["name"]: d for d in (await v.get("/api/devices")).json()}
+        assert devices["room"]["state"] == "ONLINE" and devices["room"]["polls_ok"] > 3
+        assert devices["room"]["line"].startswith("tcp://127.0.0.1:")
+        assert (await v.get("/api/devices/nope")).status_code == 404
+
+        site.sim.set_value("room", "temperature", 22.5)
+        assert await wait_until(lambda: site.value("room", "temperature")[0] == 22.5, 5)
+        assert await asyncio.to_thread(site.app.outputs.spool.flush)  # history comes from the spool on disk
+        h = (await v.get("/api/tags/room.temperature/history",
+                         params={"start_ns": time.time_ns() - 60 * 10**9})).json()
+        assert 21.0 in h["values"] and 22.5 in h["values"]
+        assert h["ts_ns"] == sorted(h["ts_ns"]) and set(h["quality"]) == {0}
+        r = await v.get("/api/tags/room.temperature/history", params={"start_ns": 10, "end_ns": 5})
+        assert r.status_code == 400 and "after end_ns" in r.json()["detail"]
+        openapi = (await v.get("/openapi.json")).json()
+        assert "/api/tags/{key}/write" in openapi["paths"] and "HTTPBearer" in openapi["components"]["securitySchemes"]
+
+
+async def test_prometheus_metrics(make_room):
+    room = await make_room(room_config())
+    site = room.site
+    assert await wait_until(lambda: room.intel.rules.rules["cooling"].state == "released", 5)
+    site.sim.set_value("room", "temperature", 35.0)
+    assert await wait_until(lambda: room.intel.alarms.get("room.temperature.limit").active, 5)
+    async with httpx.AsyncClient(base_url=room.url) as anon:
+        r = await anon.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+    assert samples[("edge_device_up", (("bus", "net"), ("device", "room")))] == 1.0
+    assert samples[("edge_tag_value", (("device", "room"), ("tag", "temperature")))] == 35.0
+    assert samples[("edge_alarm_active", (("alarm", "room.temperature.limit"), ("priority", "high")))] == 1.0
+    assert samples[("edge_rule_actions_total", (("rule", "cooling"),))] >= 1
+    assert samples[("edge_device_polls_total", (("device", "room"), ("result", "ok")))] > 0
