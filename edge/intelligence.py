@@ -35,6 +35,14 @@ log = logging.getLogger("edge.intelligence")
 EVENT_LOG_SIZE = 1000
 
 
+def alarm_record(e: AlarmEvent) -> dict[str, object]:
+    """The spool record of one alarm state change (tags and fields of ``edge_alarms``, docs/influx-schema.md)."""
+    return {"device": e.device, "tag": e.tag, "kind": e.kind, "priority": e.priority,
+            "transition": e.transition, "state": e.state, "active": e.active, "acked": e.acked,
+            "shelved": e.shelved, "severity": e.severity, "level": e.level, "value": e.value,
+            "message": e.message, "user": e.user or None, "comment": e.comment or None}
+
+
 class OpcUaAlarmEvents:
     """Fires one AlarmConditionType event per alarm state change on the appliance's OPC UA server.
 
@@ -146,13 +154,8 @@ class Intelligence:
 
     def _spool_alarm(self, e: AlarmEvent) -> None:
         outputs = self.app.outputs
-        if outputs is None:
-            return
-        rec = {"device": e.device, "tag": e.tag, "kind": e.kind, "priority": e.priority,
-               "transition": e.transition, "state": e.state, "active": e.active, "acked": e.acked,
-               "shelved": e.shelved, "severity": e.severity, "level": e.level, "value": e.value,
-               "message": e.message, "user": e.user or None, "comment": e.comment or None}
-        outputs.spool.append_alarm(e.alarm, e.ts_ns, rec)
+        if outputs is not None:
+            outputs.spool.append_alarm(e.alarm, e.ts_ns, alarm_record(e))
 
     def count(self, key: str) -> None:
         self.api_counters[key] = self.api_counters.get(key, 0) + 1
