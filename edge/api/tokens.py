@@ -99,3 +99,25 @@ def add_token(path: Path, name: str, role: str) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return token
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge.api.tokens FILE NAME ROLE``: add a token and print it once."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m edge.api.tokens", description=main.__doc__)
+    parser.add_argument("file", type=Path, help="tokens file (api.tokens_file)")
+    parser.add_argument("name", help="who or what uses the token")
+    parser.add_argument("role", choices=[r.value for r in Role])
+    args = parser.parse_args(argv)
+    try:
+        token = add_token(args.file, args.name, args.role)
+    except TokensFileError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(token)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 
 import httpx
+import pytest
 from harness import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from room_site import room_config
+
+from edge.api.tokens import TokensFileError, TokenTable, load_tokens
 
 
 def audit(site) -> list[dict]:
@@ -132,3 +137,20 @@ async def test_prometheus_metrics(make_room):
     assert samples[("edge_alarm_active", (("alarm", "room.temperature.limit"), ("priority", "high")))] == 1.0
     assert samples[("edge_rule_actions_total", (("rule", "cooling"),))] >= 1
     assert samples[("edge_device_polls_total", (("device", "room"), ("result", "ok")))] > 0
+
+
+def test_tokens_file_keeps_only_hashes_and_reports_bad_lines(tmp_path):
+    path = tmp_path / "tokens.txt"
+    out = subprocess.run([sys.executable, "-m", "edge.api.tokens", str(path), "scada", "operator"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert len(out) >= 40 and out not in path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    entry = TokenTable(load_tokens(path)).find(out)
+    assert entry is not None and (entry.name, entry.role.value) == ("scada", "operator")
+    assert TokenTable(load_tokens(path)).find(out + "x") is None
+    path.write_text("a:viewer:sha256$1234\n")
+    with pytest.raises(TokensFileError, match=r"tokens.txt:1: the hash of 'a' must be 'sha256\$' and 64"):
+        load_tokens(path)
+    path.write_text("# c\nb:admin:sha256$" + "0" * 64 + "\n")
+    with pytest.raises(TokensFileError, match="tokens.txt:2: role 'admin' is not one of viewer, operator"):
+        load_tokens(path)
