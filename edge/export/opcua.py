@@ -242,10 +242,8 @@ class OpcUaServer:
         iserver.attribute_service.write = self._handle_write  # type: ignore[method-assign]
         self.server = server
         t0 = asyncio.get_running_loop().time()
-        self._build(self.plant)
-        self._bind(self.plant, carry=None)
+        self._build(self.plant, carry=None)
         self.build_s = asyncio.get_running_loop().time() - t0
-        self._freeze_gc()
         await server.start()
         self.endpoint_url = cfg.endpoint
         log.info("OPC UA server on %s: %d tags, address space built in %.2f s",
@@ -295,15 +293,14 @@ class OpcUaServer:
             old = old_tags.get(key)
             if old is not None and key in self._tag_nodes and old != tag:
                 f.refresh_tag(self._tag_nodes[key], tag, historizing=self.history is not None)
-        self._build(plant)
+        self._build(plant, carry)
         self.plant = plant
-        self._bind(plant, carry)
-        self._freeze_gc()
 
     # ------------------------------------------------------------------ building
 
-    def _build(self, plant: Plant) -> None:
-        """Create every missing node of the plant (all of them on the first call).
+    def _build(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None) -> None:
+        """Create every missing node of the plant (all of them on the first call) and bind the
+        value path to it.
 
         The collector is paused meanwhile: the build allocates hundreds of thousands of
         long-lived objects and would otherwise trigger repeated full scans of them."""
@@ -311,6 +308,8 @@ class OpcUaServer:
         gc.disable()
         try:
             self._build_nodes(plant)
+            self._bind(plant, carry)
+            self._freeze_gc()
         finally:
             if was_enabled:
                 gc.enable()

@@ -172,17 +172,24 @@ class NodeFactory:
         self.ns = ns
         self._s = _shared()
         self._nodeclass = {nc: _const(int(nc), VT.Int32) for nc in (ua.NodeClass.Object, ua.NodeClass.Variable)}
+        self._typerefs: dict[ua.NodeId, ua.ReferenceDescription] = {}
+        self._last_inverse: tuple[NodeData, str, ua.ReferenceDescription] | None = None
+        self._property_names: dict[str, tuple[AttributeValue, AttributeValue]] = {}
 
     # ------------------------------------------------------------------ primitives
 
-    def _common(self, nodeid: ua.NodeId, name: str, nodeclass: ua.NodeClass, description: str) -> NodeData:
+    def _common(self, nodeid: ua.NodeId, name: str, nodeclass: ua.NodeClass, description: str,
+                names: tuple[AttributeValue, AttributeValue] | None = None) -> NodeData:
         nd = NodeData(nodeid)
-        bname = ua.QualifiedName(name, self.ns)
         at = nd.attributes
         at[A.NodeId] = AttributeValue(ua.DataValue(ua.Variant(nodeid, VT.NodeId)))
         at[A.NodeClass] = self._nodeclass[nodeclass]
-        at[A.BrowseName] = AttributeValue(ua.DataValue(ua.Variant(bname, VT.QualifiedName)))
-        at[A.DisplayName] = AttributeValue(ua.DataValue(ua.Variant(ua.LocalizedText(name), VT.LocalizedText)))
+        if names is None:
+            bname = ua.QualifiedName(name, self.ns)
+            at[A.BrowseName] = AttributeValue(ua.DataValue(ua.Variant(bname, VT.QualifiedName)))
+            at[A.DisplayName] = AttributeValue(ua.DataValue(ua.Variant(ua.LocalizedText(name), VT.LocalizedText)))
+        else:
+            at[A.BrowseName], at[A.DisplayName] = names
         at[A.Description] = (
             AttributeValue(ua.DataValue(ua.Variant(ua.LocalizedText(description), VT.LocalizedText)))
             if description else self._s.empty_text
@@ -199,19 +206,31 @@ class NodeFactory:
             ReferenceTypeId=_REF[reftype], IsForward=True, NodeId=child.nodeid, BrowseName=bname,
             DisplayName=dname, NodeClass=nodeclass, TypeDefinition=typedef,
         ))
+        child.references.append(self._inverse_ref(parent, reftype))
+        typeref = self._typerefs.get(typedef)
+        if typeref is None:  # one shared record per type: never mutated (see module doc)
+            typeref = self._typerefs[typedef] = ua.ReferenceDescription(
+                ReferenceTypeId=_REF["HasTypeDefinition"], IsForward=True, NodeId=typedef, BrowseName=_NO_NAME,
+                DisplayName=_NO_TEXT, TypeDefinition=_NULL_ID,
+                NodeClass=ua.NodeClass.ObjectType if nodeclass == ua.NodeClass.Object else ua.NodeClass.VariableType,
+            )
+        child.references.append(typeref)
+        self.aspace[child.nodeid] = child
+
+    def _inverse_ref(self, parent: NodeData, reftype: str) -> ua.ReferenceDescription:
+        """The child-to-parent reference; siblings added in a row share one record."""
+        last = self._last_inverse
+        if last is not None and last[0] is parent and last[1] == reftype:
+            return last[2]
         pb = parent.attributes[A.BrowseName].value.Value.Value  # type: ignore[union-attr]
         pd = parent.attributes[A.DisplayName].value.Value.Value  # type: ignore[union-attr]
         pclass = _NODECLASS[parent.attributes[A.NodeClass].value.Value.Value]  # type: ignore[union-attr]
-        child.references.append(ua.ReferenceDescription(
+        ref = ua.ReferenceDescription(
             ReferenceTypeId=_REF[reftype], IsForward=False, NodeId=parent.nodeid, BrowseName=pb,
             DisplayName=pd, NodeClass=pclass, TypeDefinition=_NULL_ID,
-        ))
-        child.references.append(ua.ReferenceDescription(
-            ReferenceTypeId=_REF["HasTypeDefinition"], IsForward=True, NodeId=typedef, BrowseName=_NO_NAME,
-            DisplayName=_NO_TEXT, TypeDefinition=_NULL_ID,
-            NodeClass=ua.NodeClass.ObjectType if nodeclass == ua.NodeClass.Object else ua.NodeClass.VariableType,
-        ))
-        self.aspace[child.nodeid] = child
+        )
+        self._last_inverse = (parent, reftype, ref)
+        return ref
 
     def add_object(self, parent: ua.NodeId, nodeid: ua.NodeId, name: str, *, folder: bool = True,
                    description: str = "", reftype: str = "Organizes") -> NodeData:
@@ -225,8 +244,9 @@ class NodeFactory:
         self, parent: NodeData, nodeid: ua.NodeId, name: str, datatype: int, value: ua.Variant, *,
         typedef: str = "BaseDataVariableType", reftype: str = "HasComponent", access: int = READ,
         description: str = "", historizing: bool = False,
+        names: tuple[AttributeValue, AttributeValue] | None = None,
     ) -> NodeData:
-        nd = self._common(nodeid, name, ua.NodeClass.Variable, description)
+        nd = self._common(nodeid, name, ua.NodeClass.Variable, description, names)
         at, s = nd.attributes, self._s
         at[A.Value] = AttributeValue(ua.DataValue(value))
         dt = s.datatype.get(datatype)
@@ -247,12 +267,12 @@ class NodeFactory:
 
     def add_property(self, parent: NodeData, name: str, datatype: int, value: ua.Variant) -> NodeData:
         nodeid = ua.NodeId(f"{parent.nodeid.Identifier}#{name}", self.ns, ua.NodeIdType.String)
-        nd = self.add_variable(parent, nodeid, name, datatype, value, typedef="PropertyType", reftype="HasProperty")
-        # Properties use namespace 0 browse names (they are defined by the standard types).
-        qn = ua.QualifiedName(name, 0)
-        nd.attributes[A.BrowseName] = AttributeValue(ua.DataValue(ua.Variant(qn, VT.QualifiedName)))
-        parent.references[-1].BrowseName = qn
-        return nd
+        names = self._property_names.get(name)
+        if names is None:  # namespace-0 browse names (the standard types define them), shared by all
+            names = self._property_names[name] = (
+                _const(ua.QualifiedName(name, 0), VT.QualifiedName), _const(ua.LocalizedText(name), VT.LocalizedText))
+        return self.add_variable(parent, nodeid, name, datatype, value, typedef="PropertyType",
+                                 reftype="HasProperty", names=names)
 
     def remove(self, nodeid: ua.NodeId) -> int:
         """Remove a node, its children (forward hierarchical references in this namespace) and the
