@@ -164,20 +164,28 @@ class RuleEngine:
 
     async def _write(self, rule: Rule, target: str, writes: list[tuple[int, object]]) -> None:
         try:
-            for tag_id, value in writes:
-                result = await self.writes.write(tag_id, value, user=f"rule:{rule.name}", source="rule",
-                                                 role="operator")
-                if not result.ok:
-                    rule.failures += 1
-                    rule.last_error = f"{self.plant.tags[tag_id].key}: {result.status.name} {result.message}"
-                    rule.last_action = time.monotonic() - rule.config.min_interval_ms / 1e3 + RETRY_S
-                    self._set_status(rule, f"write failed: {rule.last_error}", logging.WARNING)
-                    return
-            rule.state, rule.actions = target, rule.actions + 1
-            rule.last_action, rule.last_action_ns = time.monotonic(), time.time_ns()
-            self._set_status(rule, target, logging.INFO)
+            await self._write_all(rule, target, writes)
+        except Exception as exc:  # noqa: BLE001 - a write path bug must not kill the rule; it is visible
+            rule.failures += 1
+            rule.last_error = f"{type(exc).__name__}: {exc}"
+            rule.last_action = time.monotonic() - rule.config.min_interval_ms / 1e3 + RETRY_S
+            self._set_status(rule, f"write failed: {rule.last_error}", logging.ERROR)
         finally:
             rule.busy = False
+
+    async def _write_all(self, rule: Rule, target: str, writes: list[tuple[int, object]]) -> None:
+        for tag_id, value in writes:
+            result = await self.writes.write(tag_id, value, user=f"rule:{rule.name}", source="rule",
+                                             role="operator")
+            if not result.ok:
+                rule.failures += 1
+                rule.last_error = f"{self.plant.tags[tag_id].key}: {result.status.name} {result.message}"
+                rule.last_action = time.monotonic() - rule.config.min_interval_ms / 1e3 + RETRY_S
+                self._set_status(rule, f"write failed: {rule.last_error}", logging.WARNING)
+                return
+        rule.state, rule.actions = target, rule.actions + 1
+        rule.last_action, rule.last_action_ns = time.monotonic(), time.time_ns()
+        self._set_status(rule, target, logging.INFO)
 
     @staticmethod
     def _set_status(rule: Rule, status: str, level: int | None = None) -> None:

@@ -42,11 +42,35 @@ def check_intelligence(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     cfg = loaded.config
     alarms = getattr(cfg, "alarms", None) or []
     rules = getattr(cfg, "rules", None) or []
+    if getattr(cfg, "api", None) is not None:
+        _check_api(loaded, cfg.api, issues)
     if not alarms and not rules:
         return
     tags = site_tags(loaded)
     _check_alarms(loaded, alarms, tags, issues)
     _check_rules(loaded, rules, tags, issues)
+
+
+def _check_api(loaded: LoadedConfig, api, issues: list[ConfigIssue]) -> None:
+    """The tokens file must be readable and well-formed; an API nobody can call is worth a warning."""
+    from edge.api.tokens import TokensFileError, load_tokens
+
+    if not api.enabled:
+        return
+    if api.tokens_file is None:
+        if api.anonymous_role == "none":
+            issues.append(loaded.source.issue(
+                ("api",), "no tokens_file and anonymous_role none: every API request will be refused (401); "
+                "add tokens with 'python -m edge.api.tokens FILE NAME ROLE'", None, "warning"))
+        return
+    path = loaded.resolve_path(api.tokens_file)
+    try:
+        load_tokens(path)
+    except OSError as exc:
+        issues.append(loaded.source.issue(("api", "tokens_file"), f"cannot read {path}: {exc.strerror}; create it "
+                                          "with 'python -m edge.api.tokens FILE NAME ROLE'", api.tokens_file))
+    except TokensFileError as exc:
+        issues.append(loaded.source.issue(("api", "tokens_file"), str(exc), api.tokens_file))
 
 
 def _check_alarms(loaded: LoadedConfig, alarms, tags: dict[str, TagSpec], issues: list[ConfigIssue]) -> None:

@@ -12,6 +12,7 @@ from asyncua import Client, ua
 from harness import wait_until
 from room_site import room_config
 
+from edge.config.loader import load_config
 from edge.sim.plant import free_port
 
 ALARM = "room.temperature.limit"
@@ -184,3 +185,38 @@ async def test_rule_with_bad_quality_input_does_not_act_and_says_so(make_room, c
     quality_alarm = intel.alarms.get("room.temperature.quality")
     assert await wait_until(lambda: quality_alarm.active, 5)
     assert await wait_until(lambda: intel.alarms.get("fancoil.offline").active, 15)
+
+
+async def test_a_failed_rule_write_is_visible_and_retried(make_room):
+    text = room_config().replace("  - name: fancoil\n    bus: net\n", "  - name: fancoil\n    bus: net\n    enabled: false\n")
+    text = text.replace("    interlocks: [{when: fancoil.maintenance, reason: fan coil in maintenance}]\n", "")
+    room = await make_room(text)
+    rule = room.intel.rules.rules["cooling"]
+    assert await wait_until(lambda: rule.failures >= 1, 5), rule.status
+    assert rule.status.startswith("write failed: fancoil.fan: BAD_CONFIG_ERROR device fancoil is disabled")
+    assert rule.state == "unknown" and rule.actions == 0
+    assert await wait_until(lambda: rule.failures >= 2, 5), "retried after RETRY_S"
+    async with room.client(room.viewer) as http:
+        shown = (await http.get("/api/rules")).json()[0]
+    assert shown["last_error"].startswith("fancoil.fan: BAD_CONFIG_ERROR") and shown["failures"] >= 2
+
+
+async def test_reload_keeps_alarm_state_and_applies_new_rules(make_room):
+    room = await make_room(room_config())
+    site, intel = room.site, room.intel
+    site.sim.set_value("room", "temperature", 33.0)
+    assert await wait_until(lambda: intel.alarms.get(ALARM).active, 5)
+    path = site.loaded.path
+    path.write_text(path.read_text().replace("h: 30, hh: 40", "h: 31, hh: 40").replace(
+        "when: room.temperature > 26", "when: room.temperature > 50"))
+    loaded = load_config(path)
+    await site.app.reload(loaded)
+    await intel.reload(loaded)
+    alarm = intel.alarms.get(ALARM)
+    assert alarm.active and alarm.state == "UNACK" and alarm.config.h == 31
+    assert intel.rules.rules["cooling"].config.when == "room.temperature > 50"
+    site.sim.set_value("room", "temperature", 20.0)
+    assert await wait_until(lambda: intel.alarms.get(ALARM).state == "RTN_UNACK", 5)
+    async with room.client(room.operator) as http:
+        r = await http.post(f"/api/alarms/{ALARM}/ack", json={})
+    assert r.status_code == 200 and r.json()["state"] == "NORMAL"

@@ -166,3 +166,13 @@ def test_edge_check_command_reports_a_bad_rule(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert f"{path}:19: error: rules[0].when: 'room.label > 3': type error" in proc.stdout + proc.stderr
+
+
+def test_api_tokens_file_is_checked(tmp_path):
+    out = problems(tmp_path, "api: {tokens_file: missing.txt}\n")
+    assert any(":18: error: api.tokens_file: cannot read" in p and "python -m edge.api.tokens" in p for p in out), out
+    (tmp_path / "tokens.txt").write_text("x:viewer:md5$abc\n")
+    out = problems(tmp_path, "api: {tokens_file: tokens.txt}\n")
+    assert any("api.tokens_file:" in p and "tokens.txt:1: the hash of 'x' must be 'sha256$'" in p for p in out), out
+    loaded = load(tmp_path, "api: {port: 0}\n")
+    assert any("every API request will be refused" in str(i) for i in loaded.issues if i.severity == "warning")
