@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the edge appliance as a system service:
 #   1. a dedicated virtual environment PREFIX/venv (never the system Python, never a bare `pip install edge`);
-#   2. the appliance into it, from a wheel (--from FILE.whl) or from a checkout (--from DIR, default: this one);
+#   2. the appliance into it, from a wheel (--from FILE.whl) or from a checkout (--from DIR, default: this one),
+#      and the shipped device plugins into PREFIX/plugins (plugins load by path, they are not in the wheel);
 #   3. a service user and group (skip with --no-user, e.g. in CI or a scratch root);
 #   4. the systemd unit into ROOT/etc/systemd/system (ROOT defaults to /; like DESTDIR), the configuration
 #      directory ROOT/etc/edge and the data directory ROOT/DATA_DIR owned by the service user.
@@ -21,6 +22,7 @@ usage: install.sh [options]
   --user NAME         service user and group (default edge)
   --no-user           do not create the service user (CI, scratch roots, non-root runs)
   --unit-name NAME    unit file name (default edge-appliance.service)
+  --plugins DIR       device plugins to install into PREFIX/plugins (default: the plugins/ of this checkout)
   --python EXE        Python used to create the virtual environment (default python3)
   --wheelhouse DIR    install offline from the wheels in DIR (pip --no-index --find-links DIR)
   -h, --help          this help
@@ -42,6 +44,7 @@ make_user=1
 unit_name=edge-appliance.service
 python=python3
 wheelhouse=""
+plugins="$checkout/plugins"
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
     --user) user="${2:?--user needs a name}"; shift 2 ;;
     --no-user) make_user=0; shift ;;
     --unit-name) unit_name="${2:?--unit-name needs a name}"; shift 2 ;;
+    --plugins) plugins="${2:?--plugins needs a directory}"; shift 2 ;;
     --python) python="${2:?--python needs an executable}"; shift 2 ;;
     --wheelhouse) wheelhouse="${2:?--wheelhouse needs a directory}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -67,6 +71,7 @@ case "$config_path" in /*) ;; *) die "--config-path must be an absolute path, go
 [[ "$user" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "--user must be a lower-case system user name, got $user"
 [[ "$unit_name" =~ ^[A-Za-z0-9_.@-]+\.service$ ]] || die "--unit-name must end in .service, got $unit_name"
 [ -n "$config" ] && [ ! -f "$config" ] && die "--config: no such file $config"
+[ -d "$plugins" ] || die "--plugins: no such directory $plugins"
 root="${root%/}"
 command -v "$python" >/dev/null || die "no Python interpreter $python (pass --python)"
 
@@ -112,6 +117,15 @@ for mod in ["edge.app", *(f"edge.commands.{m.name}" for m in pkgutil.iter_module
         sys.exit(f"{mod} cannot be imported: {exc} (a dependency missing from setup.py?)")
 EOF
 
+# the shipped plugins, replaced as a whole so that a plugin removed upstream does not linger
+rm -rf "$prefix/plugins.new"
+cp -R "$plugins" "$prefix/plugins.new"
+find "$prefix/plugins.new" -name __pycache__ -prune -exec rm -rf {} +
+rm -rf "$prefix/plugins"
+mv "$prefix/plugins.new" "$prefix/plugins"
+chmod -R u=rwX,go=rX "$prefix/plugins"
+echo "install: device plugins in $prefix/plugins (set plugins_dir: $prefix/plugins in the configuration)"
+
 # 3. the service user
 if [ $make_user = 1 ]; then
   [ "$(id -u)" = 0 ] || die "creating the service user needs root (or pass --no-user)"
@@ -154,5 +168,15 @@ mv "$unit_dir/$unit_name.tmp" "$unit_dir/$unit_name"
 echo "install: unit $unit_dir/$unit_name"
 if [ "$root" = "" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
+fi
+if [ -f "$root$config_path" ]; then
+  errors="$(mktemp)"
+  if "$venv/bin/edge" check "$root$config_path" >/dev/null 2>"$errors"; then
+    echo "install: $root$config_path passes edge check"
+  else
+    echo "install: warning: $root$config_path does not pass edge check yet (fix it before starting):"
+    sed 's/^/  /' "$errors"
+  fi
+  rm -f "$errors"
 fi
 echo "install: done; next: edge provision $config_path, then systemctl enable --now $unit_name"
