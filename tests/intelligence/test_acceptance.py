@@ -129,9 +129,8 @@ async def test_rule_switches_fan_coil_with_hysteresis_and_interlock_blocks_it(ma
     assert sim.get_value("fancoil", "fan") in (0, False)
 
     sim.set_value("room", "temperature", 27.0)
-    assert await wait_until(lambda: sim.get_value("fancoil", "fan") in (1, True), 5), rule.status
-    assert sim.get_value("fancoil", "speed") == 2
-    assert rule.state == "fired"
+    assert await wait_until(lambda: rule.state == "fired" and not rule.busy, 5), rule.status
+    assert sim.get_value("fancoil", "fan") in (1, True) and sim.get_value("fancoil", "speed") == 2
 
     # inside the hysteresis band (24..26): nothing changes
     sim.set_value("room", "temperature", 25.0)
@@ -139,8 +138,8 @@ async def test_rule_switches_fan_coil_with_hysteresis_and_interlock_blocks_it(ma
     assert sim.get_value("fancoil", "fan") in (1, True) and rule.state == "fired"
 
     sim.set_value("room", "temperature", 23.0)
-    assert await wait_until(lambda: sim.get_value("fancoil", "fan") in (0, False), 5), rule.status
-    assert sim.get_value("fancoil", "speed") == 0 and rule.state == "released"
+    assert await wait_until(lambda: rule.state == "released" and not rule.busy, 5), rule.status
+    assert sim.get_value("fancoil", "fan") in (0, False) and sim.get_value("fancoil", "speed") == 0
 
     # interlock: the fan coil is in maintenance; a hot room no longer switches it on
     sim.set_value("fancoil", "maintenance", True)
