@@ -272,7 +272,7 @@ async def measure(args, pid: int, sim, vm, markers: list[dict], latest: dict) ->
     interval_s = args.interval_ms / 1e3
     cpu0, t0 = proc_cpu_s(pid), time.monotonic()
     n0 = latest.get("n", 0)
-    samples0 = await asyncio.to_thread(health_total, vm.url, "samples")
+    wall0 = time.time()
     sent: dict[float, float] = {}
     tsdb_latency: list[float] = []
     rss_max = 0.0
@@ -293,7 +293,7 @@ async def measure(args, pid: int, sim, vm, markers: list[dict], latest: dict) ->
         await asyncio.sleep(0.5 + float(rng.uniform(0, 0.2)))
     cpu1, t1 = proc_cpu_s(pid), time.monotonic()
     n1 = latest.get("n", 0)
-    samples1 = await asyncio.to_thread(health_total, vm.url, "samples")
+    wall1 = time.time()
     await asyncio.gather(*tsdb_checks)
     await asyncio.sleep(interval_s + 1.0)  # the last markers' notifications
     opc_latency = [m["recv"] - sent[m["marker"]] for m in markers if m["marker"] in sent]
@@ -303,9 +303,10 @@ async def measure(args, pid: int, sim, vm, markers: list[dict], latest: dict) ->
     opc_latency = [first[v] - sent[v] for v in first if v in sent]
     jitter = await asyncio.to_thread(health_values, vm.url, "jitter_p99_ms")
     wall = t1 - t0
-    tags_per_s = (samples1 - samples0) / wall if samples1 > samples0 else float("nan")
+    tags_per_s = await asyncio.to_thread(health_rate, vm.url, "samples", wall0, wall1)
     return {
-        "tags_per_s": round(tags_per_s),
+        "tags_per_s": round(tags_per_s) if tags_per_s == tags_per_s else None,
+        "offered_tags_per_s": round(args.devices * args.tags * 1000 / args.interval_ms),
         "opcua_changes_per_s": round((n1 - n0) / wall),
         "cpu_cores": round((cpu1 - cpu0) / wall, 3),
         "rss_mb": round(rss_max, 1),
@@ -324,11 +325,18 @@ def pct(values: list[float], q: float, scale: float) -> float | None:
     return round(float(np.percentile(values, q)) * scale, 3) if values else None
 
 
-def health_total(url: str, field: str) -> float:
-    """The appliance's own counter (edge_health, source=appliance), as last written."""
+def health_rate(url: str, field: str, t0: float, t1: float) -> float:
+    """Rate of the appliance's own counter (edge_health, source=appliance) between its first and
+    last record inside [t0, t1], using the records' own timestamps."""
     urllib.request.urlopen(f"{url}/internal/force_flush", timeout=10).read()
-    result = vm_query(url, f'last_over_time(edge_health_{field}{{source="appliance"}}[1m])')
-    return float(result[0]["value"][1]) if result else 0.0
+    q = urllib.parse.urlencode({"match[]": f'edge_health_{field}{{source="appliance"}}',
+                                "start": f"{t0:.3f}", "end": f"{t1:.3f}"})
+    with urllib.request.urlopen(f"{url}/api/v1/export?{q}", timeout=10) as r:
+        series = [json.loads(line) for line in r.read().splitlines() if line.strip()]
+    if not series or len(series[0]["values"]) < 2:
+        return float("nan")
+    ts, values = series[0]["timestamps"], series[0]["values"]
+    return (values[-1] - values[0]) / ((ts[-1] - ts[0]) / 1e3)
 
 
 def health_values(url: str, field: str) -> np.ndarray:
