@@ -113,8 +113,20 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=REPO)
 
 
+def wait_reload(peer: NotifySocket, n_before: int) -> list[str]:
+    """RELOADING=1 then READY=1 after message ``n_before``; returns the states without pings."""
+    assert peer.receive_until(
+        lambda m: "RELOADING=1" in [s.splitlines()[0] for _, s in m[n_before:]]
+        and "READY=1" in [s for _, s in m[n_before:]], 30)
+    states = [s.splitlines()[0] for _, s in peer.messages[n_before:] if not s.startswith("WATCHDOG")]
+    assert states.index("RELOADING=1") < states.index("READY=1")
+    return states
+
+
 def test_edge_run_under_a_notify_socket(demo_env, tmp_path):
-    sim = start(["simulate", str(DEMO)], demo_env)
+    config = tmp_path / "edge.yaml"  # a copy, so that the test can break it for a rejected reload
+    config.write_text(DEMO.read_text().replace("plugins_dir: ../../../plugins", f"plugins_dir: {REPO / 'plugins'}"))
+    sim = start(["simulate", str(config)], demo_env)
     peer = NotifySocket()
     app = None
     try:
@@ -125,7 +137,7 @@ def test_edge_run_under_a_notify_socket(demo_env, tmp_path):
                 break
         assert "simulator ready" in line, sim.stderr.read() if sim.poll() is not None else line
         env = {**demo_env, "NOTIFY_SOCKET": peer.env_value, "WATCHDOG_USEC": "600000"}
-        app = start(["run", "--no-status", str(DEMO)], env)
+        app = start(["run", "--no-status", str(config)], env)
         assert peer.receive_until(lambda m: any(s == "READY=1" for _, s in m), 60), app.stderr.read()
         assert (Path(demo_env["EDGE_DATA_DIR"]) / "edge.pid").read_text().strip() == str(app.pid)
         ready_at = peer.messages[-1][0]
@@ -134,18 +146,23 @@ def test_edge_run_under_a_notify_socket(demo_env, tmp_path):
         pings = [t for t, s in peer.messages if s == "WATCHDOG=1"]
         gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
         assert 0.1 < sorted(gaps)[len(gaps) // 2] < 0.6, gaps  # median gap near 0.3 s
-        app.send_signal(signal.SIGHUP)
         n_before = len(peer.messages)
-        assert peer.receive_until(
-            lambda m: "RELOADING=1" in [s.splitlines()[0] for _, s in m[n_before:]]
-            and "READY=1" in [s for _, s in m[n_before:]], 30)
-        states = [s.splitlines()[0] for _, s in peer.messages[n_before:] if not s.startswith("WATCHDOG")]
-        assert states.index("RELOADING=1") < states.index("READY=1")
+        app.send_signal(signal.SIGHUP)
+        wait_reload(peer, n_before)
+        # a reload of a broken file is rejected whole: READY=1 again, the appliance runs on and pings
+        config.write_text(config.read_text().replace("unit_id: 2", "unit_id: 999"))
+        n_before = len(peer.messages)
+        app.send_signal(signal.SIGHUP)
+        wait_reload(peer, n_before)
+        after = len(peer.messages)
+        assert peer.receive_until(lambda m: sum(1 for _, s in m[after:] if s == "WATCHDOG=1") >= 2, 10)
+        assert app.poll() is None
         stop_sent = time.monotonic()
         app.send_signal(signal.SIGTERM)
         assert peer.receive_until(lambda m: any(s == "STOPPING=1" for _, s in m), 15)
         out, err = app.communicate(timeout=30)  # TimeoutStopSec of the unit is 30 s
         assert app.returncode == 0, err
+        assert err.count("reload rejected") == 1 and "unit_id" in err  # the broken file, and only it
         assert time.monotonic() - stop_sent < 30
         assert "appliance stopped" in out
         assert not (Path(demo_env["EDGE_DATA_DIR"]) / "edge.pid").exists()
