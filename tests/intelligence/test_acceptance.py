@@ -72,6 +72,7 @@ async def test_limit_alarm_everywhere_and_ack_through_the_api(make_room, victori
         first = log.of(ALARM)[0]
         assert first["ActiveState/Id"] is True and first["AckedState/Id"] is False
         assert first["Severity"] == 750 and first["SourceName"] == "room.temperature"
+        assert first["SourceNode"] == ua.NodeId("room.temperature", intel.app.outputs.opcua.ns)  # the tag's node
         assert first["ActiveState"].Text == "Active"
 
         async with room.client(room.operator) as http:

@@ -154,3 +154,23 @@ def test_tokens_file_keeps_only_hashes_and_reports_bad_lines(tmp_path):
     path.write_text("# c\nb:admin:sha256$" + "0" * 64 + "\n")
     with pytest.raises(TokensFileError, match="tokens.txt:2: role 'admin' is not one of viewer, operator"):
         load_tokens(path)
+
+
+async def test_shelve_and_unshelve_through_the_api(make_room):
+    room = await make_room(room_config(rules=False))
+    room.site.sim.set_value("room", "temperature", 35.0)
+    assert await wait_until(lambda: room.intel.alarms.get("room.temperature.limit").active, 5)
+    name = "room.temperature.limit"
+    async with room.client(room.operator) as op:
+        r = await op.post(f"/api/alarms/{name}/shelve", json={"duration_s": 600, "comment": "sensor swap"})
+        assert r.status_code == 200 and r.json()["shelved"] is True and r.json()["state"] == "UNACK"
+        assert (await op.get(f"/api/alarms/{name}")).json()["shelved"] is True
+        r = await op.post(f"/api/alarms/{name}/shelve", json={"duration_s": 0})
+        assert r.status_code == 422
+        assert (await op.post(f"/api/alarms/{name}/unshelve")).status_code == 200
+        r = await op.post(f"/api/alarms/{name}/unshelve")
+        assert r.status_code == 409 and "is not shelved" in r.json()["detail"]
+        assert (await op.post("/api/alarms/nope/ack", json={})).status_code == 404
+        events = [(e["transition"], e["user"], e["comment"]) for e in
+                  (await op.get("/api/alarms/events")).json() if e["alarm"] == name][::-1]
+    assert events == [("activated", "", ""), ("shelved", "op", "sensor swap"), ("unshelved", "op", "")]
