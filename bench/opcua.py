@@ -243,7 +243,8 @@ class _Driver:
                             for d in range(n_tags // TAGS_PER_DEVICE)]
         self.nodes = [srv.server.get_node(ua.NodeId(f"d{i // TAGS_PER_DEVICE}.t{i}", srv.ns)) for i in range(n_tags)]
 
-    async def run(self, mode: str, client: _ClientProcess, seconds: float, warmup: float) -> dict:
+    async def run(self, mode: str, client: _ClientProcess, seconds: float, warmup: float,
+                  cycle_s: float = CYCLE_S) -> dict:
         from edge.model import SampleBatch
 
         fast = mode == "fast"
@@ -258,7 +259,7 @@ class _Driver:
             if now < next_cycle:  # one pass over all tags per CYCLE_S, back to back when late
                 await asyncio.sleep(next_cycle - now)
                 now = time.monotonic()
-            next_cycle = max(next_cycle + CYCLE_S, now)
+            next_cycle = max(next_cycle + cycle_s, now)
             if "start" not in marks and now >= t_warm:
                 marks["start"] = (time.process_time(), dict(client.latest), produced, now)
             if now >= t_stop:
@@ -278,7 +279,10 @@ class _Driver:
                                                                      good, src, datetime.now(UTC)))
                 produced += len(ids)
                 await asyncio.sleep(0)
-                if time.monotonic() >= t_stop:
+                now = time.monotonic()
+                if "start" not in marks and now >= t_warm:  # a baseline pass can outlast the warm-up
+                    marks["start"] = (time.process_time(), dict(client.latest), produced, now)
+                if now >= t_stop:
                     break
         await asyncio.sleep(0.6)  # let the last reports arrive before the next phase
         (cpu0, _, p0, w0), (cpu1, _, p1, w1) = marks["start"], marks["stop"]
@@ -301,11 +305,14 @@ class _Driver:
         }
 
 
-async def run_size(n_tags: int, seconds: float, warmup: float, users_file: Path, handler: bool) -> list[dict]:
-    """One server with ``n_tags`` tags and one subscribed lean client: first asyncua's own update
-    path (baseline, collector untouched), then the edge path (collector frozen/tuned as in
-    production) on the same server and subscription; then, if ``handler``, asyncua's client in
-    handler mode against the edge path."""
+async def run_size(n_tags: int, seconds: float, warmup: float, users_file: Path, handler: bool,
+                   rounds: int = 2) -> list[dict]:
+    """One server with ``n_tags`` tags and one subscribed lean client; ``rounds`` times, one
+    window with asyncua's own update path (baseline, collector untouched) and one with the edge
+    path (collector frozen and tuned as in production), on the same server and subscription.
+    Each mode keeps its best window (the machine is shared; both sides get the same chance).
+    Then, if ``handler``, asyncua's client in handler mode against the edge path, offered
+    40,000 changes/s (near its capacity: far above it, its task backlog thrashes)."""
     from edge.config.opcua import OpcUaConfig
     from edge.export.opcua import OpcUaServer
 
@@ -316,30 +323,52 @@ async def run_size(n_tags: int, seconds: float, warmup: float, users_file: Path,
     t0 = time.perf_counter()
     await srv.start()
     startup_s = time.perf_counter() - t0
-    edge_write = srv.server.iserver.attribute_service.write
-    srv.server.iserver.attribute_service.write = srv._original_write  # plain asyncua write path
+    iserver = srv.server.iserver
+    edge_write = iserver.attribute_service.write
+
+    def use_edge_path(on: bool) -> None:
+        if on:
+            iserver.attribute_service.write = edge_write
+            srv.tune_gc = True
+            srv._build(srv.plant, carry=srv.publisher.snapshot(srv.plant.tags))  # re-bind read callbacks, freeze
+        else:
+            iserver.attribute_service.write = srv._original_write  # plain asyncua write path
+            gc.unfreeze()
+            if srv._gc_threshold is not None:
+                gc.set_threshold(*srv._gc_threshold)
+                srv._gc_threshold = None
+            srv.tune_gc = False
+
     driver = _Driver(srv, n_tags)
     n_sub = min(SUBSCRIBED, n_tags)
     client = _ClientProcess()
+    best: dict[str, dict] = {}
     results = []
     try:
-        await client.start(srv.endpoint_url, srv.ns, n_sub, "lean", 2 * (warmup + seconds) + 20)
-        results.append(await driver.run("baseline", client, seconds, warmup) | {"client": "lean"})
-        srv.server.iserver.attribute_service.write = edge_write
-        srv.tune_gc = True
-        srv._freeze_gc()
-        results.append(await driver.run("fast", client, seconds, warmup) | {"client": "lean"})
+        await client.start(srv.endpoint_url, srv.ns, n_sub, "lean", rounds * 2 * (warmup + seconds + 1) + 20)
+        for _ in range(rounds):
+            for mode in ("baseline", "fast"):
+                use_edge_path(mode == "fast")
+                r = await driver.run(mode, client, seconds, warmup) | {"client": "lean"}
+                if mode not in best or r["changes_s"] > best[mode]["changes_s"]:
+                    best[mode] = r
+        results += [best["baseline"], best["fast"]]
+        totals = {"errors": client.latest.get("errors", 0), "checked": client.latest.get("checked", 0)}
         await client.stop()
         if handler:
             client = _ClientProcess()
-            await client.start(srv.endpoint_url, srv.ns, n_sub, "handler", warmup + seconds + 20)
-            results.append(await driver.run("fast", client, seconds, warmup) | {"client": "handler"})
+            h_seconds, h_warmup = max(seconds, 3.0), max(warmup, 1.5)  # its backlog needs time to settle
+            await client.start(srv.endpoint_url, srv.ns, n_sub, "handler", h_warmup + h_seconds + 20)
+            r = await driver.run("fast", client, h_seconds, h_warmup, cycle_s=n_tags / 40_000)
+            results.append(r | {"client": "handler"})
+            totals["errors"] += client.latest.get("errors", 0)
+            totals["checked"] += client.latest.get("checked", 0)
     finally:
         await client.stop()
         await srv.stop()
         gc.collect()
     for r in results:
-        r.update(build_s=srv.build_s, startup_s=startup_s)
+        r.update(build_s=srv.build_s, startup_s=startup_s, size_totals=totals)
     return results
 
 
@@ -356,7 +385,7 @@ async def bench_main(long: bool) -> None:
     from edge.users import add_user
 
     logging.basicConfig(level=logging.ERROR)
-    seconds, warmup = (15.0, 3.0) if long else (2.5, 1.0)
+    seconds, warmup = (10.0, 2.0) if long else (1.5, 0.7)
     with tempfile.TemporaryDirectory() as tmp:
         users = Path(tmp) / "users"
         add_user(users, "bench", "viewer", "bench-password")
@@ -385,8 +414,9 @@ async def bench_main(long: bool) -> None:
         out[f"cpu_ratio_{k}"] = round(f["server_cpu_ms_per_1k"] / b["server_cpu_ms_per_1k"], 3)
     out["changes_ratio"] = out["changes_ratio_10k"]
     out["cpu_ratio"] = out["cpu_ratio_10k"]
-    out["checked_errors"] = sum(r["checked_errors"] for r in [*results.values(), handler])
-    out["checked"] = sum(r["checked"] for r in [*results.values(), handler])
+    # every notification checked by every client in the run (all windows, both modes)
+    out["checked_errors"] = sum(results[("fast", n)]["size_totals"]["errors"] for n in (10_000, 50_000))
+    out["checked"] = sum(results[("fast", n)]["size_totals"]["checked"] for n in (10_000, 50_000))
     out["build_50k_s"] = round(results[("fast", 50_000)]["build_s"], 2)
     out["startup_50k_s"] = round(results[("fast", 50_000)]["startup_s"], 2)
     out["handler_client_changes_s"] = round(handler["changes_s"])
@@ -418,7 +448,7 @@ async def profile_fast() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--long", action="store_true", help="15 s measuring windows instead of 2.5 s")
+    ap.add_argument("--long", action="store_true", help="10 s measuring windows instead of 1.5 s")
     ap.add_argument("--profile", action="store_true", help="profile the fast server with 10,000 tags only")
     ap.add_argument("--client", nargs=5, metavar=("ENDPOINT", "NS", "N", "MODE", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
