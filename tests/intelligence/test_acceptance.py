@@ -13,6 +13,7 @@ from harness import wait_until
 from room_site import room_config
 
 from edge.config.loader import load_config
+from edge.intelligence import Intelligence
 from edge.sim.plant import free_port
 
 ALARM = "room.temperature.limit"
@@ -220,3 +221,19 @@ async def test_reload_keeps_alarm_state_and_applies_new_rules(make_room):
     async with room.client(room.operator) as http:
         r = await http.post(f"/api/alarms/{ALARM}/ack", json={})
     assert r.status_code == 200 and r.json()["state"] == "NORMAL"
+
+
+async def test_without_an_api_section_alarms_and_rules_still_run(make_site, tmp_path):
+    text = room_config()
+    text = text[:text.index("api: {")]
+    site = await make_site(text)
+    intel = Intelligence(site.app)
+    await intel.start()
+    try:
+        assert intel.api is None and intel.url == ""
+        site.sim.set_value("room", "temperature", 33.0)
+        assert await wait_until(lambda: intel.alarms.get(ALARM).active, 5)
+        assert await wait_until(lambda: intel.rules.rules["cooling"].state == "fired", 5)
+    finally:
+        await intel.stop()
+    assert "alarms" not in site.app.pipeline.sinks
