@@ -43,6 +43,10 @@ setup(
         "PyYAML>=6.0",
         "pydantic>=2.6",
         "numpy>=1.26",
+        "simpleeval>=1.0",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.2", "hypothesis>=6.90", "ruff>=0.5",

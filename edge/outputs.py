@@ -52,9 +52,18 @@ class Outputs:
         if outputs.opcua is not None and outputs.opcua.enabled:
             from edge.export.opcua import OpcUaServer
 
-            self.opcua = OpcUaServer(loaded.plant, outputs.opcua, writer=self._opcua_write, history=self.history)
+            self.opcua = OpcUaServer(loaded.plant, self._opcua_config(loaded), writer=self._opcua_write,
+                                     history=self.history)
         self._task: asyncio.Task | None = None
         self.windows = 0
+
+    @staticmethod
+    def _opcua_config(loaded: LoadedConfig):
+        """Relative PKI and users paths are relative to the configuration file, as for edge provision."""
+        cfg = loaded.config.outputs.opcua
+        updates = {key: loaded.resolve_path(str(getattr(cfg, key))) for key in ("pki_dir", "users_file")
+                   if getattr(cfg, key) is not None}
+        return cfg.model_copy(update=updates)
 
     @staticmethod
     def _influx_config(loaded: LoadedConfig):

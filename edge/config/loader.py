@@ -98,7 +98,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plug
     path = Path(path)
     source = load_yaml(path, env)
     issues = list(source.issues)
-    if source.data is None or issues:
+    if issues:
         raise ConfigError(issues)
     if not isinstance(source.data, dict):
         raise ConfigError([source.issue((), "the file must be a mapping of sections (site, buses, devices, outputs)")])

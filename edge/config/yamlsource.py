@@ -72,6 +72,10 @@ def parse_yaml(text: str, file: str, env: dict[str, str]) -> YamlSource:
         return source
     try:
         source.data = _convert(node, (), source, env)
+    except yaml.YAMLError as exc:  # e.g. an unknown tag such as !x
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        source.issues.append(ConfigIssue(file, mark.line + 1 if mark else None, (), f"YAML error: {problem}"))
     finally:
         _CONSTRUCTOR.constructed_objects.clear()
     return source

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.config.errors import ConfigError
@@ -66,41 +66,12 @@ def check_load(path: Path, text: str, strict_plugins: bool = True) -> LoadedConf
         return exc
 
 
-def null_document(text: str) -> bool:
-    """True for a file whose YAML is a single null ('~', 'null'): see the known bug below."""
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader) is not None and yaml.safe_load(text) is None
-    except Exception:  # noqa: BLE001 - pyyaml raises a few non-YAMLError exceptions on odd input
-        return False
-
-
-def unknown_tag(text: str) -> bool:
-    """True for a file with a YAML tag the safe loader has no constructor for: see the known bug below."""
-    try:
-        yaml.safe_load(text)
-    except yaml.constructor.ConstructorError:
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-    return False
-
-
-def known_loader_bug(text: str) -> bool:
-    return null_document(text) or unknown_tag(text)
-
-
-@pytest.mark.xfail(strict=True, reason="known loader bug: a document that is a bare null ('~', 'Null') raises "
-                   "ConfigError with no issue, so `edge check` prints only '0 error(s)'. Fix in "
-                   "edge/config/loader.py, then drop this mark and null_document from known_loader_bug")
 @pytest.mark.parametrize("text", ["~\n", "Null", "--- null\n"])
 def test_a_null_document_is_a_clear_error(tmp_path, text):
     result = check_load(tmp_path / "edge.yaml", text)
     assert isinstance(result, ConfigError)
 
 
-@pytest.mark.xfail(strict=True, reason="known loader bug: an unknown YAML tag ('a: !x 1', '!!python/object') "
-                   "escapes parse_yaml as yaml ConstructorError instead of a ConfigIssue with its line. Fix in "
-                   "edge/config/yamlsource.py (_scalar), then drop this mark and unknown_tag from known_loader_bug")
 @pytest.mark.parametrize("text", ["!0", "site: !x demo\n", "a: !!python/object x\n"])
 def test_an_unknown_yaml_tag_is_a_clear_error(tmp_path, text):
     result = check_load(tmp_path / "edge.yaml", text)
@@ -115,7 +86,6 @@ def cfg_path(tmp_path_factory) -> Path:
 @FUZZ
 @given(text=st.text(max_size=400))
 def test_arbitrary_text(cfg_path, text):
-    assume(not known_loader_bug(text))  # the known bugs above, kept visible by their strict xfails
     check_load(cfg_path, text)
 
 
@@ -125,7 +95,6 @@ yaml_ish = st.text(alphabet=st.sampled_from(list("abcdefgnmst_:-[]{},'\"#&*!|>%@
 @FUZZ
 @given(text=yaml_ish)
 def test_yaml_like_text(cfg_path, text):
-    assume(not known_loader_bug(text))  # the known bugs above, kept visible by their strict xfails
     check_load(cfg_path, text)
 
 
@@ -159,7 +128,6 @@ def edit_lines(text: str, edits: list[tuple]) -> str:
 @given(edits=st.lists(line_edit, min_size=1, max_size=4), strict=st.booleans())
 def test_line_mutations_of_the_demo(cfg_path, edits, strict):
     text = edit_lines(DEMO_TEXT, edits)
-    assume(not known_loader_bug(text))  # the known bugs above, kept visible by their strict xfails
     check_load(cfg_path, text, strict)
 
 
