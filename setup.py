@@ -31,7 +31,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["edge", "edge.*", "drivers", "drivers.*"]),
-    package_data={"edge": ["py.typed"], "drivers": ["*/*.yaml", "*/README.md"]},
+    package_data={"edge": ["py.typed", "api/static/*"], "drivers": ["*/*.yaml", "*/README.md"]},
     ext_modules=ext_modules,
     install_requires=[
         "asyncua>=1.1",
@@ -50,7 +50,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.2", "hypothesis>=6.90", "ruff>=0.5",
-                 "tsdownsample>=0.1.3"],
+                 "tsdownsample>=0.1.3", "schemathesis>=3.30", "selenium>=4.20", "httpx>=0.27"],
     },
     entry_points={
         "console_scripts": ["edge = edge.cli:main"],

@@ -78,7 +78,8 @@ class DevicePoller:
         """Poll every group at its interval; when offline, probe at the back-off interval."""
         groups = self.plan.groups()
         now = time.monotonic()
-        deadlines = {g: now + self.phase * self.plan.interval_s(g) for g in groups}
+        deadlines = {g: now for g in groups}  # every group once at once, then each at its phase
+        phased: set[str] = set()
         while True:
             if self.diag.state == DeviceState.OFFLINE:
                 await asyncio.sleep(self._backoff_s)
@@ -97,6 +98,9 @@ class DevicePoller:
             await self.poll_group(group)
             interval = self.plan.interval_s(group)
             deadlines[group] += interval
+            if group not in phased:
+                phased.add(group)
+                deadlines[group] += self.phase * interval
             late = time.monotonic() - deadlines[group]
             if late > 0:  # the cycle overran its slot: skip the missed cycles instead of queuing them
                 missed = int(late // interval) + 1

@@ -17,17 +17,13 @@ from tests.fixtures.tsdb import victoria_metrics  # noqa: F401 - fixture
 @pytest.fixture
 async def make_room(make_site, tmp_path: Path) -> AsyncIterator[Callable]:
     """``room = await make_room(config_text)``: site + started Intelligence with a viewer and an operator token."""
-    made: list[Intelligence] = []
 
     async def make(text: str) -> Room:
         viewer = add_token(tmp_path / "tokens.txt", "view", "viewer")
         operator = add_token(tmp_path / "tokens.txt", "op", "operator")
-        site = await make_site(text)
-        intel = Intelligence(site.app)
-        made.append(intel)
-        await intel.start()
+        site = await make_site(text)  # the appliance starts its Intelligence; make_site stops it
+        intel = site.app.intelligence
+        assert isinstance(intel, Intelligence) and intel.started
         return Room(site, intel, viewer, operator)
 
     yield make
-    for intel in made:
-        await intel.stop()

@@ -227,8 +227,8 @@ async def test_without_an_api_section_alarms_and_rules_still_run(make_site, tmp_
     text = room_config()
     text = text[:text.index("api: {")]
     site = await make_site(text)
-    intel = Intelligence(site.app)
-    await intel.start()
+    intel = site.app.intelligence
+    assert isinstance(intel, Intelligence)
     try:
         assert intel.api is None and intel.url == ""
         site.sim.set_value("room", "temperature", 33.0)
