@@ -34,7 +34,7 @@ setup(
     package_data={"edge": ["py.typed", "api/static/*"], "drivers": ["*/*.yaml", "*/README.md"]},
     ext_modules=ext_modules,
     install_requires=[
-        "asyncua>=1.1",
+        "asyncua>=2.1,<2.2",  # the OPC UA fast path relies on 2.1 internals (docs/decisions/opcua.md)
         "pymodbus>=3.8",
         "pyserial>=3.5",
         "influxdb-client>=1.40",

@@ -6,6 +6,7 @@ the result to an append-only JSON-lines audit log, fsynced per entry.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -70,18 +71,29 @@ class WriteService:
         tag = self.plant.tags[tag_id]
         old = self.store.get(tag_id)[0] if self.store is not None else None
         start = time.time_ns()
-        result = await self._write(tag_id, value, role)
-        if self.audit is not None:
-            self.audit.append({
-                "ts": start, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start / 1e9)),
-                "user": user, "source": source, "role": role, "tag": tag.key, "old": _json(old),
-                "new": _json(value), "result": result.status.name, "message": result.message,
-                "read_back": result.read_back,
-            })
+        try:
+            result = await self._write(tag_id, value, role)
+        except asyncio.CancelledError:
+            # the caller gave up (e.g. an OPC UA write timeout): the device may have the value already
+            result = WriteResult(WriteStatus.BAD_TIMEOUT, "cancelled by the caller before the device answered; "
+                                                          "the device may or may not have taken the value")
+            self._audit(start, user, source, role, tag.key, old, value, result)
+            raise
+        self._audit(start, user, source, role, tag.key, old, value, result)
         level = logging.INFO if result.ok else logging.WARNING
         log.log(level, "write %s = %r by %s (%s): %s %s", tag.key, value, user, source, result.status.name,
                 result.message)
         return result
+
+    def _audit(self, start: int, user: str, source: str, role: str, key: str, old: object, value: object,
+               result: WriteResult) -> None:
+        if self.audit is not None:
+            self.audit.append({
+                "ts": start, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start / 1e9)),
+                "user": user, "source": source, "role": role, "tag": key, "old": _json(old),
+                "new": _json(value), "result": result.status.name, "message": result.message,
+                "read_back": result.read_back,
+            })
 
     async def _write(self, tag_id: int, value: object, role: str) -> WriteResult:
         tag = self.plant.tags[tag_id]

@@ -65,7 +65,8 @@ def test_errors_are_one_line_without_traceback(tmp_path):
 @pytest.fixture
 def demo_env(tmp_path):
     return {"EDGE_RUN_DIR": str(tmp_path / "run"), "EDGE_DATA_DIR": str(tmp_path / "data"),
-            "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port())}
+            "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
+            "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(free_port())}
 
 
 def test_demo_shows_every_device_online(demo_env):

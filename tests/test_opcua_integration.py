@@ -1,0 +1,97 @@
+"""The whole path with a real OPC UA client: simulated device -> poller -> OPC UA value and StatusCode;
+client write -> write path -> device register, with the audit log; history from the ring buffers."""
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+from asyncua import Client, ua
+from harness import wait_until
+
+from edge.sim.plant import free_port
+
+
+def site_text(plc_port: int, opc_port: int, users: str) -> str:
+    return f"""
+site: {{name: line2}}
+buses: [{{name: net, type: modbus_tcp, timeout_ms: 100}}]
+devices:
+  - name: plc
+    bus: net
+    port: {plc_port}
+    interval_ms: 100
+    offline_after_failures: 2
+    backoff_max_s: 1
+    points:
+      - {{name: level, address: 0, type: float32, unit: "%", range: [0, 100], sim: {{kind: constant, value: 42.5}},
+          aggregate: {{windows: [1s], capacity_s: 60}}}}
+      - {{name: setpoint, address: 2, type: float32, unit: degC, range: [0, 200], writable: true}}
+outputs:
+  opcua:
+    endpoint: opc.tcp://127.0.0.1:{opc_port}/edge
+    security_policies: [None]
+    allow_security_none: true
+    users_file: {users}
+"""
+
+
+async def test_client_sees_poll_values_quality_and_writes_reach_the_device(make_site, tmp_path):
+    from edge.users import add_user
+
+    users = tmp_path / "users.txt"
+    add_user(users, "olga", "operator", "operator-password")
+    add_user(users, "vic", "viewer", "viewer-password")
+    opc_port = free_port()
+    site = await make_site(site_text(free_port(), opc_port, str(users)))
+    assert await wait_until(lambda: site.diag("plc").polls_ok >= 3, 5)
+    url = f"opc.tcp://127.0.0.1:{opc_port}/edge"
+    client = Client(url, timeout=10)
+    client.set_user("olga")
+    client.set_password("operator-password")
+    async with client:
+        ns = await client.get_namespace_index("urn:edge:line2")
+        level = client.get_node(ua.NodeId("plc.level", ns))
+        dv = await level.read_data_value()
+        assert dv.Value.Value == 42.5 and dv.StatusCode.is_good()
+        assert dv.SourceTimestamp is not None and abs(dv.SourceTimestamp.timestamp() - time.time()) < 5
+
+        setpoint = client.get_node(ua.NodeId("plc.setpoint", ns))
+        await setpoint.write_value(ua.DataValue(ua.Variant(150.0, ua.VariantType.Float)))
+        assert site.sim.get_value("plc", "setpoint") == 150.0
+        try:
+            await setpoint.write_value(ua.DataValue(ua.Variant(500.0, ua.VariantType.Float)))
+            raise AssertionError("an out-of-range write must fail")
+        except ua.UaStatusCodeError as exc:
+            assert exc.code == ua.StatusCodes.BadOutOfRange
+        audit = (site.loaded.data_dir / "audit.log").read_text().splitlines()
+        assert any('"user":"olga"' in a and '"source":"opcua"' in a and '"result":"GOOD"' in a for a in audit)
+
+        # history from the tag's ring buffer
+        await asyncio.sleep(0.5)
+        history = await level.read_raw_history(datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC))
+        assert len(history) >= 3 and all(h.Value.Value == 42.5 for h in history)
+
+        # the device goes silent: the client sees BadNoCommunication, then Good again
+        site.sim.set_fault("plc", "silence")
+        assert await wait_until(lambda: site.value("plc", "level")[1].name == "BAD_NO_COMMUNICATION", 5)
+        await asyncio.sleep(0.2)
+        dv = await level.read_data_value(raise_on_bad_status=False)
+        assert dv.StatusCode.value == ua.StatusCodes.BadNoCommunication
+        site.sim.clear_fault("plc")
+        assert await wait_until(lambda: site.value("plc", "level")[1].name == "GOOD", 5)
+        await asyncio.sleep(0.2)
+        assert (await level.read_data_value()).StatusCode.is_good()
+
+    viewer = Client(url, timeout=10)
+    viewer.set_user("vic")
+    viewer.set_password("viewer-password")
+    async with viewer:
+        ns = await viewer.get_namespace_index("urn:edge:line2")
+        try:
+            await viewer.get_node(ua.NodeId("plc.setpoint", ns)).write_value(
+                ua.DataValue(ua.Variant(10.0, ua.VariantType.Float)))
+            raise AssertionError("a viewer must not write")
+        except ua.UaStatusCodeError as exc:
+            assert exc.code == ua.StatusCodes.BadUserAccessDenied
+    assert site.sim.get_value("plc", "setpoint") == 150.0
