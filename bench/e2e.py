@@ -198,14 +198,22 @@ async def read_lines(stream: asyncio.StreamReader, sink: list, latest: dict) -> 
 async def run(args: argparse.Namespace) -> dict:
     from tsdb import VictoriaMetrics
 
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-e2e-"))
+    vm = VictoriaMetrics(tmp / "vm")
+    vm.start()
+    try:
+        return await _run_with(args, tmp, vm)
+    finally:
+        vm.stop()
+
+
+async def _run_with(args: argparse.Namespace, tmp: Path, vm) -> dict:
     from edge.commands.simulate import plant_specs
     from edge.config.loader import load_config
     from edge.sim.plant import free_port
     from edge.sim.process import SimPlantProcess
 
-    tmp = Path(tempfile.mkdtemp(prefix="edge-e2e-"))
-    vm = VictoriaMetrics(tmp / "vm")
-    vm.start()
     opc_port = free_port()
     config = tmp / "edge.yaml"
     config.write_text(site_yaml(args.devices, args.tags, args.interval_ms, vm.url, opc_port, tmp / "data",
@@ -248,7 +256,6 @@ async def run(args: argparse.Namespace) -> dict:
             except TimeoutError:
                 app.kill()
         await sim.stop()
-        vm.stop()
 
 
 async def wait_for_server(port: int, app: asyncio.subprocess.Process) -> int:

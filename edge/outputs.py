@@ -24,6 +24,7 @@ from edge.spool import Spool
 from edge.writes import WriteService
 
 log = logging.getLogger("edge.outputs")
+DRAIN_ON_STOP_S = 5.0
 
 
 def aggregate_configs(loaded: LoadedConfig) -> dict:
@@ -96,9 +97,21 @@ class Outputs:
             self.pipeline.remove(name)
         if self.opcua is not None:
             await asyncio.wait_for(self.opcua.stop(), timeout_s)
+        await asyncio.to_thread(self.spool.flush, timeout_s)
         if self.forwarder is not None:
+            await self._drain(min(timeout_s, DRAIN_ON_STOP_S))
             await self.forwarder.stop(timeout_s)
         await self.spool.stop(timeout_s)
+
+    async def _drain(self, timeout_s: float) -> None:
+        """At shutdown, give the forwarder a bounded moment to send what is left; what it cannot
+        send stays in the spool and goes out after the next start."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.spool.stats()["unsent_points"]:
+            if self.forwarder.stats()["state"] in ("retrying", "config_error"):
+                return  # the server is not taking data now: the spool keeps it
+            self.spool.new_data.set()
+            await asyncio.sleep(0.05)
 
     async def reload(self, loaded: LoadedConfig) -> None:
         """New plant: the spool records a new plant version, rings are rebuilt, OPC UA nodes updated."""
