@@ -185,6 +185,12 @@ def texts(title: str, ds: DataSourceRef, tags: list[TagView], query_for) -> tabl
 # ----------------------------------------------------------------------------- overview panels
 
 
+def alarm_table(title: str, ds: DataSourceRef, query: str) -> table.Panel:
+    """One row per alarm: its latest ISA-18.2 state, active/acked flags, severity and message."""
+    panel = table.Panel().title(title).height(8).span(24).show_header(True)
+    return _targets(panel, ds, [InfluxQL(query).alias("$tag_alarm").table()])
+
+
 def series(title: str, ds: DataSourceRef, query: str, alias: str, unit: str | None = None,
            span: int = 12, draw_bars: bool = False) -> timeseries.Panel:
     panel = (timeseries.Panel().title(title).height(8).span(span).line_width(1).fill_opacity(10)

@@ -72,6 +72,7 @@ class SiteView:
     health_measurement: str = "edge_health"
     grafana: GrafanaOutput = field(default_factory=GrafanaOutput)
     influx_url: str = "http://127.0.0.1:8086"
+    alarms: tuple[str, ...] = ()  # names of the configured alarms (edge_alarms records)
     database: str = DEFAULT_DATABASE
     retention_policy: str | None = None
 
@@ -130,11 +131,18 @@ def site_view(loaded: LoadedConfig) -> SiteView:
                    measurement=(plugin if per_plugin and plugin else None))
         for key, (plugin, names, tags) in sorted(by_type.items()))
     lines = tuple(sorted({line_key(d) for d in loaded.devices}))
+    alarms = tuple(alarm_name(a) for a in (loaded.config.alarms or ()))
     view = SiteView(site=plant.site, devices=tuple(d.name for d in plant.devices), lines=lines, types=types,
-                    grafana=outputs.grafana or GrafanaOutput())
+                    grafana=outputs.grafana or GrafanaOutput(), alarms=alarms)
     if influx is None:
         return view
     db, _, rp = influx.bucket.partition("/")
     return SiteView(site=view.site, devices=view.devices, lines=lines, types=types,
                     window_measurement=influx.window_measurement, health_measurement=influx.health_measurement,
-                    grafana=view.grafana, influx_url=influx.url, database=db, retention_policy=rp or None)
+                    grafana=view.grafana, influx_url=influx.url, database=db, retention_policy=rp or None,
+                    alarms=alarms)
+
+
+def alarm_name(alarm) -> str:
+    """The unique name of a configured alarm (its default is ``<tag or device>.<kind>``)."""
+    return alarm.name or f"{alarm.tag or alarm.device}.{alarm.kind}"

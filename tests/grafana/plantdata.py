@@ -126,12 +126,31 @@ def exporter_lines(loaded: LoadedConfig, base_ns: int, polls: int = POLLS) -> li
             out._close_windows(ts)
             if p % HEALTH_EVERY == 0:
                 out._record_health(ts)
+            _alarm_changes(out.spool, loaded, p, ts)
         assert out.spool.flush()
         enc = LineEncoder(out.spool, loaded.config.outputs.influxdb)
         rows = out.spool.unsent(0, None, 10_000_000)
         return [line for line in (enc.encode(r) for r in rows) if line]
     finally:
         out.spool.close()
+
+
+def _alarm_changes(spool, loaded: LoadedConfig, poll: int, ts: int) -> None:
+    """Every configured alarm activates, is acknowledged and clears once, as edge.intelligence records it."""
+    from edge.grafana.plantview import alarm_name
+
+    steps = {10: ("activated", "UNACK", 1, 0), 20: ("acknowledged", "ACKED", 1, 1), 30: ("cleared", "NORMAL", 0, 1)}
+    if poll not in steps:
+        return
+    transition, state, active, acked = steps[poll]
+    for alarm in loaded.config.alarms or ():
+        name = alarm_name(alarm)
+        device = alarm.device or (alarm.tag or "").split(".")[0]
+        spool.append_alarm(name, ts, {
+            "device": device, "tag": alarm.tag, "kind": alarm.kind, "priority": alarm.priority,
+            "transition": transition, "state": state, "active": active, "acked": acked, "shelved": 0,
+            "severity": 500, "level": "H" if active else None, "value": 1.0, "message": alarm.message or name,
+            "user": None, "comment": None})
 
 
 def _count(diag: DeviceDiagnostics, poll: int) -> None:
