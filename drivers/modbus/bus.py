@@ -97,29 +97,8 @@ class Line:
         self.last_error = ""
         self.connected_since = time.monotonic()
 
-    async def run(self, op, priority: int = PRIORITY_POLL, pause_after_s: float = 0.0):
-        """Run ``await op(transport)`` as the only transaction on the line."""
-        await self._lock.acquire(priority)
-        try:
-            wait = self._free_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await self.ensure_connected()
-            start = time.monotonic()
-            try:
-                return await op(self.transport)
-            finally:
-                end = time.monotonic()
-                self.last_transaction_s = end - start
-                self.busy_s += end - start
-                self.transactions += 1
-                self._free_at = end + self.gap_s + pause_after_s
-        finally:
-            self._lock.release()
-
-    async def read(self, unit: int, table: Table, address: int, count: int, timeout_s: float,
-                   priority: int = PRIORITY_POLL, pause_after_s: float = 0.0) -> np.ndarray:
-        """One read as the only transaction on the line (the poll path: no closure per request)."""
+    async def _begin(self, priority: int) -> float:
+        """Own the line: wait for our turn, the inter-frame gap and a connection; the start time."""
         await self._lock.acquire(priority)
         try:
             wait = self._free_at - time.monotonic()
@@ -127,17 +106,36 @@ class Line:
                 await asyncio.sleep(wait)
             if not self.transport.connected:
                 await self.ensure_connected()
-            start = time.monotonic()
-            try:
-                return await self.transport.read(unit, table, address, count, timeout_s)
-            finally:
-                end = time.monotonic()
-                self.last_transaction_s = end - start
-                self.busy_s += end - start
-                self.transactions += 1
-                self._free_at = end + self.gap_s + pause_after_s
-        finally:
+        except BaseException:
             self._lock.release()
+            raise
+        return time.monotonic()
+
+    def _end(self, start: float, pause_after_s: float) -> None:
+        """Release the line after a transaction; the next one waits for the gap (and the pause)."""
+        end = time.monotonic()
+        self.last_transaction_s = end - start
+        self.busy_s += end - start
+        self.transactions += 1
+        self._free_at = end + self.gap_s + pause_after_s
+        self._lock.release()
+
+    async def run(self, op, priority: int = PRIORITY_POLL, pause_after_s: float = 0.0):
+        """Run ``await op(transport)`` as the only transaction(s) on the line (writes, read-modify-write)."""
+        start = await self._begin(priority)
+        try:
+            return await op(self.transport)
+        finally:
+            self._end(start, pause_after_s)
+
+    async def read(self, unit: int, table: Table, address: int, count: int, timeout_s: float,
+                   priority: int = PRIORITY_POLL, pause_after_s: float = 0.0) -> np.ndarray:
+        """One read as the only transaction on the line (the poll path: no closure per request)."""
+        start = await self._begin(priority)
+        try:
+            return await self.transport.read(unit, table, address, count, timeout_s)
+        finally:
+            self._end(start, pause_after_s)
 
     def close(self) -> None:
         self.transport.close()
