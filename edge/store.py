@@ -9,6 +9,8 @@ import numpy as np
 
 from edge.model import Plant, Quality, SampleBatch
 
+_GOOD = int(Quality.GOOD)  # a plain int: numpy compares it without the enum's attribute lookups
+
 
 class LatestStore:
     def __init__(self, plant: Plant):
@@ -22,11 +24,11 @@ class LatestStore:
 
     def consume(self, batch: SampleBatch) -> None:
         ids = batch.tag_ids
-        good = batch.quality == Quality.GOOD
-        if good.all():
+        if not batch.quality.any():  # Good is 0: the common case, one fancy assignment
             self.values[ids] = batch.values
         else:
             # a bad sample keeps the last value visible, flagged by its quality
+            good = batch.quality == _GOOD
             self.values[ids[good]] = batch.values[good]
         self.quality[ids] = batch.quality
         self.ts_ns[ids] = batch.ts_ns
