@@ -296,8 +296,7 @@ def rtu_over_tcp() -> Iterator[Harness]:
 
 @pytest.fixture(scope="module")
 def serial_line(tmp_path_factory) -> Iterator[Harness]:
-    if shutil.which("socat") is None:
-        pytest.skip("socat is not installed (provisioning/setup.sh installs it)")
+    assert shutil.which("socat"), "socat is missing: provisioning/setup.sh installs it"
     h = Harness(rtu=True, serial_dir=str(tmp_path_factory.mktemp("pty")))
     yield h
     h.close()
