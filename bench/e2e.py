@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import signal
-import struct
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
@@ -45,40 +45,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # ----------------------------------------------------------------------------- OPC UA client process
 
-_LEAN = {11: struct.Struct("<IBBdIqq"), 10: struct.Struct("<IBBfIqq")}  # Double, Float with status + 2 stamps
-
-
-def install_lean_decoder() -> None:
-    """Decode the common notification (a Double or Float with StatusCode and both timestamps) with one
-    struct call, so that the client, not the server, is never the bottleneck."""
-    from asyncua import ua
-    from asyncua.ua import ua_binary
-
-    library = ua_binary._create_dataclass_deserializer
-    full = library(ua.MonitoredItemNotification)
-
-    def lean(buf):  # noqa: ANN001, ANN202
-        data, pos = buf._data, buf._cur_pos
-        if buf._size >= 30 and data[pos + 4] == 0x0F and data[pos + 5] in _LEAN:
-            st = _LEAN[data[pos + 5]]
-            handle, _, _, value, status, src, srv = st.unpack_from(data, pos)
-            buf._cur_pos = pos + st.size
-            buf._size -= st.size
-            return handle, value, status, src, srv
-        return full(buf)
-
-    def lookup(objtype):  # noqa: ANN001, ANN202
-        return lean if objtype is ua.MonitoredItemNotification else library(objtype)
-
-    ua_binary._create_dataclass_deserializer = lookup
-    for cached in (library, ua_binary._create_list_deserializer, ua_binary._create_type_deserializer):
-        cached.cache_clear()
-
-
 async def client_main(endpoint: str, ns: int, devices: int, tags: int, seconds: float) -> None:
     """Subscribe to every tag; print counters every 0.5 s and each marker value when it arrives."""
     from asyncua import Client, ua
     from asyncua.common.subscription import Subscription
+    from opcua import install_lean_decoder  # bench/opcua.py: the same lean client decoder
 
     install_lean_decoder()
     state = {"n": 0, "checked": 0, "errors": 0}

@@ -58,11 +58,12 @@ CYCLE_S = 0.05  # every tag gets a new value every 50 ms (twice per publishing i
 
 # ----------------------------------------------------------------------------- client process
 
-_LEAN = struct.Struct("<IBBdIqq")  # ClientHandle, mask (Value|Status|Source|Server), Double, status, 2 x DateTime
+#: ClientHandle, mask (Value|Status|Source|Server), the value, status, 2 x DateTime; by Variant type
+_LEAN = {11: struct.Struct("<IBBdIqq"), 10: struct.Struct("<IBBfIqq")}  # Double, Float
 
 
 def install_lean_decoder() -> None:
-    """Client side only: decode the common notification (a Double with StatusCode and both
+    """Client side only: decode the common notification (a Double or Float with StatusCode and both
     timestamps) into a plain tuple with one struct call instead of asyncua's generic decoder,
     so the client is not the bottleneck; anything else goes through the library."""
     from asyncua.ua import ua_binary
@@ -72,10 +73,11 @@ def install_lean_decoder() -> None:
 
     def lean(buf):  # noqa: ANN001, ANN202 - asyncua's Buffer
         data, pos = buf._data, buf._cur_pos
-        if buf._size >= _LEAN.size and data[pos + 4] == 0x0F and data[pos + 5] == 11:
-            handle, _, _, value, status, src, srv = _LEAN.unpack_from(data, pos)
-            buf._cur_pos = pos + _LEAN.size
-            buf._size -= _LEAN.size
+        st = _LEAN.get(data[pos + 5]) if buf._size >= 6 and data[pos + 4] == 0x0F else None
+        if st is not None and buf._size >= st.size:
+            handle, _, _, value, status, src, srv = st.unpack_from(data, pos)
+            buf._cur_pos = pos + st.size
+            buf._size -= st.size
             return handle, value, status, src, srv
         return full(buf)
 
@@ -85,7 +87,6 @@ def install_lean_decoder() -> None:
     ua_binary._create_dataclass_deserializer = lookup
     for cached in (library, ua_binary._create_list_deserializer, ua_binary._create_type_deserializer):
         cached.cache_clear()
-
 
 
 async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, seconds: float) -> None:

@@ -113,10 +113,15 @@ def remove_user(users_file: Path, name: str) -> bool:
 
 
 def _write(path: Path, users: dict[str, UserEntry]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "# edge OPC UA users: name:role:scrypt hash (edit with 'edge provision user')\n"
     text += "".join(f"{u.name}:{u.role.value}:{u.hashed}\n" for u in users.values())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".users-")
+    write_secret_file(path, text)
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by its owner only (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.users import NAME_RE, Role
+from edge.users import NAME_RE, Role, write_secret_file
 
 
 class TokensFileError(ValueError):
@@ -88,16 +86,7 @@ def add_token(path: Path, name: str, role: str) -> str:
     entries[name] = TokenEntry(name, r, token_digest(token))
     text = "# edge API tokens: name:role:sha256 of the token\n"
     text += "".join(f"{e.name}:{e.role.value}:sha256${e.digest}\n" for e in entries.values())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_secret_file(path, text)
     return token
 
 
