@@ -9,7 +9,9 @@ Integration::
     agg = Aggregator.from_tags(plant.tags, {t.id: cfg for t, cfg in aggregated}, settings)
     agg.consume(batch)                       # every SampleBatch (hot path, no per-value Python)
     windows = agg.collect(time.time_ns())    # every settings.collect_interval_ms -> list[WindowBatch]
+    agg.opcua_specs()                        # tag id -> (window labels, statistics, grace ns) for OPC UA
     agg.for_opcua(wb)                        # newest window per OPC UA-enabled tag, or None
+    agg.window_quality(wb)                   # why a window has no good sample (quality of its last one)
     agg.read_range(tag_id, t0_ns, t1_ns)     # raw history: (ts int64[], values float64[], quality uint8[])
     agg.downsample(tag_id, t0_ns, t1_ns, n_out, method="m4" | "minmaxlttb")
     agg.memory_bytes(), agg.diagnostics()    # for health/`edge doctor`
@@ -22,8 +24,14 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from edge.aggregate import ACTIVE_IMPL, RingStore
-from edge.config.aggregate import MAX_WINDOWS, AggregatorSettings, TagAggregateConfig, window_label
-from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, SampleBatch, TagInfo, WindowBatch
+from edge.config.aggregate import (
+    MAX_WINDOWS,
+    STATISTICS,
+    AggregatorSettings,
+    TagAggregateConfig,
+    window_label,
+)
+from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality, SampleBatch, TagInfo, WindowBatch
 
 #: Bytes of ring memory per stored sample: int64 timestamp + float64 value + uint8 quality.
 BYTES_PER_SAMPLE = 17
@@ -41,7 +49,11 @@ class Aggregator:
         cls = store_cls or RingStore
         self.impl = ACTIVE_IMPL if store_cls is None else getattr(store_cls, "__module__", "?").rsplit(".", 1)[-1]
         self._store = cls(basic=self.settings.stats == "basic")
+        self._stat_names = tuple(self._store.stat_names)
+        assert set(self._stat_names) <= set(STATISTICS), self._stat_names  # the config validates against it
         self._opcua: dict[int, bool] = {}
+        self._opcua_specs: dict[int, tuple[tuple[str, ...], tuple[str, ...], int]] = {}
+        self._opcua_ids: np.ndarray | None = None  # cache of the tag ids in _opcua_specs
         self._planned_bytes = 0
         self.windows_emitted = 0
         self.collect_s = 0.0  # total time spent in collect, for diagnostics
@@ -66,6 +78,7 @@ class Aggregator:
                 f"{len(lengths)} distinct window lengths across tags ({labels}); at most {MAX_WINDOWS} allowed")
         for tag, cfg, cap in plan:
             agg.check_capacity(tag, cfg, cap)
+            agg.check_opcua(tag.key, cfg)
         need = sum(cap for _, _, cap in plan) * BYTES_PER_SAMPLE
         if need > agg.settings.max_memory_bytes:
             worst = sorted(plan, key=lambda p: -p[2])[:3]
@@ -93,10 +106,28 @@ class Aggregator:
                 f"{window_label(max(cfg.windows_ns))} + grace {cfg.grace_ms} ms + collect interval "
                 f"{self.settings.collect_interval_ms} ms at interval_ms={tag.interval_ms}: need >= {need} samples")
 
+    def check_opcua(self, name: str, cfg: TagAggregateConfig) -> tuple[str, ...]:
+        """The statistics ``cfg`` publishes to OPC UA; each listed one must be computed by the site's
+        ``stats`` setting (``basic`` has no first, last, std, twa)."""
+        stats = cfg.opcua_stats(self.stat_names)
+        if isinstance(cfg.opcua, tuple) and len(stats) < len(cfg.opcua):
+            missing = ", ".join(s for s in cfg.opcua if s not in stats)
+            raise AggregatorConfigError(
+                f"{name}: aggregate.opcua lists {missing}, which aggregator stats: {self.settings.stats} does not "
+                f"compute (it computes {', '.join(self.stat_names)}); set stats: full or drop them")
+        return stats
+
     def add_tag(self, tag_id: int, capacity: int, cfg: TagAggregateConfig) -> None:
         """Give one tag a ring of ``capacity`` samples with ``cfg``'s windows and grace period."""
+        stats = self.check_opcua(f"tag id {tag_id}", cfg)
         self._store.add_tag(tag_id, capacity, cfg.windows_ns, cfg.grace_ms * 1_000_000)
-        self._opcua[tag_id] = cfg.opcua
+        self._opcua[tag_id] = bool(stats)
+        if stats:
+            labels = tuple(window_label(ns) for ns in cfg.windows_ns)
+            self._opcua_specs[tag_id] = (labels, stats, cfg.grace_ms * 1_000_000)
+        else:
+            self._opcua_specs.pop(tag_id, None)
+        self._opcua_ids = None
         self._planned_bytes += capacity * BYTES_PER_SAMPLE
 
     def __contains__(self, tag_id: int) -> bool:
@@ -112,8 +143,18 @@ class Aggregator:
         return [t for t, on in self._opcua.items() if on]
 
     @property
+    def has_opcua(self) -> bool:
+        """Whether any tag publishes its windows to OPC UA (cheap: checked at every collect)."""
+        return bool(self._opcua_specs)
+
+    @property
     def stat_names(self) -> tuple[str, ...]:
-        return tuple(self._store.stat_names)
+        return self._stat_names
+
+    def opcua_specs(self) -> dict[int, tuple[tuple[str, ...], tuple[str, ...], int]]:
+        """What the OPC UA server publishes, by tag id: (window labels as in ``WindowBatch.window``,
+        statistics in the aggregator's order, grace period in ns). Tags without OPC UA are absent."""
+        return dict(self._opcua_specs)
 
     @property
     def store(self):
@@ -149,7 +190,11 @@ class Aggregator:
         Rows of a WindowBatch come grouped by tag in window order, so the last row of each
         tag's run is its newest window. None when no such tag is in the batch.
         """
-        ids = np.fromiter(self.opcua_tag_ids, dtype=TAG_ID_DTYPE)
+        ids = self._opcua_ids
+        if ids is None:
+            ids = self._opcua_ids = np.fromiter(self._opcua_specs, dtype=TAG_ID_DTYPE, count=len(self._opcua_specs))
+        if len(ids) == 0:
+            return None
         idx = np.flatnonzero(np.isin(wb.tag_ids, ids))
         if len(idx) == 0:
             return None
@@ -157,6 +202,18 @@ class Aggregator:
         sel = idx[np.flatnonzero(np.r_[tags[1:] != tags[:-1], True])]
         return WindowBatch(window=wb.window, window_ns=wb.window_ns, tag_ids=wb.tag_ids[sel],
                            start_ns=wb.start_ns[sel], stats={k: v[sel] for k, v in wb.stats.items()})
+
+    def window_quality(self, wb: WindowBatch) -> np.ndarray:
+        """Per row of ``wb``: 0 (Good) for a window with good samples, else the quality code of the
+        window's last sample, read back from the ring (why the window has no good value: offline,
+        failed polls, out of range...). Only windows without good samples cost a ring read."""
+        out = np.zeros(len(wb), dtype=QUALITY_DTYPE)
+        for i in np.flatnonzero(wb.stats["count"] == 0).tolist():
+            t0 = int(wb.start_ns[i])
+            _, _, quality = self._store.read_range(int(wb.tag_ids[i]), t0, t0 + wb.window_ns)
+            # a window is emitted only with samples; should the ring have lost them, say "no communication"
+            out[i] = quality[-1] if len(quality) else Quality.BAD_NO_COMMUNICATION
+        return out
 
     def read_range(self, tag_id: int, t0_ns: int, t1_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw samples of one tag with t0_ns <= ts < t1_ns still held in its ring, in time order."""

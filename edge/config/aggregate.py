@@ -10,7 +10,8 @@ Example::
       windows: [1s, 10s, 1min]   # wall-clock aligned, at most 8 distinct lengths per site
       capacity_s: 600            # raw history kept, at the tag's poll rate (or capacity_samples)
       grace_ms: 2000             # how long a window waits for late samples after it ends
-      opcua: true                # publish the last closed window as OPC UA variables
+      opcua: true                # publish the last closed windows as OPC UA variables
+                                 # (or a list of statistics: [mean, min, max, count])
 """
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ _LABEL = re.compile(r"^\s*(\d+)\s*(ms|s|min|h)\s*$")
 MAX_WINDOWS = 8  # distinct window lengths per store (fixed-size per-tag state in the extension)
 MAX_CAPACITY_SAMPLES = 100_000_000  # per tag: 1.7 GB; anything larger is a typo
 DEFAULT_MAX_MEMORY_BYTES = 1 << 30
+#: Statistics of a window, in the order the aggregator emits them (``stats: full``), and the
+#: subset of ``stats: basic``.
+STATISTICS = ("count", "min", "max", "mean", "first", "last", "sum", "std", "twa", "good_ratio", "bad_count")
+BASIC_STATISTICS = ("count", "min", "max", "mean", "sum", "good_ratio", "bad_count")
 
 
 def parse_window(label: str | int) -> int:
@@ -67,7 +72,9 @@ class TagAggregateConfig(BaseModel):
     grace_ms: Annotated[int, Field(ge=0, le=3_600_000)] = Field(
         2000, description="a window closes this long after its end; samples older than a closed window are "
         "late: counted, not merged")
-    opcua: bool = Field(False, description="publish the last closed window of each length as OPC UA variables")
+    opcua: bool | tuple[str, ...] = Field(
+        False, description="publish the last closed window of each length as OPC UA variables: true (every "
+        "statistic the aggregator computes), false, or a list of statistics such as [mean, min, max, count]")
 
     @field_validator("windows", mode="before")
     @classmethod
@@ -86,11 +93,45 @@ class TagAggregateConfig(BaseModel):
             raise ValueError(f"at most {MAX_WINDOWS} windows per tag, got {len(seen)}")
         return value
 
+    @field_validator("opcua", mode="before")
+    @classmethod
+    def _opcua(cls, value: object) -> object:
+        allowed = ", ".join(STATISTICS)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"opcua is true (every statistic), false, or a list of statistics ({allowed}); "
+                             f"got {value!r}")
+        if not value:
+            raise ValueError("opcua: an empty list publishes nothing; write 'opcua: false' or name statistics "
+                             f"({allowed})")
+        seen: set[str] = set()
+        for name in value:
+            if not isinstance(name, str) or name not in STATISTICS:
+                raise ValueError(f"opcua: unknown statistic {name!r}; allowed: {allowed}")
+            if name in seen:
+                raise ValueError(f"opcua: statistic {name!r} is listed twice")
+            seen.add(name)
+        return tuple(value)
+
     @model_validator(mode="after")
     def _one_capacity(self) -> TagAggregateConfig:
         if self.capacity_s is not None and self.capacity_samples is not None:
             raise ValueError("give capacity_s or capacity_samples, not both")
+        if self.opcua and not self.windows:
+            raise ValueError("opcua publishes closed windows, but windows is empty: add a window such as '1s'")
         return self
+
+    def opcua_stats(self, available: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        """The statistics published to OPC UA, in the aggregator's order: all of ``available``
+        for ``opcua: true``, the listed ones for a list, none for ``false``."""
+        if self.opcua is False:
+            return ()
+        if self.opcua is True:
+            return tuple(available)
+        return tuple(s for s in available if s in self.opcua)
 
     @property
     def windows_ns(self) -> list[int]:
