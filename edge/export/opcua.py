@@ -2,11 +2,14 @@
 
 Integration (all calls on the application's asyncio loop)::
 
-    server = OpcUaServer(plant, config, writer=write_path, history=ring_history)
+    server = OpcUaServer(plant, config, writer=write_path, history=ring_history,
+                         aggregates=aggregator.opcua_specs())
     await server.start()                 # builds the address space, listens
     server.consume(batch)                # once per poll: SampleBatch -> values + StatusCodes
+    server.consume_windows(wb, quality)  # once per closed-window batch (Aggregator.for_opcua)
+    server.close_empty_windows(now_ns)   # once per collect: empty windows of tags whose source is Bad
     server.update_device(diagnostics)    # per-device Status object
-    await server.reload(new_plant)       # add/remove nodes; sessions and NodeIds stay
+    await server.reload(new_plant, aggregates=...)  # add/remove nodes; sessions and NodeIds stay
     await server.stop()
 
 ``writer(tag_id, value, user, source) -> WriteResult`` is awaited for every client write to a
@@ -19,6 +22,10 @@ it, and maps its :class:`edge.model.WriteStatus` onto OPC UA StatusCodes.
 uint8[])`` (sync or async) serves HistoryRead of raw values; tags are marked Historizing and
 HistoryRead-able only when it is given.
 
+``aggregates`` maps tag ids to ``(window labels, statistics, grace_ns)`` (an
+:class:`~edge.export.opcua_aggregates.AggregateSpec`): those tags get the variables of their
+closed windows (:mod:`edge.export.opcua_aggregates`); other tags cost nothing.
+
 The address space is built by :mod:`edge.export.opcua_model` and values flow through
 :mod:`edge.export.opcua_fastpath`.
 """
@@ -29,7 +36,7 @@ import gc
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,7 @@ from asyncua.server.address_space import AttributeValue, NodeData
 from asyncua.server.history import HistoryStorageInterface
 
 from edge.config.opcua import OpcUaConfig
+from edge.export.opcua_aggregates import AggregateSpace, AggregateSpec
 from edge.export.opcua_fastpath import FastPublisher
 from edge.export.opcua_model import STATUS_FIELDS, NodeFactory, status_values
 from edge.model import (
@@ -50,6 +58,7 @@ from edge.model import (
     Quality,
     SampleBatch,
     TagInfo,
+    WindowBatch,
     WriteResult,
     WriteStatus,
 )
@@ -176,13 +185,16 @@ class OpcUaServer:
     """The plant as an OPC UA server (see the module docstring for the call sequence)."""
 
     def __init__(self, plant: Plant, config: OpcUaConfig, *, writer: Writer | None = None,
-                 history: History | None = None, tune_gc: bool = True) -> None:
+                 history: History | None = None, tune_gc: bool = True,
+                 aggregates: Mapping[int, AggregateSpec | tuple] | None = None) -> None:
         self.plant = plant
         self.config = config
         self.writer = writer
         self.history = history
         self.tune_gc = tune_gc
         self.publisher = FastPublisher()
+        self.aggregates = AggregateSpace(self.publisher)
+        self._agg_specs = AggregateSpace.specs_by_key(plant, aggregates)
         self.server: Server | None = None
         self.ns = 0
         self.endpoint_url = ""
@@ -238,11 +250,12 @@ class OpcUaServer:
             iserver.history_manager.set_storage(RingHistory(self, self.history, cfg.history_max_values))
         self.ns = await server.register_namespace(cfg.namespace_for(self.plant.site))
         self._factory = NodeFactory(iserver.aspace, self.ns)
+        self.aggregates.factory = self._factory
         self._original_write = iserver.attribute_service.write
         iserver.attribute_service.write = self._handle_write  # type: ignore[method-assign]
         self.server = server
         t0 = asyncio.get_running_loop().time()
-        self._build(self.plant, carry=None)
+        self._build(self.plant, carry=None, agg_carry=None)
         self.build_s = asyncio.get_running_loop().time() - t0
         await server.start()
         self.endpoint_url = cfg.endpoint
@@ -259,17 +272,20 @@ class OpcUaServer:
                     gc.set_threshold(*self._gc_threshold)
                     self._gc_threshold = None
 
-    async def reload(self, plant: Plant) -> None:
+    async def reload(self, plant: Plant, aggregates: Mapping[int, AggregateSpec | tuple] | None = None) -> None:
         """Switch to a new plant: add and remove nodes; sessions, subscriptions and NodeIds stay.
 
         A tag that keeps its key keeps its node (and the monitored items on it); its metadata
         (unit, range, description, access) is refreshed in place. Removed tags' monitored items
-        get BadNodeIdUnknown.
+        get BadNodeIdUnknown. ``aggregates`` are the new plant's (None: none); an aggregate
+        variable that is still wanted keeps its node, its monitored items and its last window.
         """
         assert self._factory is not None, "start() first"
-        carry = self.publisher.snapshot(self.plant.tags)
         if plant.site != self.plant.site:
             raise ValueError(f"reload cannot rename the site ({self.plant.site!r} -> {plant.site!r}); restart")
+        agg_specs = AggregateSpace.specs_by_key(plant, aggregates)
+        carry = self.publisher.snapshot(self.plant.tags)
+        agg_carry = self.aggregates.snapshot()
         old_tags = self._tags_by_key
         new_tags = plant.tag_by_key()
         f = self._factory
@@ -293,12 +309,15 @@ class OpcUaServer:
             old = old_tags.get(key)
             if old is not None and key in self._tag_nodes and old != tag:
                 f.refresh_tag(self._tag_nodes[key], tag, historizing=self.history is not None)
-        self._build(plant, carry)
+        self.aggregates.prune(plant, agg_specs)
+        self._agg_specs = agg_specs
+        self._build(plant, carry, agg_carry)
         self.plant = plant
 
     # ------------------------------------------------------------------ building
 
-    def _build(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None) -> None:
+    def _build(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None,
+               agg_carry: dict | None) -> None:
         """Create every missing node of the plant (all of them on the first call) and bind the
         value path to it.
 
@@ -308,7 +327,9 @@ class OpcUaServer:
         gc.disable()
         try:
             self._build_nodes(plant)
+            self.aggregates.build(plant, self._agg_specs, self._device_nodes)
             self._bind(plant, carry)
+            self.aggregates.bind(plant, agg_carry)
             self._freeze_gc()
         finally:
             if was_enabled:
@@ -373,6 +394,17 @@ class OpcUaServer:
     def consume(self, batch: SampleBatch) -> int:
         """Publish one poll's samples (deadband at the source); returns the number of changes."""
         return self.publisher.consume(batch)
+
+    def consume_windows(self, wb: WindowBatch, quality: np.ndarray | None = None) -> int:
+        """Publish one batch of closed windows (the newest per tag, e.g. ``Aggregator.for_opcua``);
+        ``quality`` (``Aggregator.window_quality``) says why a window has no good sample. Rows of
+        tags without OPC UA aggregates are ignored. Returns the number of windows published."""
+        return self.aggregates.consume(wb, quality)
+
+    def close_empty_windows(self, now_ns: int) -> int:
+        """After each collect: windows that closed empty while their tag's live quality is Bad are
+        published as Count 0 with that StatusCode. Returns how many."""
+        return self.aggregates.close_empty(now_ns)
 
     def update_device(self, diag: DeviceDiagnostics) -> None:
         """Refresh a device's Status object; only changed fields notify subscribers."""

@@ -16,7 +16,9 @@ non-admin users and this server never hands out the admin role.
 NodeIds (namespace = the site's URI) are strings derived from names, stable across restarts
 and reloads: tag ``<device>.<tag>``; device ``<device>``; status ``<device>#status`` and its
 variables ``<device>#status.<Field>``; bus ``#bus.<bus>``; site ``#site``; a tag's properties
-``<device>.<tag>#<Property>``. ``#`` cannot occur in configured names, so these never collide.
+``<device>.<tag>#<Property>``; aggregate folder, objects and variables ``<device>#aggregates``,
+``<device>.<tag>#aggregates[.<window>[.<Stat>]]`` (:mod:`edge.export.opcua_aggregates`). ``#``
+cannot occur in configured names, so these never collide.
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ _REF = {name: ua.NodeId(getattr(ua.ObjectIds, name)) for name in
         ("Organizes", "HasComponent", "HasProperty", "HasTypeDefinition")}
 _TYPE = {name: ua.NodeId(getattr(ua.ObjectIds, name)) for name in
          ("FolderType", "BaseObjectType", "BaseDataVariableType", "PropertyType", "AnalogItemType",
-          "TwoStateDiscreteType", "MultiStateValueDiscreteType")}
+          "BaseAnalogType", "TwoStateDiscreteType", "MultiStateValueDiscreteType")}
 
 _NODECLASS = {int(nc): nc for nc in ua.NodeClass}
 _NO_NAME, _NO_TEXT, _NULL_ID = ua.QualifiedName(), ua.LocalizedText(), ua.NodeId()  # shared, never mutated
