@@ -3,7 +3,8 @@
 Built from the configuration's ``outputs`` section; each output is a sink of the pipeline.
 The spool always exists (with no InfluxDB it is the local historian). A periodic task closes
 aggregation windows (to the spool and so to InfluxDB) and records health (per device and for
-the appliance) in the ``edge_health`` measurement. Start order: spool, forwarder, aggregator,
+the appliance) in the ``edge_health`` measurement; the newest closed window of each tag with
+``aggregate: {opcua: ...}`` also goes to the OPC UA server. Start order: spool, forwarder, aggregator,
 OPC UA; stop order the reverse, each bounded in time.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from edge.aggregate.engine import Aggregator
 from edge.config.loader import LoadedConfig
 from edge.export.influx import InfluxForwarder, diagnostics_fields, health_fields, open_storage
-from edge.model import DeviceDiagnostics, Plant
+from edge.model import DeviceDiagnostics, Plant, WindowBatch
 from edge.pipeline import Pipeline
 from edge.spool import Spool
 from edge.writes import WriteService
@@ -54,7 +55,7 @@ class Outputs:
             from edge.export.opcua import OpcUaServer
 
             self.opcua = OpcUaServer(loaded.plant, self._opcua_config(loaded), writer=self._opcua_write,
-                                     history=self.history)
+                                     history=self.history, aggregates=self.aggregator.opcua_specs())
         self._task: asyncio.Task | None = None
         self.windows = 0
 
@@ -126,7 +127,7 @@ class Outputs:
         if self.opcua is not None:
             self.pipeline.remove("opcua")  # no batch with new tag ids may reach the old address space
             try:
-                await self.opcua.reload(loaded.plant)
+                await self.opcua.reload(loaded.plant, aggregates=self.aggregator.opcua_specs())
             finally:
                 self.pipeline.add("opcua", self.opcua)
 
@@ -151,9 +152,26 @@ class Outputs:
                 log.exception("periodic output work failed")
 
     def _close_windows(self, now_ns: int) -> None:
+        publish = self.opcua is not None and self.aggregator.has_opcua
         for batch in self.aggregator.collect(now_ns):
             self.windows += len(batch)
             self.spool.append_windows(batch)
+            if publish:
+                self._publish_windows(batch)
+        if publish:
+            try:
+                self.opcua.close_empty_windows(now_ns)
+            except Exception:  # noqa: BLE001 - the exporter and the next windows go on; the error is logged
+                log.exception("OPC UA: publishing empty aggregation windows failed")
+
+    def _publish_windows(self, batch: WindowBatch) -> None:
+        """The newest window of each OPC UA-enabled tag in ``batch``: one call per batch."""
+        try:
+            wb = self.aggregator.for_opcua(batch)
+            if wb is not None:
+                self.opcua.consume_windows(wb, self.aggregator.window_quality(wb))
+        except Exception:  # noqa: BLE001 - the exporter and the next windows go on; the error is logged
+            log.exception("OPC UA: publishing %s windows failed", batch.window)
 
     def _record_health(self, now_ns: int) -> None:
         for diag in self.diagnostics():
