@@ -1,7 +1,8 @@
 """Distribution of the Modbus-to-OPC UA/InfluxDB edge appliance.
 
-Builds the Cython ring-buffer aggregator; the pure-Python twin in
-``edge.aggregate.pyring`` is used where the extension is not built.
+Builds the Cython ring-buffer aggregator and the compiled Modbus block decoder; where they are
+not built, the pure-Python twin ``edge.aggregate.pyring`` and the numpy decoder in
+``drivers.modbus.codec`` take their place.
 """
 import sys
 
@@ -23,7 +24,13 @@ extensions = [
         # No -ffast-math and no FMA contraction: the kernels must give the same bits as the twin.
         # AVX2 paths are compiled per function and chosen at run time (baseline stays x86-64).
         extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
-    )
+    ),
+    Extension(
+        "drivers.modbus._codec_kernel",
+        ["drivers/modbus/_codec_kernel.pyx"],
+        # Same rules as above: the compiled decoder must give the bits of the numpy path.
+        extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
+    ),
 ]
 ext_modules = cythonize(extensions, language_level=3) if cythonize else []
 

@@ -46,6 +46,15 @@ _OUT_OF_RANGE = np.uint8(Quality.BAD_OUT_OF_RANGE)
 _TRUE_WORDS = {"1", "true", "on", "yes"}
 _FALSE_WORDS = {"0", "false", "off", "no"}
 
+try:  # the compiled block decoder (drivers/modbus/_codec_kernel.pyx); the numpy path is its reference
+    from drivers.modbus._codec_kernel import KINDS as _KERNEL_KINDS
+    from drivers.modbus._codec_kernel import RegisterKernel, ShortResponse
+
+    DECODER = "compiled"
+except ImportError:  # not built: every block decodes through numpy (slower, same results)
+    RegisterKernel = None
+    DECODER = "numpy"
+
 Value = bool | int | float | str
 Registers = Sequence[int] | np.ndarray | bytes | bytearray | memoryview
 
@@ -147,9 +156,13 @@ class BlockCodec:
     clamps and has that bound, Bad_OutOfRange otherwise. Strings carry NaN, quality Good and
     their text in :meth:`decode_texts`; enums keep the raw number (the name is metadata).
     A codec keeps one staging array: use each instance from one thread (the asyncio loop).
+
+    Register blocks decode through the compiled kernel when it is built (``compiled=False``
+    forces the numpy path, which the parity tests compare it with); bit tables and inputs that
+    are not wire bytes (lists of ints) always take the numpy path.
     """
 
-    def __init__(self, table: Table, start: int, count: int, points: Sequence[RegisterPoint]):
+    def __init__(self, table: Table, start: int, count: int, points: Sequence[RegisterPoint], compiled: bool = True):
         self.table = Table(table)
         self.start = start
         self.count = count
@@ -170,6 +183,28 @@ class BlockCodec:
         else:
             self._compile_registers()
         self._compile_scaling()
+        self._kernel = self._compile_kernel() if compiled and RegisterKernel is not None else None
+
+    def _compile_kernel(self):
+        """The compiled decoder's arrays: per point its kind, the wire positions of bytes A.., bit shift."""
+        if self.table.is_bits:
+            return None
+        kinds, positions, starts, shifts = [], [], [0], []
+        for p in self.points:
+            base = 2 * (p.address - self.start)
+            if p.dtype in _NP_DTYPE:
+                kinds.append(_KERNEL_KINDS.index(p.dtype))
+                positions.extend((base + _wire_byte_index(p.order, REGISTER_COUNT[p.dtype])).tolist())
+            elif p.dtype == "bool":
+                kinds.append(_KERNEL_KINDS.index("bit"))
+                positions.append(base + (0 if p.bit >= 8 else 1))
+            else:
+                kinds.append(_KERNEL_KINDS.index("string"))
+            shifts.append(p.bit % 8 if p.dtype == "bool" else 0)
+            starts.append(len(positions))
+        return RegisterKernel(kinds, positions, starts, shifts, self._scale, self._offset, self._low, self._high,
+                              self._clip_low, self._clip_high, self._scaled, self._clamps, int(_OUT_OF_RANGE),
+                              2 * self.count)
 
     def _compile_registers(self) -> None:
         """Lay out the staging array: fixed-size types grouped by type, then bits, then one NaN."""
@@ -229,6 +264,13 @@ class BlockCodec:
         Writes into ``out_values``/``out_quality`` (e.g. slices of a whole poll's arrays) when
         given. Raises :class:`DecodeError` if the response is shorter than the block.
         """
+        if self._kernel is not None:
+            try:
+                decoded = self._kernel.decode(registers, out_values, out_quality)
+            except ShortResponse as exc:
+                raise DecodeError(str(exc)) from None
+            if decoded is not None:
+                return decoded
         n = len(self.points)
         values = np.empty(n, dtype=VALUE_DTYPE) if out_values is None else out_values
         quality = np.empty(n, dtype=QUALITY_DTYPE) if out_quality is None else out_quality
