@@ -142,6 +142,23 @@ def aggregate_nodeid(ns: int, tag_key: str, window: str | None = None, stat: str
     return ua.NodeId(s, ns, ua.NodeIdType.String)
 
 
+class _Callbacks(dict):
+    """A statistic variable's ``datachange_callbacks``: tells its table when a monitored item is
+    added, so delivery visits only watched variables instead of checking every one."""
+
+    __slots__ = ("entry", "watched")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.entry: tuple[AttributeValue, int, int] | None = None
+        self.watched: set[tuple[AttributeValue, int, int]] | None = None
+
+    def __setitem__(self, handle: Any, callback: Any) -> None:
+        super().__setitem__(handle, callback)
+        if self.watched is not None and self.entry is not None:
+            self.watched.add(self.entry)
+
+
 @dataclass(slots=True)
 class _Slot:
     """The latest window of every published tag for one window length: a row per tag."""
@@ -158,7 +175,7 @@ class _Slot:
     end_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # 0: nothing yet
     srv_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     status: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))  # of the value statistics
-    nodes: list[list[tuple[int, AttributeValue]]] = field(default_factory=list)  # row -> (column, Value record)
+    watched: set[tuple[AttributeValue, int, int]] = field(default_factory=set)  # (Value record, row, column)
 
 
 class AggregateStats:
@@ -265,6 +282,8 @@ class AggregateSpace:
         removed with their device, and refresh EngineeringUnits where a kept tag's unit changed."""
         f = self.factory
         assert f is not None
+        if not specs and not self._tag_objs and not self._folders:
+            return  # no aggregates before or after: nothing to visit
         tags = plant.tag_by_key()
         gone = [key for key, nd in self._tag_objs.items()
                 if key not in specs or f.aspace.get(nd.nodeid) is None]
@@ -335,15 +354,18 @@ class AggregateSpace:
             slot.end_ns = np.zeros(n, dtype=np.int64)
             slot.srv_ns = np.zeros(n, dtype=np.int64)
             slot.status = np.zeros(n, dtype=np.uint32)
-            slot.nodes = []
             for row, key in enumerate(slot.keys):
-                nodes = []
                 for stat in self.specs[key].stats:
                     attval = self._vars[(key, label, stat)].attributes[A.Value]
                     attval.value = None
                     attval.value_callback = self._reader(slot, row, _COL[stat])
-                    nodes.append((_COL[stat], attval))
-                slot.nodes.append(nodes)
+                    callbacks = attval.datachange_callbacks
+                    if not isinstance(callbacks, _Callbacks):
+                        callbacks = attval.datachange_callbacks = _Callbacks(callbacks)
+                    callbacks.entry = (attval, row, _COL[stat])
+                    callbacks.watched = slot.watched
+                    if callbacks:  # a kept node with monitored items (reload)
+                        slot.watched.add(callbacks.entry)
                 old = carry.get((key, label)) if carry else None
                 if old is not None:
                     slot.vals[row], slot.end_ns[row], slot.srv_ns[row], slot.status[row] = old
@@ -445,18 +467,23 @@ class AggregateSpace:
         return total
 
     def _deliver(self, slot: _Slot, rows: np.ndarray, srv_ns: int) -> None:
-        """DataValues for the variables that have monitored items (no object for the others)."""
-        srv = None
+        """DataValues for the updated variables that have monitored items (no object for the others)."""
+        if not slot.watched:
+            return
+        updated = np.zeros(len(slot.keys), dtype=bool)
+        updated[rows] = True
+        srv = _dt(srv_ns)
         ends: dict[int, datetime] = {}
         deliver = self.publisher.deliver
-        for row in rows.tolist():
-            for col, attval in slot.nodes[row]:
-                if not attval.datachange_callbacks:
-                    continue
-                if srv is None:
-                    srv = _dt(srv_ns)
-                end = int(slot.end_ns[row])
-                src = ends.get(end)
-                if src is None:
-                    src = ends[end] = _dt(end)
-                deliver(attval, self._datavalue(slot, row, col, src, srv))
+        for entry in list(slot.watched):
+            attval, row, col = entry
+            if not attval.datachange_callbacks:  # its monitored items are gone
+                slot.watched.discard(entry)
+                continue
+            if not updated[row]:
+                continue
+            end = int(slot.end_ns[row])
+            src = ends.get(end)
+            if src is None:
+                src = ends[end] = _dt(end)
+            deliver(attval, self._datavalue(slot, row, col, src, srv))
