@@ -444,7 +444,7 @@ class AggregateSpace:
         published as Count 0 with that quality's StatusCode (see the module docstring)."""
         if not self._slots:
             return 0
-        live = self.publisher._last_q  # the tags' live qualities (NEVER: nothing reported yet)
+        live = self.publisher.last_quality  # the tags' live qualities (NEVER: nothing reported yet)
         total = 0
         for slot in self._slots.values():
             if not len(slot.ids) or int(slot.ids.max()) >= len(live):

@@ -157,6 +157,11 @@ class FastPublisher:
             sc = _BAD_CONFIG  # a Good sample without a representable value
         return ua.DataValue(variant, sc, src, srv)
 
+    @property
+    def last_quality(self) -> np.ndarray:
+        """Every tag's last reported quality by tag id (``NEVER``: nothing reported yet); read only."""
+        return self._last_q
+
     def snapshot(self, tags: Sequence[TagInfo]) -> dict[str, tuple[float, int, str | None, int, int]]:
         """Last reported state by tag key: what :meth:`bind` takes as ``carry``."""
         return {t.key: (float(self._last_v[t.id]), int(self._last_q[t.id]), self._last_text.get(t.id),
