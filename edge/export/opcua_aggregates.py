@@ -15,13 +15,15 @@ variable cannot hold these itself: OPC UA allows a Variable only Variables as co
 device (like ``Status``), with the tag's name.
 
 Values: Min/Max/Mean/First/Last/Sum/Std/Twa are Double (BaseAnalogType, with the tag's
-EngineeringUnits when it has a unit; the optional EURange is left out), Count and BadCount UInt32, GoodRatio Double (0..1).
+EngineeringUnits when it has a unit; the optional EURange is left out), Count and BadCount
+UInt32, GoodRatio Double (0..1). Before the first window: null, BadWaitingForInitialData.
 SourceTimestamp is the window's end (the moment the statistics became complete; the start is
 the end minus the window), ServerTimestamp when the server took the window. StatusCode of the
 value statistics: Good when every sample of the window was good; UncertainDataSubNormal when
 some were not; without any good sample the value is null and the StatusCode says why (the
 quality of the window's last sample, e.g. BadNoCommunication, else BadNoData). Count, BadCount
-and GoodRatio are exact facts about the window and stay Good.
+and GoodRatio are exact facts about the window and stay Good (GoodRatio of a window without any
+sample is null, BadNoData).
 
 The aggregator emits only windows that hold samples. While a tag's live quality is Bad and its
 windows stay empty (a device offline is published once as BadNoCommunication, then not polled),
@@ -35,7 +37,6 @@ the change, like the tags' values (:mod:`edge.export.opcua_fastpath`).
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,8 +51,6 @@ from edge.config.aggregate import STATISTICS, parse_window
 from edge.export.opcua_fastpath import NEVER, FastPublisher
 from edge.export.opcua_model import NodeFactory, unece_unit
 from edge.model import STATUS_CODES, Plant, Quality, TagInfo, WindowBatch
-
-log = logging.getLogger(__name__)
 
 A = ua.AttributeIds
 VT = ua.VariantType
