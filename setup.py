@@ -1,8 +1,8 @@
 """Distribution of the Modbus-to-OPC UA/InfluxDB edge appliance.
 
-Builds the Cython ring-buffer aggregator and the compiled Modbus block decoder; where they are
-not built, the pure-Python twin ``edge.aggregate.pyring`` and the numpy decoder in
-``drivers.modbus.codec`` take their place.
+Builds the Cython ring-buffer aggregator, the compiled Modbus block decoder and the
+latest-value scatter; where they are not built, the pure-Python twin ``edge.aggregate.pyring``,
+the numpy decoder in ``drivers.modbus.codec`` and numpy indexing in ``edge.store`` take their place.
 """
 import sys
 
@@ -31,6 +31,7 @@ extensions = [
         # Same rules as above: the compiled decoder must give the bits of the numpy path.
         extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
     ),
+    Extension("edge._latest", ["edge/_latest.pyx"], extra_compile_args=["-O3"]),
 ]
 ext_modules = cythonize(extensions, language_level=3) if cythonize else []
 

@@ -9,6 +9,11 @@ import numpy as np
 
 from edge.model import Plant, Quality, SampleBatch
 
+try:  # compiled scatter (edge/_latest.pyx); numpy fancy indexing below does the same where it is not built
+    from edge._latest import LatestArrays
+except ImportError:
+    LatestArrays = None
+
 _GOOD = int(Quality.GOOD)  # a plain int: numpy compares it without the enum's attribute lookups
 
 
@@ -21,8 +26,25 @@ class LatestStore:
         self.ts_ns = np.zeros(n, dtype=np.int64)
         self.texts: dict[int, str] = {}
         self.samples = 0
+        self._compiled = LatestArrays(self.values, self.quality, self.ts_ns) if LatestArrays else None
 
     def consume(self, batch: SampleBatch) -> None:
+        ids = batch.tag_ids
+        if self._compiled is None or not self._scatter_compiled(batch):
+            self._scatter_numpy(batch)
+        if batch.texts:
+            self.texts.update(batch.texts)
+        self.samples += len(ids)
+
+    def _scatter_compiled(self, batch: SampleBatch) -> bool:
+        """False when the batch's arrays are not contiguous int32/float64/uint8 (numpy handles those)."""
+        try:
+            self._compiled.consume(batch.tag_ids, batch.values, batch.quality, batch.ts_ns)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def _scatter_numpy(self, batch: SampleBatch) -> None:
         ids = batch.tag_ids
         if not batch.quality.any():  # Good is 0: the common case, one fancy assignment
             self.values[ids] = batch.values
@@ -32,9 +54,6 @@ class LatestStore:
             self.values[ids[good]] = batch.values[good]
         self.quality[ids] = batch.quality
         self.ts_ns[ids] = batch.ts_ns
-        if batch.texts:
-            self.texts.update(batch.texts)
-        self.samples += len(ids)
 
     def take_over(self, old: LatestStore) -> None:
         """Carry the latest values of tags that exist in both plants (a configuration reload)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,9 +52,11 @@ try:  # the compiled block decoder (drivers/modbus/_codec_kernel.pyx); the numpy
     from drivers.modbus._codec_kernel import RegisterKernel, ShortResponse
 
     DECODER = "compiled"
-except ImportError:  # not built: every block decodes through numpy (slower, same results)
+except ImportError as exc:  # not built: every block decodes through numpy (same results, slower)
     RegisterKernel = None
     DECODER = "numpy"
+    warnings.warn(f"drivers.modbus.codec: compiled block decoder not available ({exc}); decoding with numpy, "
+                  "which costs several times the CPU. Build with `pip install .`.", RuntimeWarning, stacklevel=2)
 
 Value = bool | int | float | str
 Registers = Sequence[int] | np.ndarray | bytes | bytearray | memoryview

@@ -37,6 +37,14 @@ def checks() -> list[tuple[str, bool, str]]:
         out.append(("aggregator implementation", impl == "cython", agg.describe()))
     except ImportError as exc:
         out.append(("aggregator implementation", False, str(exc)))
+    from drivers.modbus import codec
+    from edge import store
+
+    out.append(("Modbus block decoder", codec.DECODER == "compiled",
+                "compiled (Cython)" if codec.DECODER == "compiled"
+                else "numpy (the compiled decoder is not built: same results, several times the CPU per block)"))
+    out.append(("latest-value store", store.LatestArrays is not None,
+                "compiled scatter" if store.LatestArrays is not None else "numpy indexing (not built; slower)"))
     return out
 
 
