@@ -46,8 +46,11 @@ def cpu_s() -> float:
 def site_yaml(devices: int, tags: int, data_dir: str) -> str:
     lines = ["site: {name: bench}", "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 10}]",
              f"runtime: {{data_dir: {data_dir}}}", "devices:"]
-    for d in range(devices):
-        lines.append(f"  - name: dev{d}\n    bus: net\n    port: {free_port()}\n    unit_id: 1\n"
+    ports: set[int] = set()
+    while len(ports) < devices:  # free_port() may hand out the same port twice
+        ports.add(free_port())
+    for d, port in enumerate(sorted(ports)):
+        lines.append(f"  - name: dev{d}\n    bus: net\n    port: {port}\n    unit_id: 1\n"
                      "    interval_ms: 10\n    timeout_ms: 10\n    points:")
         address = 0
         for t in range(tags):
