@@ -22,6 +22,7 @@ import logging
 import math
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -226,6 +227,8 @@ def diagnostics_fields(diag: DeviceDiagnostics) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- the forwarder
 
+PROBE_POINTS = 1000  # at most this many points per request while the server is down (see _pick)
+
 CONFIG_ERRORS = {401: "token refused (401)", 403: "token lacks write permission (403)",
                  404: "org, bucket or URL path not found (404)"}
 
@@ -287,6 +290,7 @@ class InfluxForwarder:
         self._tokens = 0.0
         self._tokens_t = 0.0
         self._max_points = config.batch_max_points
+        self._probing = False  # the last attempt found the server down: send small requests until one succeeds
 
     # ------------------------------------------------------------------ life cycle
 
@@ -347,23 +351,41 @@ class InfluxForwarder:
                 self._stop.wait(wait)
                 continue
             self.c.state = "sending"
-            try:
-                self._send(rows)
-            except ServerRejected as e:
-                self._config_error(e)
+            backfilled = sum(r.n for r in rows[:n_backlog])
+            outcome, pause = self._attempt(rows, backoff)
+            rows = []  # a failed attempt's rows are not held through the pause
+            if outcome == "ok":
+                backoff = self.config.retry_initial_ms / 1000
+                self._probing = False
+                self.c.backfill_points += backfilled
                 continue
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-                self._server_down(e, backoff)
+            if outcome == "down":
                 backoff = min(backoff * 2, self.config.retry_max_ms / 1000)
-                continue
-            except Exception as e:  # noqa: BLE001 - contained: counted, reported, retried with back-off
-                self.c.internal_errors += 1
-                log.exception("influx: internal error while sending")
-                self._server_down(e, backoff)
-                backoff = min(backoff * 2, self.config.retry_max_ms / 1000)
-                continue
-            backoff = self.config.retry_initial_ms / 1000
-            self.c.backfill_points += sum(r.n for r in rows[:n_backlog])
+                self._probing = True
+            self._stop.wait(pause)
+
+    def _attempt(self, rows: list[Row], backoff: float) -> tuple[str, float]:
+        """Send ``rows``: ("ok", 0), or ("down" | "config", seconds to pause before the next attempt).
+
+        The exception of a failed attempt is reduced to counters and text here, and its traceback
+        is cleared (:func:`_release`): urllib3's frames and the exception reference each other, so
+        without that every failed attempt's request (rows, line protocol, gzip body) stayed in
+        memory until the garbage collector's next pass, which the app's settled thresholds make rare.
+        """
+        try:
+            self._send(rows)
+        except ServerRejected as e:
+            _release(e)
+            return "config", self._config_error(e)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+            _release(e)
+            return "down", self._server_down(e, backoff)
+        except Exception as e:  # noqa: BLE001 - contained: counted, reported, retried with back-off
+            self.c.internal_errors += 1
+            log.exception("influx: internal error while sending")
+            _release(e)
+            return "down", self._server_down(e, backoff)
+        return "ok", 0.0
 
     def _pick(self) -> tuple[list[Row], int]:
         """Live rows first, then backlog rows as far as the backfill rate allows."""
@@ -372,8 +394,10 @@ class InfluxForwarder:
         live_s = self.config.live_window_ms / 1000
         while self._marks and now - self._marks[0][0] >= live_s:
             self._live_after = max(self._live_after, self._marks.popleft()[1])
-        live = self.spool.unsent(self._live_after, None, self._max_points)
-        room = self._max_points - sum(r.n for r in live)
+        # while the server is down, each retry is a small probe; full requests once one succeeds
+        limit = min(self._max_points, PROBE_POINTS) if self._probing else self._max_points
+        live = self.spool.unsent(self._live_after, None, limit)
+        room = limit - sum(r.n for r in live)
         backlog: list[Row] = []
         rate = self.config.backfill_points_per_s
         if rate > 0:
@@ -388,7 +412,8 @@ class InfluxForwarder:
 
     def _age_wait(self, rows: list[Row], n_backlog: int) -> float:
         """Seconds to wait for a fuller batch (0: send now)."""
-        if n_backlog or sum(r.n for r in rows) >= self._max_points or self._stop.is_set():
+        full = min(self._max_points, PROBE_POINTS) if self._probing else self._max_points
+        if n_backlog or sum(r.n for r in rows) >= full or self._stop.is_set():
             return 0.0
         age_s = (self.wall_ns() - rows[0].ts_ns) / 1e9
         return max(0.0, min(self.config.batch_max_age_ms / 1000 - age_s, self.config.batch_max_age_ms / 1000))
@@ -467,15 +492,17 @@ class InfluxForwarder:
         log.error("influx: %s", self.c.last_error)
         self.spool.ack([row], rejected=True)
 
-    def _config_error(self, e: ServerRejected) -> None:
+    def _config_error(self, e: ServerRejected) -> float:
+        """Count and report a 4xx; the pause before the next attempt."""
         self.c.config_errors += 1
         self.c.state = "config_error"
         self.c.last_error, self.c.last_error_status = f"{e} (url {self.config.url}, org {self.config.org!r}, " \
             f"bucket {self.config.bucket!r}); data kept in the spool", e.status
         log.error("influx: %s", self.c.last_error)
-        self._stop.wait(self.config.client_error_retry_ms / 1000)
+        return self.config.client_error_retry_ms / 1000
 
-    def _server_down(self, e: Exception, backoff: float) -> None:
+    def _server_down(self, e: Exception, backoff: float) -> float:
+        """Count and report a failed attempt; the pause before the next one."""
         self.c.server_down += 1
         self.c.retries += 1
         self.c.state = "retrying"
@@ -483,8 +510,28 @@ class InfluxForwarder:
         retry_after = _retry_after(e)
         self.c.last_error = f"{type(e).__name__}: {_reason(e)}"[:300]
         self.c.last_error_status = status
-        log.warning("influx: server not reachable (%s); retry in %.1f s", self.c.last_error, backoff)
-        self._stop.wait(max(backoff, min(retry_after, self.config.retry_max_ms / 1000)))
+        pause = max(backoff, min(retry_after, self.config.retry_max_ms / 1000))
+        log.warning("influx: server not reachable (%s); retry in %.1f s", self.c.last_error, pause)
+        return pause
+
+
+def _release(e: BaseException) -> None:
+    """Clear the frames of a handled exception's traceback (and of its causes and contexts).
+
+    The frames hold the failed request's locals (rows, line protocol, gzip body), and urllib3
+    keeps the exception in a local of one of those frames: a reference cycle that only the
+    garbage collector can free. Cleared frames drop their locals, which breaks the cycle, so
+    the memory goes back as soon as the exception is no longer referenced.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo and len(seen) < 32:  # an exception chain is short; bounded anyway
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        traceback.clear_frames(x.__traceback__)  # frames still executing (this thread's) are skipped
+        todo += [x.__cause__, x.__context__]
 
 
 def _reason(e: Exception) -> str:
