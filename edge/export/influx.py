@@ -17,12 +17,12 @@ an outage or a restart) are added to each request at ``backfill_points_per_s``.
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import threading
 import time
 import traceback
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -421,37 +421,38 @@ class InfluxForwarder:
     def _send(self, rows: list[Row]) -> None:
         """Write rows in requests bounded by ``batch_max_bytes``; ack each request's rows on success."""
         chunk: list[Row] = []
-        lines: list[str] = []
-        size = 0
+        body = self._body()
         for r in rows:
             try:
                 text = self.encoder.encode(r)
             except Exception as e:  # noqa: BLE001 - one undecodable row must not block the queue
                 self._undecodable(r, e)
                 continue
-            if chunk and size + len(text) > self.config.batch_max_bytes:
-                self._write(chunk, lines)
-                chunk, lines, size = [], [], 0
+            if chunk and body.nbytes + 1 + len(text) > self.config.batch_max_bytes:
+                self._write(chunk, body)
+                chunk, body = [], self._body()
             chunk.append(r)
             if text:
-                lines.append(text)
-                size += len(text) + 1
+                body.add(text)
         if chunk:
-            self._write(chunk, lines)
+            self._write(chunk, body)
 
-    def _write(self, rows: list[Row], lines: list[str]) -> None:
+    def _body(self) -> _Body:
+        return _Body(self.config.gzip_level if self.config.gzip else 0)
+
+    def _write(self, rows: list[Row], body: _Body) -> None:
         """One request; on 400/422 bisect to find the refused rows; on 413 halve the batch."""
-        body = "\n".join(lines)
+        nbytes = body.nbytes
         try:
-            if body:
+            if nbytes:
                 self.c.requests += 1
-                self._post(body)
+                self._post(body.finish())
         except ApiException as e:
             status = int(e.status or 0)
             if status in (400, 422) or (status == 413 and len(rows) > 1):
                 if status == 413:
                     self._max_points = max(1, self._max_points // 2)
-                self._bisect(rows, lines, status, _reason(e))
+                self._bisect(rows, status, _reason(e))
                 return
             if 400 <= status < 500 and status not in (408, 429):
                 raise ServerRejected(status, CONFIG_ERRORS.get(status, _reason(e))) from e
@@ -459,22 +460,18 @@ class InfluxForwarder:
         self.spool.ack(rows)
         self.c.rows_sent += len(rows)
         self.c.points_sent += sum(r.n for r in rows)
-        self.c.bytes_sent += len(body)
+        self.c.bytes_sent += nbytes
         self.c.last_ok_ns = self.wall_ns()
         if self.c.state != "sending":
             log.info("influx: writing again after %s", self.c.last_error)
 
-    def _post(self, body: str) -> None:
+    def _post(self, data: bytes) -> None:
         """One synchronous request to the v2 write endpoint (``/api/v2/write``, precision ns)."""
-        data = body.encode()
-        kw = {}
-        if self.config.gzip:
-            data = gzip.compress(data, compresslevel=self.config.gzip_level)
-            kw["content_encoding"] = "gzip"
+        kw = {"content_encoding": "gzip"} if self.config.gzip else {}
         self._writes.post_write(org=self.config.org or "-", bucket=self.config.bucket, body=data, precision="ns",
                                 content_type="text/plain; charset=utf-8", **kw)
 
-    def _bisect(self, rows: list[Row], lines: list[str], status: int, reason: str) -> None:
+    def _bisect(self, rows: list[Row], status: int, reason: str) -> None:
         if len(rows) == 1:
             self.c.rejected_rows += 1
             self.c.last_error, self.c.last_error_status = f"HTTP {status}: {reason} (seq {rows[0].seq})", status
@@ -483,7 +480,12 @@ class InfluxForwarder:
             return
         mid = len(rows) // 2
         for part in (rows[:mid], rows[mid:]):
-            self._write(part, [t for t in (self.encoder.encode(r) for r in part) if t])
+            body = self._body()
+            for r in part:
+                text = self.encoder.encode(r)
+                if text:
+                    body.add(text)
+            self._write(part, body)
 
     def _undecodable(self, row: Row, e: Exception) -> None:
         """A row that cannot be encoded: kept in the spool marked rejected, counted, logged; never re-sent."""
@@ -513,6 +515,38 @@ class InfluxForwarder:
         pause = max(backoff, min(retry_after, self.config.retry_max_ms / 1000))
         log.warning("influx: server not reachable (%s); retry in %.1f s", self.c.last_error, pause)
         return pause
+
+
+class _Body:
+    """One request's line protocol, compressed line by line as it is built (gzip, when ``level`` > 0).
+
+    A request never exists as a list of lines, a joined string and a bytes copy at once: for a
+    50,000-point backfill request that was ~4 MB of transient memory above the rows themselves,
+    which the allocator then kept (measured with bench/soak_memory.py).
+    """
+
+    __slots__ = ("nbytes", "_z", "_parts")
+
+    def __init__(self, level: int) -> None:
+        self.nbytes = 0  # uncompressed line protocol, newlines between lines included
+        self._z = zlib.compressobj(level, zlib.DEFLATED, 31) if level else None  # wbits 31: gzip format
+        self._parts: list[bytes] = []
+
+    def add(self, line: str) -> None:
+        data = ("\n" + line).encode() if self.nbytes else line.encode()
+        self.nbytes += len(data)
+        if self._z is None:
+            self._parts.append(data)
+        else:
+            out = self._z.compress(data)
+            if out:
+                self._parts.append(out)
+
+    def finish(self) -> bytes:
+        if self._z is not None:
+            self._parts.append(self._z.flush())
+            self._z = None
+        return b"".join(self._parts)
 
 
 def _release(e: BaseException) -> None:
