@@ -63,32 +63,51 @@ class Aggregator:
                   settings: AggregatorSettings | None = None) -> Aggregator:
         """Build from the plant's tags and each aggregated tag's ``aggregate:`` block (by tag id).
 
-        Checks the memory budget and the window count before allocating anything.
+        Checks the memory budget, the window count, capacities and OPC UA statistics before
+        allocating anything (the same checks ``edge check`` runs through :meth:`problems`).
         """
         agg = cls(settings)
         by_id = {t.id: t for t in tags}
+        found = agg.problems(by_id, configs)
+        if found:
+            raise AggregatorConfigError(found[0][1])
+        for tid, cfg in configs.items():
+            agg.add_tag(tid, cfg.capacity(by_id[tid].interval_ms), cfg)
+        return agg
+
+    def problems(self, by_id: Mapping[int, TagInfo],
+                 configs: Mapping[int, TagAggregateConfig]) -> list[tuple[int | None, str]]:
+        """Every reason these tag configurations cannot be honoured, without allocating rings.
+
+        (tag id, message) pairs; the id is None for site-wide problems (window lengths, memory).
+        """
+        out: list[tuple[int | None, str]] = []
         missing = sorted(set(configs) - set(by_id))
         if missing:
-            raise AggregatorConfigError(f"aggregate configured for unknown tag ids {missing[:10]}")
+            return [(None, f"aggregate configured for unknown tag ids {missing[:10]}")]
         plan = [(by_id[tid], cfg, cfg.capacity(by_id[tid].interval_ms)) for tid, cfg in configs.items()]
         lengths = {ns for _, cfg, _ in plan for ns in cfg.windows_ns}
         if len(lengths) > MAX_WINDOWS:
             labels = ", ".join(window_label(ns) for ns in sorted(lengths))
-            raise AggregatorConfigError(
-                f"{len(lengths)} distinct window lengths across tags ({labels}); at most {MAX_WINDOWS} allowed")
+            out.append((None, f"{len(lengths)} distinct window lengths across tags ({labels}); "
+                              f"at most {MAX_WINDOWS} allowed"))
         for tag, cfg, cap in plan:
-            agg.check_capacity(tag, cfg, cap)
-            agg.check_opcua(tag.key, cfg)
+            try:
+                self.check_capacity(tag, cfg, cap)
+            except AggregatorConfigError as exc:
+                out.append((tag.id, str(exc)))
+            try:
+                self.check_opcua(tag.key, cfg)
+            except AggregatorConfigError as exc:
+                out.append((tag.id, str(exc)))
         need = sum(cap for _, _, cap in plan) * BYTES_PER_SAMPLE
-        if need > agg.settings.max_memory_bytes:
+        if need > self.settings.max_memory_bytes:
             worst = sorted(plan, key=lambda p: -p[2])[:3]
             names = ", ".join(f"{t.key} ({cap} samples)" for t, _, cap in worst)
-            raise AggregatorConfigError(
-                f"ring buffers need {need} bytes, over max_memory_bytes={agg.settings.max_memory_bytes}; "
-                f"largest: {names}. Lower capacity_s/capacity_samples or raise max_memory_bytes.")
-        for tag, cfg, cap in plan:
-            agg.add_tag(tag.id, cap, cfg)
-        return agg
+            out.append((None, f"ring buffers need {need} bytes, over max_memory_bytes="
+                              f"{self.settings.max_memory_bytes}; largest: {names}. Lower "
+                              "capacity_s/capacity_samples or raise max_memory_bytes."))
+        return out
 
     def check_capacity(self, tag: TagInfo, cfg: TagAggregateConfig, capacity: int) -> None:
         """The ring must hold the longest window plus grace and one collect interval at the poll rate.

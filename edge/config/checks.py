@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def run_checks(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     for check in (_unique_names, _serial_ports, _unit_ids, _tcp_overrides, _point_names, _writable_overlaps,
-                  _timeouts, _bus_load, check_intelligence):
+                  _timeouts, _aggregates, _bus_load, check_intelligence):
         check(loaded, issues)
 
 
@@ -131,6 +131,30 @@ def _timeouts(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
                     f"{interval} ms of its group {group!r}: a dead device would overrun every cycle; "
                     "shorten the timeout or poll slower", dev.timeout_ms()))
                 break
+
+
+def _aggregates(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
+    """What the aggregator would refuse at start-up: ring capacity, OPC UA statistics, memory."""
+    from edge.aggregate.engine import Aggregator
+    from edge.model import TagInfo
+
+    tags, configs, where = {}, {}, {}  # the plant is not built yet: number the aggregated tags here
+    for dev in loaded.devices:
+        for rp in dev.points:
+            if rp.point.aggregate is not None:
+                i = len(tags)
+                tags[i] = TagInfo(id=i, device=dev.name, name=rp.point.name, bus=dev.bus.name, dtype=rp.point.type,
+                                  interval_ms=dev.interval_ms(rp.point.group))
+                configs[i], where[i] = rp.point.aggregate, rp
+    if not configs:
+        return
+    settings = loaded.config.outputs.aggregator
+    for tag_id, message in Aggregator(settings).problems(tags, configs):
+        if tag_id is None:
+            issues.append(loaded.source.issue(("outputs", "aggregator"), message))
+        else:
+            rp = where[tag_id]
+            issues.append(rp.source.issue((*rp.path, "aggregate"), message))
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,8 @@ import pytest
 from asyncua import Client, ua
 from harness import wait_until
 
-from edge.aggregate.engine import Aggregator, AggregatorConfigError
 from edge.config.errors import ConfigError
 from edge.config.loader import load_config
-from edge.outputs import aggregate_configs
 from edge.sim.plant import free_port
 
 S = 1_000_000_000
@@ -276,10 +274,13 @@ def test_bad_opcua_values_are_clear_configuration_errors(tmp_path) -> None:
             load_config(path, env={})
         assert any(says in i.message for i in err.value.issues), (bad, [str(i) for i in err.value.issues])
 
-    # a statistic the site's aggregator does not compute: refused when the aggregator is built
-    path.write_text(site_text(1502, 4840, "users.txt", level="{windows: [1s], opcua: [mean, std]}",
-                              extra=", stats: basic"))
-    loaded = load_config(path, env={})
-    with pytest.raises(AggregatorConfigError, match=r"plc\.level: aggregate\.opcua lists std, which aggregator "
-                                                    r"stats: basic does not compute"):
-        Aggregator.from_tags(loaded.plant.tags, aggregate_configs(loaded), loaded.config.outputs.aggregator)
+    # a statistic the site's aggregator does not compute: refused by the loader (so by `edge check`),
+    # at the tag's aggregate key, not only when the aggregator is built at start-up
+    text = site_text(1502, 4840, "users.txt", level="{windows: [1s], opcua: [mean, std]}", extra=", stats: basic")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    [issue] = err.value.issues
+    assert ".".join(map(str, issue.path)) == "devices.0.points.0.aggregate"
+    assert "plc.level: aggregate.opcua lists std, which aggregator stats: basic does not compute" in issue.message
+    assert issue.line == text.splitlines().index(next(x for x in text.splitlines() if "name: level" in x)) + 2
