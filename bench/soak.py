@@ -14,7 +14,8 @@ and a reload with a broken configuration. At the end it checks:
   ``commit_interval_ms`` (50 ms here) before a SIGKILL never reach the ledger: that is the
   documented power-cut window of the spool;
 * memory flat: the resident memory of the longest-running appliance process grows less than
-  the stated bound between the first and last fifth of its life;
+  the stated bound between an early window after its warm-up and the last fifth of its life
+  (see ``memory_check``);
 * every fault visible in the diagnostics while it lasted (the appliance's edge_health records
   and its log).
 
@@ -46,6 +47,11 @@ import yaml  # noqa: E402
 
 DEMO = ROOT / "provisioning" / "sites" / "demo" / "edge.yaml"
 MEMORY_BOUND_MB = 25.0  # allowed growth of resident memory over one process's life
+# The demo appliance's RSS ramps by ~17 MB over its first ~170 s: young objects pile up until the
+# first generation-0 collection of the settled collector (edge/app.py GC_THRESHOLDS, 100,000
+# allocations), then memory is reused and RSS stays flat (bench/soak_memory.py, control run).
+# The early window starts after that, so that like is compared with like.
+WARMUP_S = 180.0
 SCHEDULE = [  # (name, start share, end share)
     ("meter_silent", 0.10, 0.20),
     ("plc_busy", 0.20, 0.28),
@@ -284,7 +290,8 @@ def evaluate(url: str, tmp: Path, t0: float, t1: float, events: list[dict], app:
         checks[f"visible:{e['fault']}"] = visibility_check(url, tmp, e, t0)
     ok = all(c["ok"] for c in checks.values())
     return {"ok": ok, "duration_s": round(t1 - t0, 1), "checks": checks, "events": events,
-            "appliance_runs": [{k: v for k, v in r.items() if k != "rss"} for r in app.runs]}
+            "appliance_runs": [{k: v for k, v in r.items() if k != "rss"} for r in app.runs],
+            "rss": [{"pid": r["pid"], "start": r["start"], "samples": r["rss"]} for r in app.runs]}
 
 
 def ledger_check(url: str, tmp: Path, t0: float, t1: float, drained: bool) -> dict:
@@ -307,16 +314,29 @@ def ledger_check(url: str, tmp: Path, t0: float, t1: float, drained: bool) -> di
 
 
 def memory_check(app: Appliance) -> dict:
+    """Mean RSS of an early window after the warm-up against the last fifth of the longest process's life.
+
+    Windows are a fifth of that life each. The early one starts after ``WARMUP_S`` when the
+    process lived long enough, else at the end of the first fifth (the 90 s run: it then sees
+    part of the warm-up ramp, which only makes the check stricter).
+    """
     runs = [r for r in app.runs if len(r["rss"]) >= 10]
     if not runs:
         return {"ok": False, "detail": "no process ran long enough to measure"}
     longest = max(runs, key=lambda r: len(r["rss"]))
+    t = np.array([ts for ts, _ in longest["rss"]]) - longest["start"]
     rss = np.array([m for _, m in longest["rss"]])
-    fifth = max(2, len(rss) // 5)
-    early, late = float(np.mean(rss[fifth:2 * fifth])), float(np.mean(rss[-fifth:]))  # skip start-up
+    life = float(t[-1])
+    fifth = life / 5
+    start = WARMUP_S if WARMUP_S + fifth <= life - fifth else fifth
+    early_w, late_w = (start, start + fifth), (life - fifth, life)
+    early = float(np.mean(rss[(t >= early_w[0]) & (t <= early_w[1])]))
+    late = float(np.mean(rss[t >= late_w[0]]))
     growth = late - early
     return {"ok": growth <= MEMORY_BOUND_MB, "rss_early_mb": round(early, 1), "rss_late_mb": round(late, 1),
-            "growth_mb": round(growth, 1), "bound_mb": MEMORY_BOUND_MB, "samples": len(rss)}
+            "growth_mb": round(growth, 1), "bound_mb": MEMORY_BOUND_MB, "rss_max_mb": round(float(rss.max()), 1),
+            "early_window_s": [round(x) for x in early_w], "late_window_s": [round(x) for x in late_w],
+            "samples": len(rss)}
 
 
 def visibility_check(url: str, tmp: Path, e: dict, t0: float) -> dict:
@@ -380,6 +400,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=90.0, help="seconds of the run (default 90)")
     parser.add_argument("--long", action="store_true", help="a 20-minute run")
     parser.add_argument("--report", type=Path, help="write a Markdown report here")
+    parser.add_argument("--rss-out", type=Path, help="write every process's RSS samples and the fault times (JSON)")
     args = parser.parse_args()
     duration = 1200.0 if args.long else args.duration
     tmp = Path(tempfile.mkdtemp(prefix="edge-soak-"))
@@ -388,6 +409,9 @@ def main() -> int:
     print(text)
     if args.report:
         args.report.write_text(text)
+    if args.rss_out:
+        args.rss_out.write_text(json.dumps({"t0": r["appliance_runs"][0]["start"], "events": r["events"],
+                                            "runs": r["rss"]}))
     figures = {"ok": r["ok"], "duration_s": r["duration_s"],
                **{f"{k}_ok": v["ok"] for k, v in r["checks"].items()},
                "spooled_points": r["checks"]["ledger"].get("spooled_points"),
