@@ -180,6 +180,8 @@ class Outputs:
         if self.forwarder is not None:
             fields |= health_fields(self.forwarder.stats(), "influx_")
         fields["aggregator_memory_bytes"] = float(self.aggregator.memory_bytes())
+        if self.opcua is not None and self.opcua.users is not None:
+            fields |= health_fields(vars(self.opcua.users.guard.stats), "opcua_logins_")
         self.spool.append_health("appliance", now_ns, fields)
 
     # ------------------------------------------------------------------ services for the OPC UA server

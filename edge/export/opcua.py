@@ -51,6 +51,7 @@ from edge.config.opcua import OpcUaConfig
 from edge.export.opcua_aggregates import AggregateSpace, AggregateSpec
 from edge.export.opcua_fastpath import FastPublisher
 from edge.export.opcua_model import STATUS_FIELDS, NodeFactory, status_values
+from edge.login_guard import LoginGuard
 from edge.model import (
     STATUS_CODES,
     DeviceDiagnostics,
@@ -98,19 +99,20 @@ class EdgeUserManager:
     whether a write is allowed is decided per write from the edge role (viewer/operator).
     """
 
-    def __init__(self, users: dict[str, UserEntry], anonymous: bool) -> None:
+    def __init__(self, users: dict[str, UserEntry], anonymous: bool, guard: LoginGuard | None = None) -> None:
         self.users = users
         self.anonymous = anonymous
         self.refused = 0
+        self.guard = guard or LoginGuard()  # asyncua asks synchronously, on the polling loop
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
         if username is None:
             return User(role=UserRole.User, name=None) if self.anonymous else None
-        entry = self.users.get(username)
-        if entry is None or password is None or not entry.check(password):
+        if password is None or not self.guard.check(username, password, self.users.get(username)):
             self.refused += 1
-            log.warning("OPC UA login refused for user %r", username)
+            if self.refused <= 20 or self.refused % 100 == 0:  # a password guesser must not flood the log
+                log.warning("OPC UA login refused for user %r (%d refused so far)", username, self.refused)
             return None
         return User(role=UserRole.User, name=username)
 
