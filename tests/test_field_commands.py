@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import runpy
 import sys
 from pathlib import Path
+
+import pytest
 
 from edge.sim.plant import free_port
 
@@ -70,3 +73,30 @@ async def test_read_write_scan_and_probe(make_site):
     assert code == 0, out
     best = [ln for ln in out.splitlines() if "float32" in ln or "int32" in ln][0]
     assert "float32" in best and "DCBA" in best and "42.25" in best, out
+
+
+async def test_read_computes_the_plugins_derived_tags(make_site):
+    """`edge read` shows a plugin's derived tags, computed by its hooks from what was just read."""
+    port = free_port()
+    site = await make_site(f"""
+site: {{name: t}}
+plugins_dir: {REPO / "plugins"}
+buses:
+  - {{name: net, type: modbus_tcp, port: {port}, timeout_ms: 300}}
+devices:
+  - {{name: pump, bus: net, unit_id: 1, plugin: schneider_atv320}}
+""", start_app=False)
+    code, out = await edge("read", str(site.loaded.path), "pump")
+    assert code == 0, out
+    assert re.search(r"^running\s+\S+\s+GOOD", out, re.M), out
+    status_word = int(re.search(r"^status_word\s+(\d+)\s+GOOD", out, re.M).group(1))
+    hooks = runpy.run_path(str(REPO / "plugins" / "schneider_atv320" / "hooks.py"))
+    state = int(hooks["cia402_state"](float(status_word)))
+    assert re.search(rf"^drive_state\s+{state} \(\w+\)\s+GOOD", out, re.M), out
+    assert re.search(r"^last_fault\s+0 \(no_fault\)\s+GOOD", out, re.M), out
+    current = float(re.search(r"^motor_current\s+([\d.]+) A", out, re.M).group(1))
+    load = float(re.search(r"^motor_load\s+([\d.]+) %\s+GOOD", out, re.M).group(1))
+    assert load == pytest.approx(100 * current / 12.5, abs=0.01), out
+
+    code, out = await edge("read", str(site.loaded.path), "pump", "motor_load")
+    assert code == 0 and out.strip().startswith("motor_load") and len(out.strip().splitlines()) == 1, out

@@ -28,7 +28,8 @@ from edge.app import device_plan, line_gap_s, make_transport
 from edge.commands import CliError
 from edge.commands.run import format_value
 from edge.config.loader import ResolvedDevice, load_config
-from edge.model import Quality
+from edge.derived import DerivedStage
+from edge.model import DeviceDiagnostics, Plant, Quality, SampleBatch
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -72,33 +73,56 @@ def _open(dev: ResolvedDevice) -> Line:
     return Line(dev.name, make_transport(dev), gap_s=line_gap_s(dev))
 
 
-async def read_device(dev: ResolvedDevice, only: list[str]) -> list[tuple[str, str, str]]:
-    """(tag, value, quality) for every tag of a device, read once block by block."""
+async def read_device(dev: ResolvedDevice, only: list[str], plant: Plant | None = None) -> list[tuple[str, str, str]]:
+    """(tag, value, quality) for every tag of a device, read once block by block.
+
+    With the ``plant``, the plugin's derived tags are computed from what was read, through the
+    same hooks (and the same containment) as in the running appliance.
+    """
     plan = device_plan(dev)
     line = _open(dev)
+    batches: list[SampleBatch] = []
+    publish = batches.append
     names = {p.tag_id: p.name for p in dev.register_points}
     units = {rp.point.name: rp.point.unit for rp in dev.points}
-    out = []
+    enums = {rp.point.name: rp.point.enum for rp in dev.points if rp.point.enum}
+    if plant is not None and dev.hooks:
+        ids = {t.name: t.id for t in plant.tags if t.device == dev.name}
+        names |= {ids[h.derived.name]: h.derived.name for h in dev.hooks}
+        units |= {h.derived.name: h.derived.unit for h in dev.hooks}
+        enums |= {h.derived.name: h.derived.enum for h in dev.hooks if h.derived.enum}
+        publish = DerivedStage(dev.name, dev.hooks, ids, batches.append, DeviceDiagnostics(dev.name, dev.bus.name)).publish
+    errors: dict[int, str] = {}
     try:
         for group in plan.groups():
             for block in plan.blocks(group):
-                if only and not any(p.name in only for p in block.points):
+                if only and not any(p.name in only for p in block.points) and not dev.hooks:
                     continue
                 try:
                     data = await line.read(dev.config.unit_id, block.table, block.start, block.count,
                                            dev.timeout_ms() / 1e3)
                 except ModbusError as exc:
-                    for p in block.points:
-                        out.append((p.name, "-", f"{type(exc).__name__}: {exc}"))
+                    errors.update({p.tag_id: f"{type(exc).__name__}: {exc}" for p in block.points})
+                    publish(SampleBatch.bad(dev.name, time.time_ns(), block.codec.tag_ids, Quality.BAD_COMM_ERROR))
                     continue
-                batch = block.codec.decode_batch(dev.name, time.time_ns(), data)
-                texts = batch.texts or {}
-                for tag_id, value, q in zip(batch.tag_ids, batch.values, batch.quality, strict=True):
-                    name = names[int(tag_id)]
-                    shown = texts.get(int(tag_id), float(value))
-                    out.append((name, format_value(shown, units.get(name), Quality.GOOD), Quality(int(q)).name))
+                publish(block.codec.decode_batch(dev.name, time.time_ns(), data))
     finally:
         line.close()
+    latest: dict[int, tuple[float | str, int]] = {}  # in the order the tags were read
+    for batch in batches:
+        texts = batch.texts or {}
+        for tag_id, value, q in zip(batch.tag_ids.tolist(), batch.values.tolist(), batch.quality.tolist(), strict=True):
+            latest[tag_id] = (texts.get(tag_id, value), q)
+    out = []
+    for tag_id, (value, q) in latest.items():
+        name = names[tag_id]
+        if tag_id in errors:
+            out.append((name, "-", errors[tag_id]))
+        else:
+            shown = format_value(value, units.get(name), Quality.GOOD)
+            if name in enums and isinstance(value, float) and value.is_integer():
+                shown += f" ({enums[name].get(int(value), 'not a listed state')})"
+            out.append((name, shown, Quality(q).name))
     return [row for row in out if not only or row[0] in only]
 
 
@@ -219,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise CliError(str(exc.args[0])) from None
     if args.command == "read":
-        rows = asyncio.run(read_device(dev, args.tag))
+        rows = asyncio.run(read_device(dev, args.tag, loaded.plant))
         for name, value, quality in rows:
             print(f"{name:<28} {value:<24} {quality}")
         return 0 if rows and all(q == "GOOD" for _, _, q in rows) else 1
