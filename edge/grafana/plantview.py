@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edge.config.aggregate import parse_window, window_label
 from edge.config.checks import line_key
@@ -110,6 +110,11 @@ def _windows(loaded: LoadedConfig) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def windows_in_order(labels: set[str]) -> tuple[str, ...]:
+    """Window labels, shortest first."""
+    return tuple(sorted(labels, key=parse_window))
+
+
 def site_view(loaded: LoadedConfig) -> SiteView:
     """Read the plant, the exporter's schema options and the Grafana output section."""
     plant = loaded.plant
@@ -118,14 +123,20 @@ def site_view(loaded: LoadedConfig) -> SiteView:
     per_plugin = influx is not None and influx.measurement == "plugin"
     windows = _windows(loaded)
     by_type: dict[str, tuple[str | None, list[str], dict[str, TagView]]] = {}
+    shared: dict[tuple[str, str], set[str]] = {}  # windows every device of a type has for a tag
     for dev in plant.devices:
         key = dev.plugin or dev.name
         _, names, tags = by_type.setdefault(key, (dev.plugin, [], {}))
         names.append(dev.name)
         for tid in dev.tag_ids:
             tag = plant.tags[tid]
+            mine = set(windows.get(tag.key, ()))
+            shared[key, tag.name] = shared[key, tag.name] & mine if (key, tag.name) in shared else mine
             if tag.name not in tags:
-                tags[tag.name] = _tag_view(tag, windows.get(tag.key, ()))
+                tags[tag.name] = _tag_view(tag, ())
+    for key, (_, _, tags) in by_type.items():  # one dashboard serves all devices of a type: only common windows
+        for name, view in tags.items():
+            tags[name] = replace(view, windows=windows_in_order(shared[key, name]))
     types = tuple(
         DeviceType(key=key, plugin=plugin, devices=tuple(names), tags=tuple(tags.values()),
                    measurement=(plugin if per_plugin and plugin else None))

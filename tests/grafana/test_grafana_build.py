@@ -165,3 +165,15 @@ def test_datasource_provisioning_reads_the_token_from_grafana_environment(tmp_pa
     assert ds["secureJsonData"] == {"httpHeaderValue1": "Token ${INFLUX_TOKEN}"}
     overview = (out / "dashboards" / "demo" / "overview.json").read_text()
     assert '\\"autogen\\".\\"edge_health\\"' in overview  # the retention policy qualifies measurements
+
+
+def test_a_shared_dashboard_reads_windows_only_when_every_device_of_the_type_has_them():
+    """The demo aggregates vfd_pump1's motor current but not vfd_fan1's: both share the ATV320
+    dashboard, so its band must come from raw samples, or the fan's panel would be empty."""
+    view = site_view(load_config(DEMO))
+    atv = next(t for t in view.types if t.plugin == "schneider_atv320")
+    assert {t.name: t.windows for t in atv.tags}["motor_current"] == ()
+    model = build_dashboards(view)["schneider_atv320.json"]
+    bands = [p["targets"][0]["query"] for p in all_panels(model)
+             if p.get("targets") and '"motor_current"' in p["targets"][0]["query"] and "min(" in p["targets"][0]["query"]]
+    assert bands and all("edge_window" not in q for q in bands)
