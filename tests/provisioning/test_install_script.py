@@ -64,6 +64,10 @@ def test_the_installed_edge_runs_from_its_own_virtual_environment(installed):
     check = sh(venv / "bin" / "edge", "check", DEMO)
     assert check.returncode == 0, check.stderr
     assert "configuration OK" in check.stdout and "6 devices" in check.stdout
+    doctor = sh(venv / "bin" / "edge", "doctor")  # the service gets the compiled hot path, not the fallbacks
+    for line in ("ok   aggregator implementation: cython", "ok   Modbus block decoder: compiled",
+                 "ok   latest-value store: compiled"):
+        assert line in doctor.stdout, doctor.stdout
 
 
 def test_the_shipped_plugins_are_installed_and_a_site_using_them_checks(installed):
