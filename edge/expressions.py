@@ -78,6 +78,30 @@ def _references(tree: ast.AST, text: str) -> list[str]:
     return keys
 
 
+class _Evaluator:
+    """One simpleeval evaluator per expression, fed new values on each call.
+
+    A ``SimpleEval`` keeps bound methods of itself (a reference cycle), so building one per
+    evaluation left cyclic garbage behind on every rule scan; reusing one does not.
+    """
+
+    def __init__(self, refs: list[str]) -> None:
+        self.refs = refs
+        self.by_key: dict[str, Any] = {}
+        self.engine = simpleeval.SimpleEval(functions={**FUNCTIONS, "tag": self.by_key.__getitem__})
+
+    def run(self, text: str, parsed: ast.AST, values: list[Any]) -> Any:
+        devices: dict[str, dict[str, Any]] = {}
+        by_key = self.by_key
+        by_key.clear()
+        for key, value in zip(self.refs, values, strict=True):
+            dev, _, name = key.partition(".")
+            devices.setdefault(dev, {})[name] = value
+            by_key[key] = value
+        self.engine.names = {dev: SimpleNamespace(**tags) for dev, tags in devices.items()}
+        return self.engine.eval(text, previously_parsed=parsed)
+
+
 @dataclass
 class Expression:
     """A parsed, checked expression and the tags it reads."""
@@ -87,25 +111,13 @@ class Expression:
     types: list[TagType]
     _parsed: ast.AST
 
+    def __post_init__(self) -> None:
+        self._evaluator = _Evaluator(self.refs)
+
     def evaluate(self, values: list[float | str]) -> Any:
         """Evaluate with the current values of ``refs`` (same order)."""
-        return _evaluator(self.refs, [convert(v, t) for v, t in zip(values, self.types, strict=True)]).eval(
-            self.text, previously_parsed=self._parsed)
-
-
-def _evaluator(refs: list[str], values: list[Any]) -> simpleeval.SimpleEval:
-    devices: dict[str, dict[str, Any]] = {}
-    by_key = {}
-    for key, value in zip(refs, values, strict=True):
-        dev, _, name = key.partition(".")
-        devices.setdefault(dev, {})[name] = value
-        by_key[key] = value
-    names = {dev: SimpleNamespace(**tags) for dev, tags in devices.items()}
-
-    def tag(key: str) -> Any:
-        return by_key[key]
-
-    return simpleeval.SimpleEval(names=names, functions={**FUNCTIONS, "tag": tag})
+        return self._evaluator.run(self.text, self._parsed,
+                                   [convert(v, t) for v, t in zip(values, self.types, strict=True)])
 
 
 def compile_expression(text: str, tags: Mapping[str, TagType], *, boolean: bool = True) -> Expression:
@@ -124,7 +136,7 @@ def compile_expression(text: str, tags: Mapping[str, TagType], *, boolean: bool 
     types = [tags[k] for k in refs]
     expr = Expression(text, refs, types, parsed)
     try:
-        result = _evaluator(refs, [t.sample() for t in types]).eval(text, previously_parsed=parsed)
+        result = expr.evaluate([t.sample() for t in types])
     except ZeroDivisionError:
         return expr  # a sample value, not a type error
     except TypeError as exc:
