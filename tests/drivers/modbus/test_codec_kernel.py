@@ -69,7 +69,8 @@ def test_compiled_equals_numpy_for_random_blocks(block):
     compiled = BlockCodec(Table.HOLDING, 0, count, points)
     reference = BlockCodec(Table.HOLDING, 0, count, points, compiled=False)
     wire = struct.pack(f">{count}H", *words)
-    expected = reference.decode(words)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf patterns: numpy says so, the kernel does not
+        expected = reference.decode(words)
     for form in (wire, bytearray(wire), memoryview(wire), np.frombuffer(wire, dtype=">u2"),
                  np.frombuffer(wire, dtype=np.uint8)):
         _assert_identical(compiled.decode(form), expected)
