@@ -331,7 +331,7 @@ async def run_size(n_tags: int, seconds: float, warmup: float, users_file: Path,
         if on:
             iserver.attribute_service.write = edge_write
             srv.tune_gc = True
-            srv._build(srv.plant, carry=srv.publisher.snapshot(srv.plant.tags))  # re-bind read callbacks, freeze
+            srv._build(srv.plant, carry=srv.publisher.snapshot(srv.plant.tags), agg_carry=None)  # re-bind, freeze
         else:
             iserver.attribute_service.write = srv._original_write  # plain asyncua write path
             gc.unfreeze()
