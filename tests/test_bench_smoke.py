@@ -1,0 +1,61 @@
+"""The benchmarks still run against the current code (tiny sizes, figures not asserted).
+
+Speed is measured by the scripts under bench/, not by tests; but they reach into the
+appliance's internals, and a bench that no longer runs is only noticed when somebody needs its
+figures. Each smoke run uses real servers and clients, like the bench itself, and checks that
+it finished, measured something and saw no errors.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def result_of(*args: str, timeout: float = 240) -> dict:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert len(lines) == 1 and out.stdout.rstrip().endswith(lines[0]), out.stdout[-2000:]
+    return json.loads(lines[0].removeprefix("RESULT "))
+
+
+def test_poll_bench_runs():
+    r = result_of("bench/poll.py", "--devices", "2", "--tags", "150", "--seconds", "1")
+    assert r["tags_per_s"] > 0 and r["cpu_ratio"] > 0 and r["errors"] == 0
+
+
+def test_e2e_bench_runs():
+    r = result_of("bench/e2e.py", "--devices", "4", "--tags", "20", "--seconds", "3", "--warmup", "2")
+    assert r["tags_per_s"] > 0 and r["checked_errors"] == 0 and r["markers_seen_opcua"] > 0
+    for key in ("tags_per_s", "cpu_cores", "rss_mb", "jitter_p99_ms", "opcua_latency_p99_ms", "tsdb_latency_p99_s",
+                "poll_interval_ms"):
+        assert key in r
+
+
+async def test_opcua_bench_size_runs(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import opcua as opcua_bench  # bench/opcua.py
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from edge.users import add_user
+
+    users = tmp_path / "users"
+    add_user(users, "bench", "viewer", "bench-password")
+    results = await opcua_bench.run_size(500, 0.5, 0.3, users, handler=False, rounds=1)
+    modes = {r["mode"]: r for r in results}
+    assert set(modes) == {"fast", "baseline"}
+    assert modes["fast"]["changes_s"] > 0 and modes["fast"]["size_totals"]["errors"] == 0
+
+
+@pytest.mark.parametrize("script", ["codec.py", "spool.py"])
+def test_other_benches_start(script):
+    out = subprocess.run([sys.executable, f"bench/{script}", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "usage" in out.stdout
