@@ -18,6 +18,17 @@ logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # fault tests provoke 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _no_log_handlers_left_behind():
+    """A command run in-process (``edge.cli.main``) sets up logging to the sys.stderr of its test;
+    pytest closes that stream afterwards, and later tests' log records would hit it."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+
+
 @dataclass
 class Site:
     loaded: LoadedConfig
