@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edge.users import UserEntry, hash_password
+from edge.users import Role, UserEntry, hash_password
 
 log = logging.getLogger("edge.login")
 
@@ -58,7 +58,7 @@ class LoginGuard:
         self._locked_until: dict[str, float] = {}
         self._tokens = self.burst
         self._tokens_at = self.clock()
-        self._dummy = UserEntry("", "viewer", hash_password(secrets.token_hex(16)))  # type: ignore[arg-type]
+        self._dummy = UserEntry("", Role.VIEWER, hash_password(secrets.token_hex(16)))
 
     def check(self, username: str, password: str, entry: UserEntry | None) -> bool:
         """True if ``password`` is right for ``entry`` (None: no such user); cheap when refusing."""

@@ -17,3 +17,15 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, ste
             break
         await asyncio.sleep(step_s)
     return condition()
+
+
+def wait_until_blocking(condition: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
+    """:func:`wait_until` for tests without an event loop (threads do the work): sleeps between polls."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / step_s) + 1):
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(step_s)
+    return condition()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from edge.login_guard import LoginGuard
-from edge.users import UserEntry, hash_password
+from edge.users import Role, UserEntry, hash_password
 
 
 class Clock:
@@ -14,7 +14,7 @@ class Clock:
 
 
 def entry(password: str) -> UserEntry:
-    return UserEntry("olga", "operator", hash_password(password, n=2**10))  # type: ignore[arg-type]
+    return UserEntry("olga", Role.OPERATOR, hash_password(password, n=2**10))
 
 
 def test_remembered_login_expires_and_follows_password_changes():

@@ -6,6 +6,7 @@ import sqlite3
 import time
 
 import pytest
+from harness import wait_until_blocking as wait_until
 
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.export.influx import InfluxForwarder
@@ -14,15 +15,6 @@ from tests.export.demo import batch_for, compare, demo_plant, expected_points
 from tests.fixtures.tsdb import VictoriaMetrics, free_port
 
 MATCH = '{__name__=~"dev.*"}'
-
-
-def wait_until(pred, timeout_s: float, step_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step_s)
-    return pred()
 
 
 def test_every_point_written_is_read_back_and_counted(tmp_path, victoria_metrics):

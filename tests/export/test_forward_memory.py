@@ -8,22 +8,14 @@ rare: +73 MB during a 108 s outage of the demo plant.
 from __future__ import annotations
 
 import gc
-import time
+
+from harness import wait_until_blocking as wait_until
 
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.export.influx import PROBE_POINTS, InfluxForwarder
 from edge.spool import Row, Spool
 from tests.export.demo import batch_for, demo_plant
 from tests.fixtures.tsdb import free_port
-
-
-def wait_until(pred, timeout_s: float, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step_s)
-    return pred()
 
 
 def rows_alive() -> int:

@@ -118,6 +118,19 @@ async def test_layout_types_units_and_only_configured_tags(users_file) -> None:
         await srv.stop()
 
 
+async def notified(c: Client, nodeid: ua.NodeId) -> list[ua.DataValue]:
+    """Subscribe to one variable; the returned list fills with every DataValue notified."""
+    got: list[ua.DataValue] = []
+
+    class Handler:
+        def datachange_notification(self, node, val, data) -> None:  # noqa: ANN001
+            got.append(data.monitored_item.Value)
+
+    sub = await c.create_subscription(20, Handler())
+    await sub.subscribe_data_change(c.get_node(nodeid))
+    return got
+
+
 async def test_values_status_codes_and_timestamps(users_file) -> None:
     plant = make_plant()
     cfg = TagAggregateConfig(windows=["1s"], grace_ms=0, capacity_s=60, opcua=True)
@@ -128,14 +141,7 @@ async def test_values_status_codes_and_timestamps(users_file) -> None:
     try:
         ns = srv.ns
         async with login(srv) as c:
-            got: list[ua.DataValue] = []
-
-            class Handler:
-                def datachange_notification(self, node, val, data) -> None:  # noqa: ANN001
-                    got.append(data.monitored_item.Value)
-
-            sub = await c.create_subscription(20, Handler())
-            await sub.subscribe_data_change(c.get_node(ua.NodeId("meter1.voltage#aggregates.1s.Mean", ns)))
+            got = await notified(c, ua.NodeId("meter1.voltage#aggregates.1s.Mean", ns))
 
             # window 1: all good
             for k, v in enumerate([230.0, 232.0, 231.0, 229.0]):
@@ -229,14 +235,7 @@ async def test_reload_keeps_wanted_nodes_subscriptions_and_last_windows(users_fi
     try:
         ns = srv.ns
         async with login(srv) as c:
-            got: list[ua.DataValue] = []
-
-            class Handler:
-                def datachange_notification(self, node, val, data) -> None:  # noqa: ANN001
-                    got.append(data.monitored_item.Value)
-
-            sub = await c.create_subscription(20, Handler())
-            await sub.subscribe_data_change(c.get_node(ua.NodeId("meter1.voltage#aggregates.1s.Max", ns)))
+            got = await notified(c, ua.NodeId("meter1.voltage#aggregates.1s.Max", ns))
             push(agg, srv, plant, "meter1.voltage", t0, 230.0)
             push(agg, srv, plant, "meter2.voltage", t0, 231.0)
             close(agg, srv, t0 + S)
