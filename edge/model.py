@@ -64,7 +64,7 @@ class TagInfo:
     device: str
     name: str
     bus: str
-    dtype: str  # bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string
+    dtype: str  # the engineering value's type: bool, int16..uint64 (unscaled integers), float32, float64, string
     unit: str | None = None
     low: float | None = None  # engineering range (EURange); values outside are Bad_OutOfRange
     high: float | None = None
@@ -75,6 +75,8 @@ class TagInfo:
     interval_ms: int = 1000
     group: str = "default"  # tag group used to lay out dashboards
     plugin: str | None = None
+    raw_dtype: str | None = None  # the type the device holds, when it differs (a scaled int16 is float64 here)
+    resolution: float | None = None  # smallest step of the value (a scale of 0.1: 0.1); None: continuous
 
     @property
     def key(self) -> str:

@@ -95,3 +95,72 @@ async def test_client_sees_poll_values_quality_and_writes_reach_the_device(make_
         except ua.UaStatusCodeError as exc:
             assert exc.code == ua.StatusCodes.BadUserAccessDenied
     assert site.sim.get_value("plc", "setpoint") == 150.0
+
+
+SCALED_SITE = """
+site: {{name: line3}}
+buses: [{{name: net, type: modbus_tcp, timeout_ms: 100}}]
+devices:
+  - name: room
+    bus: net
+    port: {plc_port}
+    interval_ms: 100
+    points:
+      - {{name: temperature, address: 0, type: int16, scale: 0.1, unit: degC, sim: {{kind: constant, value: 84.6}},
+          aggregate: {{windows: [1s], capacity_s: 60}}}}
+      - {{name: current, address: 1, type: uint16, scale: 0.1, unit: A, sim: {{kind: constant, value: 9.8}}}}
+      - {{name: setpoint, address: 2, type: int16, scale: 0.1, unit: degC, range: [0, 100], writable: true,
+          sim: {{kind: constant, value: 20.0}}}}
+      - {{name: count, address: 3, type: uint16, sim: {{kind: constant, value: 7}}}}
+outputs:
+  opcua:
+    endpoint: opc.tcp://127.0.0.1:{opc_port}/edge
+    security_policies: [None]
+    allow_security_none: true
+    users_file: {users}
+"""
+
+
+async def test_scaled_integers_reach_clients_as_doubles_with_their_decimals(make_site, tmp_path):
+    """Issue 14: a scaled int16 of 84.6 degC reached OPC UA clients as Int16 84 (live, history
+    and aggregates), and 0.5 degC could not be written. Read with asyncua's client, checked
+    against the simulator's engineering values."""
+    from edge.users import add_user
+
+    users = tmp_path / "users.txt"
+    add_user(users, "olga", "operator", "operator-password")
+    opc_port = free_port()
+    site = await make_site(SCALED_SITE.format(plc_port=free_port(), opc_port=opc_port, users=users))
+    assert await wait_until(lambda: site.diag("room").polls_ok >= 3, 5)
+    client = Client(f"opc.tcp://127.0.0.1:{opc_port}/edge", timeout=10)
+    client.set_user("olga")
+    client.set_password("operator-password")
+    async with client:
+        ns = await client.get_namespace_index("urn:edge:line3")
+        for name, expected in (("temperature", 84.6), ("current", 9.8), ("setpoint", 20.0)):
+            node = client.get_node(ua.NodeId(f"room.{name}", ns))
+            dv = await node.read_data_value()
+            assert dv.Value.VariantType == ua.VariantType.Double, name
+            assert dv.Value.Value == expected == site.value("room", name)[0], name
+            assert await node.read_data_type() == ua.NodeId(ua.ObjectIds.Double), name
+        count = client.get_node(ua.NodeId("room.count", ns))
+        dv = await count.read_data_value()
+        assert dv.Value.VariantType == ua.VariantType.UInt16 and dv.Value.Value == 7
+
+        temperature = client.get_node(ua.NodeId("room.temperature", ns))
+        await asyncio.sleep(0.3)
+        history = await temperature.read_raw_history(datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC))
+        assert history and all(h.Value.Value == 84.6 and h.Value.VariantType == ua.VariantType.Double
+                               for h in history)
+
+        setpoint = client.get_node(ua.NodeId("room.setpoint", ns))
+        await setpoint.write_value(ua.DataValue(ua.Variant(0.5, ua.VariantType.Double)))
+        assert site.sim.get_value("room", "setpoint") == 0.5
+        try:
+            await setpoint.write_value(ua.DataValue(ua.Variant(0.55, ua.VariantType.Double)))
+            raise AssertionError("a value between two steps of the resolution must be refused")
+        except ua.UaStatusCodeError as exc:
+            assert exc.code == ua.StatusCodes.BadOutOfRange
+        assert site.sim.get_value("room", "setpoint") == 0.5
+    audit = (site.loaded.data_dir / "audit.log").read_text()
+    assert "not a multiple of its resolution 0.1" in audit

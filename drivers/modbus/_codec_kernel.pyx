@@ -2,11 +2,11 @@
 """Compiled block decoder: one C loop per response instead of a dozen numpy calls.
 
 :class:`drivers.modbus.codec.BlockCodec` compiles each register block into flat arrays (kind,
-wire byte positions, bit shift, scale, offset, bounds) and hands them to a
+wire byte positions, bit shift, exact scaling (mul, add, div), bounds) and hands them to a
 :class:`RegisterKernel`. ``decode`` then reads the wire bytes once per point and writes the
 value and quality arrays in the same pass. The numpy path in ``codec.py`` is the reference
 and the fallback where this extension is not built; both follow the same rules step by step
-(convert, scale then offset, clip like ``numpy.clip``, range check), so the parity tests can
+(convert, multiply, add, divide, clip like ``numpy.clip``, range check), so the parity tests can
 require identical arrays.
 """
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
@@ -81,28 +81,30 @@ cdef class RegisterKernel:
     cdef const int32_t[::1] pos
     cdef const int32_t[::1] pos_start
     cdef const uint8_t[::1] shift
-    cdef const double[::1] scale
-    cdef const double[::1] offset
+    cdef const double[::1] mul
+    cdef const double[::1] add
+    cdef const double[::1] div
     cdef const double[::1] low
     cdef const double[::1] high
     cdef const double[::1] clip_low
     cdef const double[::1] clip_high
 
-    def __init__(self, kind, pos, pos_start, shift, scale, offset, low, high, clip_low, clip_high,
+    def __init__(self, kind, pos, pos_start, shift, mul, add, div, low, high, clip_low, clip_high,
                  bint scaled, bint clamps, int out_of_range, Py_ssize_t min_bytes):
         self.kind = np.ascontiguousarray(kind, dtype=np.int8)
         self.pos = np.ascontiguousarray(pos, dtype=np.int32)
         self.pos_start = np.ascontiguousarray(pos_start, dtype=np.int32)
         self.shift = np.ascontiguousarray(shift, dtype=np.uint8)
-        self.scale = np.ascontiguousarray(scale, dtype=np.float64)
-        self.offset = np.ascontiguousarray(offset, dtype=np.float64)
+        self.mul = np.ascontiguousarray(mul, dtype=np.float64)
+        self.add = np.ascontiguousarray(add, dtype=np.float64)
+        self.div = np.ascontiguousarray(div, dtype=np.float64)
         self.low = np.ascontiguousarray(low, dtype=np.float64)
         self.high = np.ascontiguousarray(high, dtype=np.float64)
         self.clip_low = np.ascontiguousarray(clip_low, dtype=np.float64)
         self.clip_high = np.ascontiguousarray(clip_high, dtype=np.float64)
         self.n = self.kind.shape[0]
         if not (self.pos_start.shape[0] == self.n + 1 and self.shift.shape[0] == self.n
-                and self.scale.shape[0] == self.n and self.offset.shape[0] == self.n
+                and self.mul.shape[0] == self.n and self.add.shape[0] == self.n and self.div.shape[0] == self.n
                 and self.low.shape[0] == self.n and self.high.shape[0] == self.n
                 and self.clip_low.shape[0] == self.n and self.clip_high.shape[0] == self.n):
             raise ValueError("kernel arrays must have one entry per point (pos_start one more)")
@@ -191,9 +193,10 @@ cdef class RegisterKernel:
                 memcpy(&v, &u, 8)
             else:  # K_BIT: u is the one wire byte that holds the bit
                 v = <double>((u >> self.shift[i]) & 1)
-            if self.scaled:
-                v = v * self.scale[i]
-                v = v + self.offset[i]
+            if self.scaled:  # (raw * mul + add) / div, as the numpy path
+                v = v * self.mul[i]
+                v = v + self.add[i]
+                v = v / self.div[i]
             if self.clamps and not isnan(v):  # numpy.clip: max with the low bound, then min with the high
                 lo = self.clip_low[i]
                 hi = self.clip_high[i]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.modbus.points import DTYPES, ORDERS, REGISTER_COUNT, RegisterPoint, Table
+from drivers.modbus.points import DTYPES, ORDERS, REGISTER_COUNT, RegisterPoint, Scaling, Table
 from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality, SampleBatch
 
 #: Big-endian numpy dtype of every fixed-size type (the gathered bytes are always A..H).
@@ -44,6 +44,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 FLOAT_TYPES = ("float32", "float64")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _OUT_OF_RANGE = np.uint8(Quality.BAD_OUT_OF_RANGE)
+_IDENTITY = Scaling(1.0, 0.0, 1.0)
 _TRUE_WORDS = {"1", "true", "on", "yes"}
 _FALSE_WORDS = {"0", "false", "off", "no"}
 
@@ -205,7 +206,7 @@ class BlockCodec:
                 kinds.append(_KERNEL_KINDS.index("string"))
             shifts.append(p.bit % 8 if p.dtype == "bool" else 0)
             starts.append(len(positions))
-        return RegisterKernel(kinds, positions, starts, shifts, self._scale, self._offset, self._low, self._high,
+        return RegisterKernel(kinds, positions, starts, shifts, self._mul, self._add, self._div, self._low, self._high,
                               self._clip_low, self._clip_high, self._scaled, self._clamps, int(_OUT_OF_RANGE),
                               2 * self.count)
 
@@ -243,9 +244,11 @@ class BlockCodec:
 
     def _compile_scaling(self) -> None:
         numeric = [p.dtype not in ("bool", "string") for p in self.points]
-        self._scale = np.array([p.scale if num else 1.0 for p, num in zip(self.points, numeric, strict=True)])
-        self._offset = np.array([p.offset if num else 0.0 for p, num in zip(self.points, numeric, strict=True)])
-        self._scaled = bool(np.any(self._scale != 1.0) or np.any(self._offset != 0.0))
+        forms = [p.scaling if num else _IDENTITY for p, num in zip(self.points, numeric, strict=True)]
+        self._mul = np.array([f.mul for f in forms], dtype=VALUE_DTYPE)
+        self._add = np.array([f.add for f in forms], dtype=VALUE_DTYPE)
+        self._div = np.array([f.div for f in forms], dtype=VALUE_DTYPE)
+        self._scaled = not all(f.identity for f in forms)
         # Clamp bounds may be infinite; check bounds are finite so that one pair of comparisons
         # also rejects NaN and +-inf.
         low = np.array([-np.inf if p.low is None else p.low for p in self.points], dtype=VALUE_DTYPE)
@@ -294,9 +297,10 @@ class BlockCodec:
         if len(self._bit_byte):
             stage[self._bits] = (wire[self._bit_byte] >> self._bit_shift) & 1
         np.take(stage, self._perm, out=values)
-        if self._scaled:
-            np.multiply(values, self._scale, out=values)
-            np.add(values, self._offset, out=values)
+        if self._scaled:  # (raw * mul + add) / div: decimal scales give the nearest double
+            np.multiply(values, self._mul, out=values)
+            np.add(values, self._add, out=values)
+            np.divide(values, self._div, out=values)
         self._apply_range(values, quality)
         return values, quality
 
@@ -375,9 +379,10 @@ def decode_point(point: RegisterPoint, registers: Registers) -> bool | int | flo
     raw = raw_value(point, registers)
     if isinstance(raw, (bool, str)):
         return raw
-    if point.scale == 1.0 and point.offset == 0.0:
+    scaling = point.scaling
+    if scaling.identity:
         return raw
-    return raw * point.scale + point.offset
+    return scaling.apply(raw)
 
 
 def evaluate(point: RegisterPoint, value: float) -> tuple[float, Quality]:
@@ -417,7 +422,7 @@ def _parse(point: RegisterPoint, value: object) -> object:
     if point.enum is not None:
         by_name = {name: raw for raw, name in point.enum}
         if text in by_name:
-            return by_name[text] * point.scale + point.offset
+            return point.scaling.apply(by_name[text])
     try:
         return int(text, 0)
     except ValueError:
@@ -439,14 +444,15 @@ def _check_range(point: RegisterPoint, value: float) -> None:
 
 def _to_raw_int(point: RegisterPoint, value: int | float) -> int:
     lo, hi = INT_RANGES[point.dtype]
-    if point.scale == 1.0 and point.offset == 0.0:
+    scaling = point.scaling
+    if scaling.identity:
         if isinstance(value, float) and not value.is_integer():
             raise EncodeError(f"point {point.name!r} ({point.dtype}) takes whole numbers, not {value}")
         raw = int(value)
     else:
-        raw = round((value - point.offset) / point.scale)  # nearest step of the scale
+        raw = _on_grid(point, scaling, value)
     if not lo <= raw <= hi:
-        ends = sorted((lo * point.scale + point.offset, hi * point.scale + point.offset))
+        ends = sorted((scaling.apply(lo), scaling.apply(hi)))
         raise EncodeRangeError(f"point {point.name!r}: {value} does not fit {point.dtype}; allowed "
                           f"{ends[0]:g} .. {ends[1]:g}")
     if point.enum is not None and raw not in dict(point.enum):
@@ -455,8 +461,27 @@ def _to_raw_int(point: RegisterPoint, value: int | float) -> int:
     return raw
 
 
+class EncodeResolutionError(EncodeRangeError):
+    """A value between two steps of a scaled integer point: refused, never silently rounded."""
+
+
+def _on_grid(point: RegisterPoint, scaling: Scaling, value: int | float) -> int:
+    """The raw integer for ``value`` if it lies on the point's resolution grid, else refuse it."""
+    steps = scaling.raw_steps(float(value))
+    raw = round(steps)
+    if not math.isfinite(steps) or abs(steps - raw) > 1e-6 + 1e-12 * abs(steps):
+        step = abs(point.scale)
+        below = scaling.apply(math.floor(steps))
+        above = scaling.apply(math.ceil(steps))
+        low, high = sorted((below, above))
+        raise EncodeResolutionError(
+            f"point {point.name!r}: {value!r} is not a multiple of its resolution {step!r}"
+            f"{'' if point.offset == 0 else f' (offset {point.offset!r})'}; nearest values {low!r} and {high!r}")
+    return int(raw)
+
+
 def _to_raw_float(point: RegisterPoint, value: float) -> float:
-    raw = value if point.scale == 1.0 and point.offset == 0.0 else (value - point.offset) / point.scale
+    raw = value if point.scaling.identity else point.scaling.raw_steps(value)
     if point.dtype == "float32" and math.isfinite(raw) and abs(raw) > _FLOAT32_MAX:
         raise EncodeRangeError(f"point {point.name!r}: {value} does not fit float32 (at most +-{_FLOAT32_MAX:.6g})")
     return raw

@@ -84,6 +84,11 @@ class RegisterPoint:
     writable: bool = False
 
     @property
+    def scaling(self) -> Scaling:
+        """How the codec turns raw into engineering values (see :func:`scaling_of`)."""
+        return scaling_of(self.scale, self.offset)
+
+    @property
     def count(self) -> int:
         """Registers (or bits, in a bit table) that this point spans."""
         if self.table.is_bits:
@@ -96,3 +101,50 @@ class RegisterPoint:
     def end(self) -> int:
         """First address after this point."""
         return self.address + self.count
+
+
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """Engineering value = (raw * mul + add) / div: ``raw * scale + offset`` computed exactly.
+
+    A decimal scale such as 0.1 has no exact double, so ``97 * 0.1`` gives 9.700000000000001.
+    When scale and offset are whole multiples of 1/10**k (k <= 9) the codec multiplies by the
+    integer ``scale * 10**k``, adds the integer ``offset * 10**k`` (both exact for registers
+    of up to 32 bits) and divides once by ``10**k``: one rounding, so the result is the double
+    nearest to the decimal value (97 x 0.1 -> 9.7). Other scales keep ``div = 1``.
+    """
+
+    mul: float
+    add: float
+    div: float
+
+    @property
+    def identity(self) -> bool:
+        return self.mul == 1.0 and self.add == 0.0 and self.div == 1.0
+
+    def apply(self, raw: float) -> float:
+        """One engineering value, by the same three operations as the block codec."""
+        return (raw * self.mul + self.add) / self.div
+
+    def raw_steps(self, value: float) -> float:
+        """The raw value (not rounded) that gives ``value``: the inverse of :meth:`apply`."""
+        return (value * self.div - self.add) / self.mul
+
+
+def _whole(x: float) -> int | None:
+    r = round(x)
+    return int(r) if abs(x - r) <= 1e-9 * max(1.0, abs(x)) and abs(r) < 2**53 else None
+
+
+def scaling_of(scale: float, offset: float) -> Scaling:
+    """The exact form of ``raw * scale + offset`` (see :class:`Scaling`)."""
+    import math
+
+    if not (math.isfinite(scale) and math.isfinite(offset)) or scale == 0:
+        return Scaling(scale, offset, 1.0)
+    for k in range(10):
+        den = 10**k
+        mul, add = _whole(scale * den), _whole(offset * den)
+        if mul is not None and add is not None and mul != 0:
+            return Scaling(float(mul), float(add), float(den))
+    return Scaling(scale, offset, 1.0)

@@ -278,12 +278,13 @@ def build_plant(loaded: LoadedConfig) -> Plant:
         new_points: list[RegisterPoint] = []
         for rpoint in dev.register_points:
             p = by_name[rpoint.name]
+            eng, resolution = engineering_type(p)
             tag = TagInfo(
-                id=len(plant.tags), device=dev.name, name=p.name, bus=dev.bus.name, dtype=p.type, unit=p.unit,
+                id=len(plant.tags), device=dev.name, name=p.name, bus=dev.bus.name, dtype=eng, unit=p.unit,
                 low=p.range[0] if p.range else None, high=p.range[1] if p.range else None,
                 writable=p.writable, deadband=p.deadband, description=p.description, enum=p.enum,
                 interval_ms=dev.interval_ms(p.group), group=p.panel or p.unit or "values",
-                plugin=dev.config.plugin,
+                plugin=dev.config.plugin, raw_dtype=p.type if eng != p.type else None, resolution=resolution,
             )
             plant.tags.append(tag)
             ids.append(tag.id)
@@ -305,6 +306,23 @@ def build_plant(loaded: LoadedConfig) -> Plant:
                                         dev.manifest.version if dev.manifest else None, tuple(ids)))
     plant.buses = [BusInfo(b.name, b.type, tuple(bus_devices[b.name])) for b in loaded.config.buses]
     return plant
+
+
+_INTEGER_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64")
+
+
+def engineering_type(p: Point) -> tuple[str, float | None]:
+    """The type of a point's engineering value downstream, and its resolution.
+
+    A scaled or offset value is a Double everywhere downstream (OPC UA, history, API), never
+    its raw integer type: 97 x 0.1 is 9.7, not 9. Unscaled integers keep their type (step 1).
+    """
+    scaled = p.scale != 1.0 or p.offset != 0.0
+    if p.type in _INTEGER_TYPES:
+        return ("float64", abs(p.scale)) if scaled else (p.type, 1.0)
+    if p.type == "float32" and scaled:
+        return "float64", None
+    return p.type, None
 
 
 def _with_id(p: RegisterPoint, tag_id: int) -> RegisterPoint:

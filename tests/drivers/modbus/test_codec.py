@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from drivers.modbus.codec import (
     DecodeError,
     EncodeError,
     EncodeRangeError,
+    EncodeResolutionError,
     decode_point,
     encode,
     encode_bit,
@@ -222,10 +224,43 @@ def test_encode_parses_cli_text_and_enum_names():
     assert encode(pt("bool", table=Table.COIL), 0) == [False]
 
 
-def test_scaled_int_rounds_to_nearest_step():
+def test_scaled_int_takes_values_on_its_resolution_grid():
+    """Issue 14: 0.5 degC on a 0.1-resolution tag is raw 5; a value between steps is refused
+    with the resolution named, never silently rounded and reported Good."""
     p = pt("int16", scale=0.1)
-    assert encode(p, 21.54) == [215]
-    assert encode(p, -0.06) == [0xFFFF]
+    assert encode(p, 0.5) == [5]
+    assert encode(p, 21.5) == [215]
+    assert encode(p, -0.1) == [0xFFFF]
+    assert encode(p, 84.6) == [846]
+    with pytest.raises(EncodeResolutionError, match=r"resolution 0\.1.*nearest values 21\.5 and 21\.6"):
+        encode(p, 21.54)
+    q = pt("uint16", scale=0.01, offset=-40.0)
+    assert encode(q, 44.6) == [8460]
+    with pytest.raises(EncodeResolutionError, match="resolution 0.01"):
+        encode(q, 44.605)
+
+
+SCALES = [(0.1, 0.0), (0.01, 0.0), (0.001, 0.0), (0.1, -40.0), (0.01, 273.15), (0.5, 0.0), (10.0, 0.0)]
+
+
+@pytest.mark.parametrize(("scale", "offset"), SCALES)
+def test_decimal_scale_gives_the_nearest_double(scale, offset):
+    """Issue 14: 97 x 0.1 is 9.7 (the double nearest the decimal value), not 9.700000000000001,
+    in the scalar decoder, the numpy block path and the compiled kernel. The reference is
+    exact rational arithmetic (fractions), independent of the codec's own scaling."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    raws = list(range(-32768, 32768, 7)) + [97, 846, 202, -1, 0, 32767, -32768]
+    p = pt("int16", scale=scale, offset=offset)
+    exact = [float(Fraction(r) * Fraction(Decimal(repr(scale))) + Fraction(Decimal(repr(offset)))) for r in raws]
+    regs = [r & 0xFFFF for r in raws]
+    assert [decode_point(p, [w]) for w in regs] == exact
+    points = [replace(p, tag_id=i, address=i) for i in range(len(regs))]
+    for compiled in (False, True):
+        codec = BlockCodec(Table.HOLDING, 0, len(regs), points, compiled=compiled)
+        values, _ = codec.decode(np.array(regs, dtype=">u2"))
+        assert values.tolist() == exact, f"compiled={compiled}"
 
 
 def test_encode_bit_read_modify_write():
