@@ -49,6 +49,8 @@ from asyncua.server.history import HistoryStorageInterface
 
 from edge.config.opcua import OpcUaConfig
 from edge.export.opcua_aggregates import AggregateSpace, AggregateSpec
+from edge.export.opcua_channel_guard import ChannelPolicy
+from edge.export.opcua_channel_guard import attach as attach_channel_policy
 from edge.export.opcua_fastpath import FastPublisher
 from edge.export.opcua_model import STATUS_FIELDS, NodeFactory, status_values
 from edge.login_guard import LoginGuard
@@ -202,6 +204,7 @@ class OpcUaServer:
         self.endpoint_url = ""
         self.validator: TrustListValidator | None = None
         self.users: EdgeUserManager | None = None
+        self.channel_policy: ChannelPolicy | None = None
         self.build_s = 0.0
         self.writes = {"ok": 0, "refused": 0, "failed": 0}
         self._factory: NodeFactory | None = None
@@ -245,6 +248,8 @@ class OpcUaServer:
             self.validator = TrustListValidator(paths.root)
             server.set_certificate_validator(self.validator)  # type: ignore[arg-type]
         iserver = server.iserver
+        self.channel_policy = ChannelPolicy(allow_none_sessions="None" in cfg.security_policies)
+        attach_channel_policy(iserver, self.channel_policy)  # None channels: discovery only, unless allowed
         iserver.max_monitored_item_queue_size = cfg.max_queue_size
         iserver.max_unacked_messages_per_subscription = cfg.max_unacked_per_subscription
         iserver.max_connections = cfg.max_sessions

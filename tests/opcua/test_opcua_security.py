@@ -154,3 +154,77 @@ async def test_missing_server_certificate_is_a_clear_error(users_file, tmp_path:
     with pytest.raises(FileNotFoundError, match="edge provision certs"):
         await srv.start()
     await srv.stop()
+
+
+async def _raw_none_session(url: str, user: str, password: str):
+    """A raw client on a SecurityPolicy None channel that ignores the advertised endpoints: it
+    goes straight to CreateSession and ActivateSession with the password in clear (asyncua's
+    UaClient layer, below the Client class that would refuse on its side)."""
+    from urllib.parse import urlparse
+
+    from asyncua.client.ua_client import UaClient
+
+    parsed = urlparse(url)
+    uac = UaClient(timeout=5)
+    await uac.connect_socket(parsed.hostname, parsed.port)
+    await uac.send_hello(url)
+    await uac.open_secure_channel(ua.OpenSecureChannelParameters(
+        ClientProtocolVersion=0, RequestType=ua.SecurityTokenRequestType.Issue,
+        SecurityMode=ua.MessageSecurityMode.None_, RequestedLifetime=600_000, ClientNonce=b""))
+    return uac
+
+
+async def _raw_create_and_activate(uac, url: str, user: str, password: str) -> None:
+    import os
+
+    params = ua.CreateSessionParameters()
+    params.ClientDescription = ua.ApplicationDescription(ApplicationUri="urn:attacker",
+                                                         ApplicationType=ua.ApplicationType.Client)
+    params.EndpointUrl = url
+    params.SessionName = "raw"
+    params.ClientNonce = os.urandom(32)
+    params.RequestedSessionTimeout = 60_000
+    params.MaxResponseMessageSize = 0
+    await uac.create_session(params)
+    act = ua.ActivateSessionParameters()
+    act.UserIdentityToken = ua.UserNameIdentityToken(PolicyId="username", UserName=user,
+                                                     Password=password.encode())
+    act.ClientSignature = ua.SignatureData()
+    await uac.activate_session(act)
+
+
+async def test_raw_client_gets_no_session_on_a_none_channel_of_a_secure_site(secure_server: OpcUaServer) -> None:
+    """Issue 15: on a site with only Basic256Sha256 endpoints, a raw client opened a None channel,
+    created and activated a session with the operator's password in clear and wrote a tag. The
+    server now serves discovery only on a None channel: GetEndpoints works, sessions do not."""
+    url = secure_server.endpoint_url
+    uac = await _raw_none_session(url, "olga", PASSWORDS["olga"])
+    try:
+        endpoints = await uac.get_endpoints(ua.GetEndpointsParameters(EndpointUrl=url))
+        assert endpoints and all(e.SecurityMode != ua.MessageSecurityMode.None_ for e in endpoints)
+        with pytest.raises(ua.UaStatusCodeError) as err:
+            await _raw_create_and_activate(uac, url, "olga", PASSWORDS["olga"])
+        assert err.value.code == ua.StatusCodes.BadSecurityPolicyRejected
+        # Any session service on that channel (here a Write with no session) is refused the same way.
+        write = ua.WriteParameters(NodesToWrite=[ua.WriteValue(
+            NodeId=ua.NodeId("meter1.setpoint", secure_server.ns), AttributeId=ua.AttributeIds.Value,
+            Value=ua.DataValue(ua.Variant(1.0, ua.VariantType.Float)))])
+        with pytest.raises(ua.UaStatusCodeError) as err:
+            await uac.write(write)
+        assert err.value.code == ua.StatusCodes.BadSecurityPolicyRejected
+    finally:
+        uac.disconnect_socket()
+    assert secure_server.writes == {"ok": 0, "refused": 0, "failed": 0}
+    assert secure_server.channel_policy is not None
+    assert secure_server.channel_policy.refused == {"CreateSessionRequest": 1, "WriteRequest": 1}
+    stats = secure_server.users.guard.stats if secure_server.users else None
+    assert stats is not None and stats.accepted == stats.refused == stats.remembered == 0  # no password checked
+
+
+async def test_none_channel_sessions_still_work_where_the_site_allows_them(running: OpcUaServer) -> None:
+    """The demo lists None with allow_security_none: true; its sessions are unaffected."""
+    uac = await _raw_none_session(running.endpoint_url, "victor", PASSWORDS["victor"])
+    try:
+        await _raw_create_and_activate(uac, running.endpoint_url, "victor", PASSWORDS["victor"])
+    finally:
+        uac.disconnect_socket()
