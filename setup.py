@@ -2,7 +2,7 @@
 
 Builds the Cython ring-buffer aggregator, the compiled Modbus block decoder and the
 latest-value scatter; where they are not built, the pure-Python twin ``edge.aggregate.pyring``,
-the numpy decoder in ``drivers.modbus.codec`` and numpy indexing in ``edge.store`` take their place.
+the numpy decoder in ``drivers.modbus.codec`` and numpy indexing in ``edge.core.store`` take their place.
 """
 import sys
 
@@ -31,7 +31,7 @@ extensions = [
         # Same rules as above: the compiled decoder must give the bits of the numpy path.
         extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
     ),
-    Extension("edge._latest", ["edge/_latest.pyx"], extra_compile_args=["-O3"]),
+    Extension("edge.core._latest", ["edge/core/_latest.pyx"], extra_compile_args=["-O3"]),
 ]
 ext_modules = cythonize(extensions, language_level=3) if cythonize else []
 
@@ -65,7 +65,7 @@ setup(
                  "tsdownsample>=0.1.3", "schemathesis>=3.30", "selenium>=4.20", "httpx>=0.27"],
     },
     entry_points={
-        "console_scripts": ["edge = edge.cli:main"],
+        "console_scripts": ["edge = edge.cli.main:main"],
         "edge.drivers": ["modbus = drivers.modbus:DRIVER"],
     },
     zip_safe=False,

@@ -1,6 +1,6 @@
 """End-to-end benchmark: simulated devices -> the whole appliance -> OPC UA client and time-series server.
 
-Processes: simulated Modbus TCP devices (edge.sim, one child process), the appliance as it runs
+Processes: simulated Modbus TCP devices (drivers.modbus.sim, one child process), the appliance as it runs
 on site (`edge run`: polling, decoding, aggregator, OPC UA server, spool and forwarder to a
 VictoriaMetrics server speaking the InfluxDB write protocol), a lean OPC UA client subscribed
 to every tag, and this orchestrator. Every simulated value changes every second.
@@ -92,7 +92,7 @@ async def client_main(endpoint: str, ns: int, devices: int, tags: int, seconds: 
 
 def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: int, data_dir: Path,
               stats_window_s: float = 60.0) -> str:
-    from edge.sim.plant import free_port
+    from drivers.modbus.sim.plant import free_port
 
     ports: set[int] = {opc_port}
 
@@ -180,10 +180,10 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 async def _run_with(args: argparse.Namespace, tmp: Path, vm) -> dict:
-    from edge.commands.simulate import plant_specs
+    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.process import SimPlantProcess
+    from edge.cli.commands.simulate import plant_specs
     from edge.config.loader import load_config
-    from edge.sim.plant import free_port
-    from edge.sim.process import SimPlantProcess
 
     opc_port = free_port()
     config = tmp / "edge.yaml"
@@ -193,7 +193,7 @@ async def _run_with(args: argparse.Namespace, tmp: Path, vm) -> dict:
     sim = SimPlantProcess(plant_specs(loaded), processes=1)
     await sim.start()
     t_start = time.monotonic()
-    app = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", "run", str(config), "--no-status",
+    app = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli.main", "run", str(config), "--no-status",
                                                cwd=ROOT, stderr=asyncio.subprocess.PIPE)
     client = None
     try:

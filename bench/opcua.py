@@ -8,10 +8,10 @@ subscription, one after the other:
 
 * ``baseline``: asyncua's own update path, ``node.write_value`` of a DataValue (value,
   StatusCode, source and server timestamps) per node, collector untouched;
-* ``fast``: :meth:`edge.export.opcua.OpcUaServer.consume` with one SampleBatch per device,
+* ``fast``: :meth:`edge.outputs.opcua.server.OpcUaServer.consume` with one SampleBatch per device,
   collector frozen and tuned as in production.
 
-The address space of both is built by :mod:`edge.export.opcua_model` (``build_50k_s``); both
+The address space of both is built by :mod:`edge.outputs.opcua.model` (``build_50k_s``); both
 grant the same monitored-item queue size (100), so no queue drops a change in either.
 
 The client is lean so that it is not the bottleneck: it decodes the common notification with
@@ -171,7 +171,7 @@ async def client_main(endpoint: str, ns: int, n_sub: int, handler_mode: bool, se
 
 
 def make_plant(n_tags: int):
-    from edge.model import BusInfo, DeviceInfo, Plant, TagInfo
+    from edge.core.model import BusInfo, DeviceInfo, Plant, TagInfo
 
     tags = [TagInfo(id=i, device=f"d{i // TAGS_PER_DEVICE}", name=f"t{i}", bus="bus0", dtype="float64",
                     unit="V", low=0.0, high=1e12) for i in range(n_tags)]
@@ -246,7 +246,7 @@ class _Driver:
 
     async def run(self, mode: str, client: _ClientProcess, seconds: float, warmup: float,
                   cycle_s: float = CYCLE_S) -> dict:
-        from edge.model import SampleBatch
+        from edge.core.model import SampleBatch
 
         fast = mode == "fast"
         good = ua.StatusCode(ua.StatusCodes.Good)
@@ -315,7 +315,7 @@ async def run_size(n_tags: int, seconds: float, warmup: float, users_file: Path,
     Then, if ``handler``, asyncua's client in handler mode against the edge path, offered
     40,000 changes/s (near its capacity: far above it, its task backlog thrashes)."""
     from edge.config.opcua import OpcUaConfig
-    from edge.export.opcua import OpcUaServer
+    from edge.outputs.opcua.server import OpcUaServer
 
     cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/bench", security_policies=["None"],
                       allow_security_none=True, users_file=users_file, max_queue_size=QUEUE,
@@ -383,7 +383,7 @@ def _fmt(r: dict) -> str:
 async def bench_main(long: bool) -> None:
     import tempfile
 
-    from edge.users import add_user
+    from edge.security.users import add_user
 
     logging.basicConfig(level=logging.ERROR)
     seconds, warmup = (10.0, 2.0) if long else (1.5, 0.7)
@@ -433,7 +433,7 @@ async def profile_fast() -> None:
     import pstats
     import tempfile
 
-    from edge.users import add_user
+    from edge.security.users import add_user
 
     with tempfile.TemporaryDirectory() as tmp:
         users = Path(tmp) / "users"

@@ -1,6 +1,6 @@
 """Polling benchmark: the appliance against a plain pymodbus loop, same devices, same concurrency.
 
-N simulated Modbus TCP devices x M tags are served from another process (edge.sim). Run A is
+N simulated Modbus TCP devices x M tags are served from another process (drivers.modbus.sim). Run A is
 the appliance's own path (config loader, request plan, line owner, lean transport, block
 codec with quality, diagnostics, pipeline into the latest-value store), polling as fast as
 the devices answer. Run B is the baseline: one pymodbus AsyncModbusTcpClient per device
@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
-from edge.app import Appliance  # noqa: E402
-from edge.commands.simulate import plant_specs  # noqa: E402
+from drivers.modbus.sim.plant import free_port  # noqa: E402
+from drivers.modbus.sim.process import SimPlantProcess  # noqa: E402
+from edge.cli.commands.simulate import plant_specs  # noqa: E402
 from edge.config.loader import load_config  # noqa: E402
-from edge.sim.plant import free_port  # noqa: E402
-from edge.sim.process import SimPlantProcess  # noqa: E402
+from edge.runtime.app import Appliance  # noqa: E402
 
 TYPES = ("float32", "int16", "uint32", "float32")  # a realistic mix; float32 twice (two orders)
 
@@ -83,7 +83,7 @@ async def run_pymodbus(loaded, seconds: float, warmup_s: float, paced: bool) -> 
     schedule (the same request rate, so CPU per request compares like with like); otherwise
     back to back as fast as the server answers.
     """
-    from edge.app import device_plan
+    from edge.runtime.app import device_plan
 
     counts = {"req": 0, "tags": 0}
     stop = asyncio.Event()

@@ -1,7 +1,7 @@
 """Soak and fault suite: the demo plant runs for a bounded time while faults are injected on a schedule.
 
 The appliance runs as on site (`edge run`, a child process) against the simulated demo plant
-(edge.sim, another process) and forwards to a VictoriaMetrics server (InfluxDB write protocol).
+(drivers.modbus.sim, another process) and forwards to a VictoriaMetrics server (InfluxDB write protocol).
 Faults, each at a fixed share of the run: a silent RS-485 device, a busy PLC, garbage bytes
 from a drive behind the gateway, the RS-485 line unplugged (pty closed and reopened), the
 time-series server stopped and restarted, the appliance killed with SIGKILL and restarted,
@@ -48,7 +48,7 @@ import yaml  # noqa: E402
 DEMO = ROOT / "provisioning" / "sites" / "demo" / "edge.yaml"
 MEMORY_BOUND_MB = 25.0  # allowed growth of resident memory over one process's life
 # The demo appliance's RSS ramps by ~17 MB over its first ~170 s: young objects pile up until the
-# first generation-0 collection of the settled collector (edge/app.py GC_THRESHOLDS, 100,000
+# first generation-0 collection of the settled collector (edge/runtime/app.py GC_THRESHOLDS, 100,000
 # allocations), then memory is reused and RSS stays flat (bench/soak_memory.py, control run).
 # The early window starts after that, so that like is compared with like.
 WARMUP_S = 180.0
@@ -87,7 +87,7 @@ class Appliance:
     async def start(self) -> None:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge.cli", "run", str(self.config), "--no-status", cwd=ROOT, env=self.env,
+            sys.executable, "-m", "edge.cli.main", "run", str(self.config), "--no-status", cwd=ROOT, env=self.env,
             stdout=asyncio.subprocess.DEVNULL, stderr=logf)
         logf.close()
         self.runs.append({"pid": self.proc.pid, "start": time.time(), "rss": [], "killed": False})
@@ -155,10 +155,10 @@ def health(url: str, source: str, field: str, start: float, end: float) -> tuple
 async def run_soak(duration: float, tmp: Path) -> dict:
     from tsdb import VictoriaMetrics
 
-    from edge.commands.simulate import plant_specs
+    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.process import SimPlantProcess
+    from edge.cli.commands.simulate import plant_specs
     from edge.config.loader import load_config
-    from edge.sim.plant import free_port
-    from edge.sim.process import SimPlantProcess
 
     vm = VictoriaMetrics(tmp / "vm")
     vm.start()

@@ -70,10 +70,10 @@ def backlog_age_s(db: Path) -> float:
 async def run(args: argparse.Namespace, tmp: Path) -> dict:
     from tsdb import VictoriaMetrics
 
-    from edge.commands.simulate import plant_specs
+    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.process import SimPlantProcess
+    from edge.cli.commands.simulate import plant_specs
     from edge.config.loader import load_config
-    from edge.sim.plant import free_port
-    from edge.sim.process import SimPlantProcess
 
     probe_dir = tmp / "probe"
     vm = VictoriaMetrics(tmp / "vm")
@@ -315,7 +315,7 @@ def probe_child(argv: list[str]) -> int:
         tracemalloc.start(int(frames))
     probe = Probe(out_dir, float(os.environ.get("EDGE_MEMPROBE_INTERVAL_S", "1")))
     threading.Thread(target=probe.run, name="memprobe", daemon=True).start()
-    from edge.cli import main as edge_main
+    from edge.cli.main import main as edge_main
 
     return edge_main(argv)
 

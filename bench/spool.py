@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from influxdb_client import InfluxDBClient, WriteOptions  # noqa: E402
 
 from edge.config.storage import InfluxConfig, SpoolConfig  # noqa: E402
-from edge.export.influx import InfluxForwarder, LineEncoder  # noqa: E402
-from edge.spool import KIND_SAMPLES, Row, Spool, encode_samples  # noqa: E402
-from tests.export.demo import batch_for, demo_plant  # noqa: E402
+from edge.outputs.influx import InfluxForwarder, LineEncoder  # noqa: E402
+from edge.storage.spool import KIND_SAMPLES, Row, Spool, encode_samples  # noqa: E402
 from tests.fixtures.tsdb import VictoriaMetrics  # noqa: E402
+from tests.outputs.demo import batch_for, demo_plant  # noqa: E402
 
 DEVICES, TAGS = 10, 100
 

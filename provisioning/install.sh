@@ -105,12 +105,12 @@ fi
 "$venv/bin/edge" --help >/dev/null || die "the installed edge command does not run"
 "$venv/bin/python" - <<'EOF' || die "the installation is incomplete (see the line above)"
 import importlib, pathlib, pkgutil, sys
-import drivers, edge, edge.commands
+import drivers, edge, edge.cli.commands
 a, b = pathlib.Path(edge.__file__).parents[1], pathlib.Path(drivers.__file__).parents[1]
 if a != b:
     sys.exit(f"edge ({a}) and drivers ({b}) come from different installations")
 # every command module and the appliance import: a dependency missing from setup.py shows here, not on site
-for mod in ["edge.app", *(f"edge.commands.{m.name}" for m in pkgutil.iter_modules(edge.commands.__path__))]:
+for mod in ["edge.runtime.app", *(f"edge.cli.commands.{m.name}" for m in pkgutil.iter_modules(edge.cli.commands.__path__))]:
     try:
         importlib.import_module(mod)
     except ImportError as exc:

@@ -37,12 +37,12 @@ extra=""
 echo "setup: installing the appliance$extra (builds the Cython aggregator)"
 .venv/bin/python -m pip install -q -e ".$extra"
 
-if [ $want_test = 1 ] && [ -f tests/opcua/node/package.json ]; then
+if [ $want_test = 1 ] && [ -f tests/outputs/opcua/node/package.json ]; then
   echo "setup: installing node-opcua-client for the OPC UA interoperability tests"
-  if [ -f tests/opcua/node/package-lock.json ]; then
-    npm ci --prefix tests/opcua/node --no-audit --no-fund --loglevel=error >/dev/null
+  if [ -f tests/outputs/opcua/node/package-lock.json ]; then
+    npm ci --prefix tests/outputs/opcua/node --no-audit --no-fund --loglevel=error >/dev/null
   else
-    npm install --prefix tests/opcua/node --no-audit --no-fund --loglevel=error >/dev/null
+    npm install --prefix tests/outputs/opcua/node --no-audit --no-fund --loglevel=error >/dev/null
   fi
 fi
 .venv/bin/edge doctor --quiet 2>/dev/null || .venv/bin/edge doctor

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.app import Appliance
-from edge.commands.simulate import plant_specs
+from drivers.modbus.sim.plant import SimPlant
+from edge.cli.commands.simulate import plant_specs
 from edge.config.loader import LoadedConfig, load_config
-from edge.sim.plant import SimPlant
+from edge.runtime.app import Appliance
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # fault tests provoke errors on purpose
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _no_log_handlers_left_behind():
-    """A command run in-process (``edge.cli.main``) sets up logging to the sys.stderr of its test;
+    """A command run in-process (``edge.cli.main.main``) sets up logging to the sys.stderr of its test;
     pytest closes that stream afterwards, and later tests' log records would hit it."""
     root = logging.getLogger()
     before = list(root.handlers)

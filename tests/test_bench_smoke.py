@@ -44,7 +44,7 @@ async def test_opcua_bench_size_runs(tmp_path):
         import opcua as opcua_bench  # bench/opcua.py
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    from edge.users import add_user
+    from edge.security.users import add_user
 
     users = tmp_path / "users"
     add_user(users, "bench", "viewer", "bench-password")

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import COMMANDS, main
-from edge.sim.plant import free_port
+from drivers.modbus.sim.plant import free_port
+from edge.cli.main import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "provisioning" / "sites" / "demo" / "edge.yaml"
 
 
 def edge(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edge.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
 
 
@@ -90,7 +90,7 @@ def test_demo_shows_every_device_online(demo_env):
 
 def test_simulated_tcp_device_read_by_mbpoll(demo_env):
     """`edge simulate` + an independent C master: the PLC's registers hold the encoded values."""
-    sim = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", str(DEMO)], stdout=subprocess.PIPE,
+    sim = subprocess.Popen([sys.executable, "-m", "edge.cli.main", "simulate", str(DEMO)], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **demo_env}, cwd=REPO)
     try:
         deadline = time.monotonic() + 30
@@ -125,5 +125,5 @@ def test_json_logs_with_per_component_levels(demo_env):
     records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert records, proc.stderr
     assert all({"ts", "level", "component", "message"} <= set(r) for r in records)
-    assert any(r["component"] == "edge.poller" and "online" in r["message"] for r in records)
+    assert any(r["component"] == "drivers.modbus.poller" and "online" in r["message"] for r in records)
     assert not [ln for ln in proc.stderr.splitlines() if ln and not ln.startswith("{")]

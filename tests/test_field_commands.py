@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.sim.plant import free_port
+from drivers.modbus.sim.plant import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 async def edge(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", *args, cwd=REPO,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli.main", *args, cwd=REPO,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode, out.decode()

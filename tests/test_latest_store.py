@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge import store as store_module
-from edge.model import Plant, Quality, SampleBatch, TagInfo
-from edge.store import LatestStore
+from edge.core import store as store_module
+from edge.core.model import Plant, Quality, SampleBatch, TagInfo
+from edge.core.store import LatestStore
 
 N_TAGS = 16
 

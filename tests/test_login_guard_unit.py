@@ -1,8 +1,8 @@
 """LoginGuard on its own, with a hand-driven clock: expiry of remembered logins and lockouts."""
 from __future__ import annotations
 
-from edge.login_guard import LoginGuard
-from edge.users import Role, UserEntry, hash_password
+from edge.security.login_guard import LoginGuard
+from edge.security.users import Role, UserEntry, hash_password
 
 
 class Clock:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from asyncua import Client, ua
 from harness import wait_until
 
-from edge.sim.plant import free_port
+from drivers.modbus.sim.plant import free_port
 
 
 def site_text(plc_port: int, opc_port: int, users: str) -> str:
@@ -37,7 +37,7 @@ outputs:
 
 
 async def test_client_sees_poll_values_quality_and_writes_reach_the_device(make_site, tmp_path):
-    from edge.users import add_user
+    from edge.security.users import add_user
 
     users = tmp_path / "users.txt"
     add_user(users, "olga", "operator", "operator-password")
@@ -125,7 +125,7 @@ async def test_scaled_integers_reach_clients_as_doubles_with_their_decimals(make
     """Issue 14: a scaled int16 of 84.6 degC reached OPC UA clients as Int16 84 (live, history
     and aggregates), and 0.5 degC could not be written. Read with asyncua's client, checked
     against the simulator's engineering values."""
-    from edge.users import add_user
+    from edge.security.users import add_user
 
     users = tmp_path / "users.txt"
     add_user(users, "olga", "operator", "operator-password")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from harness import wait_until
 
-from edge.model import DeviceState, Quality
+from edge.core.model import DeviceState, Quality
 
 MANIFEST = "id: p\nname: Test device\nversion: '1.0'\nvendor: ACME\nmodel: T1\n"
 POINTS = """
@@ -48,8 +48,8 @@ async def start_with_broken_plugin(make_site, tmp_path, **plugin):
     broken = make_plugin(tmp_path / "broken", **plugin)
     path = site.loaded.path
     path.write_text(path.read_text().replace(str(good_plugins), str(broken)))
-    from edge.app import Appliance
     from edge.config.loader import load_config
+    from edge.runtime.app import Appliance
 
     loaded = load_config(path, strict_plugins=False)
     app = Appliance(loaded)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge import registry
 from edge.config.errors import ConfigError
 from edge.config.loader import load_config
+from edge.driver import registry
 
 
 @pytest.fixture

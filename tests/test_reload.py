@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from harness import wait_until
 
+from drivers.modbus.sim.plant import free_port
 from edge.config.loader import load_config
-from edge.model import Quality
-from edge.sim.plant import free_port
+from edge.core.model import Quality
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ async def test_invalid_config_is_rejected_whole_and_the_running_one_stays(make_s
     path = site.loaded.path
     good = path.read_text()
     path.write_text(good.replace("interval_ms: 200", "interval_ms: 200\n    unit_id: 999"))
-    from edge.commands.run import reload_config
+    from edge.cli.commands.run import reload_config
 
     assert await reload_config(site.app, str(path)) is False
     assert set(site.app.devices) == {"a", "b", "s"}
@@ -103,7 +103,7 @@ async def test_invalid_config_is_rejected_whole_and_the_running_one_stays(make_s
 
 
 async def run_edge(*args: str, **kw) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", *args, cwd=REPO,
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli.main", *args, cwd=REPO,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, **kw)
 
 

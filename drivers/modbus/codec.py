@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.modbus.points import DTYPES, ORDERS, REGISTER_COUNT, RegisterPoint, Scaling, Table
-from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality, SampleBatch
+from edge.core.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality, SampleBatch
 
 #: Big-endian numpy dtype of every fixed-size type (the gathered bytes are always A..H).
 _NP_DTYPE: dict[str, str] = {

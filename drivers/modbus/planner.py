@@ -25,7 +25,7 @@ import numpy as np
 from drivers.modbus.codec import BlockCodec, check_point
 from drivers.modbus.points import MAX_READ_BITS, MAX_READ_REGISTERS, RegisterPoint, Table
 from drivers.modbus.timing import READ_FC, BusTiming
-from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality
+from edge.core.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality
 
 _TABLE_ORDER = {Table.COIL: 0, Table.DISCRETE: 1, Table.HOLDING: 2, Table.INPUT: 3}
 ADDRESS_SPACE = 65536

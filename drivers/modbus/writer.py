@@ -17,7 +17,7 @@ from drivers.modbus.client import (
 )
 from drivers.modbus.codec import EncodeError, EncodeRangeError, decode_point, encode, encode_bit
 from drivers.modbus.points import RegisterPoint, Table
-from edge.model import WriteResult, WriteStatus
+from edge.core.model import WriteResult, WriteStatus
 
 
 async def write_point(line: Line, unit: int, point: RegisterPoint, value: object, timeout_s: float) -> WriteResult:

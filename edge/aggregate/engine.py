@@ -31,7 +31,15 @@ from edge.config.aggregate import (
     TagAggregateConfig,
     window_label,
 )
-from edge.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality, SampleBatch, TagInfo, WindowBatch
+from edge.core.model import (
+    QUALITY_DTYPE,
+    TAG_ID_DTYPE,
+    VALUE_DTYPE,
+    Quality,
+    SampleBatch,
+    TagInfo,
+    WindowBatch,
+)
 
 #: Bytes of ring memory per stored sample: int64 timestamp + float64 value + uint8 quality.
 BYTES_PER_SAMPLE = 17

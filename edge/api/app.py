@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI): devices, tags, history, writes, alarms, rules, health, metrics, status page.
 
-Every route reads the live appliance through the :class:`edge.intelligence.Intelligence` object
+Every route reads the live appliance through the :class:`edge.intelligence.service.Intelligence` object
 (so a configuration reload is seen at once). Authentication: ``Authorization: Bearer <token>``
 (:mod:`edge.api.tokens`), roles viewer (read) and operator (also write, acknowledge, shelve).
 Writes go through the appliance's one write path (role check, audit log) and are rate-limited
@@ -19,13 +19,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from edge.alarms import AlarmError
-from edge.expressions import INTEGER_TYPES
-from edge.model import QUALITY_NAMES, DeviceState, TagInfo, WriteStatus
-from edge.users import Role
+from edge.core.model import QUALITY_NAMES, DeviceState, TagInfo, WriteStatus
+from edge.intelligence.alarms import AlarmError
+from edge.intelligence.expressions import INTEGER_TYPES
+from edge.security.users import Role
 
 if TYPE_CHECKING:
-    from edge.intelligence import Intelligence
+    from edge.intelligence.service import Intelligence
 
 STATIC = Path(__file__).parent / "static"
 MAX_NS = 2**62

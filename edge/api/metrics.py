@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from edge.model import DeviceState, Quality
+from edge.core.model import DeviceState, Quality
 
 if TYPE_CHECKING:
-    from edge.intelligence import Intelligence
+    from edge.intelligence.service import Intelligence
 
 
 class ApplianceCollector:

@@ -1,7 +1,7 @@
 """API tokens: a file of SHA-256 hashes of random tokens, each with a role (viewer or operator).
 
 One token per line, ``name:role:sha256$<hex>``, comments with ``#``; the same roles as the
-OPC UA users file (:mod:`edge.users`). Tokens are 32 random bytes (``secrets.token_urlsafe``),
+OPC UA users file (:mod:`edge.security.users`). Tokens are 32 random bytes (``secrets.token_urlsafe``),
 so a plain SHA-256 is enough (no password stretching is needed for high-entropy secrets) and
 each request is checked in microseconds. Only hashes are stored; :func:`add_token` prints the
 token once. The file is rewritten atomically with mode 0600.
@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.users import NAME_RE, Role, write_secret_file
+from edge.security.users import NAME_RE, Role, write_secret_file
 
 
 class TokensFileError(ValueError):

@@ -136,7 +136,7 @@ def _timeouts(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
 def _aggregates(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     """What the aggregator would refuse at start-up: ring capacity, OPC UA statistics, memory."""
     from edge.aggregate.engine import Aggregator
-    from edge.model import TagInfo
+    from edge.core.model import TagInfo
 
     tags, configs, where = {}, {}, {}  # the plant is not built yet: number the aggregated tags here
     for dev in loaded.devices:
@@ -173,7 +173,7 @@ def bus_loads(loaded: LoadedConfig, issues: list[ConfigIssue] | None = None) -> 
     """
     from drivers.modbus.planner import PlanError
     from drivers.modbus.timing import BusTiming
-    from edge.app import device_plan
+    from edge.runtime.app import device_plan
 
     share: dict[str, float] = {}
     rate: dict[str, float] = {}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge.config.errors import ConfigIssue
-from edge.expressions import INTEGER_TYPES, ExpressionError, TagType, compile_expression
+from edge.intelligence.expressions import INTEGER_TYPES, ExpressionError, TagType, compile_expression
 
 if TYPE_CHECKING:
     from edge.config.loader import LoadedConfig

@@ -13,11 +13,11 @@ from typing import Any
 from drivers.modbus.points import RegisterPoint, Table
 from edge.config.errors import ConfigError, ConfigIssue
 from edge.config.models import Bus, Device, Point, PollGroup, SiteConfig
-from edge.config.plugin import PluginManifest, PluginPoints
-from edge.config.plugin_loader import Hook, LoadedPlugin, load_plugin
 from edge.config.validation import validate
 from edge.config.yamlsource import YamlSource, load_yaml
-from edge.model import BusInfo, DeviceInfo, Plant, TagInfo
+from edge.core.model import BusInfo, DeviceInfo, Plant, TagInfo
+from edge.plugins.loader import Hook, LoadedPlugin, load_plugin
+from edge.plugins.models import PluginManifest, PluginPoints
 
 
 @dataclass

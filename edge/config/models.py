@@ -240,7 +240,7 @@ class Runtime(Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(
-        default_factory=dict, description="per component, e.g. {edge.poller: debug, asyncua: warning}")
+        default_factory=dict, description="per component, e.g. {drivers.modbus.poller: debug, asyncua: warning}")
 
 
 class SiteConfig(Model):
@@ -252,6 +252,6 @@ class SiteConfig(Model):
     buses: list[Bus] = Field(min_length=1)
     devices: list[Device] = Field(min_length=1)
     outputs: Outputs = Field(default_factory=Outputs)
-    alarms: list[AlarmConfig] | None = None  # edge.alarms
-    rules: list[RuleConfig] | None = None  # edge.rules
+    alarms: list[AlarmConfig] | None = None  # edge.intelligence.alarms
+    rules: list[RuleConfig] | None = None  # edge.intelligence.rules
     api: ApiConfig | None = None  # edge.api: HTTP API and status page

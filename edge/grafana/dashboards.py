@@ -21,10 +21,10 @@ from grafana_foundation_sdk.models.dashboard import (
     Panel,
 )
 
-from edge.export.influx import ALARM_MEASUREMENT
 from edge.grafana import panels
 from edge.grafana.influxql import DATASOURCE_TYPE, ident, literal
 from edge.grafana.plantview import DeviceType, SiteView, TagView, uid_for
+from edge.outputs.influx import ALARM_MEASUREMENT
 
 SCHEMA_TAG = "edge"  # every generated dashboard carries it (search, links)
 REFRESH = "10s"

@@ -19,9 +19,9 @@ from grafana_foundation_sdk.models.dashboard import (
     ValueMappingResult,
 )
 
+from edge.core.model import QUALITY_NAMES, DeviceState
 from edge.grafana.influxql import InfluxQL
 from edge.grafana.plantview import TagView
-from edge.model import QUALITY_NAMES, DeviceState
 
 #: Engineering units as written in points files -> Grafana unit ids; others are shown as a suffix.
 UNITS: dict[str, str] = {

@@ -15,7 +15,7 @@ from edge.config.aggregate import parse_window, window_label
 from edge.config.checks import line_key
 from edge.config.loader import LoadedConfig
 from edge.config.models import GrafanaOutput
-from edge.model import TagInfo
+from edge.core.model import TagInfo
 
 DEFAULT_DATABASE = "edge"
 

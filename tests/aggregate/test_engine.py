@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from edge.aggregate.engine import BYTES_PER_SAMPLE, Aggregator, AggregatorConfigError
 from edge.config.aggregate import AggregatorSettings, TagAggregateConfig, parse_window, window_label
-from edge.model import Quality, SampleBatch, TagInfo, WindowBatch
+from edge.core.model import Quality, SampleBatch, TagInfo, WindowBatch
 
 ROOT = Path(__file__).resolve().parents[2]
 S = 1_000_000_000

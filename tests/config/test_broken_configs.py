@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
+from edge.cli.main import main
 
 BROKEN = sorted((Path(__file__).parent / "broken").glob("*.yaml"))
 EXPECT = re.compile(r"^# expect: line (\d+) \| (.+?) \| (.+)$")

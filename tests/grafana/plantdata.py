@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from edge.app import Appliance
 from edge.config.loader import LoadedConfig, load_config
-from edge.export.influx import LineEncoder
-from edge.model import DeviceDiagnostics, DeviceState, Plant, Quality, SampleBatch, TagInfo
+from edge.core.model import DeviceDiagnostics, DeviceState, Plant, Quality, SampleBatch, TagInfo
+from edge.outputs.influx import LineEncoder
+from edge.runtime.app import Appliance
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "plugins"
@@ -136,7 +136,7 @@ def exporter_lines(loaded: LoadedConfig, base_ns: int, polls: int = POLLS) -> li
 
 
 def _alarm_changes(spool, loaded: LoadedConfig, poll: int, ts: int) -> None:
-    """Every configured alarm activates, is acknowledged and clears once, as edge.intelligence records it."""
+    """Every configured alarm activates, is acknowledged and clears once, as edge.intelligence.service records it."""
     from edge.grafana.plantview import alarm_name
 
     steps = {10: ("activated", "UNACK", 1, 0), 20: ("acknowledged", "ACKED", 1, 1), 30: ("cleared", "NORMAL", 0, 1)}

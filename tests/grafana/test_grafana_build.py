@@ -11,7 +11,7 @@ from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
 from plantdata import DEMO, ROOT, load, make_site, site_names
 
-from edge.cli import main
+from edge.cli.main import main
 from edge.config.loader import load_config
 from edge.grafana.dashboards import build_dashboards
 from edge.grafana.influxql import InfluxQLQuery, interpolate

@@ -10,7 +10,7 @@ from fake_grafana import FakeGrafana
 from grafana_client import GrafanaApi
 from plantdata import load, make_site
 
-from edge.cli import main
+from edge.cli.main import main
 from edge.grafana.dashboards import build_dashboards
 from edge.grafana.plantview import site_view
 from edge.grafana.push import GrafanaPushError, push_site

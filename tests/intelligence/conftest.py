@@ -10,7 +10,7 @@ import pytest
 from room_site import Room
 
 from edge.api.tokens import add_token
-from edge.intelligence import Intelligence
+from edge.intelligence.service import Intelligence
 from tests.fixtures.tsdb import victoria_metrics  # noqa: F401 - fixture
 
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from edge.intelligence import Intelligence
-from edge.sim.plant import free_port
+from drivers.modbus.sim.plant import free_port
+from edge.intelligence.service import Intelligence
 
 
 def room_config(influx_url: str | None = None, opcua_port: int | None = None, extra: str = "",

@@ -12,9 +12,9 @@ from asyncua import Client, ua
 from harness import wait_until
 from room_site import room_config
 
+from drivers.modbus.sim.plant import free_port
 from edge.config.loader import load_config
-from edge.intelligence import Intelligence
-from edge.sim.plant import free_port
+from edge.intelligence.service import Intelligence
 
 ALARM = "room.temperature.limit"
 
@@ -178,9 +178,9 @@ async def test_rule_with_bad_quality_input_does_not_act_and_says_so(make_room, c
     await site.sim.stop()  # every device goes silent: the temperature turns bad
     assert await wait_until(lambda: rule.status.startswith("bad quality"), 10), rule.status
     assert "room.temperature" in rule.status and rule.bad_quality == 1
-    messages = [r.getMessage() for r in caplog.records if r.name == "edge.rules" and "bad quality" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if r.name == "edge.intelligence.rules" and "bad quality" in r.getMessage()]
     await asyncio.sleep(0.5)
-    again = [r.getMessage() for r in caplog.records if r.name == "edge.rules" and "bad quality" in r.getMessage()]
+    again = [r.getMessage() for r in caplog.records if r.name == "edge.intelligence.rules" and "bad quality" in r.getMessage()]
     assert len(messages) == 1 and len(again) == 1, "logged once per episode, not per tick"
     assert rule.actions == 1  # only the release at start
     quality_alarm = intel.alarms.get("room.temperature.quality")

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from edge.alarms import AlarmEngine, AlarmError, limit_level
 from edge.config.intelligence import AlarmConfig
-from edge.model import DeviceState, Plant, Quality, SampleBatch, TagInfo
+from edge.core.model import DeviceState, Plant, Quality, SampleBatch, TagInfo
+from edge.intelligence.alarms import AlarmEngine, AlarmError, limit_level
 
 PLANT = Plant("s", tags=[
     TagInfo(0, "room", "temperature", "net", "float32"),
@@ -27,7 +27,7 @@ class Clock:
 
     def __init__(self, engine: AlarmEngine, monkeypatch):
         self.engine, self.t = engine, 1000.0
-        monkeypatch.setattr("edge.alarms.time.monotonic", lambda: self.t)
+        monkeypatch.setattr("edge.intelligence.alarms.time.monotonic", lambda: self.t)
 
     def at(self, t: float, tag_id: int | None = None, value: float = 0.0, quality: Quality = Quality.GOOD):
         self.t = 1000.0 + t

@@ -6,13 +6,13 @@ import time
 
 import numpy as np
 
-from edge.alarms import AlarmEngine
 from edge.config.intelligence import AlarmConfig
 from edge.config.storage import InfluxConfig, SpoolConfig
-from edge.export.influx import LineEncoder
-from edge.intelligence import alarm_record
-from edge.model import Plant, SampleBatch, TagInfo
-from edge.spool import Spool
+from edge.core.model import Plant, SampleBatch, TagInfo
+from edge.intelligence.alarms import AlarmEngine
+from edge.intelligence.service import alarm_record
+from edge.outputs.influx import LineEncoder
+from edge.storage.spool import Spool
 from tests.fixtures.tsdb import influxdb1  # noqa: F401 - fixture
 
 PLANT = Plant("site 1", tags=[TagInfo(0, "room_1", "temperature", "net", "float32"),

@@ -162,7 +162,7 @@ rules:
 def test_edge_check_command_reports_a_bad_rule(tmp_path):
     path = tmp_path / "edge.yaml"
     path.write_text(BASE + "rules:\n  - {name: r, when: room.label > 3, then: {fc.fan: true}}\n")
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "check", str(path)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "check", str(path)], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert f"{path}:19: error: rules[0].when: 'room.label > 3': type error" in proc.stdout + proc.stderr

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gc
 
-from edge.expressions import TagType, compile_expression
+from edge.intelligence.expressions import TagType, compile_expression
 
 
 def test_repeated_evaluation_leaves_no_reference_cycles():

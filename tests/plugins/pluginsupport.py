@@ -12,8 +12,8 @@ PLUGINS = REPO / "plugins"
 
 
 async def edge(*args: str, cwd: Path = REPO, timeout_s: float = 90) -> tuple[int, str]:
-    """Run ``python -m edge.cli ARGS``; exit code and combined output."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", *args, cwd=cwd,
+    """Run ``python -m edge.cli.main ARGS``; exit code and combined output."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli.main", *args, cwd=cwd,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)

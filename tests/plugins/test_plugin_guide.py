@@ -11,7 +11,7 @@ from pathlib import Path
 from harness import wait_until
 from pluginsupport import REPO, edge, tag_lines
 
-from edge.model import Quality
+from edge.core.model import Quality
 
 GUIDE = REPO / "plugins" / "README.md"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 from pluginsupport import edge
 
+from drivers.modbus.sim.plant import free_port
 from edge.config.models import Point
-from edge.config.plugin import PluginPoints
-from edge.sim.plant import free_port
+from edge.plugins.models import PluginPoints
 
 
 def site_text(port: int) -> str:

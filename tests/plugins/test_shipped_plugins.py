@@ -9,7 +9,7 @@ import yaml
 from pluginsupport import PLUGINS, edge, tag_lines
 
 from edge.config.loader import load_config
-from edge.config.plugin_loader import load_plugin
+from edge.plugins.loader import load_plugin
 
 FOLDERS = sorted(p.name for p in PLUGINS.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.cli import main
+from edge.cli.main import main
+from edge.config.fleet import MergeError, deep_merge, render_fleet
 from edge.config.loader import load_config
-from edge.fleet import MergeError, deep_merge, render_fleet
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "provisioning" / "fleet" / "inventory.yaml"
@@ -45,7 +45,7 @@ def test_the_example_inventory_renders_three_checked_sites(tmp_path, capsys):
     assert (tmp_path / "plant_north" / north.config.plugins_dir).resolve() == REPO / "plugins"
     # every rendered file passes `edge check` itself
     for name in sites:
-        r = subprocess.run([sys.executable, "-m", "edge.cli", "check", str(tmp_path / name / "edge.yaml")],
+        r = subprocess.run([sys.executable, "-m", "edge.cli.main", "check", str(tmp_path / name / "edge.yaml")],
                            capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
         assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
 

@@ -13,10 +13,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from edge.cli import main
-from edge.commands.provision import MODES
-from edge.pki import PkiPaths
-from edge.users import load_users
+from edge.cli.commands.provision import MODES
+from edge.cli.main import main
+from edge.security.pki import PkiPaths
+from edge.security.users import load_users
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,7 +142,7 @@ def test_unknown_owner_is_a_clear_error(tmp_path, capsys):
 
 
 def edge(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], input=stdin, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edge.cli.main", *args], input=stdin, capture_output=True, text=True,
                           timeout=60, cwd=REPO)
 
 
@@ -198,7 +198,7 @@ def test_certs_overwrite_replaces_the_certificate_only_when_asked(tmp_path):
 
 
 def test_trust_a_client_certificate(tmp_path, capsys):
-    from edge.pki import create_certificate, thumbprint
+    from edge.security.pki import create_certificate, thumbprint
 
     config = write_site(tmp_path)
     assert main(["provision", str(config)]) == 0

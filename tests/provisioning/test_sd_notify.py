@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.sim.plant import free_port
-from edge.systemd import Notifier
+from drivers.modbus.sim.plant import free_port
+from edge.runtime.systemd import Notifier
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "provisioning" / "sites" / "demo" / "edge.yaml"
@@ -110,7 +110,7 @@ def demo_env(tmp_path):
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "edge.cli.main", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=REPO)
 
 

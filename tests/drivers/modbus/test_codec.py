@@ -25,7 +25,7 @@ from drivers.modbus.codec import (
     evaluate,
 )
 from drivers.modbus.points import ORDERS, REGISTER_COUNT, RegisterPoint, Table
-from edge.model import Quality
+from edge.core.model import Quality
 
 NUMERIC = [t for t in REGISTER_COUNT if t != "bool"]
 

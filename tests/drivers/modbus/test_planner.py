@@ -10,7 +10,7 @@ from drivers.modbus.codec import decode_point, encode
 from drivers.modbus.planner import Holes, PlanError, PlanLimits, PollPlan, describe
 from drivers.modbus.points import RegisterPoint, Table
 from drivers.modbus.timing import BusTiming, SerialLine
-from edge.model import Quality
+from edge.core.model import Quality
 
 _ids = iter(range(1_000_000))
 

@@ -7,8 +7,8 @@ import math
 import pytest
 from harness import wait_until
 
-from edge.model import DeviceState, Quality, WriteStatus
-from edge.sim.plant import free_port
+from drivers.modbus.sim.plant import free_port
+from edge.core.model import DeviceState, Quality, WriteStatus
 
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 VALUES = {"int16": -12345, "uint16": 54321, "int32": -123456789, "uint32": 3123456789,

@@ -1,0 +1,1 @@
+"""The ``edge`` command line: the shell (``main``) and one module per subcommand (``commands``)."""

@@ -1,0 +1,61 @@
+"""``edge doctor``: what is installed and active (libraries, the aggregator, system tools)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import shutil
+from pathlib import Path
+
+LIBRARIES = ("asyncua", "pymodbus", "serial", "influxdb_client", "grafana_client", "yaml", "pydantic", "numpy")
+TOOLS = {"socat": "serial line pairs for the simulator", "mbpoll": "independent Modbus master (tests)",
+         "victoria-metrics": "time-series server (tests)", "influxd": "InfluxDB 1.x (tests)"}
+
+
+def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="print only problems; exit 1 if there are any")
+
+
+def checks() -> list[tuple[str, bool, str]]:
+    """(what, ok, detail) for every check; only failed library/package checks are problems."""
+    out: list[tuple[str, bool, str]] = []
+    for name in LIBRARIES:
+        try:
+            mod = importlib.import_module(name)
+            out.append((f"library {name}", True, getattr(mod, "__version__", "")))
+        except ImportError as exc:
+            out.append((f"library {name}", False, str(exc)))
+    import drivers
+    import edge
+
+    same = Path(edge.__file__).resolve().parents[1] == Path(drivers.__file__).resolve().parents[1]
+    out.append(("edge and drivers come from one install", same,
+                f"edge: {Path(edge.__file__).parent}, drivers: {Path(drivers.__file__).parent}"))
+    try:
+        agg = importlib.import_module("edge.aggregate")
+        impl = getattr(agg, "ACTIVE_IMPL", "unknown")
+        out.append(("aggregator implementation", impl == "cython", agg.describe()))
+    except ImportError as exc:
+        out.append(("aggregator implementation", False, str(exc)))
+    from drivers.modbus import codec
+    from edge.core import store
+
+    out.append(("Modbus block decoder", codec.DECODER == "compiled",
+                "compiled (Cython)" if codec.DECODER == "compiled"
+                else "numpy (the compiled decoder is not built: same results, several times the CPU per block)"))
+    out.append(("latest-value store", store.LatestArrays is not None,
+                "compiled scatter" if store.LatestArrays is not None else "numpy indexing (not built; slower)"))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    problems = 0
+    for what, ok, detail in checks():
+        problems += not ok
+        if not (args.quiet and ok):
+            print(f"{'ok ' if ok else 'BAD'}  {what}: {detail}")
+    for tool, why in TOOLS.items():
+        path = shutil.which(tool)
+        if not args.quiet:
+            print(f"{'ok ' if path else '-- '}  tool {tool} ({why}): {path or 'not installed'}")
+    return 1 if problems else 0

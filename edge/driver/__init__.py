@@ -1,0 +1,1 @@
+"""The driver protocol and the registry that finds drivers through the ``edge.drivers`` entry points."""

@@ -1,0 +1,1 @@
+"""Edge intelligence: alarms, rules, safe expressions, wired onto a running appliance."""

@@ -1,0 +1,236 @@
+"""Edge intelligence wired onto a running appliance: alarms, rules, the HTTP API and status page.
+
+The one object the app builds: ``intel = Intelligence(app)``, then ``await intel.start()`` on
+the app's loop after ``app.start()``, ``await intel.reload(loaded)`` after ``app.reload``,
+``await intel.stop()`` before ``app.stop()``. It adds the alarm engine as a pipeline sink,
+runs alarms' delays and rules every ``TICK_S``, sends every alarm state change to the
+OPC UA server (as AlarmConditionType events), the spool (``edge_alarms``) and the API's
+event log, and serves the API with uvicorn as a task on the same loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from asyncua import ua
+
+from edge.api.ratelimit import RateLimiter
+from edge.api.tokens import TokenTable, load_tokens
+from edge.config.intelligence import ApiConfig
+from edge.config.loader import LoadedConfig
+from edge.core.model import DeviceState
+from edge.intelligence.alarms import AlarmEngine, AlarmEvent
+from edge.intelligence.rules import TICK_S, RuleEngine
+
+if TYPE_CHECKING:
+    from edge.api.server import ApiServer
+    from edge.runtime.app import Appliance
+
+log = logging.getLogger("edge.intelligence.service")
+EVENT_LOG_SIZE = 1000
+
+
+def alarm_record(e: AlarmEvent) -> dict[str, object]:
+    """The spool record of one alarm state change (tags and fields of ``edge_alarms``, docs/influx-schema.md)."""
+    return {"device": e.device, "tag": e.tag, "kind": e.kind, "priority": e.priority,
+            "transition": e.transition, "state": e.state, "active": e.active, "acked": e.acked,
+            "shelved": e.shelved, "severity": e.severity, "level": e.level, "value": e.value,
+            "message": e.message, "user": e.user or None, "comment": e.comment or None}
+
+
+class OpcUaAlarmEvents:
+    """Fires one AlarmConditionType event per alarm state change on the appliance's OPC UA server.
+
+    Events are queued (bounded; overflow is counted) and fired in order by one task, because
+    asyncua's event generator holds one event object that is filled, then triggered.
+    """
+
+    def __init__(self, maxsize: int = 1000):
+        self.queue: asyncio.Queue[AlarmEvent] = asyncio.Queue(maxsize)
+        self.opcua = None
+        self._gen = None
+        self._server = None
+        self.sent = 0
+        self.dropped = 0
+        self.errors = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self, opcua) -> None:
+        self.opcua = opcua
+        self._task = asyncio.create_task(self._run(), name="opcua-alarm-events")
+
+    def put(self, event: AlarmEvent) -> None:
+        if self.opcua is None:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _generator(self):
+        server = self.opcua.server
+        if server is None:
+            return None
+        if server is not self._server:  # first use, or the OPC UA server was restarted
+            self._gen = await server.get_event_generator(ua.ObjectIds.AlarmConditionType)
+            self._server = server
+        return self._gen
+
+    async def _run(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                gen = await self._generator()
+                if gen is not None:
+                    self._fill(gen.event, event)
+                    await gen.trigger(datetime.fromtimestamp(event.ts_ns / 1e9, UTC), event.message)
+                    self.sent += 1
+            except Exception:  # noqa: BLE001 - count and go on; the other outputs still have the event
+                self.errors += 1
+                log.exception("OPC UA alarm event for %s failed", event.alarm)
+
+    def _fill(self, ev, e: AlarmEvent) -> None:
+        ns = self.opcua.ns
+        fields = {
+            "SourceNode": ua.NodeId(e.tag if e.tag else e.device, ns), "SourceName": e.tag or e.device,
+            "Severity": e.severity, "ConditionName": e.alarm, "ConditionClassName": ua.LocalizedText(e.kind),
+            "Retain": e.state != "NORMAL", "EnabledState": ua.LocalizedText("Enabled"), "EnabledState/Id": True,
+            "ActiveState": ua.LocalizedText("Active" if e.active else "Inactive"), "ActiveState/Id": e.active,
+            "ActiveState/EffectiveDisplayName": ua.LocalizedText(f"{e.level or ''} {e.state}".strip()),
+            "AckedState": ua.LocalizedText("Acknowledged" if e.acked else "Unacknowledged"),
+            "AckedState/Id": e.acked, "SuppressedOrShelved": e.shelved,
+            "Comment": ua.LocalizedText(e.comment), "ClientUserId": e.user,
+        }
+        for name, value in fields.items():
+            if name in ev.data_types:
+                setattr(ev, name, value)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+class Intelligence:
+    """Alarms, rules and the HTTP API of one appliance (see the module docstring for the call order)."""
+
+    def __init__(self, app: Appliance):
+        self.app = app
+        self.loaded: LoadedConfig = app.loaded
+        self.config: ApiConfig = self.loaded.config.api or ApiConfig(enabled=False)
+        self.events: deque[AlarmEvent] = deque(maxlen=EVENT_LOG_SIZE)
+        self.api_counters: dict[str, int] = {}
+        self.opcua_events = OpcUaAlarmEvents()
+        self.alarms = self._alarm_engine(self.loaded)
+        self.rules = RuleEngine(app.plant, self.loaded.config.rules or [], lambda: self.app.store, app.writes)
+        self.limiter = RateLimiter(self.config.write_rate_per_min, self.config.write_burst)
+        self.tokens = self._tokens(self.loaded, self.config)
+        self.api: ApiServer | None = None
+        self._task: asyncio.Task | None = None
+        self.started = False
+
+    # ------------------------------------------------------------------ building
+
+    def _alarm_engine(self, loaded: LoadedConfig) -> AlarmEngine:
+        engine = AlarmEngine(loaded.plant, loaded.config.alarms or [], self._device_state)
+        engine.listeners = [self.events.append, self._spool_alarm, self.opcua_events.put]
+        return engine
+
+    @staticmethod
+    def _tokens(loaded: LoadedConfig, config: ApiConfig) -> TokenTable:
+        if not config.tokens_file:
+            return TokenTable({})
+        return TokenTable(load_tokens(loaded.resolve_path(config.tokens_file)))
+
+    def _device_state(self, name: str) -> DeviceState | None:
+        rt = self.app.devices.get(name)
+        return rt.diag.state if rt is not None else None
+
+    def _spool_alarm(self, e: AlarmEvent) -> None:
+        outputs = self.app.outputs
+        if outputs is not None:
+            outputs.spool.append_alarm(e.alarm, e.ts_ns, alarm_record(e))
+
+    def count(self, key: str) -> None:
+        self.api_counters[key] = self.api_counters.get(key, 0) + 1
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Add the alarm sink, start the tick task, the OPC UA event sender and the API server."""
+        self.app.pipeline.add("alarms", self.alarms)
+        outputs = self.app.outputs
+        if outputs is not None and outputs.opcua is not None:
+            self.opcua_events.start(outputs.opcua)
+        self._task = asyncio.create_task(self._tick_loop(), name="intelligence")
+        if self.config.enabled:
+            from edge.api.app import create_app
+            from edge.api.server import ApiServer
+
+            self.api = ApiServer(create_app(self), self.config.host, self.config.port)
+            await self.api.start()
+        self.started = True
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for part in (self.alarms, self.rules):
+                try:
+                    part.tick()
+                except Exception:  # noqa: BLE001 - contained: logged, the loop goes on
+                    log.exception("%s tick failed", type(part).__name__)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the API, the tick task, rule writes in flight and the event sender, each bounded."""
+        self.started = False
+        if self.api is not None:
+            await self.api.stop(timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.rules.stop(timeout_s)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.opcua_events.stop(), timeout_s)
+        self.app.pipeline.remove("alarms")
+
+    async def reload(self, loaded: LoadedConfig) -> None:
+        """New configuration (after ``app.reload``): engines rebuilt, live alarm and rule state kept by name.
+
+        The API keeps running on its socket; a changed ``api.host``/``api.port`` needs a restart.
+        """
+        alarms = self._alarm_engine(loaded)
+        alarms.take_over(self.alarms)
+        alarms.listeners = [self.events.append, self._spool_alarm, self.opcua_events.put]
+        rules = RuleEngine(loaded.plant, loaded.config.rules or [], lambda: self.app.store, self.app.writes)
+        rules.take_over(self.rules)
+        await self.rules.stop()
+        self.loaded, self.alarms, self.rules = loaded, alarms, rules
+        new_api = loaded.config.api or ApiConfig(enabled=False)
+        self.tokens = self._tokens(loaded, new_api)
+        self.config = new_api.model_copy(update={"host": self.config.host, "port": self.config.port})
+        self.limiter = RateLimiter(self.config.write_rate_per_min, self.config.write_burst)
+        if self.started:
+            self.app.pipeline.add("alarms", self.alarms)
+
+    def not_ready(self) -> str | None:
+        """Why the appliance is not ready (None when it is)."""
+        if not self.started or not self.app.started_at:
+            return "starting"
+        diags = self.app.diagnostics()
+        if diags and all(d.state == DeviceState.CONNECTING for d in diags):
+            return "no device has answered yet"
+        return None
+
+    @property
+    def url(self) -> str:
+        return self.api.url if self.api is not None else ""
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.app.started_at if self.app.started_at else 0.0

@@ -1,0 +1,1 @@
+"""The IP side: the outputs manager, the InfluxDB forwarder, the OPC UA server (and MQTT)."""

@@ -1,0 +1,201 @@
+"""The IP side of the appliance: spool and InfluxDB forwarder, aggregator, OPC UA server.
+
+Built from the configuration's ``outputs`` section; each output is a sink of the pipeline.
+The spool always exists (with no InfluxDB it is the local historian). A periodic task closes
+aggregation windows (to the spool and so to InfluxDB) and records health (per device and for
+the appliance) in the ``edge_health`` measurement; the newest closed window of each tag with
+``aggregate: {opcua: ...}`` also goes to the OPC UA server. Start order: spool, forwarder, aggregator,
+OPC UA; stop order the reverse, each bounded in time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edge.aggregate.engine import Aggregator
+from edge.config.loader import LoadedConfig
+from edge.core.model import DeviceDiagnostics, Plant, WindowBatch
+from edge.core.pipeline import Pipeline
+from edge.core.writes import WriteService
+from edge.outputs.influx import InfluxForwarder, diagnostics_fields, health_fields, open_storage
+from edge.storage.spool import Spool
+
+log = logging.getLogger("edge.outputs.manager")
+DRAIN_ON_STOP_S = 5.0
+
+
+def aggregate_configs(loaded: LoadedConfig) -> dict:
+    """tag id -> TagAggregateConfig for every point configured with ``aggregate:``."""
+    keys = loaded.plant.tag_by_key()
+    return {keys[f"{dev.name}.{rp.point.name}"].id: rp.point.aggregate
+            for dev in loaded.devices for rp in dev.points
+            if rp.point.aggregate is not None and f"{dev.name}.{rp.point.name}" in keys}
+
+
+class Outputs:
+    def __init__(self, loaded: LoadedConfig, pipeline: Pipeline, writes: WriteService,
+                 diagnostics: Callable[[], list[DeviceDiagnostics]], appliance_stats: Callable[[], dict]):
+        self.loaded = loaded
+        self.pipeline = pipeline
+        self.writes = writes
+        self.diagnostics = diagnostics
+        self.appliance_stats = appliance_stats
+        outputs = loaded.config.outputs
+        self.spool: Spool
+        self.forwarder: InfluxForwarder | None
+        self.spool, self.forwarder = open_storage(loaded.plant, loaded.data_dir, outputs.spool,
+                                                  self._influx_config(loaded))
+        self.aggregator = Aggregator.from_tags(loaded.plant.tags, aggregate_configs(loaded), outputs.aggregator)
+        self.opcua = None
+        if outputs.opcua is not None and outputs.opcua.enabled:
+            from edge.outputs.opcua.server import OpcUaServer
+
+            self.opcua = OpcUaServer(loaded.plant, self._opcua_config(loaded), writer=self._opcua_write,
+                                     history=self.history, aggregates=self.aggregator.opcua_specs())
+        self._task: asyncio.Task | None = None
+        self.windows = 0
+
+    @staticmethod
+    def _opcua_config(loaded: LoadedConfig):
+        """Relative PKI and users paths are relative to the configuration file, as for edge provision."""
+        cfg = loaded.config.outputs.opcua
+        updates = {key: loaded.resolve_path(str(getattr(cfg, key))) for key in ("pki_dir", "users_file")
+                   if getattr(cfg, key) is not None}
+        return cfg.model_copy(update=updates)
+
+    @staticmethod
+    def _influx_config(loaded: LoadedConfig):
+        cfg = loaded.config.outputs.influxdb
+        if cfg is not None and cfg.token_file and not cfg.token_file.startswith("/"):
+            cfg = cfg.model_copy(update={"token_file": str(loaded.base_dir / cfg.token_file)})
+        return cfg
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.spool.start()
+        self.pipeline.add("spool", self.spool)
+        if self.forwarder is not None:
+            self.forwarder.start()
+        if self.aggregator.tag_ids:
+            self.pipeline.add("aggregator", self.aggregator)
+        if self.opcua is not None:
+            await self.opcua.start()
+            self.pipeline.add("opcua", self.opcua)
+        self._task = asyncio.create_task(self._periodic(), name="outputs")
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._close_windows(time.time_ns())
+        self._record_health(time.time_ns())
+        for name in ("opcua", "aggregator", "spool"):
+            self.pipeline.remove(name)
+        if self.opcua is not None:
+            await asyncio.wait_for(self.opcua.stop(), timeout_s)
+        await asyncio.to_thread(self.spool.flush, timeout_s)
+        if self.forwarder is not None:
+            await self._drain(min(timeout_s, DRAIN_ON_STOP_S))
+            await self.forwarder.stop(timeout_s)
+        await self.spool.stop(timeout_s)
+
+    async def _drain(self, timeout_s: float) -> None:
+        """At shutdown, give the forwarder a bounded moment to send what is left; what it cannot
+        send stays in the spool and goes out after the next start."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.spool.stats()["unsent_points"]:
+            if self.forwarder.stats()["state"] in ("retrying", "config_error"):
+                return  # the server is not taking data now: the spool keeps it
+            self.spool.new_data.set()
+            await asyncio.sleep(0.05)
+
+    async def reload(self, loaded: LoadedConfig) -> None:
+        """New plant: the spool records a new plant version, rings are rebuilt, OPC UA nodes updated."""
+        self.loaded = loaded
+        self.spool.set_plant(loaded.plant)
+        self._close_windows(time.time_ns())
+        self.aggregator = Aggregator.from_tags(loaded.plant.tags, aggregate_configs(loaded),
+                                               loaded.config.outputs.aggregator)
+        self.pipeline.remove("aggregator")
+        if self.aggregator.tag_ids:
+            self.pipeline.add("aggregator", self.aggregator)
+        if self.opcua is not None:
+            self.pipeline.remove("opcua")  # no batch with new tag ids may reach the old address space
+            try:
+                await self.opcua.reload(loaded.plant, aggregates=self.aggregator.opcua_specs())
+            finally:
+                self.pipeline.add("opcua", self.opcua)
+
+    # ------------------------------------------------------------------ periodic work
+
+    async def _periodic(self) -> None:
+        runtime = self.loaded.config.runtime
+        collect_s = self.loaded.config.outputs.aggregator.collect_interval_ms / 1e3
+        next_health = time.monotonic()
+        while True:
+            await asyncio.sleep(collect_s)
+            now_ns = time.time_ns()
+            try:
+                self._close_windows(now_ns)
+                if self.opcua is not None:
+                    for diag in self.diagnostics():
+                        self.opcua.update_device(diag)
+                if time.monotonic() >= next_health:
+                    next_health = time.monotonic() + runtime.health_interval_s
+                    self._record_health(now_ns)
+            except Exception:  # noqa: BLE001 - keep the outputs running; the error is logged
+                log.exception("periodic output work failed")
+
+    def _close_windows(self, now_ns: int) -> None:
+        publish = self.opcua is not None and self.aggregator.has_opcua
+        for batch in self.aggregator.collect(now_ns):
+            self.windows += len(batch)
+            self.spool.append_windows(batch)
+            if publish:
+                self._publish_windows(batch)
+        if publish:
+            try:
+                self.opcua.close_empty_windows(now_ns)
+            except Exception:  # noqa: BLE001 - the exporter and the next windows go on; the error is logged
+                log.exception("OPC UA: publishing empty aggregation windows failed")
+
+    def _publish_windows(self, batch: WindowBatch) -> None:
+        """The newest window of each OPC UA-enabled tag in ``batch``: one call per batch."""
+        try:
+            wb = self.aggregator.for_opcua(batch)
+            if wb is not None:
+                self.opcua.consume_windows(wb, self.aggregator.window_quality(wb))
+        except Exception:  # noqa: BLE001 - the exporter and the next windows go on; the error is logged
+            log.exception("OPC UA: publishing %s windows failed", batch.window)
+
+    def _record_health(self, now_ns: int) -> None:
+        for diag in self.diagnostics():
+            self.spool.append_health(diag.name, now_ns, diagnostics_fields(diag))
+        fields = health_fields(self.appliance_stats()) | health_fields(self.spool.stats(), "spool_")
+        if self.forwarder is not None:
+            fields |= health_fields(self.forwarder.stats(), "influx_")
+        fields["aggregator_memory_bytes"] = float(self.aggregator.memory_bytes())
+        if self.opcua is not None and self.opcua.users is not None:
+            fields |= health_fields(vars(self.opcua.users.guard.stats), "opcua_logins_")
+        self.spool.append_health("appliance", now_ns, fields)
+
+    # ------------------------------------------------------------------ services for the OPC UA server
+
+    async def _opcua_write(self, tag_id: int, value, user: str, source: str):
+        return await self.writes.write(tag_id, value, user=user, source=source, role="operator")
+
+    async def history(self, tag_id: int, t0_ns: int, t1_ns: int, max_values: int):
+        """Raw history: the tag's ring when it has one and covers the range, else the spool on disk."""
+        plant: Plant = self.loaded.plant
+        if tag_id in self.aggregator:
+            ts, values, quality = self.aggregator.read_range(tag_id, t0_ns, t1_ns)
+            if len(ts) and ts[0] <= t0_ns + 1_000_000_000:
+                return ts[:max_values], values[:max_values], quality[:max_values]
+        ts, values, quality = await asyncio.to_thread(self.spool.history, plant.tags[tag_id].key, t0_ns, t1_ns)
+        n = min(len(ts), max_values)
+        return np.asarray(ts[:n]), np.asarray(values[:n]), np.asarray(quality[:n])

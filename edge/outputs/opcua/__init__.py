@@ -1,0 +1,1 @@
+"""The OPC UA server: address space, value fast path, aggregates, channel security."""

@@ -1,0 +1,571 @@
+"""The OPC UA server of the appliance: the plant's address space, values, writes, history.
+
+Integration (all calls on the application's asyncio loop)::
+
+    server = OpcUaServer(plant, config, writer=write_path, history=ring_history,
+                         aggregates=aggregator.opcua_specs())
+    await server.start()                 # builds the address space, listens
+    server.consume(batch)                # once per poll: SampleBatch -> values + StatusCodes
+    server.consume_windows(wb, quality)  # once per closed-window batch (Aggregator.for_opcua)
+    server.close_empty_windows(now_ns)   # once per collect: empty windows of tags whose source is Bad
+    server.update_device(diagnostics)    # per-device Status object
+    await server.reload(new_plant, aggregates=...)  # add/remove nodes; sessions and NodeIds stay
+    await server.stop()
+
+``writer(tag_id, value, user, source) -> WriteResult`` is awaited for every client write to a
+writable tag by an operator (``source`` is ``"opcua"``; ``user`` the login name or
+``"anonymous"``). It owns the device write, range check, read-back and the audit log; this
+module refuses non-writable tags, viewers, wrong types and out-of-range values before calling
+it, and maps its :class:`edge.core.model.WriteStatus` onto OPC UA StatusCodes.
+
+``history(tag_id, t0_ns, t1_ns, max_values) -> (ts_ns int64[], values float64[], quality
+uint8[])`` (sync or async) serves HistoryRead of raw values; tags are marked Historizing and
+HistoryRead-able only when it is given.
+
+``aggregates`` maps tag ids to ``(window labels, statistics, grace_ns)`` (an
+:class:`~edge.outputs.opcua.aggregates.AggregateSpec`): those tags get the variables of their
+closed windows (:mod:`edge.outputs.opcua.aggregates`); other tags cost nothing.
+
+The address space is built by :mod:`edge.outputs.opcua.model` and values flow through
+:mod:`edge.outputs.opcua.fastpath`.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.address_space import AttributeValue, NodeData
+from asyncua.server.history import HistoryStorageInterface
+
+from edge.config.opcua import OpcUaConfig
+from edge.core.model import (
+    STATUS_CODES,
+    DeviceDiagnostics,
+    Plant,
+    Quality,
+    SampleBatch,
+    TagInfo,
+    WindowBatch,
+    WriteResult,
+    WriteStatus,
+)
+from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
+from edge.outputs.opcua.channel_guard import ChannelPolicy
+from edge.outputs.opcua.channel_guard import attach as attach_channel_policy
+from edge.outputs.opcua.fastpath import FastPublisher
+from edge.outputs.opcua.model import STATUS_FIELDS, NodeFactory, status_values
+from edge.security.login_guard import LoginGuard
+from edge.security.pki import PkiPaths, TrustListValidator
+from edge.security.users import Role, UserEntry, load_users
+
+log = logging.getLogger(__name__)
+
+Writer = Callable[[int, float | int | bool | str, str, str], Awaitable[WriteResult]]
+HistoryArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+History = Callable[[int, int, int, int], HistoryArrays | Awaitable[HistoryArrays]]
+
+WRITE_STATUS_CODES: dict[WriteStatus, int] = {
+    WriteStatus.GOOD: ua.StatusCodes.Good,
+    WriteStatus.BAD_OUT_OF_RANGE: ua.StatusCodes.BadOutOfRange,
+    WriteStatus.BAD_COMM_ERROR: ua.StatusCodes.BadCommunicationError,
+    WriteStatus.BAD_TIMEOUT: ua.StatusCodes.BadTimeout,
+    WriteStatus.BAD_USER_ACCESS_DENIED: ua.StatusCodes.BadUserAccessDenied,
+    WriteStatus.BAD_NOT_WRITABLE: ua.StatusCodes.BadNotWritable,
+    WriteStatus.BAD_TYPE_MISMATCH: ua.StatusCodes.BadTypeMismatch,
+    WriteStatus.BAD_CONFIG_ERROR: ua.StatusCodes.BadConfigurationError,
+}
+_POLICIES = {
+    "None": ua.SecurityPolicyType.NoSecurity,
+    "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+}
+_INT_RANGE = {"int16": (-(2**15), 2**15 - 1), "uint16": (0, 2**16 - 1), "int32": (-(2**31), 2**31 - 1),
+              "uint32": (0, 2**32 - 1), "int64": (-(2**63), 2**63 - 1), "uint64": (0, 2**64 - 1)}
+ANONYMOUS = "anonymous"
+
+
+class EdgeUserManager:
+    """asyncua user manager over the users file: scrypt-checked passwords; never the admin role.
+
+    Every session gets asyncua's plain ``User`` role (read, browse, subscribe, write requests);
+    whether a write is allowed is decided per write from the edge role (viewer/operator).
+    """
+
+    def __init__(self, users: dict[str, UserEntry], anonymous: bool, guard: LoginGuard | None = None) -> None:
+        self.users = users
+        self.anonymous = anonymous
+        self.refused = 0
+        self.guard = guard or LoginGuard()  # asyncua asks synchronously, on the polling loop
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        if username is None:
+            return User(role=UserRole.User, name=None) if self.anonymous else None
+        if password is None or not self.guard.check(username, password, self.users.get(username)):
+            self.refused += 1
+            if self.refused <= 20 or self.refused % 100 == 0:  # a password guesser must not flood the log
+                log.warning("OPC UA login refused for user %r (%d refused so far)", username, self.refused)
+            return None
+        return User(role=UserRole.User, name=username)
+
+    def role(self, user: User | None) -> Role:
+        if user is None or user.name is None:
+            return Role.VIEWER
+        entry = self.users.get(user.name)
+        return entry.role if entry is not None else Role.VIEWER
+
+
+class RingHistory(HistoryStorageInterface):
+    """asyncua history storage answering raw reads from the injected ``history`` callable."""
+
+    def __init__(self, owner: OpcUaServer, history: History, max_values: int) -> None:
+        super().__init__(max_history_data_response_size=max_values)
+        self._owner = owner
+        self._history = history
+
+    async def init(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def new_historized_node(self, node_id: ua.NodeId, period: Any, count: int = 0) -> None:
+        return None
+
+    async def save_node_value(self, node_id: ua.NodeId, datavalue: ua.DataValue) -> None:
+        return None
+
+    async def read_node_history(self, node_id: ua.NodeId, start: datetime | None, end: datetime | None,
+                                nb_values: int) -> tuple[list[ua.DataValue], datetime | None]:
+        tag = self._owner.tag_for_nodeid(node_id)
+        if tag is None:
+            return [], None
+        t0, t1 = _ns(start), _ns(end)
+        reverse = False
+        if t0 is None and t1 is None:
+            return [], None
+        if t0 is None:
+            t0 = 0
+        if t1 is None:
+            t1 = 2**62
+        if t0 > t1:
+            t0, t1, reverse = t1, t0, True
+        limit = self.max_history_data_response_size
+        want = min(nb_values, limit) if nb_values else limit
+        result = self._history(tag.id, t0, t1, want + 1)
+        if inspect.isawaitable(result):
+            result = await result
+        ts, values, quality = result
+        dvs = self._owner.history_datavalues(tag, ts, values, quality)
+        if reverse:
+            dvs.reverse()
+        cont = None
+        if len(dvs) > want:
+            if not nb_values or nb_values > limit:
+                cont = dvs[want].SourceTimestamp
+            dvs = dvs[:want]
+        return dvs, cont
+
+
+def _ns(t: datetime | None) -> int | None:
+    if t is None or t <= ua.get_win_epoch():
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1_000_000) * 1000
+
+
+class OpcUaServer:
+    """The plant as an OPC UA server (see the module docstring for the call sequence)."""
+
+    def __init__(self, plant: Plant, config: OpcUaConfig, *, writer: Writer | None = None,
+                 history: History | None = None, tune_gc: bool = True,
+                 aggregates: Mapping[int, AggregateSpec | tuple] | None = None) -> None:
+        self.plant = plant
+        self.config = config
+        self.writer = writer
+        self.history = history
+        self.tune_gc = tune_gc
+        self.publisher = FastPublisher()
+        self.aggregates = AggregateSpace(self.publisher)
+        self._agg_specs = AggregateSpace.specs_by_key(plant, aggregates)
+        self.server: Server | None = None
+        self.ns = 0
+        self.endpoint_url = ""
+        self.validator: TrustListValidator | None = None
+        self.users: EdgeUserManager | None = None
+        self.channel_policy: ChannelPolicy | None = None
+        self.build_s = 0.0
+        self.writes = {"ok": 0, "refused": 0, "failed": 0}
+        self._factory: NodeFactory | None = None
+        self._tag_nodes: dict[str, NodeData] = {}
+        self._tags_by_key: dict[str, TagInfo] = {}
+        self._device_nodes: dict[str, NodeData] = {}
+        self._bus_nodes: dict[str, NodeData] = {}
+        self._status_nodes: dict[str, dict[str, NodeData]] = {}
+        self._status_last: dict[str, dict[str, object]] = {}
+        self._site_node: NodeData | None = None
+        self._original_write: Any = None
+        self._gc_threshold: tuple[int, int, int] | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Build the address space from the plant and start listening."""
+        cfg = self.config
+        users = load_users(cfg.users_file) if cfg.users_file is not None else {}
+        self.users = EdgeUserManager(users, cfg.anonymous)
+        server = Server(user_manager=self.users)  # type: ignore[arg-type]
+        await server.init()
+        server.set_endpoint(cfg.endpoint)
+        server.set_server_name(cfg.server_name)
+        await server.set_application_uri(cfg.application_uri)
+        server.set_security_policy([_POLICIES[p] for p in cfg.security_policies])
+        tokens: list[type] = [ua.UserNameIdentityToken]
+        if cfg.anonymous:
+            tokens.append(ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
+        if cfg.secure:
+            assert cfg.pki_dir is not None
+            paths = PkiPaths(Path(cfg.pki_dir))
+            if not paths.cert.exists() or not paths.key.exists():
+                raise FileNotFoundError(
+                    f"OPC UA server certificate missing in {cfg.pki_dir} (expected {paths.cert} and {paths.key});"
+                    " create it with 'edge provision certs'"
+                )
+            await server.load_certificate(str(paths.cert))
+            await server.load_private_key(str(paths.key))
+            self.validator = TrustListValidator(paths.root)
+            server.set_certificate_validator(self.validator)  # type: ignore[arg-type]
+        iserver = server.iserver
+        self.channel_policy = ChannelPolicy(allow_none_sessions="None" in cfg.security_policies)
+        attach_channel_policy(iserver, self.channel_policy)  # None channels: discovery only, unless allowed
+        iserver.max_monitored_item_queue_size = cfg.max_queue_size
+        iserver.max_unacked_messages_per_subscription = cfg.max_unacked_per_subscription
+        iserver.max_connections = cfg.max_sessions
+        if self.history is not None:
+            iserver.history_manager.set_storage(RingHistory(self, self.history, cfg.history_max_values))
+        self.ns = await server.register_namespace(cfg.namespace_for(self.plant.site))
+        self._factory = NodeFactory(iserver.aspace, self.ns)
+        self.aggregates.factory = self._factory
+        self._original_write = iserver.attribute_service.write
+        iserver.attribute_service.write = self._handle_write  # type: ignore[method-assign]
+        self.server = server
+        t0 = asyncio.get_running_loop().time()
+        self._build(self.plant, carry=None, agg_carry=None)
+        self.build_s = asyncio.get_running_loop().time() - t0
+        await server.start()
+        self.endpoint_url = cfg.endpoint
+        log.info("OPC UA server on %s: %d tags, address space built in %.2f s",
+                 cfg.endpoint, len(self.plant.tags), self.build_s)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+            if self.tune_gc:
+                gc.unfreeze()
+                if self._gc_threshold is not None:
+                    gc.set_threshold(*self._gc_threshold)
+                    self._gc_threshold = None
+
+    async def reload(self, plant: Plant, aggregates: Mapping[int, AggregateSpec | tuple] | None = None) -> None:
+        """Switch to a new plant: add and remove nodes; sessions, subscriptions and NodeIds stay.
+
+        A tag that keeps its key keeps its node (and the monitored items on it); its metadata
+        (unit, range, description, access) is refreshed in place. Removed tags' monitored items
+        get BadNodeIdUnknown. ``aggregates`` are the new plant's (None: none); an aggregate
+        variable that is still wanted keeps its node, its monitored items and its last window.
+        """
+        assert self._factory is not None, "start() first"
+        if plant.site != self.plant.site:
+            raise ValueError(f"reload cannot rename the site ({self.plant.site!r} -> {plant.site!r}); restart")
+        agg_specs = AggregateSpace.specs_by_key(plant, aggregates)
+        carry = self.publisher.snapshot(self.plant.tags)
+        agg_carry = self.aggregates.snapshot()
+        old_tags = self._tags_by_key
+        new_tags = plant.tag_by_key()
+        f = self._factory
+        for key, tag in old_tags.items():
+            new = new_tags.get(key)
+            if new is None or _shape(new) != _shape(tag) or new.device != tag.device or new.bus != tag.bus:
+                f.remove(self._tag_nodes.pop(key).nodeid)
+        new_devices = {d.name: d for d in plant.devices}
+        for name in list(self._device_nodes):
+            if name not in new_devices or new_devices[name].bus != self.plant.device(name).bus:
+                f.remove(self._device_nodes.pop(name).nodeid)
+                self._status_nodes.pop(name, None)
+                self._status_last.pop(name, None)
+                for key in [k for k, t in old_tags.items() if t.device == name and k in self._tag_nodes]:
+                    self._tag_nodes.pop(key)
+        new_buses = {b.name for b in plant.buses} | {d.bus for d in plant.devices}
+        for name in list(self._bus_nodes):
+            if name not in new_buses:
+                f.remove(self._bus_nodes.pop(name).nodeid)
+        for key, tag in new_tags.items():
+            old = old_tags.get(key)
+            if old is not None and key in self._tag_nodes and old != tag:
+                f.refresh_tag(self._tag_nodes[key], tag, historizing=self.history is not None)
+        self.aggregates.prune(plant, agg_specs)
+        self._agg_specs = agg_specs
+        self._build(plant, carry, agg_carry)
+        self.plant = plant
+
+    # ------------------------------------------------------------------ building
+
+    def _build(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None,
+               agg_carry: dict | None) -> None:
+        """Create every missing node of the plant (all of them on the first call) and bind the
+        value path to it.
+
+        The collector is paused meanwhile: the build allocates hundreds of thousands of
+        long-lived objects and would otherwise trigger repeated full scans of them."""
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._build_nodes(plant)
+            self.aggregates.build(plant, self._agg_specs, self._device_nodes)
+            self._bind(plant, carry)
+            self.aggregates.bind(plant, agg_carry)
+            self._freeze_gc()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _build_nodes(self, plant: Plant) -> None:
+        f = self._factory
+        assert f is not None
+        if self._site_node is None:
+            self._site_node = f.add_object(
+                ua.NodeId(ua.ObjectIds.ObjectsFolder), _sid(self.ns, "#site"), plant.site,
+                description=f"site {plant.site}",
+            )
+        historizing = self.history is not None
+        tags_by_device: dict[str, list[TagInfo]] = {}
+        for t in plant.tags:
+            tags_by_device.setdefault(t.device, []).append(t)
+        bus_kind = {b.name: b.kind for b in plant.buses}
+        for bus in [b.name for b in plant.buses] + [d.bus for d in plant.devices]:
+            if bus not in self._bus_nodes:
+                self._bus_nodes[bus] = f.add_object(self._site_node.nodeid, _sid(self.ns, f"#bus.{bus}"), bus,
+                                                    description=bus_kind.get(bus, ""))
+        for dev in plant.devices:
+            dnode = self._device_nodes.get(dev.name)
+            if dnode is None:
+                desc = f"unit {dev.unit_id}" + (f", plugin {dev.plugin} {dev.plugin_version or ''}" if dev.plugin else "")
+                dnode = f.add_object(self._bus_nodes[dev.bus].nodeid, _sid(self.ns, dev.name), dev.name,
+                                     folder=False, description=desc.strip())
+                self._device_nodes[dev.name] = dnode
+                self._status_nodes[dev.name] = f.add_status(dnode, dev)
+            for tag in tags_by_device.get(dev.name, []):
+                if tag.key not in self._tag_nodes:
+                    self._tag_nodes[tag.key] = f.add_tag(dnode, tag, historizing=historizing)
+        orphans = [t.key for t in plant.tags if t.device not in self._device_nodes]
+        if orphans:
+            raise ValueError(f"tags of unknown devices (not in plant.devices): {orphans[:5]}")
+
+    def _bind(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None) -> None:
+        self._tags_by_key = plant.tag_by_key()
+        attvals: list[AttributeValue | None] = [None] * len(plant.tags)
+        for tag in plant.tags:
+            if tag.id != len(attvals) and not (0 <= tag.id < len(attvals)):
+                raise ValueError(f"tag {tag.key} has id {tag.id} outside 0..{len(plant.tags) - 1}")
+            attvals[tag.id] = self._tag_nodes[tag.key].attributes[ua.AttributeIds.Value]
+        self.publisher.bind(plant.tags, attvals, carry)
+        self._tag_by_nodeid = {node.nodeid: self._tags_by_key[k] for k, node in self._tag_nodes.items()}
+
+    def _freeze_gc(self) -> None:
+        """Move the address space out of the collector's sight (it never becomes garbage), and
+        collect less often: with a lean hot path, re-scanning the large address space was the
+        main server cost (see docs/decisions/opcua.md)."""
+        if not self.tune_gc:
+            return
+        gc.freeze()  # no collect first: the build ran with the collector paused, little garbage
+        g0, g1, g2 = gc.get_threshold()
+        if g0 < 20_000:
+            self._gc_threshold = self._gc_threshold or (g0, g1, g2)
+            gc.set_threshold(20_000, g1, g2)
+
+    # ------------------------------------------------------------------ values
+
+    def consume(self, batch: SampleBatch) -> int:
+        """Publish one poll's samples (deadband at the source); returns the number of changes."""
+        return self.publisher.consume(batch)
+
+    def consume_windows(self, wb: WindowBatch, quality: np.ndarray | None = None) -> int:
+        """Publish one batch of closed windows (the newest per tag, e.g. ``Aggregator.for_opcua``);
+        ``quality`` (``Aggregator.window_quality``) says why a window has no good sample. Rows of
+        tags without OPC UA aggregates are ignored. Returns the number of windows published."""
+        return self.aggregates.consume(wb, quality)
+
+    def close_empty_windows(self, now_ns: int) -> int:
+        """After each collect: windows that closed empty while their tag's live quality is Bad are
+        published as Count 0 with that StatusCode. Returns how many."""
+        return self.aggregates.close_empty(now_ns)
+
+    def update_device(self, diag: DeviceDiagnostics) -> None:
+        """Refresh a device's Status object; only changed fields notify subscribers."""
+        nodes = self._status_nodes.get(diag.name)
+        if nodes is None:
+            log.warning("OPC UA: diagnostics for unknown device %r ignored", diag.name)
+            return
+        last = self._status_last.setdefault(diag.name, {})
+        now = datetime.now(UTC)
+        for field, value in status_values(diag).items():
+            if last.get(field) == value:
+                continue
+            last[field] = value
+            vtype = STATUS_FIELDS[field][1]
+            dv = ua.DataValue(ua.Variant(value, vtype), ua.StatusCode(), now, now)
+            self.publisher.set_value(nodes[field].attributes[ua.AttributeIds.Value], dv)
+
+    def tag_for_nodeid(self, nodeid: ua.NodeId) -> TagInfo | None:
+        return self._tag_by_nodeid.get(nodeid)
+
+    def history_datavalues(self, tag: TagInfo, ts: np.ndarray, values: np.ndarray,
+                           quality: np.ndarray) -> list[ua.DataValue]:
+        """DataValues for history arrays, typed like the tag's live values."""
+        vt = _VARIANT[tag.dtype]
+        out = []
+        for t, v, q in zip(np.asarray(ts).tolist(), np.asarray(values, dtype=np.float64).tolist(),
+                           np.asarray(quality).tolist(), strict=True):
+            sc = ua.StatusCode(STATUS_CODES.get(Quality(q), STATUS_CODES[Quality.BAD_CONFIG_ERROR])
+                               if q < len(Quality) else STATUS_CODES[Quality.BAD_CONFIG_ERROR])
+            if q >= Quality.BAD_NO_COMMUNICATION or math.isnan(v) or tag.dtype == "string":
+                variant = ua.Variant(None, ua.VariantType.Null)
+            elif tag.dtype == "bool":
+                variant = ua.Variant(v != 0.0, vt)
+            elif tag.dtype in _INT_RANGE:
+                variant = ua.Variant(int(v), vt)
+            else:
+                variant = ua.Variant(v, vt)
+            stamp = datetime.fromtimestamp(t / 1e9, UTC)
+            out.append(ua.DataValue(variant, sc, stamp, stamp))
+        return out
+
+    # ------------------------------------------------------------------ writes
+
+    async def _handle_write(self, params: ua.WriteParameters, user: User | None = None) -> list[ua.StatusCode]:
+        """asyncua's attribute-service write, with client writes to the plant's tags routed to the
+        injected writer. The admin role only exists inside the process (the server-side Node API):
+        its writes keep asyncua's behaviour."""
+        if user is None or user.role == UserRole.Admin:
+            return await self._original_write(params, User(role=UserRole.Admin))
+        results: list[ua.StatusCode] = []
+        for wv in params.NodesToWrite:
+            tag = self._tag_by_nodeid.get(wv.NodeId)
+            if tag is None or wv.AttributeId != ua.AttributeIds.Value:
+                if wv.NodeId.NamespaceIndex == self.ns:
+                    results.append(ua.StatusCode(ua.StatusCodes.BadNotWritable))
+                    continue
+                one = ua.WriteParameters(NodesToWrite=[wv])
+                results.extend(await self._original_write(one, user))
+                continue
+            status = await self._write_tag(tag, wv, user)
+            results.append(ua.StatusCode(status))
+        return results
+
+    async def _write_tag(self, tag: TagInfo, wv: ua.WriteValue, user: User) -> int:
+        assert self.users is not None
+        who = user.name or ANONYMOUS
+        if not tag.writable:
+            self.writes["refused"] += 1
+            return ua.StatusCodes.BadNotWritable
+        if not self.users.role(user).may_write:
+            self.writes["refused"] += 1
+            log.info("OPC UA write to %s refused: %s may not write", tag.key, who)
+            return ua.StatusCodes.BadUserAccessDenied
+        if wv.IndexRange:
+            self.writes["refused"] += 1
+            return ua.StatusCodes.BadIndexRangeInvalid
+        value, status = _check_write_value(tag, wv.Value)
+        if status != ua.StatusCodes.Good:
+            self.writes["refused"] += 1
+            return status
+        if self.writer is None:
+            self.writes["refused"] += 1
+            return ua.StatusCodes.BadNotWritable
+        try:
+            result = await asyncio.wait_for(self.writer(tag.id, value, who, "opcua"),
+                                            self.config.write_timeout_ms / 1000)
+        except TimeoutError:
+            self.writes["failed"] += 1
+            log.warning("OPC UA write to %s by %s timed out", tag.key, who)
+            return ua.StatusCodes.BadTimeout
+        except Exception:
+            self.writes["failed"] += 1
+            log.exception("OPC UA write to %s by %s failed in the write path", tag.key, who)
+            return ua.StatusCodes.BadCommunicationError
+        self.writes["ok" if result.ok else "failed"] += 1
+        return WRITE_STATUS_CODES.get(result.status, ua.StatusCodes.BadCommunicationError)
+
+
+_VARIANT = {
+    "bool": ua.VariantType.Boolean, "int16": ua.VariantType.Int16, "uint16": ua.VariantType.UInt16,
+    "int32": ua.VariantType.Int32, "uint32": ua.VariantType.UInt32, "int64": ua.VariantType.Int64,
+    "uint64": ua.VariantType.UInt64, "float32": ua.VariantType.Float, "float64": ua.VariantType.Double,
+    "string": ua.VariantType.String,
+}
+_NUMERIC_VTYPES = {
+    ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16, ua.VariantType.Int32,
+    ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64, ua.VariantType.Float, ua.VariantType.Double,
+}
+
+
+def _check_write_value(tag: TagInfo, dv: ua.DataValue) -> tuple[Any, int]:
+    """The written value converted to the tag's type, or the StatusCode refusing it.
+
+    Bool tags take Boolean; string tags String; integer tags any integer variant (a Float or
+    Double only when it is integral); float tags any numeric variant. Then the tag's range.
+    """
+    variant = dv.Value
+    if variant is None or variant.Value is None or variant.is_array:
+        return None, ua.StatusCodes.BadTypeMismatch
+    vt, raw = variant.VariantType, variant.Value
+    if tag.dtype == "bool":
+        if vt != ua.VariantType.Boolean:
+            return None, ua.StatusCodes.BadTypeMismatch
+        return bool(raw), ua.StatusCodes.Good
+    if tag.dtype == "string":
+        if vt != ua.VariantType.String:
+            return None, ua.StatusCodes.BadTypeMismatch
+        return str(raw), ua.StatusCodes.Good
+    if vt not in _NUMERIC_VTYPES or isinstance(raw, bool):
+        return None, ua.StatusCodes.BadTypeMismatch
+    if tag.dtype in _INT_RANGE:
+        if isinstance(raw, float):
+            if not raw.is_integer():
+                return None, ua.StatusCodes.BadTypeMismatch
+            raw = int(raw)
+        lo, hi = _INT_RANGE[tag.dtype]
+        if not lo <= raw <= hi:
+            return None, ua.StatusCodes.BadOutOfRange
+        value: Any = int(raw)
+    else:
+        value = float(raw)
+        if not math.isfinite(value):
+            return None, ua.StatusCodes.BadOutOfRange
+    if tag.enum is not None and int(value) not in tag.enum:
+        return None, ua.StatusCodes.BadOutOfRange
+    if (tag.low is not None and value < tag.low) or (tag.high is not None and value > tag.high):
+        return None, ua.StatusCodes.BadOutOfRange
+    return value, ua.StatusCodes.Good
+
+
+def _shape(tag: TagInfo) -> tuple[str, bool]:
+    """What fixes a tag node's type: its dtype and whether it is an enumeration."""
+    return tag.dtype, tag.enum is not None
+
+
+def _sid(ns: int, s: str) -> ua.NodeId:
+    return ua.NodeId(s, ns, ua.NodeIdType.String)

@@ -1,0 +1,1 @@
+"""The running appliance: building, starting, reloading and stopping it; logging and systemd."""

@@ -1,0 +1,1 @@
+"""Certificates and trust lists, users and their password checks."""

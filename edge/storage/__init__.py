@@ -1,0 +1,1 @@
+"""The durable spool on disk and the local historian that reads it."""

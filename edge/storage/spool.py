@@ -1,0 +1,818 @@
+"""The durable store-and-forward spool: every batch lands on disk before anything is sent.
+
+Storage is one SQLite database in WAL mode with **one row per batch** (one poll of one
+device, one closed-window batch, or one health record): ``(seq, ts_ns, kind, source, n,
+plant, nbytes, sent, blob)`` where ``blob`` is a compact binary copy of the batch's numpy
+arrays (see :mod:`edge.storage.spool` ``encode_*``). Line protocol is produced only when forwarding
+(:mod:`edge.outputs.influx`). Why SQLite and not a segment log: see docs/decisions/spool.md.
+
+Threading model (the app's asyncio loop never waits on the disk):
+
+* ``append_samples`` / ``append_windows`` / ``append_health`` are called on the loop. They
+  encode the arrays to bytes (a few microseconds) and put them on an in-RAM list.
+* One writer thread commits that list every ``commit_interval_ms`` in one transaction
+  (``synchronous=FULL``: the WAL is fsynced at each commit). A power cut therefore loses
+  at most the last ``commit_interval_ms`` of appends; a ``kill -9`` loses the same RAM window
+  and nothing committed.
+* The same thread enforces the budget every ``trim_interval_ms``: acknowledged rows older
+  than ``retention_s`` expire; then, beyond ``max_bytes`` or ``max_age_s``, the oldest rows
+  are deleted and every unsent point deleted is counted under its reason in ``stats()``.
+* The forwarder (another thread) reads unsent rows with its own connection and calls
+  :meth:`Spool.ack` for what the server acknowledged: those rows are deleted, or marked sent
+  and kept as local history while ``retention_s`` > 0.
+
+Tag ids are only stable within one loaded configuration, so each row names the *plant
+version* it was written under (table ``plants``: the tag table as JSON, keyed by a digest);
+rows written before a configuration change still decode to the right names.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.config.storage import SpoolConfig
+from edge.core.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Plant, SampleBatch, WindowBatch
+
+log = logging.getLogger(__name__)
+
+KIND_SAMPLES = 0
+KIND_WINDOWS = 1
+KIND_HEALTH = 2
+KIND_ALARM = 3  # one alarm state change (edge.intelligence.alarms), forwarded to the edge_alarms measurement
+KIND_NAMES = {KIND_SAMPLES: "samples", KIND_WINDOWS: "windows", KIND_HEALTH: "health", KIND_ALARM: "alarm"}
+
+SENT_NO = 0
+SENT_YES = 1
+SENT_REJECTED = 2  # the server refused this row's data (4xx on the row alone): kept, never re-sent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS plants (
+    id INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL UNIQUE,
+    site TEXT NOT NULL,
+    tags TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ns INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    plant INTEGER NOT NULL,
+    nbytes INTEGER NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0,
+    blob BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_unsent ON batches(seq) WHERE sent = 0;
+CREATE INDEX IF NOT EXISTS batches_history ON batches(kind, source, ts_ns);
+"""
+
+_INSERT = "INSERT INTO batches(ts_ns, kind, source, n, plant, nbytes, sent, blob) VALUES (?,?,?,?,?,?,?,?)"
+ROW_OVERHEAD_BYTES = 64  # rough per-row cost of the table and index entries, counted in the budget
+
+# ----------------------------------------------------------------------------- blob codecs
+
+_HDR = struct.Struct("<IB")  # n, flags (1: texts follow)
+_WHDR = struct.Struct("<IIq")  # rows, stats, window_ns
+
+
+def encode_samples(batch: SampleBatch) -> bytes:
+    """``SampleBatch`` arrays as bytes: header, int32 tag ids, float64 values, uint8 quality, texts."""
+    n = len(batch)
+    parts = [
+        _HDR.pack(n, 1 if batch.texts else 0),
+        np.ascontiguousarray(batch.tag_ids, dtype=TAG_ID_DTYPE).tobytes(),
+        np.ascontiguousarray(batch.values, dtype=VALUE_DTYPE).tobytes(),
+        np.ascontiguousarray(batch.quality, dtype=QUALITY_DTYPE).tobytes(),
+    ]
+    if batch.texts:
+        parts.append(json.dumps({str(k): v for k, v in batch.texts.items()}).encode())
+    return b"".join(parts)
+
+
+@dataclass(slots=True)
+class DecodedSamples:
+    tag_ids: np.ndarray
+    values: np.ndarray
+    quality: np.ndarray
+    texts: dict[int, str] | None
+
+
+def decode_samples(blob: bytes) -> DecodedSamples:
+    """Inverse of :func:`encode_samples` (arrays are read-only views on ``blob``)."""
+    n, flags = _HDR.unpack_from(blob, 0)
+    o = _HDR.size
+    tag_ids = np.frombuffer(blob, TAG_ID_DTYPE, n, o)
+    o += 4 * n
+    values = np.frombuffer(blob, VALUE_DTYPE, n, o)
+    o += 8 * n
+    quality = np.frombuffer(blob, QUALITY_DTYPE, n, o)
+    o += n
+    texts = {int(k): v for k, v in json.loads(blob[o:]).items()} if flags & 1 else None
+    return DecodedSamples(tag_ids, values, quality, texts)
+
+
+def decode_samples_len(blob: bytes) -> int:
+    """Points in an encoded sample batch (header only)."""
+    return _HDR.unpack_from(blob, 0)[0]
+
+
+def thin_to_windows(items: list[tuple[int, bytes]], window_ns: int, label: str) -> WindowBatch:
+    """Window statistics (count, min, max, mean, bad_count) of encoded sample batches ``(ts_ns, blob)``.
+
+    Only Good, finite values enter count/min/max/mean; windows with none have NaN statistics.
+    """
+    decoded = [(ts, decode_samples(blob)) for ts, blob in items]
+    tags = np.concatenate([d.tag_ids for _, d in decoded])
+    vals = np.concatenate([d.values for _, d in decoded])
+    qual = np.concatenate([d.quality for _, d in decoded])
+    ts = np.concatenate([np.full(len(d.tag_ids), t, np.int64) for t, d in decoded])
+    start = ts - ts % window_ns
+    order = np.lexsort((ts, start, tags))
+    tags, start, vals, qual = tags[order], start[order], vals[order], qual[order]
+    good = (qual == 0) & np.isfinite(vals)
+    cut = np.flatnonzero((np.diff(tags) != 0) | (np.diff(start) != 0)) + 1
+    idx = np.concatenate([[0], cut])
+    count = np.add.reduceat(good.astype(np.float64), idx)
+    gv = np.where(good, vals, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.add.reduceat(np.where(good, vals, 0.0), idx) / count
+    stats = {
+        "count": count,
+        "min": np.fmin.reduceat(gv, idx),
+        "max": np.fmax.reduceat(gv, idx),
+        "mean": np.where(count > 0, mean, np.nan),
+        "bad_count": np.add.reduceat((~good).astype(np.float64), idx),
+    }
+    return WindowBatch(window=label, window_ns=window_ns, tag_ids=tags[idx].astype(TAG_ID_DTYPE),
+                       start_ns=start[idx], stats=stats)
+
+
+def encode_windows(batch: WindowBatch) -> bytes:
+    """``WindowBatch`` as bytes: header, stat names (JSON), tag ids, starts, one float64 array per stat."""
+    names = list(batch.stats)
+    name_bytes = json.dumps(names).encode()
+    parts = [
+        _WHDR.pack(len(batch), len(name_bytes), batch.window_ns),
+        name_bytes,
+        np.ascontiguousarray(batch.tag_ids, dtype=TAG_ID_DTYPE).tobytes(),
+        np.ascontiguousarray(batch.start_ns, dtype=np.int64).tobytes(),
+    ]
+    parts.extend(np.ascontiguousarray(batch.stats[k], dtype=np.float64).tobytes() for k in names)
+    return b"".join(parts)
+
+
+def decode_windows(blob: bytes, window: str) -> WindowBatch:
+    """Inverse of :func:`encode_windows`."""
+    n, name_len, window_ns = _WHDR.unpack_from(blob, 0)
+    o = _WHDR.size
+    names = json.loads(blob[o:o + name_len])
+    o += name_len
+    tag_ids = np.frombuffer(blob, TAG_ID_DTYPE, n, o)
+    o += 4 * n
+    start_ns = np.frombuffer(blob, np.int64, n, o)
+    o += 8 * n
+    stats = {}
+    for k in names:
+        stats[k] = np.frombuffer(blob, np.float64, n, o)
+        o += 8 * n
+    return WindowBatch(window=window, window_ns=window_ns, tag_ids=tag_ids, start_ns=start_ns, stats=stats)
+
+
+def encode_health(fields: Mapping[str, float | int]) -> bytes:
+    return json.dumps({k: float(v) for k, v in fields.items()}).encode()
+
+
+def decode_health(blob: bytes) -> dict[str, float]:
+    return json.loads(blob)
+
+
+def encode_alarm(record: Mapping[str, object]) -> bytes:
+    """One alarm state change (str, int, float, bool or None values) as JSON."""
+    return json.dumps(dict(record), separators=(",", ":")).encode()
+
+
+def decode_alarm(blob: bytes) -> dict[str, object]:
+    return json.loads(blob)
+
+
+# ----------------------------------------------------------------------------- plant versions
+
+
+@dataclass(frozen=True, slots=True)
+class PlantTags:
+    """The tag table of one plant version, as stored in the spool (indexed by tag id)."""
+
+    id: int
+    site: str
+    device: tuple[str, ...]
+    name: tuple[str, ...]
+    bus: tuple[str, ...]
+    plugin: tuple[str | None, ...]
+    dtype: tuple[str, ...]
+
+    def tag_id(self, key: str) -> int | None:
+        """The id of ``device.tag`` in this version, or None."""
+        for i, (d, n) in enumerate(zip(self.device, self.name, strict=True)):
+            if f"{d}.{n}" == key:
+                return i
+        return None
+
+
+def _plant_json(plant: Plant) -> str:
+    rows = [[t.device, t.name, t.bus, t.plugin, t.dtype] for t in plant.tags]
+    for i, t in enumerate(plant.tags):
+        if t.id != i:
+            raise ValueError(f"Plant.tags must be indexed by id: tag {t.key} has id {t.id} at index {i}")
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def _plant_tags(pid: int, site: str, tags_json: str) -> PlantTags:
+    rows = json.loads(tags_json)
+    cols = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
+    return PlantTags(pid, site, *(tuple(c) for c in cols))
+
+
+# ----------------------------------------------------------------------------- the spool
+
+
+@dataclass(slots=True)
+class Row:
+    """One spooled batch as the forwarder and the historian see it."""
+
+    seq: int
+    ts_ns: int
+    kind: int
+    source: str
+    n: int
+    plant: int
+    blob: bytes
+
+
+@dataclass(slots=True)
+class _Counters:
+    appended_batches: int = 0
+    appended_points: int = 0
+    committed_batches: int = 0
+    committed_points: int = 0
+    commits: int = 0
+    commit_errors: int = 0
+    acked_points: int = 0
+    rejected_points: int = 0
+    expired_points: int = 0  # acknowledged history past retention_s (not a loss)
+    evicted_history_points: int = 0  # acknowledged history deleted to respect max_bytes (not a loss)
+    thinned_points: int = 0  # unsent raw points replaced by window statistics (policy "thin")
+    thin_stats_written: int = 0  # window statistic rows written in their place
+    dropped_points: dict[str, int] = field(default_factory=dict)  # unsent points lost, by reason
+    dropped_batches: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Spool:
+    """Durable on-disk spool of batches (see the module docstring for the threading model).
+
+    Construct, then :meth:`start` (opens the file, resumes its content, starts the writer
+    thread); call the ``append_*`` methods from the asyncio loop; :meth:`stop` (async) or
+    :meth:`close` commits what is pending within a bounded time.
+
+    ``forwarding`` False makes it a pure local historian: rows are stored as already sent,
+    so only ``retention_s`` and the budget remove them. ``clock_ns`` (wall clock) is
+    injectable for budget/retention tests.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        plant: Plant,
+        config: SpoolConfig | None = None,
+        *,
+        forwarding: bool = True,
+        clock_ns: Callable[[], int] = time.time_ns,
+        on_commit: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.plant = plant
+        self.config = config or SpoolConfig()
+        self.forwarding = forwarding
+        self.clock_ns = clock_ns
+        self.on_commit = on_commit  # called in the writer thread: (last committed seq, batches committed)
+        self._lock = threading.Lock()
+        self._db_lock = threading.RLock()  # serialises use of the writer connection (writer thread, tests)
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[tuple] = []
+        self._pending_bytes = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._read_local = threading.local()
+        self._plants: dict[int, PlantTags] = {}
+        self.plant_id = -1
+        self.new_data = threading.Event()  # set after each commit of new rows (the forwarder waits on it)
+        self.c = _Counters()
+        # depth, maintained under _lock: rows/points/bytes that are unsent, and all stored bytes
+        self._unsent_rows = 0
+        self._unsent_points = 0
+        self._unsent_bytes = 0
+        self._stored_rows = 0
+        self._stored_bytes = 0
+        self.last_seq = 0
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Open (or create) the database, register this plant version, start the writer thread."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = _connect(self.path, self.config.synchronous)
+        self._conn.executescript(_SCHEMA)
+        self.plant_id = self._register_plant(self._conn)
+        self._load_depth(self._conn)
+        self._thread = threading.Thread(target=self._writer, name="spool-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Commit what is pending and stop the writer thread; True when it stopped in time."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+        ok = True
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            ok = not self._thread.is_alive()
+        if ok and self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self.new_data.set()
+        return ok
+
+    async def stop(self, timeout_s: float = 10.0) -> bool:
+        """Async :meth:`close` for the app's loop (the join runs in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.close, timeout_s)
+
+    # ------------------------------------------------------------------ appends (asyncio loop)
+
+    def append_samples(self, batch: SampleBatch) -> bool:
+        """Queue one poll's samples for the next commit. False (and a counted drop) if refused."""
+        return self._append(batch.ts_ns, KIND_SAMPLES, batch.device, len(batch), encode_samples(batch))
+
+    def consume(self, batch: SampleBatch) -> None:
+        """The pipeline's sink interface (edge.core.pipeline.Sink): same as :meth:`append_samples`."""
+        self.append_samples(batch)
+
+    def append_windows(self, batch: WindowBatch) -> bool:
+        """Queue closed aggregation windows (stamped with their earliest window start)."""
+        if len(batch) == 0:
+            return True
+        ts = int(np.min(batch.start_ns))
+        return self._append(ts, KIND_WINDOWS, batch.window, len(batch), encode_windows(batch))
+
+    def append_health(self, source: str, ts_ns: int, fields: Mapping[str, float | int]) -> bool:
+        """Queue one health record (``source``: a device name or ``"appliance"``)."""
+        return self._append(ts_ns, KIND_HEALTH, source, len(fields), encode_health(fields))
+
+    def append_alarm(self, alarm: str, ts_ns: int, record: Mapping[str, object]) -> bool:
+        """Queue one alarm state change (``alarm``: the alarm's name; ``record``: its fields and tags)."""
+        return self._append(ts_ns, KIND_ALARM, alarm, 1, encode_alarm(record))
+
+    def _append(self, ts_ns: int, kind: int, source: str, n: int, blob: bytes) -> bool:
+        sent = SENT_NO if self.forwarding else SENT_YES
+        with self._lock:
+            if self._stopping or self._pending_bytes + len(blob) > self.config.max_pending_bytes:
+                self._count_drop("stopped" if self._stopping else "pending_overflow", 1, n)
+                return False
+            self._pending.append((int(ts_ns), kind, source, n, self.plant_id, len(blob), sent, blob))
+            self._pending_bytes += len(blob)
+            self.c.appended_batches += 1
+            self.c.appended_points += n
+        return True
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Block until everything appended so far is committed (threads and tests; not on the loop)."""
+        with self._lock:
+            target = self.c.appended_batches
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                done = self.c.committed_batches + sum(self.c.dropped_batches.values())
+            if done >= target:
+                return True
+            time.sleep(0.005)
+        return False
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _writer(self) -> None:
+        interval = self.config.commit_interval_ms / 1000
+        trim_every = self.config.trim_interval_ms / 1000
+        next_trim = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._stopping:
+                    self._wake.wait(interval)
+                batch, self._pending, self._pending_bytes = self._pending, [], 0
+                stopping = self._stopping
+            if batch:
+                self._commit(batch)
+            if time.monotonic() >= next_trim or stopping:
+                next_trim = time.monotonic() + trim_every
+                try:
+                    self.enforce_budget()
+                except sqlite3.Error as e:  # contained: counted and retried at the next trim
+                    self.c.last_error = f"budget enforcement failed: {e}"
+                    log.error("spool: %s", self.c.last_error)
+            if stopping:
+                with self._lock:
+                    if not self._pending:
+                        return
+
+    def _commit(self, batch: list[tuple]) -> None:
+        with self._db_lock:
+            self._commit_locked(batch)
+
+    def _commit_locked(self, batch: list[tuple]) -> None:
+        assert self._conn is not None
+        for attempt in range(3):
+            try:
+                cur = self._conn.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                cur.executemany(_INSERT, batch)
+                last = cur.execute("SELECT last_insert_rowid()").fetchone()[0]
+                cur.execute("COMMIT")
+                break
+            except sqlite3.Error as e:
+                self._rollback()
+                self.c.commit_errors += 1
+                self.c.last_error = f"commit failed (attempt {attempt + 1}): {e}"
+                log.error("spool: %s", self.c.last_error)
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            with self._lock:
+                self._count_drop("disk_error", len(batch), sum(r[3] for r in batch))
+            return
+        points = sum(r[3] for r in batch)
+        nbytes = sum(r[5] for r in batch) + ROW_OVERHEAD_BYTES * len(batch)
+        with self._lock:
+            self.last_seq = last
+            self.c.commits += 1
+            self.c.committed_batches += len(batch)
+            self.c.committed_points += points
+            self._stored_rows += len(batch)
+            self._stored_bytes += nbytes
+            if self.forwarding:
+                self._unsent_rows += len(batch)
+                self._unsent_points += points
+                self._unsent_bytes += nbytes
+        self.new_data.set()
+        if self.on_commit is not None:
+            self.on_commit(last, len(batch))
+
+    def _rollback(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")  # type: ignore[union-attr]
+        except sqlite3.Error:
+            pass
+
+    def _count_drop(self, reason: str, batches: int, points: int) -> None:
+        """Record a loss of unsent data (caller holds the lock)."""
+        self.c.dropped_batches[reason] = self.c.dropped_batches.get(reason, 0) + batches
+        self.c.dropped_points[reason] = self.c.dropped_points.get(reason, 0) + points
+        log.warning("spool: dropped %d points (%d batches): %s", points, batches, reason)
+
+    # ------------------------------------------------------------------ budget and retention
+
+    def enforce_budget(self) -> None:
+        """Expire history past ``retention_s``; drop the oldest beyond ``max_age_s`` and ``max_bytes``.
+
+        Runs in the writer thread (also callable from tests after :meth:`flush`). Every unsent
+        point deleted is counted under its reason; acknowledged history deleted is counted
+        separately (it already reached the server, or the spool is the historian).
+        """
+        with self._db_lock:
+            conn = self._conn
+            if conn is not None:
+                self._enforce(conn)
+
+    def _enforce(self, conn: sqlite3.Connection) -> None:
+        now = self.clock_ns()
+        cfg = self.config
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._delete_where(conn, "sent = 1 AND ts_ns < ?", (now - int(cfg.retention_s * 1e9),), "expired")
+            self._delete_where(conn, "sent = 2 AND ts_ns < ?", (now - int(cfg.rejected_retention_s * 1e9),),
+                               "expired")
+            if cfg.max_age_s is not None:
+                self._delete_where(conn, "sent = 0 AND ts_ns < ?", (now - int(cfg.max_age_s * 1e9),), "max_age")
+            if self._stored_bytes > cfg.max_bytes:
+                self._trim_bytes(conn, self._stored_bytes - cfg.max_bytes)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _delete_where(self, conn: sqlite3.Connection, where: str, args: tuple, reason: str) -> None:
+        rows = conn.execute(f"SELECT sent, count(*), sum(n), sum(nbytes) FROM batches WHERE {where} GROUP BY sent",
+                            args).fetchall()
+        if not rows:
+            return
+        conn.execute(f"DELETE FROM batches WHERE {where}", args)
+        with self._lock:
+            for sent, nrows, points, nbytes in rows:
+                self._forget(sent, nrows, points, nbytes + ROW_OVERHEAD_BYTES * nrows, reason)
+
+    def _forget(self, sent: int, nrows: int, points: int, nbytes: int, reason: str) -> None:
+        """Update depth and counters for deleted rows (caller holds the lock)."""
+        self._stored_rows -= nrows
+        self._stored_bytes -= nbytes
+        if sent == SENT_NO and self.forwarding:
+            self._unsent_rows -= nrows
+            self._unsent_points -= points
+            self._unsent_bytes -= nbytes
+            self._count_drop(reason, nrows, points)
+        elif reason == "expired":
+            self.c.expired_points += points
+        else:
+            self.c.evicted_history_points += points
+
+    def _trim_bytes(self, conn: sqlite3.Connection, excess: int) -> None:
+        """Free ``excess`` bytes: acknowledged history first, then unsent data (thinned or dropped)."""
+        excess -= self._delete_oldest(conn, "sent != 0", excess, "max_bytes")
+        if excess > 0 and self.config.over_budget == "thin":
+            excess -= self._thin(conn, excess)
+        if excess > 0:
+            self._delete_oldest(conn, "1", excess, "max_bytes")
+
+    def _delete_oldest(self, conn: sqlite3.Connection, where: str, excess: int, reason: str) -> int:
+        """Delete the oldest rows (by seq) matching ``where`` until ``excess`` bytes are freed; bytes freed."""
+        freed = 0
+        seqs: list[tuple[int]] = []
+        for seq, nbytes in conn.execute(f"SELECT seq, nbytes FROM batches WHERE {where} ORDER BY seq"):
+            freed += nbytes + ROW_OVERHEAD_BYTES
+            seqs.append((seq,))
+            if freed >= excess:
+                break
+        if seqs:
+            self._delete_seqs(conn, seqs, reason)
+        return freed
+
+    def _delete_seqs(self, conn: sqlite3.Connection, seqs: list[tuple[int]], reason: str) -> None:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed(seq INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM doomed")
+        conn.executemany("INSERT INTO doomed VALUES (?)", seqs)
+        self._delete_where(conn, "seq IN (SELECT seq FROM doomed)", (), reason)
+
+    def _thin(self, conn: sqlite3.Connection, excess: int) -> int:
+        """Replace the oldest unsent raw batches by window statistics (policy ``thin``); bytes freed.
+
+        The statistics rows take the seqs of the oldest batches they replace, so they keep their
+        place in the queue and are the first to go if thinning is not enough.
+        """
+        window_ns = int(self.config.thin_window_s * 1e9)
+        rows: list[tuple[int, int, int, int, bytes]] = []
+        taken = 0
+        for seq, ts, plant, nbytes, blob in conn.execute(
+                "SELECT seq, ts_ns, plant, nbytes, blob FROM batches WHERE sent = 0 AND kind = ? ORDER BY seq",
+                (KIND_SAMPLES,)):
+            rows.append((seq, ts, plant, nbytes, blob))
+            taken += nbytes + ROW_OVERHEAD_BYTES
+            if taken >= 4 * excess or len(rows) >= 50_000:
+                break
+        if not rows:
+            return 0
+        # cut at a window boundary so that no window is split between two thinning passes
+        last_start = rows[-1][1] - rows[-1][1] % window_ns
+        whole = [r for r in rows if r[1] - r[1] % window_ns < last_start]
+        if whole:
+            rows = whole
+            taken = sum(r[3] + ROW_OVERHEAD_BYTES for r in rows)
+        by_plant: dict[int, list[tuple[int, bytes]]] = {}
+        for _, ts, plant, _, blob in rows:
+            by_plant.setdefault(plant, []).append((ts, blob))
+        new_rows = []
+        free_seqs = [r[0] for r in rows]
+        label = f"thin_{self.config.thin_window_s:g}s"
+        for i, (plant, items) in enumerate(sorted(by_plant.items())):
+            wb = thin_to_windows(items, window_ns, label)
+            blob = encode_windows(wb)
+            new_rows.append((free_seqs[i], int(wb.start_ns.min()), KIND_WINDOWS, label, len(wb), plant,
+                             len(blob), SENT_NO, blob))
+        points = sum(decode_samples_len(r[4]) for r in rows)
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed(seq INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM doomed")
+        conn.executemany("INSERT INTO doomed VALUES (?)", [(r[0],) for r in rows])
+        conn.execute("DELETE FROM batches WHERE seq IN (SELECT seq FROM doomed)")
+        conn.executemany("INSERT INTO batches(seq, ts_ns, kind, source, n, plant, nbytes, sent, blob) "
+                         "VALUES (?,?,?,?,?,?,?,?,?)", new_rows)
+        added = sum(r[6] + ROW_OVERHEAD_BYTES for r in new_rows)
+        added_points = sum(r[4] for r in new_rows)
+        with self._lock:
+            delta_rows = len(new_rows) - len(rows)
+            self._stored_rows += delta_rows
+            self._stored_bytes += added - taken
+            self._unsent_rows += delta_rows
+            self._unsent_points += added_points - points
+            self._unsent_bytes += added - taken
+            self.c.thinned_points += points
+            self.c.thin_stats_written += added_points
+        log.warning("spool: over budget, thinned %d points into %d window statistics", points, added_points)
+        return taken - added
+
+    # ------------------------------------------------------------------ forwarder side
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection for the calling thread (forwarder, historian)."""
+        conn = getattr(self._read_local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, self.config.synchronous)
+            self._read_local.conn = conn
+        return conn
+
+    def unsent(self, after_seq: int, upto_seq: int | None, max_points: int, max_rows: int = 100_000) -> list[Row]:
+        """Oldest unsent rows with ``after_seq < seq <= upto_seq``, at least one row, at most ``max_points``."""
+        sql = "SELECT seq, ts_ns, kind, source, n, plant, blob FROM batches WHERE sent = 0 AND seq > ?"
+        args: tuple = (after_seq,)
+        if upto_seq is not None:
+            sql += " AND seq <= ?"
+            args += (upto_seq,)
+        sql += " ORDER BY seq LIMIT ?"
+        out: list[Row] = []
+        points = 0
+        for r in self._reader().execute(sql, args + (max_rows,)):
+            if out and points + r[4] > max_points:
+                break
+            out.append(Row(*r))
+            points += r[4]
+        return out
+
+    def ack(self, rows: list[Row], *, rejected: bool = False) -> None:
+        """Mark rows as handled by the server: deleted (or kept as history while retention_s > 0).
+
+        ``rejected`` rows (the server refused their data) stay in the spool, marked, and are
+        never re-sent; they expire with the history.
+        """
+        if not rows:
+            return
+        conn = self._reader()
+        keep = rejected or self.config.retention_s > 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            live = self._still_unsent(conn, {r.seq: r.kind for r in rows})
+            seqs = [(s,) for s in live]
+            if keep:
+                flag = SENT_REJECTED if rejected else SENT_YES
+                conn.executemany(f"UPDATE batches SET sent = {flag} WHERE seq = ?", seqs)
+            else:
+                conn.executemany("DELETE FROM batches WHERE seq = ?", seqs)
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        # rows the budget deleted while they were in flight were already accounted for there
+        done = [r for r in rows if r.seq in live]
+        points = sum(r.n for r in done)
+        nbytes = sum(len(r.blob) for r in done) + ROW_OVERHEAD_BYTES * len(done)
+        with self._lock:
+            self._unsent_rows -= len(done)
+            self._unsent_points -= points
+            self._unsent_bytes -= nbytes
+            if not keep:
+                self._stored_rows -= len(done)
+                self._stored_bytes -= nbytes
+            if rejected:
+                self.c.rejected_points += points
+            else:
+                self.c.acked_points += points
+
+    @staticmethod
+    def _still_unsent(conn: sqlite3.Connection, kinds: dict[int, int]) -> set[int]:
+        """The seqs that are still the same unsent rows (thinning may have reused a seq for another kind)."""
+        out: set[int] = set()
+        seqs = list(kinds)
+        for i in range(0, len(seqs), 500):
+            chunk = seqs[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(s for s, k in conn.execute(
+                f"SELECT seq, kind FROM batches WHERE sent = 0 AND seq IN ({marks})", chunk) if kinds[s] == k)
+        return out
+
+    def plant_tags(self, plant_id: int) -> PlantTags:
+        """The tag table a row was written under (cached)."""
+        pt = self._plants.get(plant_id)
+        if pt is None:
+            site, tags = self._reader().execute("SELECT site, tags FROM plants WHERE id = ?", (plant_id,)).fetchone()
+            pt = self._plants[plant_id] = _plant_tags(plant_id, site, tags)
+        return pt
+
+    def rows(self, kind: int, source: str, since_ns: int, until_ns: int) -> Iterator[Row]:
+        """Stored rows of one kind and source in a time range, oldest first (historian reads)."""
+        sql = ("SELECT seq, ts_ns, kind, source, n, plant, blob FROM batches "
+               "WHERE kind = ? AND source = ? AND ts_ns >= ? AND ts_ns < ? ORDER BY ts_ns, seq")
+        for r in self._reader().execute(sql, (kind, source, since_ns, until_ns)):
+            yield Row(*r)
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def stats(self) -> dict[str, object]:
+        """Depth and counters for diagnostics and the ``edge_health`` measurement."""
+        oldest = self._oldest_unsent_ts()
+        with self._lock:
+            c = self.c
+            return {
+                "unsent_rows": self._unsent_rows,
+                "unsent_points": self._unsent_points,
+                "unsent_bytes": self._unsent_bytes,
+                "oldest_unsent_age_s": (self.clock_ns() - oldest) / 1e9 if oldest is not None else 0.0,
+                "stored_rows": self._stored_rows,
+                "stored_bytes": self._stored_bytes,
+                "pending_batches": len(self._pending),
+                "pending_bytes": self._pending_bytes,
+                "appended_points": c.appended_points,
+                "committed_points": c.committed_points,
+                "commits": c.commits,
+                "commit_errors": c.commit_errors,
+                "acked_points": c.acked_points,
+                "rejected_points": c.rejected_points,
+                "expired_points": c.expired_points,
+                "evicted_history_points": c.evicted_history_points,
+                "thinned_points": c.thinned_points,
+                "thin_stats_written": c.thin_stats_written,
+                "dropped_points": dict(c.dropped_points),
+                "dropped_batches": dict(c.dropped_batches),
+                "dropped_points_total": sum(c.dropped_points.values()),
+                "last_error": c.last_error,
+            }
+
+    def _oldest_unsent_ts(self) -> int | None:
+        if not self.forwarding or self._conn is None:
+            return None
+        try:
+            r = self._reader().execute("SELECT ts_ns FROM batches WHERE sent = 0 ORDER BY seq LIMIT 1").fetchone()
+        except sqlite3.Error:
+            return None
+        return r[0] if r else None
+
+    # ------------------------------------------------------------------ start-up helpers
+
+    def _register_plant(self, conn: sqlite3.Connection) -> int:
+        tags_json = _plant_json(self.plant)
+        digest = hashlib.sha256((self.plant.site + "\n" + tags_json).encode()).hexdigest()
+        conn.execute("INSERT OR IGNORE INTO plants(digest, site, tags) VALUES (?,?,?)",
+                     (digest, self.plant.site, tags_json))
+        pid = conn.execute("SELECT id FROM plants WHERE digest = ?", (digest,)).fetchone()[0]
+        self._plants[pid] = _plant_tags(pid, self.plant.site, tags_json)
+        return pid
+
+    def _load_depth(self, conn: sqlite3.Connection) -> None:
+        """Resume: depth counters from what the file holds."""
+        for sent, nrows, points, nbytes in conn.execute(
+                "SELECT sent, count(*), coalesce(sum(n),0), coalesce(sum(nbytes),0) FROM batches GROUP BY sent"):
+            nbytes += ROW_OVERHEAD_BYTES * nrows
+            self._stored_rows += nrows
+            self._stored_bytes += nbytes
+            if sent == SENT_NO:
+                self._unsent_rows += nrows
+                self._unsent_points += points
+                self._unsent_bytes += nbytes
+        self.last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM batches").fetchone()[0]
+
+    def set_plant(self, plant: Plant) -> None:
+        """A configuration reload: batches appended from now on are decoded with the new plant.
+
+        Rows already spooled keep the plant version they were written with.
+        """
+        with self._db_lock:
+            self.plant = plant
+            if self._conn is not None:
+                self.plant_id = self._register_plant(self._conn)
+                self._conn.commit()
+
+    def history(self, tag_key: str, since_ns: int, until_ns: int):
+        """``(ts_ns, values, quality)`` of one tag from this spool (OPC UA history reads; blocking)."""
+        from edge.storage.history import history_from_conn
+
+        tags = self.plant.tag_by_key()
+        if tag_key not in tags:
+            raise KeyError(f"unknown tag {tag_key!r}")
+        return history_from_conn(self._reader(), tags[tag_key].device, tag_key, since_ns, until_ns)

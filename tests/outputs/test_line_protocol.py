@@ -1,0 +1,112 @@
+"""Line protocol written by the encoder, parsed by a real InfluxDB 1.x and read back with InfluxQL."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge.config.storage import InfluxConfig, SpoolConfig
+from edge.core.model import (
+    BusInfo,
+    DeviceDiagnostics,
+    DeviceInfo,
+    DeviceState,
+    Plant,
+    Quality,
+    SampleBatch,
+    TagInfo,
+    WindowBatch,
+)
+from edge.outputs.influx import LineEncoder, diagnostics_fields, health_fields
+from edge.storage.spool import Spool
+from tests.outputs.demo import BASE_TS_NS
+
+
+def odd_plant() -> Plant:
+    """Names that need escaping in line protocol (spaces, commas, equals signs)."""
+    tags = [
+        TagInfo(0, "pump 1", "flow,m3=h", "line a", "float32", plugin="acme pump"),
+        TagInfo(1, "pump 1", "state", "line a", "uint16", plugin="acme pump"),
+        TagInfo(2, "pump 1", "serial", "line a", "string", plugin="acme pump"),
+        TagInfo(3, "meter", "p", "line a", "float64"),
+    ]
+    return Plant("site x", [BusInfo("line a", "modbus_rtu", ("pump 1", "meter"))],
+                 [DeviceInfo("pump 1", "line a", 1, "acme pump", "1.0", (0, 1, 2)),
+                  DeviceInfo("meter", "line a", 2, None, None, (3,))], tags)
+
+
+def spooled(tmp_path, plant: Plant) -> Spool:
+    sp = Spool(tmp_path / "s.db", plant, SpoolConfig(retention_s=0))
+    sp.start()
+    return sp
+
+
+def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influxdb1):
+    plant = odd_plant()
+    sp = spooled(tmp_path, plant)
+    try:
+        ts = BASE_TS_NS + 123_456_789  # ns precision must survive
+        sp.append_samples(SampleBatch("pump 1", ts, np.array([0, 1, 2], np.int32), np.array([12.5, 3.0, np.nan]),
+                                      np.array([0, 0, 0], np.uint8), {2: 'SN "7", x\\y'}))
+        sp.append_samples(SampleBatch.bad("meter", ts + 1, np.array([3], np.int32), Quality.BAD_NO_COMMUNICATION))
+        sp.append_windows(WindowBatch("10s", 10**10, np.array([0, 1, 3], np.int32),
+                                      np.array([BASE_TS_NS] * 3, np.int64),
+                                      {"min": np.array([1.0, 2.0, 3.0]), "mean": np.array([1.5, np.nan, 3.5])}))
+        sp.append_health("appliance", ts, health_fields({"unsent_points": 5, "dropped_points": {"max_bytes": 2},
+                                                         "last_error": "x"}))
+        diag = DeviceDiagnostics("pump 1", "line a", DeviceState.OFFLINE, polls_ok=7, timeouts=2,
+                                 exceptions={2: 3}, latency_p99_ms=12.5)
+        sp.append_health("pump 1", ts, diagnostics_fields(diag))
+        assert sp.flush()
+        enc = LineEncoder(sp, InfluxConfig(url="http://127.0.0.1:1", bucket="edge"))
+        lines = [enc.encode(r) for r in sp.unsent(0, None, 1000)]
+        influxdb1.create_database("edge")
+        influxdb1.write_lines("edge", "\n".join(lines))
+    finally:
+        sp.close()
+
+    r = influxdb1.query('SELECT * FROM "pump 1"', db="edge")["results"][0]["series"][0]
+    row = dict(zip(r["columns"], r["values"][0], strict=True))
+    assert row["time"] == ts
+    assert row["flow,m3=h"] == 12.5 and row["q_flow,m3=h"] == 0
+    assert row["state"] == 3.0 and row["serial"] == 'SN "7", x\\y' and row["q_serial"] == 0
+    assert row["site"] == "site x" and row["bus"] == "line a" and row["device"] == "pump 1"
+    assert row["plugin"] == "acme pump"
+
+    r = influxdb1.query('SELECT * FROM "meter"', db="edge")["results"][0]["series"][0]
+    row = dict(zip(r["columns"], r["values"][0], strict=True))
+    assert row["q_p"] == int(Quality.BAD_NO_COMMUNICATION) and "p" not in row  # NaN value left out
+
+    r = influxdb1.query('SELECT * FROM "edge_window" GROUP BY "device"', db="edge")["results"][0]["series"]
+    by_dev = {s["tags"]["device"]: dict(zip(s["columns"], s["values"][0], strict=True)) for s in r}
+    assert by_dev["pump 1"]["window"] == "10s" and by_dev["pump 1"]["time"] == BASE_TS_NS
+    assert by_dev["pump 1"]["flow,m3=h_min"] == 1.0 and by_dev["pump 1"]["flow,m3=h_mean"] == 1.5
+    assert by_dev["pump 1"]["state_min"] == 2.0 and by_dev["pump 1"].get("state_mean") is None
+    assert by_dev["meter"]["p_mean"] == 3.5
+
+    r = influxdb1.query('SELECT * FROM "edge_health" WHERE "source" = \'appliance\'', db="edge")
+    row = dict(zip(r["results"][0]["series"][0]["columns"], r["results"][0]["series"][0]["values"][0], strict=True))
+    assert row["source"] == "appliance" and row["unsent_points"] == 5 and row["dropped_points.max_bytes"] == 2
+    assert not any(isinstance(v, float) and math.isnan(v) for v in row.values() if v is not None)
+    r = influxdb1.query('SELECT * FROM "edge_health" WHERE "source" = \'pump 1\'', db="edge")
+    row = dict(zip(r["results"][0]["series"][0]["columns"], r["results"][0]["series"][0]["values"][0], strict=True))
+    assert (row["state"], row["polls_ok"], row["timeouts"], row["exceptions"], row["exception_2"]) == (2, 7, 2, 3, 3)
+    assert row["latency_p99_ms"] == 12.5 and row["site"] == "site x"
+
+
+def test_plugin_measurement_option(tmp_path, influxdb1):
+    plant = odd_plant()
+    sp = spooled(tmp_path, plant)
+    try:
+        sp.append_samples(SampleBatch("pump 1", BASE_TS_NS, np.array([1], np.int32), np.array([4.0]),
+                                      np.zeros(1, np.uint8)))
+        sp.append_samples(SampleBatch("meter", BASE_TS_NS, np.array([3], np.int32), np.array([5.0]),
+                                      np.zeros(1, np.uint8)))
+        assert sp.flush()
+        enc = LineEncoder(sp, InfluxConfig(url="http://127.0.0.1:1", bucket="edge", measurement="plugin"))
+        influxdb1.create_database("edge")
+        influxdb1.write_lines("edge", "\n".join(enc.encode(r) for r in sp.unsent(0, None, 100)))
+    finally:
+        sp.close()
+    names = {s[0] for s in influxdb1.query("SHOW MEASUREMENTS", db="edge")["results"][0]["series"][0]["values"]}
+    assert names == {"acme pump", "meter"}  # a device without a plugin keeps its own name

@@ -1,0 +1,210 @@
+"""The spool on a real SQLite file: round trip, resume, budget by bytes and age, retention, history."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge.config.storage import InfluxConfig, SpoolConfig
+from edge.core.model import SampleBatch, WindowBatch
+from edge.outputs.influx import open_storage
+from edge.storage.history import format_history, parse_since, read_history
+from edge.storage.spool import (
+    Spool,
+    decode_samples,
+    decode_windows,
+    encode_samples,
+    encode_windows,
+)
+from tests.outputs.demo import BASE_TS_NS, batch_for, demo_plant
+
+
+class Clock:
+    """An injectable wall clock (ns)."""
+
+    def __init__(self, t: int) -> None:
+        self.t = t
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def test_sample_blob_round_trip_keeps_arrays_and_texts():
+    plant = demo_plant(2, 5, strings=True)
+    b = batch_for(plant, 1, 3)
+    d = decode_samples(encode_samples(b))
+    assert d.tag_ids.tolist() == b.tag_ids.tolist()
+    np.testing.assert_array_equal(d.values, b.values)
+    assert d.quality.tolist() == b.quality.tolist()
+    assert d.texts == b.texts == {11: "SN-1-3"}
+
+
+def test_window_blob_round_trip():
+    wb = WindowBatch("10s", 10_000_000_000, np.array([0, 3], np.int32), np.array([10, 20], np.int64),
+                     {"min": np.array([1.0, 2.0]), "max": np.array([3.0, np.nan])})
+    d = decode_windows(encode_windows(wb), "10s")
+    assert d.window_ns == wb.window_ns and d.tag_ids.tolist() == [0, 3] and d.start_ns.tolist() == [10, 20]
+    assert d.stats["min"].tolist() == [1.0, 2.0] and np.isnan(d.stats["max"][1])
+
+
+def test_committed_batches_survive_reopen_and_resume_as_unsent(tmp_path):
+    plant = demo_plant(2, 10)
+    sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20))
+    sp.start()
+    for p in range(50):
+        assert sp.append_samples(batch_for(plant, p % 2, p))
+    assert sp.flush()
+    assert sp.close()
+    sp2 = Spool(tmp_path / "s.db", plant, SpoolConfig())
+    sp2.start()
+    try:
+        st = sp2.stats()
+        assert st["unsent_rows"] == 50 and st["unsent_points"] == 500
+        rows = sp2.unsent(0, None, 10_000)
+        assert [r.ts_ns for r in rows] == [BASE_TS_NS + p * 1_000_000 for p in range(50)]
+        sp2.ack(rows[:20])
+        assert sp2.stats()["unsent_points"] == 300
+        assert [r.seq for r in sp2.unsent(0, None, 10_000)] == [r.seq for r in rows[20:]]
+    finally:
+        sp2.close()
+
+
+def test_byte_budget_drops_the_oldest_and_counts_them_exactly(tmp_path):
+    plant = demo_plant(1, 100)
+    one = len(encode_samples(batch_for(plant, 0, 0))) + 64  # payload + ROW_OVERHEAD_BYTES
+    cfg = SpoolConfig(max_bytes=one * 30, commit_interval_ms=10, trim_interval_ms=10_000, retention_s=0)
+    sp = Spool(tmp_path / "s.db", plant, cfg)
+    sp.start()
+    try:
+        for p in range(100):
+            sp.append_samples(batch_for(plant, 0, p))
+        assert sp.flush()
+        sp.enforce_budget()
+        st = sp.stats()
+        assert st["dropped_points"] == {"max_bytes": 70 * 100}
+        assert st["dropped_batches"] == {"max_bytes": 70}
+        assert st["unsent_rows"] == 30 and st["unsent_points"] == 3000 and st["stored_bytes"] <= cfg.max_bytes
+        kept = sp.unsent(0, None, 1_000_000)
+        assert [r.ts_ns for r in kept] == [BASE_TS_NS + p * 1_000_000 for p in range(70, 100)]  # newest kept
+    finally:
+        sp.close()
+
+
+def test_age_budget_drops_unsent_batches_older_than_max_age(tmp_path):
+    plant = demo_plant(1, 4)
+    clock = Clock(BASE_TS_NS)
+    sp = Spool(tmp_path / "s.db", plant, SpoolConfig(max_age_s=60, trim_interval_ms=600_000), clock_ns=clock)
+    sp.start()
+    try:
+        for p in range(120):  # one poll per second for two minutes
+            sp.append_samples(batch_for(plant, 0, p, step_ns=1_000_000_000))
+        assert sp.flush()
+        clock.t = BASE_TS_NS + 120 * 1_000_000_000
+        sp.enforce_budget()
+        st = sp.stats()
+        # polls 0..59 are older than 60 s at t=120 s (ts < now - 60 s): 60 batches of 4 points
+        assert st["dropped_points"] == {"max_age": 240} and st["unsent_points"] == 240
+        assert abs(st["oldest_unsent_age_s"] - 60.0) < 1e-6
+    finally:
+        sp.close()
+
+
+def test_historian_mode_keeps_history_for_retention_and_reads_it(tmp_path):
+    plant = demo_plant(2, 5)
+    clock = Clock(BASE_TS_NS + 100 * 1_000_000_000)
+    sp = Spool(tmp_path / "s.db", plant, SpoolConfig(retention_s=50, trim_interval_ms=600_000),
+               forwarding=False, clock_ns=clock)
+    sp.start()
+    try:
+        for p in range(100):
+            for d in range(2):
+                sp.append_samples(batch_for(plant, d, p, step_ns=1_000_000_000))
+        assert sp.flush()
+        assert sp.stats()["unsent_rows"] == 0  # nothing to forward in historian mode
+        sp.enforce_budget()
+        st = sp.stats()
+        assert st["expired_points"] == 50 * 2 * 5 and st["dropped_points_total"] == 0
+        ts, vals, q = read_history(tmp_path / "s.db", plant, "dev01.t002", 0, 2**62)
+        assert len(ts) == 50
+        assert ts.tolist() == [BASE_TS_NS + p * 1_000_000_000 for p in range(50, 100)]
+        assert vals.tolist() == [(p % 10_000) * 0.25 + 1000.0 + 2 for p in range(50, 100)]
+        assert q.dtype == np.uint8 and int(q.sum()) == 0
+        ts2, _, _ = sp.history("dev01.t002", BASE_TS_NS + 60 * 10**9, BASE_TS_NS + 70 * 10**9)
+        assert len(ts2) == 10
+        lines = format_history(ts[:1], vals[:1], q[:1])
+        assert lines == ["2026-01-01T00:00:50.000Z  1014.5  Good"]
+    finally:
+        sp.close()
+
+
+def test_history_errors_name_what_is_wrong(tmp_path):
+    plant = demo_plant(1, 2)
+    with pytest.raises(KeyError, match="unknown tag 'dev00.nope'.*dev00.t000"):
+        read_history(tmp_path, plant, "dev00.nope", 0, 1)
+    with pytest.raises(FileNotFoundError, match="no spool at"):
+        read_history(tmp_path, plant, "dev00.t000", 0, 1)
+
+
+def test_rows_keep_their_tag_names_across_a_configuration_change(tmp_path):
+    old = demo_plant(1, 3)
+    sp = Spool(tmp_path / "s.db", old, SpoolConfig(), forwarding=False, clock_ns=Clock(BASE_TS_NS))
+    sp.start()
+    sp.append_samples(batch_for(old, 0, 1))
+    assert sp.flush() and sp.close()
+    new = demo_plant(1, 3)
+    new.tags.reverse()  # same tags, other ids
+    for i, t in enumerate(new.tags):
+        object.__setattr__(t, "id", i)
+    ts, vals, _ = read_history(tmp_path / "s.db", new, "dev00.t002", 0, 2**62)
+    assert vals.tolist() == [0.25 + 2]
+
+
+def test_pending_overflow_is_refused_and_counted(tmp_path):
+    plant = demo_plant(1, 100)
+    sp = Spool(tmp_path / "s.db", plant, SpoolConfig(max_pending_bytes=65536, commit_interval_ms=10_000))
+    sp.start()
+    try:
+        b = batch_for(plant, 0, 0)
+        results = [sp.append_samples(b) for _ in range(100)]
+        ok = sum(results)
+        assert 0 < ok < 100
+        assert sp.stats()["dropped_points"] == {"pending_overflow": (100 - ok) * 100}
+    finally:
+        sp.close()
+
+
+def test_empty_and_bad_batches():
+    with pytest.raises(ValueError, match="same length"):
+        SampleBatch("d", 1, np.zeros(2, np.int32), np.zeros(1), np.zeros(2, np.uint8))
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ValidationError, match="url must look like http://host:8086"):
+        InfluxConfig(url="localhost:8086", bucket="b")
+    with pytest.raises(ValidationError, match="either token or token_file"):
+        InfluxConfig(url="http://127.0.0.1:1", bucket="b", token="x", token_file=str(tmp_path))
+    with pytest.raises(ValidationError, match="does not exist"):
+        InfluxConfig(url="http://127.0.0.1:1", bucket="b", token_file=str(tmp_path / "nope"))
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        SpoolConfig(max_byte=5)
+    with pytest.raises(ValidationError, match="greater than or equal to 4096"):
+        SpoolConfig(max_bytes=5)
+    tok = tmp_path / "token"
+    tok.write_text("s3cret\n")
+    assert InfluxConfig(url="http://127.0.0.1:1/", bucket="b", token_file=str(tok)).resolved_token() == "s3cret"
+
+
+def test_parse_since():
+    assert [parse_since(x) for x in ("90s", "10m", "2h", "1.5d", "1w")] == [90, 600, 7200, 129600, 604800]
+    for bad in ("10", "m", "-5m", "10x", "abc"):
+        with pytest.raises(ValueError, match="expected a positive number and a unit"):
+            parse_since(bad)
+
+
+def test_open_storage_builds_historian_or_forwarder(tmp_path):
+    plant = demo_plant(1, 2)
+    sp, fw = open_storage(plant, tmp_path, None, None)
+    assert fw is None and not sp.forwarding and sp.path == str(tmp_path / "spool.db")
+    sp, fw = open_storage(plant, tmp_path, SpoolConfig(path=str(tmp_path / "x.db")),
+                          InfluxConfig(url="http://127.0.0.1:1", bucket="b"))
+    assert fw is not None and fw.spool is sp and sp.forwarding and sp.path == str(tmp_path / "x.db")
