@@ -55,6 +55,7 @@ setup(
         "PyYAML>=6.0",
         "pydantic>=2.6",
         "numpy>=1.26",
+        "psutil>=5.9",
         "simpleeval>=1.0",
         "fastapi>=0.110",
         "uvicorn>=0.29",
@@ -66,7 +67,7 @@ setup(
     },
     entry_points={
         "console_scripts": ["edge = edge.cli.main:main"],
-        "edge.drivers": ["modbus = drivers.modbus:DRIVER"],
+        "edge.drivers": ["modbus = drivers.modbus.driver:DRIVER", "system = drivers.system.driver:DRIVER"],
     },
     zip_safe=False,
 )

@@ -182,7 +182,7 @@ async def run(args: argparse.Namespace) -> dict:
 async def _run_with(args: argparse.Namespace, tmp: Path, vm) -> dict:
     from drivers.modbus.sim.plant import free_port
     from drivers.modbus.sim.process import SimPlantProcess
-    from edge.cli.commands.simulate import plant_specs
+    from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
     opc_port = free_port()

@@ -175,7 +175,7 @@ def make_plant(n_tags: int):
 
     tags = [TagInfo(id=i, device=f"d{i // TAGS_PER_DEVICE}", name=f"t{i}", bus="bus0", dtype="float64",
                     unit="V", low=0.0, high=1e12) for i in range(n_tags)]
-    devs = [DeviceInfo(f"d{d}", "bus0", 1, None, None, tuple(range(d * TAGS_PER_DEVICE, (d + 1) * TAGS_PER_DEVICE)))
+    devs = [DeviceInfo(f"d{d}", "bus0", "unit 1", None, None, tuple(range(d * TAGS_PER_DEVICE, (d + 1) * TAGS_PER_DEVICE)))
             for d in range(n_tags // TAGS_PER_DEVICE)]
     return Plant("bench", [BusInfo("bus0", "modbus_tcp", tuple(d.name for d in devs))], devs, tags)
 

@@ -31,7 +31,7 @@ from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from drivers.modbus.sim.plant import free_port  # noqa: E402
 from drivers.modbus.sim.process import SimPlantProcess  # noqa: E402
-from edge.cli.commands.simulate import plant_specs  # noqa: E402
+from drivers.modbus.simulation import plant_specs  # noqa: E402
 from edge.config.loader import load_config  # noqa: E402
 from edge.runtime.app import Appliance  # noqa: E402
 
@@ -83,7 +83,7 @@ async def run_pymodbus(loaded, seconds: float, warmup_s: float, paced: bool) -> 
     schedule (the same request rate, so CPU per request compares like with like); otherwise
     back to back as fast as the server answers.
     """
-    from edge.runtime.app import device_plan
+    from drivers.modbus.resolve import device_plan
 
     counts = {"req": 0, "tags": 0}
     stop = asyncio.Event()

@@ -157,7 +157,7 @@ async def run_soak(duration: float, tmp: Path) -> dict:
 
     from drivers.modbus.sim.plant import free_port
     from drivers.modbus.sim.process import SimPlantProcess
-    from edge.cli.commands.simulate import plant_specs
+    from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
     vm = VictoriaMetrics(tmp / "vm")

@@ -72,7 +72,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict:
 
     from drivers.modbus.sim.plant import free_port
     from drivers.modbus.sim.process import SimPlantProcess
-    from edge.cli.commands.simulate import plant_specs
+    from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
     probe_dir = tmp / "probe"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drivers.modbus.sim.plant import SimPlant
-from edge.cli.commands.simulate import plant_specs
+from drivers.modbus.simulation import plant_specs
 from edge.config.loader import LoadedConfig, load_config
 from edge.runtime.app import Appliance
 

@@ -71,7 +71,7 @@ async def test_plugin_that_fails_to_load_quarantines_only_its_devices(make_site,
         assert x.state == DeviceState.QUARANTINED
         assert "plugin 'p' is broken" in x.last_error
         assert app.store.get(app.plant.tag_by_key()["good.v"].id) [:2] == (5.0, Quality.GOOD)
-        assert app.devices["dev_x"].poller is None
+        assert app.devices["dev_x"].runtime is None
     finally:
         await app.stop()
 

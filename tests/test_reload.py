@@ -65,7 +65,7 @@ async def test_reload_keeps_unchanged_devices_polling_without_a_gap(make_site, t
     rec_a, rec_s = Recorder("a"), Recorder("s")
     app.pipeline.add("rec_a", rec_a)
     app.pipeline.add("rec_s", rec_s)
-    poller_a, poller_s = app.devices["a"].poller, app.devices["s"].poller
+    poller_a, poller_s = app.devices["a"].runtime, app.devices["s"].runtime
     task_a = app.devices["a"].task
     await asyncio.sleep(0.5)
     # b changes (interval, one more tag, added before s so every id of s moves)
@@ -74,8 +74,8 @@ async def test_reload_keeps_unchanged_devices_polling_without_a_gap(make_site, t
         "value: 3}}", "value: 3}}\n      - {name: extra, address: 0, scale: 2}"))
     report = await app.reload(load_config(path))
     assert report == {"kept": ["a", "s"], "started": ["b"], "removed": []}
-    assert app.devices["a"].poller is poller_a and app.devices["a"].task is task_a
-    assert app.devices["s"].poller is poller_s
+    assert app.devices["a"].runtime is poller_a and app.devices["a"].task is task_a
+    assert app.devices["s"].runtime is poller_s
     await asyncio.sleep(1.0)
     for rec, interval_ms in ((rec_a, 100), (rec_s, 100)):
         gaps = np.diff(np.array(rec.ts)) / 1e6

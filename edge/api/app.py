@@ -138,7 +138,7 @@ def tag_out(intel: "Intelligence", tag: TagInfo) -> TagOut:
 
 def device_out(intel: "Intelligence", d) -> DeviceOut:
     rt = intel.app.devices.get(d.name)
-    line = rt.line.name if rt is not None and hasattr(rt.line, "name") else None
+    line = rt.line if rt is not None else None
     util = intel.app.line_utilisation().get(line) if line else None
     return DeviceOut(name=d.name, bus=d.bus, state=DeviceState(d.state).name, polls_ok=d.polls_ok,
                      polls_failed=d.polls_failed, requests=d.requests, timeouts=d.timeouts, crc_errors=d.crc_errors,

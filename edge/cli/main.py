@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from edge.cli.commands import CliError
 from edge.config.errors import ConfigError
+from edge.driver import registry
+from edge.driver.protocol import Command
 from edge.runtime.logs import setup_logging
 
 # name -> (module in edge.cli.commands, one-line description); the order is the help's order
@@ -20,12 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "start the simulated demo plant and run the appliance against it"),
     "reload": ("reload", "check a configuration and make the running appliance load it without a restart"),
     "check": ("check", "validate a configuration without touching hardware; prints bus load per line"),
-    "plan": ("plan", "print the request plan per device and the estimated bus time per cycle"),
-    "simulate": ("simulate", "serve every device of a configuration from simulated Modbus devices"),
-    "read": ("field", "read a device's tags once and print the decoded values"),
+    "simulate": ("simulate", "serve every device of a configuration from its driver's simulator"),
+    "read": ("field", "read a device's tags once (one poll) and print the decoded values"),
     "write": ("field", "write one tag of a device, read it back and print the result"),
-    "scan": ("field", "find the unit ids that answer on a serial line or a TCP endpoint"),
-    "probe": ("field", "read a 32/64-bit register span in every word order and rank the interpretations"),
     "plugin": ("plugin", "device plugins: new NAME (from plugins/_template), list, check NAME (simulated poll)"),
     "history": ("history", "print a tag's raw samples from the local spool (--since 10m)"),
     "provision": ("provision", "create the data, spool and PKI directories, certificates and users of a site"),
@@ -37,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="edge", description="Industrial edge appliance: Modbus field devices to OPC UA, InfluxDB and Grafana.")
+        prog="edge", description="Industrial edge appliance: field devices to OPC UA, InfluxDB, MQTT and Grafana.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
                         help="log level (default: warning; `edge run` uses the configuration's)")
@@ -52,7 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             continue
         mod.add_arguments(name, p)
+    for command in driver_commands().values():
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(p)
     return parser
+
+
+def driver_commands() -> dict[str, Command]:
+    """Subcommands the registered drivers add (``scan``, ``probe``, ``plan``...); core names win."""
+    out: dict[str, Command] = {}
+    for driver in registry.drivers().values():
+        for command in driver.commands():
+            if command.name not in COMMANDS and command.name not in out:
+                out[command.name] = command
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "unavailable", None):
             raise CliError(f"this command cannot run on this installation: {args.unavailable}")
+        if args.command not in COMMANDS:
+            return int(driver_commands()[args.command].run(args) or 0)
         module = importlib.import_module(f"edge.cli.commands.{COMMANDS[args.command][0]}")
         return int(module.run(args) or 0)
     except ConfigError as exc:

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.config.paths import ConfigPath
+
 AlarmName = Annotated[
     str,
     Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$",
@@ -138,7 +140,7 @@ class ApiConfig(_Model):
     enabled: bool = True
     host: str = Field("127.0.0.1", description="listen address")
     port: Annotated[int, Field(ge=0, le=65535)] = Field(8080, description="TCP port; 0 picks a free one")
-    tokens_file: str | None = Field(
+    tokens_file: ConfigPath | None = Field(
         None, description="file of 'name:role:sha256$hex' token hashes (edge.api.tokens); relative to the config")
     anonymous_role: Literal["none", "viewer"] = Field(
         "none", description="role of a request without a token: none (401) or viewer")

@@ -13,7 +13,7 @@ from edge.config.errors import ConfigIssue
 from edge.intelligence.expressions import INTEGER_TYPES, ExpressionError, TagType, compile_expression
 
 if TYPE_CHECKING:
-    from edge.config.loader import LoadedConfig
+    from edge.config.resolved import LoadedConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,8 @@ def site_tags(loaded: LoadedConfig) -> dict[str, TagSpec]:
     for dev in loaded.devices:
         for rp in dev.points:
             p = rp.point
-            out[f"{dev.name}.{p.name}"] = TagSpec(p.type, p.writable, p.enum, *(p.range or (None, None)))
+            dtype, _ = dev.driver.tag_type(p)
+            out[f"{dev.name}.{p.name}"] = TagSpec(dtype, p.writable, p.enum, *(p.range or (None, None)))
         for h in dev.hooks:
             d = h.derived
             out[f"{dev.name}.{d.name}"] = TagSpec(d.type, False, d.enum)
@@ -63,7 +64,7 @@ def _check_api(loaded: LoadedConfig, api, issues: list[ConfigIssue]) -> None:
                 ("api",), "no tokens_file and anonymous_role none: every API request will be refused (401); "
                 "add tokens with 'python -m edge.api.tokens FILE NAME ROLE'", None, "warning"))
         return
-    path = loaded.resolve_path(api.tokens_file)
+    path = api.tokens_file
     try:
         load_tokens(path)
     except OSError as exc:

@@ -1,92 +1,30 @@
 """Loads a site configuration once: YAML -> pydantic models -> resolved devices and the plant.
 
-Everything downstream uses :class:`LoadedConfig`; nothing re-parses YAML. All problems of a
-file are collected (schema errors together; cross-object checks together once the schema
-holds) and raised as one :class:`ConfigError`.
+Everything downstream uses :class:`~edge.config.resolved.LoadedConfig`; nothing re-parses
+YAML or resolves a path again (``edge.config.paths``). Each bus is validated with the model of
+the driver its ``type`` belongs to, each device with the model of its bus's driver, the other
+sections with :class:`SiteConfig`: all schema errors of a file come out together, then the
+cross-object checks once the schema holds, and everything is raised as one :class:`ConfigError`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.modbus.points import RegisterPoint, Table
+from edge.config.checks import run_checks
 from edge.config.errors import ConfigError, ConfigIssue
-from edge.config.models import Bus, Device, Point, PollGroup, SiteConfig
+from edge.config.models import BusConfig, DeviceConfig, PollGroup, SiteConfig
+from edge.config.paths import absolute, resolve_paths
+from edge.config.resolved import LoadedConfig, ResolvedDevice, ResolvedPoint
 from edge.config.validation import validate
 from edge.config.yamlsource import YamlSource, load_yaml
 from edge.core.model import BusInfo, DeviceInfo, Plant, TagInfo
+from edge.driver import registry
+from edge.driver.protocol import Driver
 from edge.plugins.loader import Hook, LoadedPlugin, load_plugin
-from edge.plugins.models import PluginManifest, PluginPoints
+from edge.plugins.models import PluginPoints
 
-
-@dataclass
-class ResolvedPoint:
-    """A point after plugin merge and overrides, with where it was written."""
-
-    point: Point
-    source: YamlSource
-    path: tuple[Any, ...]  # key path of the point in ``source``
-
-
-@dataclass
-class ResolvedDevice:
-    config: Device
-    bus: Bus
-    index: int  # position in the site file's devices list
-    points: list[ResolvedPoint]
-    poll_groups: dict[str, PollGroup]  # including "default"
-    manifest: PluginManifest | None = None
-    plugin_dir: Path | None = None
-    plugin_error: str | None = None  # set when the plugin failed to load (the device is quarantined)
-    hooks: list[Hook] = field(default_factory=list)  # derived tags and their hook functions
-    default_order: str = "ABCD"  # the site device's order if it sets one, else the plugin's
-    register_points: list[RegisterPoint] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    def interval_ms(self, group: str) -> int:
-        return self.poll_groups[group].interval_ms
-
-    def timeout_ms(self) -> int:
-        return self.config.timeout_ms or self.bus.timeout_ms
-
-    def retries(self) -> int:
-        return self.bus.retries if self.config.retries is None else self.config.retries
-
-
-@dataclass
-class LoadedConfig:
-    path: Path
-    source: YamlSource
-    config: SiteConfig
-    devices: list[ResolvedDevice]
-    plant: Plant
-    issues: list[ConfigIssue]  # warnings (errors raise)
-
-    @property
-    def site(self) -> str:
-        return self.config.site.name
-
-    @property
-    def base_dir(self) -> Path:
-        return self.path.parent
-
-    def device(self, name: str) -> ResolvedDevice:
-        for d in self.devices:
-            if d.name == name:
-                return d
-        raise KeyError(f"no device named {name!r}; devices: {', '.join(d.name for d in self.devices)}")
-
-    def resolve_path(self, value: str) -> Path:
-        p = Path(value.format(site=self.site))
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
-
-    @property
-    def data_dir(self) -> Path:
-        return self.resolve_path(self.config.runtime.data_dir)
+__all__ = ["ConfigError", "LoadedConfig", "ResolvedDevice", "ResolvedPoint", "build_plant", "load_config"]
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plugins: bool = True) -> LoadedConfig:
@@ -102,12 +40,20 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plug
         raise ConfigError(issues)
     if not isinstance(source.data, dict):
         raise ConfigError([source.issue((), "the file must be a mapping of sections (site, buses, devices, outputs)")])
-    site = validate(SiteConfig, source.data, source, (), issues)
-    if site is None:
+    raw_buses = _raw_list(source, "buses", issues)
+    buses = _validate_buses(source, raw_buses, issues)
+    configs = _validate_devices(source, raw_buses, _raw_list(source, "devices", issues), issues)
+    rest = {k: v for k, v in source.data.items() if k not in ("buses", "devices")}
+    site = validate(SiteConfig, rest, source, (), issues)
+    if site is None or _errors(issues):
         raise ConfigError(issues)
-    from edge.config.checks import run_checks  # local: checks import this module's types
-
-    devices = _resolve_devices(site, source, path.parent, env, issues, strict_plugins)
+    data_dir = absolute(site.runtime.data_dir, path.parent, site.site.name)
+    site = resolve_paths(site.model_copy(update={"buses": [b for b in buses if b is not None],
+                                                 "devices": [d for d, _ in configs if d is not None]}),
+                         path.parent, data_dir, site.site.name)
+    assert isinstance(site, SiteConfig)
+    bus_by_name = {b.name: b for b in site.buses}
+    devices = _resolve_devices(site, source, bus_by_name, env, issues, strict_plugins)
     loaded = LoadedConfig(path, source, site, devices, Plant(site.site.name), [])
     if not _errors(issues):
         run_checks(loaded, issues)
@@ -118,6 +64,60 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plug
     return loaded
 
 
+# ----------------------------------------------------------------------------- buses and devices (schema)
+
+
+def _raw_list(source: YamlSource, key: str, issues: list[ConfigIssue]) -> list[Any]:
+    value = source.data.get(key)
+    if not isinstance(value, list) or not value:
+        what = "required key is missing" if value is None else f"{key} must be a non-empty list"
+        issues.append(source.issue((key,), f"{what}: the site needs at least one entry under {key!r}"))
+        return []
+    return value
+
+
+def _validate_buses(source: YamlSource, raw: list[Any], issues: list[ConfigIssue]) -> list[BusConfig | None]:
+    """Each bus with its driver's model, chosen by ``type`` (registered drivers list the types)."""
+    out: list[BusConfig | None] = []
+    types = registry.bus_types()
+    for i, item in enumerate(raw):
+        kind = item.get("type") if isinstance(item, dict) else None
+        driver = types.get(kind) if isinstance(kind, str) else None
+        if driver is None:
+            what = "required key is missing" if kind is None else f"unknown bus type {kind!r}"
+            issues.append(source.issue(("buses", i, "type"), f"{what}; allowed values: {', '.join(sorted(types))}",
+                                       kind if isinstance(kind, str) else None))
+            out.append(None)
+            continue
+        out.append(validate(driver.bus_models[kind], item, source, ("buses", i), issues))
+    return out
+
+
+def _validate_devices(source: YamlSource, raw_buses: list[Any], raw: list[Any],
+                      issues: list[ConfigIssue]) -> list[tuple[DeviceConfig | None, Driver | None]]:
+    """Each device with the device model of its bus's driver."""
+    types = registry.bus_types()
+    bus_type = {b.get("name"): b.get("type") for b in raw_buses
+                if isinstance(b, dict) and isinstance(b.get("name"), str)}
+    out: list[tuple[DeviceConfig | None, Driver | None]] = []
+    for i, item in enumerate(raw):
+        bus = item.get("bus") if isinstance(item, dict) else None
+        if not isinstance(bus, str) or bus not in bus_type:
+            names = ", ".join(str(n) for n in bus_type)
+            issues.append(source.issue(("devices", i, "bus"),
+                                       "required key is missing" if bus is None else
+                                       f"no bus named {bus!r}; buses: {names}", bus if isinstance(bus, str) else None))
+            out.append((None, None))
+            continue
+        kind = bus_type[bus]
+        driver = types.get(kind) if isinstance(kind, str) else None
+        if driver is None:  # the bus's own error says why
+            out.append((None, None))
+            continue
+        out.append((validate(driver.device_model, item, source, ("devices", i), issues), driver))
+    return out
+
+
 def _errors(issues: list[ConfigIssue]) -> bool:
     return any(i.severity == "error" for i in issues)
 
@@ -125,56 +125,57 @@ def _errors(issues: list[ConfigIssue]) -> bool:
 # ----------------------------------------------------------------------------- devices and plugins
 
 
-def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict[str, str] | None,
+def _resolve_devices(site: SiteConfig, source: YamlSource, buses: dict[str, BusConfig], env: dict[str, str] | None,
                      issues: list[ConfigIssue], strict_plugins: bool) -> list[ResolvedDevice]:
-    buses = {b.name: b for b in site.buses}
-    plugins_dir = (base / site.plugins_dir).resolve()
+    """Devices with their plugins merged, then handed to their drivers' ``resolve``."""
     cache: dict[str, LoadedPlugin] = {}
     out: list[ResolvedDevice] = []
     for index, dev in enumerate(site.devices):
-        bus = buses.get(dev.bus)
-        if bus is None:
-            issues.append(source.issue(("devices", index, "bus"),
-                                       f"no bus named {dev.bus!r}; buses: {', '.join(buses)}", dev.bus))
-            continue
+        bus = buses[dev.bus]
+        driver = registry.bus_types()[bus.type]
         groups = {"default": PollGroup(interval_ms=dev.interval_ms), **dev.poll_groups}
-        resolved = ResolvedDevice(dev, bus, index, [], groups, default_order=dev.order)
-        order_set_by_site = "order" in source.data["devices"][index]
+        resolved = ResolvedDevice(dev, bus, driver, index, [], groups)
         site_points = [ResolvedPoint(p, source, ("devices", index, "points", i)) for i, p in enumerate(dev.points)]
+        resolved.points = site_points
         if dev.plugin:
             if dev.plugin not in cache:
-                cache[dev.plugin] = load_plugin(plugins_dir / dev.plugin, dev.plugin, env)
-            plugin = cache[dev.plugin]
-            manifest, ppoints, psource, error = plugin.manifest, plugin.points, plugin.source, plugin.error
-            resolved.plugin_dir = plugin.folder
-            if error is not None:
-                resolved.plugin_error = error
-                if strict_plugins:
-                    issues.append(source.issue(("devices", index, "plugin"), error, dev.plugin))
-                else:
-                    issues.append(source.issue(("devices", index, "plugin"), error + " (device quarantined)",
-                                               dev.plugin, "warning"))
-                resolved.points = site_points
-            else:
-                assert manifest is not None and ppoints is not None and psource is not None
-                resolved.manifest = manifest
-                resolved.points = _merge_plugin_points(dev, index, ppoints, psource, site_points, source, issues)
-                if ppoints.interval_ms and "interval_ms" not in source.data["devices"][index]:
-                    groups["default"] = PollGroup(interval_ms=ppoints.interval_ms)
-                resolved.poll_groups = {**ppoints.poll_groups, **groups}
-                if not order_set_by_site:
-                    resolved.default_order = ppoints.order
-                resolved.hooks = _site_hooks(plugin.hooks, resolved, source, issues)
-        else:
-            resolved.points = site_points
-        _convert_points(resolved, issues)
+                cache[dev.plugin] = load_plugin(Path(site.plugins_dir) / dev.plugin, dev.plugin, env)
+            _apply_plugin(resolved, cache[dev.plugin], source, site_points, issues, strict_plugins)
+        driver.resolve(resolved, issues)
         out.append(resolved)
     return out
 
 
-def _merge_plugin_points(dev: Device, index: int, ppoints: PluginPoints, psource: YamlSource,
+def _apply_plugin(dev: ResolvedDevice, plugin: LoadedPlugin, source: YamlSource, site_points: list[ResolvedPoint],
+                  issues: list[ConfigIssue], strict_plugins: bool) -> None:
+    """Merge a loaded plugin into a device, or quarantine the device with the plugin's error."""
+    index, name = dev.index, dev.config.plugin
+    dev.plugin_dir = plugin.folder
+    error = plugin.error
+    if error is None and plugin.manifest is not None and plugin.manifest.driver != dev.driver.name:
+        error = (f"plugin {name!r} is for the {plugin.manifest.driver} driver, but bus {dev.bus.name!r} is "
+                 f"{dev.bus.type} ({dev.driver.name} driver)")
+    if error is not None:
+        dev.plugin_error = error
+        if strict_plugins:
+            issues.append(source.issue(("devices", index, "plugin"), error, name))
+        else:
+            issues.append(source.issue(("devices", index, "plugin"), error + " (device quarantined)", name, "warning"))
+        return
+    manifest, ppoints, psource = plugin.manifest, plugin.points, plugin.source
+    assert manifest is not None and ppoints is not None and psource is not None
+    dev.manifest, dev.plugin_points = manifest, ppoints
+    dev.points = _merge_plugin_points(dev, ppoints, psource, site_points, source, issues)
+    if ppoints.interval_ms and "interval_ms" not in dev.config.model_fields_set:
+        dev.poll_groups["default"] = PollGroup(interval_ms=ppoints.interval_ms)
+    dev.poll_groups = {**ppoints.poll_groups, **dev.poll_groups}
+    dev.hooks = _site_hooks(plugin.hooks, dev, source, issues)
+
+
+def _merge_plugin_points(resolved: ResolvedDevice, ppoints: PluginPoints, psource: YamlSource,
                          site_points: list[ResolvedPoint], source: YamlSource,
                          issues: list[ConfigIssue]) -> list[ResolvedPoint]:
+    dev, index = resolved.config, resolved.index
     base = {p.name: ResolvedPoint(p, psource, ("points", i)) for i, p in enumerate(ppoints.points)}
     for j, name in enumerate(dev.drop):
         if base.pop(name, None) is None:
@@ -187,7 +188,7 @@ def _merge_plugin_points(dev: Device, index: int, ppoints: PluginPoints, psource
                                        f"plugin {dev.plugin!r} has no point {name!r}", name))
             continue
         updates = change.model_dump(exclude_none=True)
-        merged = validate(Point, {**rp.point.model_dump(exclude_none=True), **updates}, source,
+        merged = validate(resolved.driver.point_model, {**rp.point.model_dump(exclude_none=True), **updates}, source,
                           ("devices", index, "override", name), issues)
         if merged is not None:
             base[name] = ResolvedPoint(merged, source, ("devices", index, "override", name))
@@ -209,87 +210,28 @@ def _site_hooks(hooks: list[Hook], dev: ResolvedDevice, source: YamlSource,
     return hooks
 
 
-_TABLE_PREFIX = {"coil": 0, "discrete": 1, "input": 3, "holding": 4}
-
-
-def protocol_address(p: Point, address_base: int, register_numbers: bool) -> tuple[int | None, str | None]:
-    """Datasheet address -> 0-based protocol address, or an error saying why not."""
-    a = p.address
-    if register_numbers:
-        prefix = _TABLE_PREFIX[p.table]
-        width = 100_000 if a >= 100_000 else 10_000  # 400001-style (6 digits) or 40001-style (5)
-        if prefix == 0 and 1 <= a <= 65536:  # coils: 00001.. has no leading digit to check
-            return a - 1, None
-        if a // width == prefix and 1 <= a % width <= 65536:
-            return a % width - 1, None
-        return None, (f"register number {a} does not belong to table {p.table} "
-                      f"(expected {prefix}0001-{prefix}9999 or {prefix}00001-{prefix}65536)")
-    if address_base == 1:
-        if a < 1:
-            return None, "addresses of this device are 1-based: 0 is not a valid address"
-        a -= 1
-    if a > 65535:
-        return None, f"address {a} is beyond the Modbus range 0-65535 (is this a 40001-style number? " \
-                     "then set register_numbers: true)"
-    return a, None
-
-
-def _convert_points(dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
-    """Fill ``dev.register_points`` (tag ids are assigned later by build_plant)."""
-    base = dev.manifest.address_base if dev.manifest else dev.config.address_base
-    numbers = dev.manifest.register_numbers if dev.manifest else dev.config.register_numbers
-    order_default = dev.default_order
-    out: list[RegisterPoint] = []
-    for rp in dev.points:
-        p = rp.point
-        if p.group not in dev.poll_groups:
-            issues.append(rp.source.issue((*rp.path, "group"),
-                                          f"no poll group {p.group!r}; groups: {', '.join(dev.poll_groups)}", p.group))
-        addr, error = protocol_address(p, base, numbers)
-        if error:
-            issues.append(rp.source.issue((*rp.path, "address"), error, p.address))
-            continue
-        rpoint = RegisterPoint(
-            tag_id=-1, name=p.name, table=Table(p.table), address=addr, dtype=p.type,
-            order=p.order or order_default, bit=p.bit, length=p.length or 0, scale=p.scale, offset=p.offset,
-            low=p.range[0] if p.range else None, high=p.range[1] if p.range else None, clamp=p.clamp,
-            enum=tuple(sorted(p.enum.items())) if p.enum else None, writable=p.writable,
-        )
-        if rpoint.end > 65536:
-            issues.append(rp.source.issue((*rp.path, "address"),
-                                          f"point spans {rpoint.count} registers from {addr}: beyond address 65535",
-                                          p.address))
-            continue
-        out.append(rpoint)
-    dev.register_points = out
-
-
 # ----------------------------------------------------------------------------- plant
 
 
 def build_plant(loaded: LoadedConfig) -> Plant:
-    """Assign tag ids (site order) and build the runtime Plant; fills RegisterPoint.tag_id."""
+    """Assign tag ids (site order: points, then derived tags, device by device) and build the Plant."""
     plant = Plant(loaded.site)
     bus_devices: dict[str, list[str]] = {b.name: [] for b in loaded.config.buses}
     for dev in loaded.devices:
         bus_devices[dev.bus.name].append(dev.name)
         ids: list[int] = []
         by_name = {rp.point.name: rp.point for rp in dev.points}
-        new_points: list[RegisterPoint] = []
-        for rpoint in dev.register_points:
-            p = by_name[rpoint.name]
-            eng, resolution = engineering_type(p)
+        for p in by_name.values():
+            eng, resolution = dev.driver.tag_type(p)
             tag = TagInfo(
                 id=len(plant.tags), device=dev.name, name=p.name, bus=dev.bus.name, dtype=eng, unit=p.unit,
                 low=p.range[0] if p.range else None, high=p.range[1] if p.range else None,
                 writable=p.writable, deadband=p.deadband, description=p.description, enum=p.enum,
                 interval_ms=dev.interval_ms(p.group), group=p.panel or p.unit or "values",
-                plugin=dev.config.plugin, raw_dtype=p.type if eng != p.type else None, resolution=resolution,
+                plugin=dev.config.plugin, raw_dtype=_raw_type(p, eng), resolution=resolution,
             )
             plant.tags.append(tag)
             ids.append(tag.id)
-            new_points.append(_with_id(rpoint, tag.id))
-        dev.register_points = new_points
         for h in dev.hooks:
             d = h.derived
             tag = TagInfo(
@@ -302,30 +244,13 @@ def build_plant(loaded: LoadedConfig) -> Plant:
             )
             plant.tags.append(tag)
             ids.append(tag.id)
-        plant.devices.append(DeviceInfo(dev.name, dev.bus.name, dev.config.unit_id, dev.config.plugin,
+        plant.devices.append(DeviceInfo(dev.name, dev.bus.name, dev.driver.device_address(dev), dev.config.plugin,
                                         dev.manifest.version if dev.manifest else None, tuple(ids)))
     plant.buses = [BusInfo(b.name, b.type, tuple(bus_devices[b.name])) for b in loaded.config.buses]
     return plant
 
 
-_INTEGER_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64")
-
-
-def engineering_type(p: Point) -> tuple[str, float | None]:
-    """The type of a point's engineering value downstream, and its resolution.
-
-    A scaled or offset value is a Double everywhere downstream (OPC UA, history, API), never
-    its raw integer type: 97 x 0.1 is 9.7, not 9. Unscaled integers keep their type (step 1).
-    """
-    scaled = p.scale != 1.0 or p.offset != 0.0
-    if p.type in _INTEGER_TYPES:
-        return ("float64", abs(p.scale)) if scaled else (p.type, 1.0)
-    if p.type == "float32" and scaled:
-        return "float64", None
-    return p.type, None
-
-
-def _with_id(p: RegisterPoint, tag_id: int) -> RegisterPoint:
-    from dataclasses import replace
-
-    return replace(p, tag_id=tag_id)
+def _raw_type(point: object, engineering: str) -> str | None:
+    """The type the device holds when it differs from the engineering type (a scaled int16)."""
+    raw = getattr(point, "type", None)
+    return raw if isinstance(raw, str) and raw != engineering else None

@@ -1,20 +1,27 @@
-"""Typed models of a site configuration (one YAML file per appliance).
+"""Typed models of a site configuration (one YAML file per appliance): the protocol-neutral part.
 
 Field names carry their units (``interval_ms``, ``timeout_ms``). Every model forbids unknown
 keys, so a misspelt key is an error that lists the allowed ones, not a silently ignored line.
-Checks that involve several objects (names, ports, addresses, bus load) live in
-``edge.config.checks``.
+
+Buses, devices and points are described here only by what every protocol shares
+(:class:`BusConfig`, :class:`DeviceConfig`, :class:`PointConfig`); each field driver
+subclasses them with its own keys (``drivers/modbus/config.py``: unit ids, registers, byte
+orders). The loader (``edge.config.loader``) validates each bus and device with the model of
+the driver its bus type belongs to. Checks across objects live in ``edge.config.checks`` and
+in the drivers.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drivers.modbus.points import DTYPES, ORDERS
 from edge.config.aggregate import AggregatorSettings, TagAggregateConfig
 from edge.config.intelligence import AlarmConfig, ApiConfig, RuleConfig
 from edge.config.opcua import OpcUaConfig
+from edge.config.paths import ConfigPath
 from edge.config.storage import InfluxConfig, SpoolConfig
 
 Name = Annotated[
@@ -22,23 +29,15 @@ Name = Annotated[
     Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$",
           description="letters, digits, '_' and '-', starting with a letter or '_', at most 63 characters"),
 ]
-Order = Literal["ABCD", "CDAB", "BADC", "DCBA"]
-DType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
-TableName = Literal["coil", "discrete", "holding", "input"]
-Parity = Literal["N", "E", "O"]
 Port = Annotated[int, Field(ge=1, le=65535)]
-TimeoutMs = Annotated[int, Field(ge=10, le=60_000)]
 IntervalMs = Annotated[int, Field(ge=10, le=86_400_000)]
-STANDARD_BAUDS = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400)
-
-assert set(ORDERS) == set(Order.__args__) and set(DTYPES) == set(DType.__args__)  # type: ignore[attr-defined]
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-# ----------------------------------------------------------------------------- site and buses
+# ----------------------------------------------------------------------------- site
 
 
 class Site(Model):
@@ -46,72 +45,21 @@ class Site(Model):
     description: str = ""
 
 
-class _BusCommon(Model):
+# ----------------------------------------------------------------------------- buses, points, devices
+
+
+class BusConfig(Model):
+    """What every bus has; a driver's bus model adds its keys and a ``type`` literal."""
+
     name: Name
-    timeout_ms: TimeoutMs = 500
-    retries: Annotated[int, Field(ge=0, le=5)] = 1
+    type: str
     description: str = ""
 
 
-class ModbusTcpBus(_BusCommon):
-    """Modbus TCP: one connection per (host, port); devices may override host/port."""
-
-    type: Literal["modbus_tcp"]
-    host: str = "127.0.0.1"
-    port: Port = 502
-    timeout_ms: TimeoutMs = 1000
-
-
-class _SerialTiming(Model):
-    baud: int = 9600
-    parity: Parity = "N"
-    data_bits: Literal[7, 8] = 8
-    stop_bits: Literal[1, 2] = 1
-    inter_frame_gap_ms: Annotated[float, Field(ge=0, le=1000)] | None = None  # None: 3.5 characters
-
-    @field_validator("baud")
-    @classmethod
-    def _standard_baud(cls, v: int) -> int:
-        if v not in STANDARD_BAUDS:
-            raise ValueError(f"baud must be one of {', '.join(map(str, STANDARD_BAUDS))}")
-        return v
-
-
-class ModbusRtuBus(_BusCommon, _SerialTiming):
-    """Modbus RTU on a serial line (RS-485): one transaction in flight on the whole line."""
-
-    type: Literal["modbus_rtu"]
-    port: Annotated[str, Field(min_length=1, description="serial device path, e.g. /dev/ttyUSB0")]
-
-
-class RtuOverTcpBus(_BusCommon, _SerialTiming):
-    """RTU frames tunnelled through a serial-to-Ethernet gateway; the serial side sets the pace."""
-
-    type: Literal["rtu_over_tcp"]
-    host: str
-    port: Port = 4001
-    timeout_ms: TimeoutMs = 1000
-
-
-Bus = Annotated[ModbusTcpBus | ModbusRtuBus | RtuOverTcpBus, Field(discriminator="type")]
-BUS_TYPES = ("modbus_tcp", "modbus_rtu", "rtu_over_tcp")
-
-
-# ----------------------------------------------------------------------------- points
-
-
-class Point(Model):
-    """One tag of a device, as the datasheet describes it."""
+class PointConfig(Model):
+    """What every tag has, whatever its protocol; a driver's point model adds where it lives."""
 
     name: Name
-    table: TableName = "holding"
-    address: Annotated[int, Field(ge=0, le=465_536)]
-    type: DType = "uint16"
-    order: Order | None = None  # None: the device's order
-    bit: Annotated[int, Field(ge=0, le=15)] | None = None
-    length: Annotated[int, Field(ge=1, le=123)] | None = None  # registers, for strings
-    scale: float = 1.0
-    offset: float = 0.0
     unit: str | None = None
     range: tuple[float, float] | None = None
     clamp: bool = False
@@ -124,38 +72,12 @@ class Point(Model):
     panel: str | None = None  # dashboard panel group; default: by unit
     sim: dict[str, Any] | None = None  # signal hints for the simulator
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Point:
-        problems = point_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
-
-def point_problems(p: Point) -> list[str]:
-    """Rules between the fields of one point (each problem says what is allowed)."""
+def common_point_problems(p: PointConfig) -> list[str]:
+    """Rules between the protocol-neutral fields of one point (each problem says what is allowed)."""
     out: list[str] = []
-    bits = p.table in ("coil", "discrete")
-    if bits and p.type != "bool":
-        out.append(f"a {p.table} holds one bit: type must be bool, not {p.type}")
-    if p.bit is not None and (bits or p.type != "bool"):
-        out.append("bit is only for type bool in a holding or input register")
-    if not bits and p.type == "bool" and p.bit is None:
-        out.append("a bool in a register needs 'bit' (0-15)")
-    if p.type == "string" and p.length is None:
-        out.append("a string needs 'length' in registers (two characters each)")
-    if p.length is not None and p.type != "string":
-        out.append("length is only for type string")
-    if p.scale == 0:
-        out.append("scale must not be 0")
     if p.range is not None and not p.range[0] < p.range[1]:
         out.append(f"range must be [low, high] with low < high, got {list(p.range)}")
-    if p.writable and p.table in ("discrete", "input"):
-        out.append(f"a {p.table} is read-only in Modbus: writable needs table coil or holding")
-    if p.enum is not None and p.type in ("float32", "float64", "string", "bool"):
-        out.append("enum needs an integer type")
-    if p.type in ("bool", "string") and (p.scale != 1.0 or p.offset != 0.0):
-        out.append(f"scale and offset do not apply to type {p.type}")
     return out
 
 
@@ -175,38 +97,24 @@ class PollGroup(Model):
     interval_ms: IntervalMs
 
 
-# ----------------------------------------------------------------------------- devices
+class DeviceConfig(Model):
+    """What every device has; a driver's device model adds its keys and types ``points``."""
 
-
-class Device(Model):
     name: Name
     bus: Name
-    unit_id: Annotated[int, Field(ge=0, le=255)] = 1
     enabled: bool = True
     description: str = ""
-    host: str | None = None  # modbus_tcp only: overrides the bus host
-    port: Port | None = None  # modbus_tcp only: overrides the bus port
     plugin: Name | None = None
-    address_base: Literal[0, 1] = 0
-    register_numbers: bool = False  # 40001-style numbers: the leading digit names the table
-    order: Order = "ABCD"
     interval_ms: IntervalMs = 1000  # the "default" poll group
     poll_groups: dict[str, PollGroup] = Field(default_factory=dict)
-    timeout_ms: TimeoutMs | None = None  # None: the bus's
-    retries: Annotated[int, Field(ge=0, le=5)] | None = None
-    max_registers_per_request: Annotated[int, Field(ge=1, le=125)] = 125
-    max_bits_per_request: Annotated[int, Field(ge=1, le=2000)] = 2000
-    max_gap: Annotated[int, Field(ge=0, le=124)] = 8  # unused registers read to merge two blocks
-    one_request_per_tag: bool = False
-    pause_between_requests_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
     offline_after_failures: Annotated[int, Field(ge=1, le=100)] = 3
     backoff_max_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
-    points: list[Point] = Field(default_factory=list)
+    points: Sequence[PointConfig] = Field(default_factory=list)
     drop: list[Name] = Field(default_factory=list)  # plugin points to leave out
     override: dict[str, PointOverride] = Field(default_factory=dict)  # plugin point name -> changes
 
     @model_validator(mode="after")
-    def _has_points(self) -> Device:
+    def _has_points(self) -> DeviceConfig:
         if self.plugin is None and not self.points:
             raise ValueError("a device needs a plugin or a list of points")
         if self.plugin is None and (self.drop or self.override):
@@ -233,7 +141,7 @@ class Outputs(Model):
 
 
 class Runtime(Model):
-    data_dir: str = "var/{site}"  # relative to the config file; spool, audit log, state
+    data_dir: ConfigPath = Path("var/{site}")  # spool, audit log, state
     status_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
     health_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0  # edge_health records
     stats_window_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # latency/jitter percentiles cover this
@@ -244,13 +152,18 @@ class Runtime(Model):
 
 
 class SiteConfig(Model):
-    """The whole appliance configuration."""
+    """The whole appliance configuration.
+
+    ``buses`` and ``devices`` hold the drivers' models (subclasses of :class:`BusConfig` and
+    :class:`DeviceConfig`): the loader validates each one with its driver's model and puts the
+    results here; this model itself checks the other sections.
+    """
 
     site: Site
-    plugins_dir: str = "plugins"  # relative to the config file's folder, or absolute
+    plugins_dir: ConfigPath = Path("plugins")
     runtime: Runtime = Field(default_factory=Runtime)
-    buses: list[Bus] = Field(min_length=1)
-    devices: list[Device] = Field(min_length=1)
+    buses: list[BusConfig] = Field(default_factory=list)
+    devices: list[DeviceConfig] = Field(default_factory=list)
     outputs: Outputs = Field(default_factory=Outputs)
     alarms: list[AlarmConfig] | None = None  # edge.intelligence.alarms
     rules: list[RuleConfig] | None = None  # edge.intelligence.rules

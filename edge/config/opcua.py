@@ -7,11 +7,12 @@ secure policy needs a ``pki_dir`` created by ``edge provision certs``.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge.config.paths import ConfigPath
 
 SecurityPolicyName = Literal["None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"]
 SECURE_POLICIES: tuple[str, ...] = ("Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt")
@@ -39,8 +40,8 @@ class OpcUaConfig(BaseModel):
         False, description="must be true for 'None' to be accepted in security_policies"
     )
     anonymous: bool = Field(False, description="allow anonymous sessions (read-only, role viewer)")
-    users_file: Path | None = Field(None, description="file of salted password hashes (edge provision user)")
-    pki_dir: Path | None = Field(None, description="directory made by 'edge provision certs'")
+    users_file: ConfigPath | None = Field(None, description="file of salted password hashes (edge provision user)")
+    pki_dir: ConfigPath | None = Field(None, description="directory made by 'edge provision certs'")
     max_queue_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
         10, description="cap of every monitored item's queue (a slow client loses oldest values, not memory)"
     )

@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge.config.paths import ConfigPath, DataPath
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -26,7 +28,7 @@ class SpoolConfig(_Model):
     for ``retention_s`` and ``edge history`` reads them.
     """
 
-    path: str = Field("spool.db", description="SQLite file, relative to runtime.data_dir, or absolute")
+    path: DataPath = Field(Path("spool.db"), description="SQLite file, relative to runtime.data_dir, or absolute")
     commit_interval_ms: Annotated[int, Field(ge=1, le=10_000)] = Field(
         200, description="appends are buffered in RAM at most this long: what a power cut can lose")
     synchronous: Literal["full", "normal"] = Field(
@@ -58,7 +60,8 @@ class InfluxConfig(_Model):
 
     url: str = Field(description="http(s)://host:port of InfluxDB 1.8+/2.x/3.x/cloud or a compatible server")
     token: str | None = Field(None, description="API token (use ${INFLUX_TOKEN}); or token_file")
-    token_file: str | None = Field(None, description="file holding the token (first line)")
+    token_file: ConfigPath | None = Field(None, description="file holding the token (first line); relative to the "
+                                         "configuration's folder")
     org: str = Field("", description="organisation (ignored by InfluxDB 1.8)")
     bucket: str = Field(min_length=1, description="bucket, or 'database/retention-policy' on InfluxDB 1.8")
     measurement: Literal["device", "plugin"] = Field(
@@ -98,8 +101,6 @@ class InfluxConfig(_Model):
             raise ValueError("set either token or token_file, not both")
         if self.retry_max_ms < self.retry_initial_ms:
             raise ValueError("retry_max_ms must be >= retry_initial_ms")
-        if self.token_file is not None and not os.path.isfile(self.token_file):
-            raise ValueError(f"token_file {self.token_file!r} does not exist or is not a file")
         return self
 
     def resolved_token(self) -> str:

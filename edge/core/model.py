@@ -129,7 +129,7 @@ class SampleBatch:
 class DeviceInfo:
     name: str
     bus: str
-    unit_id: int
+    address: str  # where the device is on its bus, in words ("unit 3"): from its driver
     plugin: str | None
     plugin_version: str | None
     tag_ids: tuple[int, ...]

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.modbus.points import RegisterPoint
 from edge.core.model import Plant, WriteResult, WriteStatus
 from edge.core.store import LatestStore
 
@@ -26,10 +25,9 @@ ROLES_THAT_WRITE = ("operator", "admin")
 
 @dataclass
 class WriteTarget:
-    """How to reach one tag's device: filled by the app per device."""
+    """How to reach one tag's device: filled by the app per device (through its driver)."""
 
-    point: RegisterPoint
-    write: Callable[[RegisterPoint, object], Awaitable[WriteResult]]
+    write: Callable[[object], Awaitable[WriteResult]]  # the value in engineering units
     available: Callable[[], str | None]  # None when the device can take writes, else why not
 
 
@@ -107,7 +105,7 @@ class WriteService:
         why_not = target.available()
         if why_not:
             return WriteResult(WriteStatus.BAD_CONFIG_ERROR, why_not)
-        return await target.write(target.point, value)
+        return await target.write(value)
 
 
 def _json(value: object) -> object:

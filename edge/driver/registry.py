@@ -1,7 +1,7 @@
 """Drivers and plugins that installed packages contribute through entry points.
 
-Two groups: ``edge.drivers`` (name -> a DriverInfo-like object with ``name`` and
-``bus_types``; the built-in Modbus driver is registered by this distribution's setup.py) and
+Two groups: ``edge.drivers`` (name -> an object implementing
+:class:`edge.driver.protocol.Driver`; this distribution registers ``modbus`` and ``system``) and
 ``edge.plugins`` (name -> a module or package whose folder holds ``manifest.yaml`` and
 ``points.yaml``, or a path to such a folder). Nothing is scanned by class name, and a plugin
 is only loaded when a site configuration names it.
@@ -14,21 +14,34 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
+from edge.driver.protocol import Driver
+
 log = logging.getLogger("edge.driver.registry")
 
 
 @cache
-def drivers() -> dict[str, object]:
-    """Registered field drivers by name (the built-in one is always there, even uninstalled)."""
-    from drivers.modbus import DRIVER
+def drivers() -> dict[str, Driver]:
+    """Registered field drivers by name (entry-point group ``edge.drivers``).
 
-    found: dict[str, object] = {DRIVER.name: DRIVER}
+    A package whose driver cannot be loaded is logged and left out: it must not stop the
+    appliance, whose other drivers go on.
+    """
+    found: dict[str, Driver] = {}
     for ep in entry_points(group="edge.drivers"):
         try:
             found[ep.name] = ep.load()
         except Exception as exc:  # noqa: BLE001 - a broken third-party package must not stop the appliance
             log.error("driver %s from %s cannot be loaded: %s", ep.name, ep.value, exc)
     return found
+
+
+def bus_types() -> dict[str, Driver]:
+    """Every bus ``type:`` a configuration may use -> the driver that owns it."""
+    return {t: d for d in drivers().values() for t in d.bus_models}
+
+
+def driver_for_bus_type(bus_type: str) -> Driver | None:
+    return bus_types().get(bus_type)
 
 
 def plugin_folder(name: str) -> Path | None:

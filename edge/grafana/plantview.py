@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from edge.config.aggregate import parse_window, window_label
-from edge.config.checks import line_key
+from edge.config.checks import line_loads
 from edge.config.loader import LoadedConfig
 from edge.config.models import GrafanaOutput
 from edge.core.model import TagInfo
@@ -141,7 +141,7 @@ def site_view(loaded: LoadedConfig) -> SiteView:
         DeviceType(key=key, plugin=plugin, devices=tuple(names), tags=tuple(tags.values()),
                    measurement=(plugin if per_plugin and plugin else None))
         for key, (plugin, names, tags) in sorted(by_type.items()))
-    lines = tuple(sorted({line_key(d) for d in loaded.devices}))
+    lines = tuple(sorted({load.line for load in line_loads(loaded)}))
     alarms = tuple(alarm_name(a) for a in (loaded.config.alarms or ()))
     view = SiteView(site=plant.site, devices=tuple(d.name for d in plant.devices), lines=lines, types=types,
                     grafana=outputs.grafana or GrafanaOutput(), alarms=alarms)

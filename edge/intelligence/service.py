@@ -146,7 +146,7 @@ class Intelligence:
     def _tokens(loaded: LoadedConfig, config: ApiConfig) -> TokenTable:
         if not config.tokens_file:
             return TokenTable({})
-        return TokenTable(load_tokens(loaded.resolve_path(config.tokens_file)))
+        return TokenTable(load_tokens(config.tokens_file))
 
     def _device_state(self, name: str) -> DeviceState | None:
         rt = self.app.devices.get(name)

@@ -590,7 +590,7 @@ def direct_write_api(client: InfluxDBClient, batch_size: int = 5000, flush_inter
 
 
 def open_storage(
-    plant: Plant, data_dir: str | Path, spool: SpoolConfig | None, influx: InfluxConfig | None
+    plant: Plant, spool: SpoolConfig | None, influx: InfluxConfig | None
 ) -> tuple[Spool, InfluxForwarder | None]:
     """Build the spool (and the forwarder when InfluxDB is configured) from the site config.
 
@@ -599,8 +599,5 @@ def open_storage(
     local historian (rows stored as already sent, kept for ``retention_s``).
     """
     cfg = spool or SpoolConfig()
-    path = Path(cfg.path)
-    if not path.is_absolute():
-        path = Path(data_dir) / path
-    sp = Spool(path, plant, cfg, forwarding=influx is not None)
+    sp = Spool(Path(cfg.path), plant, cfg, forwarding=influx is not None)  # absolute once loaded (edge.config.paths)
     return sp, (InfluxForwarder(sp, influx) if influx is not None else None)

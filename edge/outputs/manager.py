@@ -47,32 +47,16 @@ class Outputs:
         outputs = loaded.config.outputs
         self.spool: Spool
         self.forwarder: InfluxForwarder | None
-        self.spool, self.forwarder = open_storage(loaded.plant, loaded.data_dir, outputs.spool,
-                                                  self._influx_config(loaded))
+        self.spool, self.forwarder = open_storage(loaded.plant, outputs.spool, outputs.influxdb)
         self.aggregator = Aggregator.from_tags(loaded.plant.tags, aggregate_configs(loaded), outputs.aggregator)
         self.opcua = None
         if outputs.opcua is not None and outputs.opcua.enabled:
             from edge.outputs.opcua.server import OpcUaServer
 
-            self.opcua = OpcUaServer(loaded.plant, self._opcua_config(loaded), writer=self._opcua_write,
+            self.opcua = OpcUaServer(loaded.plant, outputs.opcua, writer=self._opcua_write,
                                      history=self.history, aggregates=self.aggregator.opcua_specs())
         self._task: asyncio.Task | None = None
         self.windows = 0
-
-    @staticmethod
-    def _opcua_config(loaded: LoadedConfig):
-        """Relative PKI and users paths are relative to the configuration file, as for edge provision."""
-        cfg = loaded.config.outputs.opcua
-        updates = {key: loaded.resolve_path(str(getattr(cfg, key))) for key in ("pki_dir", "users_file")
-                   if getattr(cfg, key) is not None}
-        return cfg.model_copy(update=updates)
-
-    @staticmethod
-    def _influx_config(loaded: LoadedConfig):
-        cfg = loaded.config.outputs.influxdb
-        if cfg is not None and cfg.token_file and not cfg.token_file.startswith("/"):
-            cfg = cfg.model_copy(update={"token_file": str(loaded.base_dir / cfg.token_file)})
-        return cfg
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -20,6 +20,7 @@ from edge.config.errors import ConfigIssue
 from edge.config.validation import validate
 from edge.config.yamlsource import YamlSource, load_yaml
 from edge.driver import registry
+from edge.driver.protocol import Driver
 from edge.plugin_api import DEFAULT_BUDGET_MS
 from edge.plugins.models import DerivedPoint, PluginManifest, PluginPoints
 
@@ -61,14 +62,13 @@ def load_plugin(folder: Path, name: str, env: dict[str, str] | None) -> LoadedPl
     issues: list[ConfigIssue] = []
     msource = load_yaml(folder / "manifest.yaml", env)
     issues += msource.issues
-    manifest = validate(PluginManifest, msource.data, msource, (), issues) if not msource.issues else None
+    driver = _driver_of(msource, issues) if not msource.issues else None
+    manifest = validate(driver.manifest_model, msource.data, msource, (), issues) if driver is not None else None
     psource = load_yaml(folder / "points.yaml", env)
     issues += psource.issues
-    points = validate(PluginPoints, psource.data, psource, (), issues) if not psource.issues else None
+    points = validate(driver.plugin_points_model, psource.data, psource, (), issues) \
+        if driver is not None and not psource.issues else None
     if manifest is not None:
-        if manifest.driver not in registry.drivers():
-            issues.append(msource.issue(("driver",), f"no field driver {manifest.driver!r} is installed; drivers: "
-                                        f"{', '.join(registry.drivers())}", manifest.driver))
         if manifest.id != name:
             issues.append(msource.issue(("id",), f"manifest id {manifest.id!r} differs from the folder name {name!r}"))
         if _version(manifest.min_appliance_version) > _version(__version__):
@@ -84,6 +84,18 @@ def load_plugin(folder: Path, name: str, env: dict[str, str] | None) -> LoadedPl
     if points is not None and points.derived:
         plugin.hooks, plugin.error = _load_hooks(folder, name, points, psource)
     return plugin
+
+
+def _driver_of(source: YamlSource, issues: list[ConfigIssue]) -> Driver | None:
+    """The registered driver a manifest names (``driver:``, default modbus), or None with an issue."""
+    data = source.data if isinstance(source.data, dict) else {}
+    name = data.get("driver", "modbus")
+    found = registry.drivers()
+    if not isinstance(name, str) or name not in found:
+        issues.append(source.issue(("driver",), f"no field driver {name!r} is installed; drivers: "
+                                   f"{', '.join(found)}", name))
+        return None
+    return found[name]
 
 
 def _check_derived(points: PluginPoints, source: YamlSource) -> list[ConfigIssue]:

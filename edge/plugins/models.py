@@ -1,15 +1,18 @@
 """Models of a device plugin folder: ``manifest.yaml`` and ``points.yaml``.
 
 A plugin describes one device model (its register map, taken from the datasheet) so that a
-site config only says ``plugin: <id>`` plus the bus and unit id.
+site config only says ``plugin: <id>`` plus the bus and unit id. These are the protocol-neutral
+parts; the driver a manifest names subclasses both models with its own keys (the Modbus
+driver: address numbering, byte order and register points).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from edge.config.models import Model, Name, Order, Point, PollGroup
+from edge.config.models import Model, Name, PointConfig, PollGroup
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="a Python function name")]
 
@@ -21,11 +24,9 @@ class PluginManifest(Model):
     vendor: str
     model: str
     driver: str = "modbus"  # a registered field driver (see edge.driver.registry)
-    address_base: Literal[0, 1] = 0
-    register_numbers: bool = False
     min_appliance_version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] = "0.1"
     description: str = ""
-    documentation: str = ""  # the datasheet or Modbus map this plugin was written from
+    documentation: str = ""  # the datasheet or protocol map this plugin was written from
 
 
 class DerivedPoint(Model):
@@ -44,10 +45,9 @@ class DerivedPoint(Model):
 
 
 class PluginPoints(Model):
-    """``points.yaml``: device-wide defaults, the register map and derived tags."""
+    """``points.yaml``: device-wide defaults, the point map and derived tags."""
 
-    order: Order = "ABCD"
     interval_ms: Annotated[int, Field(ge=10)] | None = None
     poll_groups: dict[str, PollGroup] = Field(default_factory=dict)
-    points: list[Point] = Field(min_length=1)
+    points: Sequence[PointConfig] = Field(min_length=1)
     derived: list[DerivedPoint] = Field(default_factory=list)

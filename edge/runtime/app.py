@@ -1,8 +1,9 @@
 """The appliance: builds every part from a loaded configuration, runs it, stops it in order.
 
-Start order: lines and pollers' plans, sinks (latest store, then the outputs), then the
-pollers. Stop order is the reverse: pollers first (no new data), outputs flushed, lines
-closed (serial ports released).
+Start order: the drivers' sessions and device runtimes, sinks (latest store, then the
+outputs), then the pollers. Stop order is the reverse: pollers first (no new data), outputs
+flushed, lines closed (serial ports released). Field devices are reached only through the
+driver protocol (``edge.driver.protocol``): this module knows no protocol.
 """
 from __future__ import annotations
 
@@ -14,25 +15,17 @@ import inspect
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.modbus.bus import Line
-from drivers.modbus.client import RtuOverTcpTransport, SerialParams, SerialTransport, TcpTransport
-from drivers.modbus.device_plan import DevicePlan
-from drivers.modbus.planner import PlanLimits
-from drivers.modbus.points import RegisterPoint
-from drivers.modbus.poller import DevicePoller
-from drivers.modbus.timing import inter_frame_gap_s
-from drivers.modbus.writer import write_point
-from edge.config.checks import line_key
-from edge.config.loader import LoadedConfig, ResolvedDevice
+from edge.config.resolved import LoadedConfig, ResolvedDevice
 from edge.core.derived import DerivedStage
-from edge.core.model import DeviceDiagnostics, DeviceState, Plant, Quality, SampleBatch, WriteResult
+from edge.core.model import DeviceDiagnostics, DeviceState, Plant, Quality, SampleBatch
 from edge.core.pipeline import Pipeline
 from edge.core.store import LatestStore
 from edge.core.writes import AuditLog, WriteService, WriteTarget
+from edge.driver.protocol import DeviceContext, DeviceRuntime, DriverSession, Publish
 from edge.intelligence.service import Intelligence
 from edge.outputs.manager import Outputs
 
@@ -45,45 +38,22 @@ RESETTLE_AFTER_RELOAD_S = 30.0
 
 
 @dataclass
-class DeviceRuntime:
+class DeviceRunner:
+    """One configured device in the running appliance: its driver runtime (None when it is
+    quarantined or disabled), its diagnostics and its polling task."""
+
     resolved: ResolvedDevice
-    line: Line
     diag: DeviceDiagnostics
-    plan: DevicePlan | None
-    poller: DevicePoller | None
+    runtime: DeviceRuntime | None
     task: asyncio.Task | None = None
-    points: dict[int, RegisterPoint] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.resolved.name
 
-
-def make_transport(dev: ResolvedDevice):
-    bus = dev.bus
-    key = line_key(dev)
-    if bus.type == "modbus_tcp":
-        return TcpTransport(key, dev.config.host or bus.host, dev.config.port or bus.port)
-    if bus.type == "rtu_over_tcp":
-        return RtuOverTcpTransport(key, bus.host, bus.port)
-    return SerialTransport(key, SerialParams(bus.port, bus.baud, bus.parity, bus.data_bits, bus.stop_bits))
-
-
-def line_gap_s(dev: ResolvedDevice) -> float:
-    bus = dev.bus
-    if bus.type == "modbus_tcp":
-        return 0.0
-    if bus.inter_frame_gap_ms is not None:
-        return bus.inter_frame_gap_ms / 1e3
-    return inter_frame_gap_s(bus.baud, bus.parity, bus.data_bits, bus.stop_bits)
-
-
-def device_plan(dev: ResolvedDevice) -> DevicePlan:
-    """The request plan of a configured device, one PollPlan per poll group."""
-    group_of = {rp.point.name: rp.point.group for rp in dev.points}
-    return DevicePlan(((group_of[p.name], p) for p in dev.register_points),
-                      {g: pg.interval_ms for g, pg in dev.poll_groups.items()},
-                      PlanLimits.from_device_config(dev.config))
+    @property
+    def line(self) -> str | None:
+        return self.runtime.line if self.runtime is not None else None
 
 
 def settle_gc() -> None:
@@ -103,6 +73,7 @@ def settle_gc() -> None:
 def device_fingerprint(dev: ResolvedDevice) -> str:
     """Everything that decides how a device is polled: equal fingerprints need no restart."""
     parts = {
+        "driver": dev.driver.name,
         "device": dev.config.model_dump(mode="json"), "bus": dev.bus.model_dump(mode="json"),
         "points": [rp.point.model_dump(mode="json") for rp in dev.points],
         "groups": {g: pg.interval_ms for g, pg in dev.poll_groups.items()},
@@ -135,8 +106,8 @@ class Appliance:
         self.store = LatestStore(self.plant)
         self.pipeline = Pipeline()
         self.pipeline.add("store", self.store)
-        self.lines: dict[str, Line] = {}
-        self.devices: dict[str, DeviceRuntime] = {}
+        self.sessions: dict[str, DriverSession] = {}  # driver name -> its session (lines it owns)
+        self.devices: dict[str, DeviceRunner] = {}
         audit_log = AuditLog(loaded.data_dir / "audit.log") if audit else None
         self.writes = WriteService(self.plant, self.store, audit_log)
         self.started_at = 0.0
@@ -148,71 +119,65 @@ class Appliance:
 
     # ------------------------------------------------------------------ building
 
-    def _line_for(self, dev: ResolvedDevice) -> Line:
-        key = line_key(dev)
-        line = self.lines.get(key)
-        if line is None:
-            line = Line(key, make_transport(dev), gap_s=line_gap_s(dev),
-                        connect_timeout_s=max(dev.timeout_ms() / 1e3, 1.0))
-            self.lines[key] = line
-        return line
+    def _session(self, dev: ResolvedDevice) -> DriverSession:
+        session = self.sessions.get(dev.driver.name)
+        if session is None:
+            session = self.sessions[dev.driver.name] = dev.driver.session()
+        return session
 
-    def _add_device(self, dev: ResolvedDevice) -> DeviceRuntime:
+    def _add_device(self, dev: ResolvedDevice) -> DeviceRunner:
         diag = DeviceDiagnostics(dev.name, dev.bus.name, plugin=dev.config.plugin,
                                  plugin_version=dev.manifest.version if dev.manifest else None)
-        line = self._line_for(dev)
-        plan = poller = None
+        runtime = None
         if dev.plugin_error:
             diag.state = DeviceState.QUARANTINED
             diag.last_error = dev.plugin_error
         elif not dev.config.enabled:
             diag.state = DeviceState.DISABLED
         else:
-            plan = device_plan(dev)
-            poller = DevicePoller(
-                dev.name, dev.config.unit_id, line, plan, self._publisher(dev, diag, self.loaded), diag,
-                timeout_s=dev.timeout_ms() / 1e3, retries=dev.retries(),
-                pause_s=dev.config.pause_between_requests_ms / 1e3,
-                offline_after=dev.config.offline_after_failures, backoff_max_s=dev.config.backoff_max_s,
-                stats_window_s=self.loaded.config.runtime.stats_window_s,
-                phase=(len(self.devices) * GOLDEN_RATIO_FRACTION) % 1.0,
-            )
-        rt = DeviceRuntime(dev, line, diag, plan, poller)
-        rt.points = {p.tag_id: p for p in dev.register_points}
-        self.devices[dev.name] = rt
-        self._register_writes(rt)
-        return rt
+            ctx = DeviceContext(tag_ids=self._tag_ids(dev.name, self.plant),
+                                publish=self._publisher(dev, diag, self.loaded), diag=diag,
+                                stats_window_s=self.loaded.config.runtime.stats_window_s,
+                                phase=(len(self.devices) * GOLDEN_RATIO_FRACTION) % 1.0)
+            runtime = self._session(dev).open_device(dev, ctx)
+        runner = DeviceRunner(dev, diag, runtime)
+        self.devices[dev.name] = runner
+        self._register_writes(runner)
+        return runner
 
-    def _register_writes(self, rt: DeviceRuntime) -> None:
-        for tag_id, point in rt.points.items():
-            self.writes.register(tag_id, WriteTarget(point, self._writer(rt), self._availability(rt)))
+    @staticmethod
+    def _tag_ids(device: str, plant: Plant) -> dict[str, int]:
+        return {t.name: t.id for t in plant.tags if t.device == device}
 
-    def _publisher(self, dev: ResolvedDevice, diag: DeviceDiagnostics, loaded: LoadedConfig):
+    def _register_writes(self, runner: DeviceRunner) -> None:
+        available = self._availability(runner)
+        for rp in runner.resolved.points:
+            tag_id = self._tag_ids(runner.name, self.plant).get(rp.point.name) if rp.point.writable else None
+            if tag_id is not None:
+                self.writes.register(tag_id, WriteTarget(self._writer(runner, tag_id), available))
+
+    def _publisher(self, dev: ResolvedDevice, diag: DeviceDiagnostics, loaded: LoadedConfig) -> Publish:
         """Where a device's batches go: through its derived-tag hooks, if any, into the pipeline."""
         if not dev.hooks:
             return self.pipeline.publish
-        ids = {t.name: t.id for t in loaded.plant.tags if t.device == dev.name}
+        ids = self._tag_ids(dev.name, loaded.plant)
         return DerivedStage(dev.name, dev.hooks, ids, self.pipeline.publish, diag).publish
 
-    def _writer(self, rt: DeviceRuntime):
-        async def write(point: RegisterPoint, value: object) -> WriteResult:
-            result = await write_point(rt.line, rt.resolved.config.unit_id, point, value, rt.resolved.timeout_ms() / 1e3)
-            if result.ok and result.read_back is not None and not isinstance(result.read_back, str):
-                # show the new value at once instead of waiting for the next poll
-                self.pipeline.publish(SampleBatch(
-                    rt.name, time.time_ns(), np.array([point.tag_id], dtype=np.int32),
-                    np.array([result.read_back], dtype=np.float64), np.zeros(1, dtype=np.uint8)))
-            return result
+    @staticmethod
+    def _writer(runner: DeviceRunner, tag_id: int):
+        async def write(value: object):
+            assert runner.runtime is not None  # availability() refuses writes to devices without one
+            return await runner.runtime.write(tag_id, value)
 
         return write
 
     @staticmethod
-    def _availability(rt: DeviceRuntime):
+    def _availability(runner: DeviceRunner):
         def available() -> str | None:
-            if rt.diag.state == DeviceState.QUARANTINED:
-                return f"device {rt.name} is quarantined: {rt.diag.last_error}"
-            if rt.diag.state == DeviceState.DISABLED:
-                return f"device {rt.name} is disabled"
+            if runner.diag.state == DeviceState.QUARANTINED:
+                return f"device {runner.name} is quarantined: {runner.diag.last_error}"
+            if runner.diag.state == DeviceState.DISABLED or runner.runtime is None:
+                return f"device {runner.name} is disabled"
             return None
 
         return available
@@ -244,25 +209,25 @@ class Appliance:
             await self.intelligence.start()
         settle_gc()
 
-    def _start_device(self, rt: DeviceRuntime, ts: int | None = None) -> None:
-        if rt.diag.state == DeviceState.QUARANTINED:
-            ids = np.array(self.plant.device(rt.name).tag_ids, dtype=np.int32)
-            self.pipeline.publish(SampleBatch.bad(rt.name, ts or time.time_ns(), ids, Quality.BAD_CONFIG_ERROR))
-            log.error("device %s not started: %s", rt.name, rt.diag.last_error)
-        if rt.poller is not None:
-            rt.task = asyncio.create_task(self._run_poller(rt), name=f"poll:{rt.name}")
+    def _start_device(self, runner: DeviceRunner, ts: int | None = None) -> None:
+        if runner.diag.state == DeviceState.QUARANTINED:
+            ids = np.array(self.plant.device(runner.name).tag_ids, dtype=np.int32)
+            self.pipeline.publish(SampleBatch.bad(runner.name, ts or time.time_ns(), ids, Quality.BAD_CONFIG_ERROR))
+            log.error("device %s not started: %s", runner.name, runner.diag.last_error)
+        if runner.runtime is not None:
+            runner.task = asyncio.create_task(self._run_device(runner), name=f"poll:{runner.name}")
 
-    async def _run_poller(self, rt: DeviceRuntime) -> None:
-        """Run a poller; an unexpected error restarts it after a pause instead of killing the device."""
-        assert rt.poller is not None
+    async def _run_device(self, runner: DeviceRunner) -> None:
+        """Run a device's polling; an unexpected error restarts it after a pause instead of killing it."""
+        assert runner.runtime is not None
         while True:
             try:
-                await rt.poller.run()
+                await runner.runtime.run()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - contain: log, count, restart this device only
-                log.exception("device %s: poller crashed; restarting in 1 s", rt.name)
-                rt.diag.last_error = "internal error in poller (see log)"
+                log.exception("device %s: poller crashed; restarting in 1 s", runner.name)
+                runner.diag.last_error = "internal error in poller (see log)"
                 await asyncio.sleep(1.0)
 
     async def _settle_later(self, delay_s: float) -> None:
@@ -272,9 +237,9 @@ class Appliance:
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(self.loaded.config.runtime.status_interval_s)
-            for rt in self.devices.values():
-                if rt.poller:
-                    rt.poller.update_latency_stats()
+            for runner in self.devices.values():
+                if runner.runtime is not None:
+                    runner.runtime.update_stats()
 
     # ------------------------------------------------------------------ reload
 
@@ -297,14 +262,12 @@ class Appliance:
         self._swap_plant(new)
         if self.outputs is not None:
             await self.outputs.reload(new)
-        for line_name in [k for k, line in self.lines.items()
-                          if not any(rt.line is line for rt in self.devices.values())]:
-            self.lines.pop(line_name).close()
+        self._release_unused_lines()
         added = [d.name for d in new.devices if d.name not in kept]
         for name in added:
-            rt = self._add_device(new_by_name[name])
+            runner = self._add_device(new_by_name[name])
             if self.started_at:
-                self._start_device(rt)
+                self._start_device(runner)
         self.devices = {d.name: self.devices[d.name] for d in new.devices}  # site order
         if self.intelligence is not None:
             await self.intelligence.reload(new)
@@ -316,17 +279,16 @@ class Appliance:
                     len(kept), len(added), len([n for n in gone if n not in new_by_name]))
         return {"kept": kept, "started": added, "removed": [n for n in gone if n not in new_by_name]}
 
-    def _renumber(self, rt: DeviceRuntime, dev: ResolvedDevice, id_map: np.ndarray, new: LoadedConfig) -> None:
-        if rt.plan is not None:
-            for plan in rt.plan.plans.values():
-                plan.tag_ids[:] = id_map[plan.tag_ids]
-                for block in plan.blocks:
-                    block.codec.tag_ids[:] = id_map[block.codec.tag_ids]
-        if rt.poller is not None:
-            rt.poller.refresh_ids()
-            rt.poller.publish = self._publisher(dev, rt.diag, new)
-        rt.resolved = dev
-        rt.points = {p.tag_id: p for p in dev.register_points}
+    def _renumber(self, runner: DeviceRunner, dev: ResolvedDevice, id_map: np.ndarray, new: LoadedConfig) -> None:
+        if runner.runtime is not None:
+            runner.runtime.renumber(id_map)
+            runner.runtime.set_publish(self._publisher(dev, runner.diag, new))
+        runner.resolved = dev
+
+    def _release_unused_lines(self) -> None:
+        for name, session in self.sessions.items():
+            session.release_unused(r.runtime for r in self.devices.values()
+                                   if r.runtime is not None and r.resolved.driver.name == name)
 
     def _swap_plant(self, new: LoadedConfig) -> None:
         old_store = self.store
@@ -335,13 +297,14 @@ class Appliance:
         self.store.take_over(old_store)
         self.pipeline.add("store", self.store)
         self.writes.rebind(self.plant, self.store)
-        for rt in self.devices.values():
-            self._register_writes(rt)
+        for runner in self.devices.values():
+            self._register_writes(runner)
 
-    async def _stop_device(self, rt: DeviceRuntime) -> None:
-        if rt.task is not None:
-            rt.task.cancel()
-            await asyncio.gather(rt.task, return_exceptions=True)
+    @staticmethod
+    async def _stop_device(runner: DeviceRunner) -> None:
+        if runner.task is not None:
+            runner.task.cancel()
+            await asyncio.gather(runner.task, return_exceptions=True)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Reverse order: the API and rules, the pollers, the outputs (flushed), the lines."""
@@ -350,7 +313,7 @@ class Appliance:
                 await self.intelligence.stop(timeout_s)
             except Exception:  # noqa: BLE001 - still stop the rest
                 log.exception("alarms, rules or API did not stop cleanly")
-        tasks = [rt.task for rt in self.devices.values() if rt.task] + self._tasks
+        tasks = [r.task for r in self.devices.values() if r.task] + self._tasks
         for t in tasks:
             t.cancel()
         with contextlib.suppress(Exception):
@@ -360,12 +323,15 @@ class Appliance:
                 await self.outputs.stop(timeout_s)
             except Exception:  # noqa: BLE001 - still release the lines
                 log.exception("outputs did not stop cleanly")
-        for line in self.lines.values():
-            line.close()
+        for session in self.sessions.values():
+            session.close()
         self._tasks.clear()
 
     def line_utilisation(self) -> dict[str, float]:
         """Share of wall time each line spent in transactions since start, in percent."""
-        elapsed = max(time.monotonic() - self.started_at, 1e-9)
-        return {key: 100.0 * line.busy_s / elapsed for key, line in self.lines.items()}
+        elapsed = time.monotonic() - self.started_at if self.started_at else 0.0
+        out: dict[str, float] = {}
+        for session in self.sessions.values():
+            out |= session.line_utilisation(elapsed)
+        return out
 

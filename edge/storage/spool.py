@@ -810,9 +810,38 @@ class Spool:
 
     def history(self, tag_key: str, since_ns: int, until_ns: int):
         """``(ts_ns, values, quality)`` of one tag from this spool (OPC UA history reads; blocking)."""
-        from edge.storage.history import history_from_conn
-
         tags = self.plant.tag_by_key()
         if tag_key not in tags:
             raise KeyError(f"unknown tag {tag_key!r}")
         return history_from_conn(self._reader(), tags[tag_key].device, tag_key, since_ns, until_ns)
+
+
+def history_from_conn(
+    conn: sqlite3.Connection, device: str, tag_key: str, since_ns: int, until_ns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same read on an open connection (the running spool's own reader for OPC UA history)."""
+    plants: dict[int, PlantTags] = {}
+    ids: dict[int, int | None] = {}
+    ts_out: list[int] = []
+    val_out: list[np.ndarray] = []
+    q_out: list[np.ndarray] = []
+    rows = conn.execute(
+        "SELECT ts_ns, plant, blob FROM batches WHERE kind = ? AND source = ? AND ts_ns >= ? AND ts_ns < ? "
+        "ORDER BY ts_ns, seq", (KIND_SAMPLES, device, since_ns, until_ns))
+    for ts, pid, blob in rows:
+        if pid not in ids:
+            site, tags_json = conn.execute("SELECT site, tags FROM plants WHERE id = ?", (pid,)).fetchone()
+            plants[pid] = _plant_tags(pid, site, tags_json)
+            ids[pid] = plants[pid].tag_id(tag_key)
+        tid = ids[pid]
+        if tid is None:
+            continue
+        d = decode_samples(blob)
+        hit = np.flatnonzero(d.tag_ids == tid)
+        if len(hit):
+            ts_out.extend([ts] * len(hit))
+            val_out.append(d.values[hit])
+            q_out.append(d.quality[hit])
+    if not ts_out:
+        return np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, QUALITY_DTYPE)
+    return np.asarray(ts_out, np.int64), np.concatenate(val_out), np.concatenate(q_out)

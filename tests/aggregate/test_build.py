@@ -23,5 +23,5 @@ def test_pip_builds_the_extension_from_a_fresh_clone(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("edge/aggregate/_ringbuf") and n.endswith(".so") for n in names), names
     assert any(n.startswith("drivers/modbus/_codec_kernel") and n.endswith(".so") for n in names), names
-    assert any(n.startswith("edge/_latest") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("edge/core/_latest") and n.endswith(".so") for n in names), names
     assert "edge/aggregate/pyring.py" in names

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from drivers.modbus.points import Table
+from drivers.modbus.runtime import register_points
 from edge.config.errors import ConfigError
 from edge.config.loader import load_config
 
@@ -27,9 +28,9 @@ def test_demo_plant_has_the_promised_shape():
     assert len(plant.buses) >= 2 and len(rs485[0].devices) == 3
     assert [t.id for t in plant.tags] == list(range(len(plant.tags)))
     meter = loaded.device("meter_main")
-    v1 = next(p for p in meter.register_points if p.name == "voltage_l1")
+    v1 = next(p for p in register_points(meter) if p.name == "voltage_l1")
     assert (v1.table, v1.address, v1.dtype) == (Table.INPUT, 0, "float32")  # 30001 -> input register 0
-    total = next(p for p in meter.register_points if p.name == "energy_total")
+    total = next(p for p in register_points(meter) if p.name == "energy_total")
     assert total.address == 342  # 30343
 
 
@@ -76,7 +77,7 @@ devices:
 """)
     loaded = load_config(path, env={})
     dev = loaded.device("m")
-    names = {p.name for p in dev.register_points}
+    names = {p.name for p in register_points(dev)}
     assert "thd_voltage_l1" not in names and "serial_number" in names
     v1 = loaded.plant.tag_by_key()["m.voltage_l1"]
     assert v1.deadband == 2.0 and v1.interval_ms == 10000

@@ -30,7 +30,7 @@ def demo_plant(devices: int = 4, tags_per_device: int = 25, site: str = "demo", 
             tid = len(plant.tags)
             plant.tags.append(TagInfo(id=tid, device=dev, name="serial", bus=bus, dtype="string"))
             ids.append(tid)
-        plant.devices.append(DeviceInfo(dev, bus, d + 1, "meter" if d % 2 == 0 else None, None, tuple(ids)))
+        plant.devices.append(DeviceInfo(dev, bus, f"unit {d + 1}", "meter" if d % 2 == 0 else None, None, tuple(ids)))
     plant.buses = [BusInfo(b, "modbus_tcp", tuple(ds)) for b, ds in buses.items()]
     return plant
 

@@ -31,8 +31,8 @@ def odd_plant() -> Plant:
         TagInfo(3, "meter", "p", "line a", "float64"),
     ]
     return Plant("site x", [BusInfo("line a", "modbus_rtu", ("pump 1", "meter"))],
-                 [DeviceInfo("pump 1", "line a", 1, "acme pump", "1.0", (0, 1, 2)),
-                  DeviceInfo("meter", "line a", 2, None, None, (3,))], tags)
+                 [DeviceInfo("pump 1", "line a", "unit 1", "acme pump", "1.0", (0, 1, 2)),
+                  DeviceInfo("meter", "line a", "unit 2", None, None, (3,))], tags)
 
 
 def spooled(tmp_path, plant: Plant) -> Spool:

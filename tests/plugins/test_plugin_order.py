@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pluginsupport import copy_plugin
 
+from drivers.modbus.runtime import register_points
 from edge.config.loader import load_config
 
 
@@ -22,7 +23,7 @@ def orders(tmp_path: Path, device_order: str | None) -> dict[str, str]:
                     "buses: [{name: b, type: modbus_tcp, port: 1502}]\n"
                     f"devices: [{{name: d, bus: b, plugin: cdab_device{order}}}]\n")
     loaded = load_config(site)
-    return {p.name: p.order for p in loaded.device("d").register_points if p.count > 1}
+    return {p.name: p.order for p in register_points(loaded.device("d")) if p.count > 1}
 
 
 def test_plugin_level_order_applies_to_points_without_their_own(tmp_path: Path):

@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 from pluginsupport import edge
 
+from drivers.modbus.config import ModbusPluginPoints as PluginPoints
+from drivers.modbus.config import ModbusPoint as Point
 from drivers.modbus.sim.plant import free_port
-from edge.config.models import Point
-from edge.plugins.models import PluginPoints
 
 
 def site_text(port: int) -> str:

@@ -34,7 +34,7 @@ def test_the_example_inventory_renders_three_checked_sites(tmp_path, capsys):
     assert bus["rs485_a"].timeout_ms == 200  # merged by name: the keys not overridden stay
     assert [d.name for d in south.devices] == ["meter_main", "th_room1", "plc_line1", "th_room2"]
     assert south.device("plc_line1").config.unit_id == 3
-    assert south.config.outputs.spool.max_bytes == 1 << 30 and south.config.outputs.spool.path == "spool/spool.db"
+    assert south.config.outputs.spool.max_bytes == 1 << 30 and south.config.outputs.spool.path == south.data_dir / "spool/spool.db"
     assert [b.name for b in warehouse.config.buses] == ["rs485_a"]
     assert [d.name for d in warehouse.devices] == ["meter_main", "th_room1"]
     assert warehouse.config.outputs.influxdb is None

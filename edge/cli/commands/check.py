@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge.config.checks import bus_loads
+from edge.config.checks import line_loads
 from edge.config.loader import load_config
 
 
@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{loaded.path}: site {loaded.site!r}: {len(loaded.config.buses)} buses, {len(loaded.devices)} devices, "
           f"{len(loaded.plant.tags)} tags")
     print(f"{'bus':<16} {'line':<40} {'load':>7} {'requests/s':>11}")
-    for load in bus_loads(loaded):
+    for load in line_loads(loaded):
         print(f"{load.bus:<16} {load.line:<40} {load.load_pct:>6.1f}% {load.requests_per_s:>11.1f}")
     print("configuration OK")
     return 0

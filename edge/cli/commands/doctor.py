@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import inspect
 import shutil
 from pathlib import Path
 
@@ -25,24 +26,30 @@ def checks() -> list[tuple[str, bool, str]]:
             out.append((f"library {name}", True, getattr(mod, "__version__", "")))
         except ImportError as exc:
             out.append((f"library {name}", False, str(exc)))
-    import drivers
     import edge
+    from edge.driver import registry
 
-    same = Path(edge.__file__).resolve().parents[1] == Path(drivers.__file__).resolve().parents[1]
-    out.append(("edge and drivers come from one install", same,
-                f"edge: {Path(edge.__file__).parent}, drivers: {Path(drivers.__file__).parent}"))
+    for name, driver in registry.drivers().items():
+        if type(driver).__module__.split(".")[0] != "drivers":
+            continue  # a third-party driver lives in its own distribution
+        where = Path(inspect.getfile(type(driver))).resolve()
+        same = Path(edge.__file__).resolve().parents[1] in where.parents
+        out.append((f"driver {name} comes from the appliance's install", same,
+                    f"edge: {Path(edge.__file__).parent}, driver {name}: {where.parent}"))
     try:
         agg = importlib.import_module("edge.aggregate")
         impl = getattr(agg, "ACTIVE_IMPL", "unknown")
         out.append(("aggregator implementation", impl == "cython", agg.describe()))
     except ImportError as exc:
         out.append(("aggregator implementation", False, str(exc)))
-    from drivers.modbus import codec
     from edge.core import store
+    from edge.driver import registry
 
-    out.append(("Modbus block decoder", codec.DECODER == "compiled",
-                "compiled (Cython)" if codec.DECODER == "compiled"
-                else "numpy (the compiled decoder is not built: same results, several times the CPU per block)"))
+    found = registry.drivers()
+    out.append(("field drivers", bool(found), ", ".join(f"{n} ({d.description})" for n, d in found.items())
+                or "none registered: reinstall the package (entry points edge.drivers)"))
+    for driver in found.values():
+        out.extend(driver.doctor())
     out.append(("latest-value store", store.LatestArrays is not None,
                 "compiled scatter" if store.LatestArrays is not None else "numpy indexing (not built; slower)"))
     return out

@@ -1,113 +1,52 @@
-"""Technician commands that talk to field devices directly: read, write, scan (and probe).
+"""Technician commands that talk to field devices directly: ``edge read`` and ``edge write``.
 
-They use the same lines, plans, codec and write path as the running appliance, so what they
-show is what the appliance will see.
+They open the device through its driver exactly as the running appliance does (same lines,
+plans, codec, hole learning and write path, through ``edge.driver.protocol``), so what they
+show is what the appliance will see. Protocol-specific tools (``scan``, ``probe``, ``plan``)
+are contributed by the drivers.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 
-import yaml
-
-from drivers.modbus.bus import Line
-from drivers.modbus.client import (
-    ModbusError,
-    ModbusExceptionResponse,
-    RtuOverTcpTransport,
-    SerialParams,
-    SerialTransport,
-    TcpTransport,
-)
-from drivers.modbus.points import Table
-from drivers.modbus.probe import AMBIGUOUS_MARGIN, Interpretation, format_probe, probe
-from drivers.modbus.timing import inter_frame_gap_s
-from drivers.modbus.writer import write_point
 from edge.cli.commands import CliError
 from edge.cli.commands.run import format_value
-from edge.config.loader import ResolvedDevice, load_config
+from edge.config.loader import load_config
+from edge.config.resolved import ResolvedDevice
 from edge.core.derived import DerivedStage
-from edge.core.model import DeviceDiagnostics, Plant, Quality, SampleBatch
-from edge.runtime.app import device_plan, line_gap_s, make_transport
+from edge.core.model import DeviceDiagnostics, Plant, Quality, SampleBatch, WriteResult
+from edge.driver.protocol import DeviceContext
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
-    if name in ("read", "write"):
-        p.add_argument("config", help="site configuration (YAML)")
-        p.add_argument("device", help="device name")
+    p.add_argument("config", help="site configuration (YAML)")
+    p.add_argument("device", help="device name")
     if name == "read":
         p.add_argument("tag", nargs="*", help="only these tags (default: all)")
     elif name == "write":
         p.add_argument("tag", help="tag name")
         p.add_argument("value", help="value in engineering units (true/false for bits, text for strings)")
-    elif name in ("scan", "probe"):
-        where = p.add_mutually_exclusive_group(required=True)
-        where.add_argument("--serial", metavar="PATH", help="serial port of an RS-485 line")
-        where.add_argument("--host", help="TCP host (Modbus TCP, or a gateway with --rtu-over-tcp)")
-        p.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
-        p.add_argument("--rtu-over-tcp", action="store_true", help="RTU framing through a serial gateway")
-        p.add_argument("--baud", type=int, default=9600)
-        p.add_argument("--parity", choices=["N", "E", "O"], default="N")
-        p.add_argument("--stop-bits", type=int, choices=[1, 2], default=1)
-        p.add_argument("--timeout-ms", type=int, default=200)
-        p.add_argument("--table", choices=["holding", "input"], default="holding",
-                       help="register table (default holding)")
-    if name == "scan":
-        p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-10 or 1,5,9 (default 1-247)")
-        p.add_argument("--address", type=int, default=0, help="0-based address of the test read (default 0)")
-    elif name == "probe":
-        p.add_argument("--unit", type=int, default=1, help="unit id (default 1)")
-        p.add_argument("--address", type=int, required=True, help="0-based protocol address of the first register")
-        p.add_argument("--words", type=int, choices=[2, 4], default=2, help="2 (32-bit) or 4 (64-bit) registers")
-        p.add_argument("--reads", type=int, default=5, help="successive reads to judge stability (default 5)")
-        p.add_argument("--interval-ms", type=int, default=500, help="pause between reads (default 500)")
-        p.add_argument("--range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                       help="the range the value should be in (e.g. 200 260 for a mains voltage)")
-        p.add_argument("--top", type=int, default=6, help="interpretations to show (default 6)")
-        p.add_argument("--draft", metavar="FILE",
-                       help="append a draft points.yaml entry for the best interpretation to FILE")
 
 
-def _open(dev: ResolvedDevice) -> Line:
-    return Line(dev.name, make_transport(dev), gap_s=line_gap_s(dev))
+async def read_device(dev: ResolvedDevice, only: list[str], plant: Plant) -> list[tuple[str, str, str]]:
+    """(tag, value, quality) for every tag of a device after one poll of every poll group.
 
-
-async def read_device(dev: ResolvedDevice, only: list[str], plant: Plant | None = None) -> list[tuple[str, str, str]]:
-    """(tag, value, quality) for every tag of a device, read once block by block.
-
-    With the ``plant``, the plugin's derived tags are computed from what was read, through the
-    same hooks (and the same containment) as in the running appliance.
+    The plugin's derived tags are computed from what was read, through the same hooks (and the
+    same containment) as in the running appliance.
     """
-    plan = device_plan(dev)
-    line = _open(dev)
+    ids = {t.name: t.id for t in plant.tags if t.device == dev.name}
+    names = {tag_id: name for name, tag_id in ids.items()}
+    tags = {t.id: t for t in plant.tags if t.device == dev.name}
     batches: list[SampleBatch] = []
-    publish = batches.append
-    names = {p.tag_id: p.name for p in dev.register_points}
-    units = {rp.point.name: rp.point.unit for rp in dev.points}
-    enums = {rp.point.name: rp.point.enum for rp in dev.points if rp.point.enum}
-    if plant is not None and dev.hooks:
-        ids = {t.name: t.id for t in plant.tags if t.device == dev.name}
-        names |= {ids[h.derived.name]: h.derived.name for h in dev.hooks}
-        units |= {h.derived.name: h.derived.unit for h in dev.hooks}
-        enums |= {h.derived.name: h.derived.enum for h in dev.hooks if h.derived.enum}
-        publish = DerivedStage(dev.name, dev.hooks, ids, batches.append, DeviceDiagnostics(dev.name, dev.bus.name)).publish
-    errors: dict[int, str] = {}
+    diag = DeviceDiagnostics(dev.name, dev.bus.name)
+    publish = DerivedStage(dev.name, dev.hooks, ids, batches.append, diag).publish if dev.hooks else batches.append
+    session = dev.driver.session()
     try:
-        for group in plan.groups():
-            for block in plan.blocks(group):
-                if only and not any(p.name in only for p in block.points) and not dev.hooks:
-                    continue
-                try:
-                    data = await line.read(dev.config.unit_id, block.table, block.start, block.count,
-                                           dev.timeout_ms() / 1e3)
-                except ModbusError as exc:
-                    errors.update({p.tag_id: f"{type(exc).__name__}: {exc}" for p in block.points})
-                    publish(SampleBatch.bad(dev.name, time.time_ns(), block.codec.tag_ids, Quality.BAD_COMM_ERROR))
-                    continue
-                publish(block.codec.decode_batch(dev.name, time.time_ns(), data))
+        runtime = session.open_device(dev, DeviceContext(tag_ids=ids, publish=publish, diag=diag))
+        await runtime.poll_once()
     finally:
-        line.close()
+        session.close()
     latest: dict[int, tuple[float | str, int]] = {}  # in the order the tags were read
     for batch in batches:
         texts = batch.texts or {}
@@ -115,139 +54,47 @@ async def read_device(dev: ResolvedDevice, only: list[str], plant: Plant | None 
             latest[tag_id] = (texts.get(tag_id, value), q)
     out = []
     for tag_id, (value, q) in latest.items():
-        name = names[tag_id]
-        if tag_id in errors:
-            out.append((name, "-", errors[tag_id]))
-        else:
-            shown = format_value(value, units.get(name), Quality.GOOD)
-            if name in enums and isinstance(value, float) and value.is_integer():
-                shown += f" ({enums[name].get(int(value), 'not a listed state')})"
-            out.append((name, shown, Quality(q).name))
+        tag = tags[tag_id]
+        if q != Quality.GOOD and q == Quality.BAD_COMM_ERROR and diag.last_error:
+            out.append((names[tag_id], "-", f"{Quality(q).name}: {diag.last_error}"))
+            continue
+        shown = format_value(value, tag.unit, Quality.GOOD)
+        if tag.enum and isinstance(value, float) and value.is_integer():
+            shown += f" ({tag.enum.get(int(value), 'not a listed state')})"
+        out.append((names[tag_id], shown, Quality(q).name))
     return [row for row in out if not only or row[0] in only]
 
 
-async def write_device(dev: ResolvedDevice, tag: str, value: str):
-    point = next((p for p in dev.register_points if p.name == tag), None)
-    if point is None:
-        raise CliError(f"device {dev.name} has no tag {tag!r}; tags: {', '.join(p.name for p in dev.register_points)}")
-    line = _open(dev)
+async def write_device(dev: ResolvedDevice, tag: str, value: str, plant: Plant) -> WriteResult:
+    ids = {t.name: t.id for t in plant.tags if t.device == dev.name}
+    writable = [rp.point.name for rp in dev.points if rp.point.writable]
+    if tag not in ids or tag not in {rp.point.name for rp in dev.points}:
+        raise CliError(f"device {dev.name} has no tag {tag!r}; tags: {', '.join(rp.point.name for rp in dev.points)}")
+    if tag not in writable:
+        raise CliError(f"{dev.name}.{tag} is not writable; writable tags: {', '.join(writable) or 'none'}")
+    session = dev.driver.session()
     try:
-        return await write_point(line, dev.config.unit_id, point, value, dev.timeout_ms() / 1e3)
+        runtime = session.open_device(dev, DeviceContext(tag_ids=ids, publish=lambda batch: None,
+                                                         diag=DeviceDiagnostics(dev.name, dev.bus.name)))
+        return await runtime.write(ids[tag], value)
     finally:
-        line.close()
-
-
-def parse_units(text: str) -> list[int]:
-    units: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        try:
-            units += list(range(int(lo), int(hi or lo) + 1))
-        except ValueError:
-            raise CliError(f"--units takes ranges like 1-10 or 1,5,9, got {text!r}", 2) from None
-    bad = [u for u in units if not 0 <= u <= 255]
-    if bad:
-        raise CliError(f"unit ids are 0-255, got {bad[0]}", 2)
-    return units
-
-
-def line_from_args(args: argparse.Namespace) -> Line:
-    """A line from --serial/--host options (scan, probe): no configuration needed."""
-    if args.serial:
-        params = SerialParams(args.serial, args.baud, args.parity, 8, args.stop_bits)
-        return Line(args.serial, SerialTransport(args.serial, params),
-                    gap_s=inter_frame_gap_s(args.baud, args.parity, 8, args.stop_bits))
-    if args.rtu_over_tcp:
-        return Line("gateway", RtuOverTcpTransport(f"{args.host}:{args.port}", args.host, args.port))
-    return Line("tcp", TcpTransport(f"{args.host}:{args.port}", args.host, args.port))
-
-
-async def scan(args: argparse.Namespace) -> list[tuple[int, str]]:
-    """Unit ids that answer a one-register read (an exception answer counts: the device is there)."""
-    line = line_from_args(args)
-    found = []
-    try:
-        for unit in parse_units(args.units):
-            try:
-                await line.read(unit, Table(args.table), args.address, 1, args.timeout_ms / 1e3)
-                found.append((unit, "answers"))
-            except ModbusExceptionResponse as exc:
-                found.append((unit, f"answers with {exc}"))
-            except ModbusError:
-                continue
-    finally:
-        line.close()
-    return found
-
-
-async def probe_span(args: argparse.Namespace) -> list[list[int]]:
-    """``--reads`` successive reads of the span, ``--interval-ms`` apart."""
-    line = line_from_args(args)
-    reads = []
-    try:
-        for i in range(args.reads):
-            if i:
-                await asyncio.sleep(args.interval_ms / 1e3)
-            regs = await line.read(args.unit, Table(args.table), args.address, args.words, args.timeout_ms / 1e3)
-            reads.append([int(r) for r in regs])
-    except ModbusError as exc:
-        raise CliError(f"read of {args.table} {args.address}+{args.words} at unit {args.unit} failed: {exc}") from None
-    finally:
-        line.close()
-    return reads
-
-
-def draft_entry(args: argparse.Namespace, ranked: list[Interpretation]) -> str:
-    """A points.yaml entry (with comments saying where it came from) for the best interpretation."""
-    best = ranked[0]
-    where = args.serial or f"{args.host}:{args.port}"
-    shown = ", ".join(f"{v:.7g}" if isinstance(v, float) else str(v) for v in best.values[:5])
-    entry = {"name": f"{args.table}_{args.address}", "table": args.table, "address": args.address,
-             "type": best.dtype, "order": best.order}
-    if args.range:
-        entry["range"] = [args.range[0], args.range[1]]
-    entry["description"] = f"draft from edge probe: read {shown}"
-    lines = [f"# edge probe {args.table} {args.address}..{args.address + args.words - 1} of unit {args.unit} at "
-             f"{where}: best {best.dtype} {best.order} ({best.reason})",
-             "# address is the protocol (0-based) address: in a plugin with address_base 1 write it + 1;",
-             "# rename the point, add unit and scale from the datasheet, then: edge plugin check"]
-    rival = next((r for r in ranked[1:] if r.values != best.values), None)
-    if rival is not None and best.score - rival.score < AMBIGUOUS_MARGIN:
-        lines.append(f"# AMBIGUOUS: {rival.dtype} {rival.order} scores nearly as well; probe again while the value changes")
-    body = yaml.safe_dump([entry], default_flow_style=None, sort_keys=False, width=1000).strip()
-    return "\n".join([*lines, body, ""])
+        session.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command == "probe":
-        reads = asyncio.run(probe_span(args))
-        low, high = args.range if args.range else (None, None)
-        print(f"{args.table} {args.address}..{args.address + args.words - 1} of unit {args.unit}, "
-              f"{len(reads)} reads: " + "; ".join(" ".join(f"{r:04x}" for r in read) for read in reads))
-        ranked = probe(reads, low, high)
-        print(format_probe(ranked, top=args.top))
-        if args.draft:
-            with open(args.draft, "a", encoding="utf-8") as f:
-                f.write(draft_entry(args, ranked))
-            print(f"draft points.yaml entry for {ranked[0].dtype} {ranked[0].order} appended to {args.draft}")
-        return 0
-    if args.command == "scan":
-        found = asyncio.run(scan(args))
-        for unit, what in found:
-            print(f"unit {unit:>3}: {what}")
-        print(f"{len(found)} unit(s) answered")
-        return 0 if found else 1
     loaded = load_config(args.config)
     try:
         dev = loaded.device(args.device)
     except KeyError as exc:
         raise CliError(str(exc.args[0])) from None
+    if dev.plugin_error:
+        raise CliError(f"device {dev.name}: {dev.plugin_error}")
     if args.command == "read":
         rows = asyncio.run(read_device(dev, args.tag, loaded.plant))
         for name, value, quality in rows:
             print(f"{name:<28} {value:<24} {quality}")
         return 0 if rows and all(q == "GOOD" for _, _, q in rows) else 1
-    result = asyncio.run(write_device(dev, args.tag, args.value))
+    result = asyncio.run(write_device(dev, args.tag, args.value, loaded.plant))
     print(f"{dev.name}.{args.tag} = {args.value}: {result.status.name}: {result.message}"
           + (f" (read back {result.read_back})" if result.read_back is not None else ""))
     return 0 if result.ok else 1

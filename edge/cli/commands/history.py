@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         until = now - (parse_since(args.until) * 1_000_000_000 if args.until else 0) + 1
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
-    spool = loaded.resolve_path(str(loaded.data_dir / loaded.config.outputs.spool.path))
+    spool = loaded.config.outputs.spool.path  # absolute: edge.config.paths
     try:
         ts, values, quality = read_history(spool, loaded.plant, args.tag, since, until)
     except KeyError as exc:

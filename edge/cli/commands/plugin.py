@@ -18,15 +18,12 @@ import time
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
-from drivers.modbus.points import RegisterPoint
-from drivers.modbus.sim.plant import SimPlant, free_port
-from drivers.modbus.sim.spec import SignalSpec
 from edge.cli.commands import CliError
-from edge.cli.commands.simulate import plant_specs
+from edge.cli.commands.simulate import simulations
 from edge.config.loader import LoadedConfig, load_config
 from edge.core.model import QUALITY_NAMES, Quality, TagInfo
+from edge.driver import registry
 from edge.plugins.loader import LoadedPlugin, load_plugin
 from edge.runtime.app import Appliance
 
@@ -134,48 +131,11 @@ def list_plugins(folder: Path) -> tuple[list[str], int]:
 # ----------------------------------------------------------------------------- check
 
 
-def check_site_yaml(folder: Path, name: str, port: int, data_dir: Path, timeout_ms: int) -> str:
-    """A one-device site for the plugin: Modbus TCP on a loopback port, unit 1."""
-    site = {
-        "site": {"name": "plugin_check"},
-        "plugins_dir": str(folder),
-        "runtime": {"data_dir": str(data_dir), "status_interval_s": 1},
-        "buses": [{"name": "check_net", "type": "modbus_tcp", "host": "127.0.0.1", "port": port,
-                   "timeout_ms": timeout_ms}],
-        "devices": [{"name": name, "bus": "check_net", "unit_id": 1, "plugin": name}],
-    }
-    return yaml.safe_dump(site, sort_keys=False)
-
-
-def sim_issues(plugin: LoadedPlugin) -> list[str]:
-    """Invalid ``sim:`` hints of the plugin's points, each as file:line and what is allowed."""
-    assert plugin.points is not None and plugin.source is not None
-    out = []
-    for i, p in enumerate(plugin.points.points):
-        if not p.sim:
-            continue
-        try:
-            SignalSpec(**p.sim)
-        except (ValidationError, TypeError) as exc:
-            errors = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
-            text = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}".lstrip(": ") for e in errors)
-            out.append(str(plugin.source.issue(("points", i, "sim"), f"simulator hint of {p.name!r}: {text}")))
-    return out
-
-
 def check_timeout_ms(plugin: LoadedPlugin) -> int:
     """A request timeout the site checks accept: at most 1 s and never above the fastest poll interval."""
     assert plugin.points is not None
     intervals = [plugin.points.interval_ms or 1000, *(g.interval_ms for g in plugin.points.poll_groups.values())]
     return max(10, min(1000, *intervals))
-
-
-def where(point: RegisterPoint) -> str:
-    """Where a point is read, in protocol terms: ``input 0..1 CDAB``, ``holding 148 bit 1``."""
-    text = f"{point.table.value} {point.address}" + (f"..{point.end - 1}" if point.count > 1 else "")
-    if point.count > 1 and point.dtype != "string":
-        text += f" {point.order}"
-    return text + (f" bit {point.bit}" if point.bit is not None else "")
 
 
 def format_row(tag: TagInfo, value: float | str, quality: Quality, at: str) -> str:
@@ -196,10 +156,12 @@ def format_row(tag: TagInfo, value: float | str, quality: Quality, at: str) -> s
 
 
 async def poll_once(loaded: LoadedConfig, timeout_s: float = CHECK_TIMEOUT_S) -> tuple[Appliance, bool]:
-    """Serve the config's devices from the simulator, run the appliance until every tag has been
-    polled once (or the time is up); return the stopped appliance (its store holds the values)."""
-    sim = SimPlant(plant_specs(loaded))
-    await sim.start()
+    """Serve the config's devices from their drivers' simulators, run the appliance until every
+    tag has been polled once (or the time is up); return the stopped appliance (its store holds
+    the values)."""
+    sims = [sim for sim, _ in simulations(loaded, seed=0).values()]
+    for sim in sims:
+        await sim.start()
     app = Appliance(loaded, audit=False)
     try:
         await app.start()
@@ -214,7 +176,8 @@ async def poll_once(loaded: LoadedConfig, timeout_s: float = CHECK_TIMEOUT_S) ->
             await asyncio.sleep(0.05)
     finally:
         await app.stop()
-        await sim.stop()
+        for sim in sims:
+            await sim.stop()
     return app, complete
 
 
@@ -225,7 +188,8 @@ def check_plugin(folder: Path, name: str) -> tuple[list[str], bool]:
     if plugin.error:
         return [plugin.error], False
     assert plugin.manifest is not None and plugin.points is not None
-    problems = sim_issues(plugin)
+    driver = registry.drivers()[plugin.manifest.driver]
+    problems = driver.plugin_problems(plugin)
     if problems:
         return problems, False
     m = plugin.manifest
@@ -233,12 +197,12 @@ def check_plugin(folder: Path, name: str) -> tuple[list[str], bool]:
              f"  manifest, {len(plugin.points.points)} points and {len(plugin.hooks)} hook(s): valid"]
     with tempfile.TemporaryDirectory(prefix="edge-plugin-check-") as tmp:
         site = Path(tmp) / "edge.yaml"
-        port = free_port()
-        site.write_text(check_site_yaml(folder, name, port, Path(tmp) / "data", check_timeout_ms(plugin)),
-                        encoding="utf-8")
+        data = driver.plugin_test_site(name, folder, Path(tmp) / "data", check_timeout_ms(plugin))
+        site.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         loaded = load_config(site)
         lines += [f"  warning: {issue}" for issue in loaded.issues]
-        lines.append(f"  polling a simulated {name} (Modbus TCP 127.0.0.1:{port}, unit 1) once:")
+        lines.append(f"  polling a simulated {name} ({loaded.devices[0].bus.type} on "
+                     f"{driver.device_address(loaded.devices[0])}) once:")
         app, complete = asyncio.run(poll_once(loaded))
     rows, ok = report(loaded, plugin, app, complete)
     return lines + rows, ok
@@ -246,7 +210,8 @@ def check_plugin(folder: Path, name: str) -> tuple[list[str], bool]:
 
 def report(loaded: LoadedConfig, plugin: LoadedPlugin, app: Appliance, complete: bool) -> tuple[list[str], bool]:
     """One row per tag (register points, then derived tags), the device's last error and a verdict."""
-    at = {p.name: f"{p.dtype:<8} {where(p)}" for p in loaded.devices[0].register_points}
+    dev = loaded.devices[0]
+    at = {rp.point.name: dev.driver.point_location(dev, rp.point.name) for rp in dev.points}
     at |= {h.derived.name: f"derived  {h.derived.hook}({', '.join(h.derived.inputs)})" for h in plugin.hooks}
     lines, good = [], 0
     for tag in loaded.plant.tags:

@@ -89,8 +89,8 @@ class Layout:
         return cls(
             data_dir=loaded.data_dir,
             spool_dir=spool if spool.is_dir() else spool.parent,
-            pki_dir=loaded.resolve_path(str(opcua.pki_dir)) if opcua and opcua.pki_dir else None,
-            users_file=loaded.resolve_path(str(opcua.users_file)) if opcua and opcua.users_file else None,
+            pki_dir=opcua.pki_dir if opcua else None,
+            users_file=opcua.users_file if opcua else None,
             secure=bool(opcua and opcua.secure),
             application_uri=opcua.application_uri if opcua else "",
             endpoint_host=opcua.host if opcua else "",

@@ -59,7 +59,7 @@ class StatusTable:
             self._last[name] = (d.polls_ok, now)
             errors = d.polls_failed + sum(d.exceptions.values())
             values = []
-            for tag_id in list(rt.points)[: self.values_per_device]:
+            for tag_id in app.plant.device(name).tag_ids[: self.values_per_device]:
                 tag = app.plant.tags[tag_id]
                 value, quality, _ = app.store.get(tag_id)
                 values.append(f"{tag.name}={format_value(value, tag.unit, quality)}")

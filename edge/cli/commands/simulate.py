@@ -1,56 +1,28 @@
-"""``edge simulate CONFIG``: serve every device of a configuration from simulated Modbus devices.
+"""``edge simulate CONFIG``: serve every device of a configuration from its driver's simulator.
 
-TCP devices listen on their configured ports, RTU devices answer on a socat pty pair whose
-appliance end is the bus's configured serial port, gateway devices speak RTU over TCP.
+Each driver that has a simulator serves its devices' twins (the Modbus driver: TCP devices on
+their configured ports, RTU devices on a socat pty pair at the bus's serial port, gateway
+devices speaking RTU over TCP).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
-from pathlib import Path
 
-from drivers.modbus.sim.faults import Fault
-from drivers.modbus.sim.plant import SimPlant
-from drivers.modbus.sim.spec import (
-    RtuOverTcpTransport,
-    SerialTransport,
-    SignalSpec,
-    SimDeviceSpec,
-    TcpTransport,
-)
 from edge.cli.commands import CliError
-from edge.config.loader import LoadedConfig, ResolvedDevice, load_config
+from edge.config.checks import by_driver
+from edge.config.loader import load_config
+from edge.config.resolved import LoadedConfig
+from edge.driver.protocol import Simulation
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="site configuration (YAML)")
     p.add_argument("--fault", action="append", default=[], metavar="DEVICE=FAULT[:KEY=VALUE,...]",
-                   help=f"start with a fault on a device ({', '.join(f.value for f in Fault)}), e.g. "
+                   help="start with a fault on a device (the driver's simulator lists its faults), e.g. "
                         "meter=slow:delay_ms=300 or plc=illegal_address:start=10,count=2; repeatable")
     p.add_argument("--seed", type=int, default=0, help="random seed of the signals' noise")
-
-
-def device_spec(dev: ResolvedDevice) -> SimDeviceSpec:
-    """The simulated twin of one configured device: same unit id, transport and register map."""
-    bus = dev.bus
-    if bus.type == "modbus_tcp":
-        transport = TcpTransport(host=dev.config.host or bus.host, port=dev.config.port or bus.port)
-    elif bus.type == "rtu_over_tcp":
-        transport = RtuOverTcpTransport(host=bus.host, port=bus.port, baud=bus.baud, parity=bus.parity,
-                                        data_bits=bus.data_bits, stop_bits=bus.stop_bits)
-    else:
-        transport = SerialTransport(path=bus.port, baud=bus.baud, parity=bus.parity, data_bits=bus.data_bits,
-                                    stop_bits=bus.stop_bits)
-    signals = {rp.point.name: SignalSpec(**rp.point.sim) for rp in dev.points if rp.point.sim}
-    interval = min(g.interval_ms for g in dev.poll_groups.values())
-    return SimDeviceSpec(name=dev.name, unit_id=dev.config.unit_id, transport=transport,
-                         points=list(dev.register_points), signals=signals or None,
-                         update_interval_ms=max(100, min(interval, 1000)))
-
-
-def plant_specs(loaded: LoadedConfig) -> list[SimDeviceSpec]:
-    return [device_spec(d) for d in loaded.devices if not d.plugin_error]
 
 
 def parse_faults(items: list[str]) -> list[tuple[str, str, dict[str, str]]]:
@@ -66,26 +38,43 @@ def parse_faults(items: list[str]) -> list[tuple[str, str, dict[str, str]]]:
     return out
 
 
+def simulations(loaded: LoadedConfig, seed: int) -> dict[str, tuple[Simulation, list[str]]]:
+    """driver name -> (its simulation of the site's devices, their names); drivers without one are left out."""
+    out: dict[str, tuple[Simulation, list[str]]] = {}
+    for name, (driver, devices) in by_driver(loaded).items():
+        sim = driver.simulation(devices, seed)
+        if sim is not None:
+            out[name] = (sim, [d.name for d in devices if d.plugin_error is None])
+    return out
+
+
 async def serve(loaded: LoadedConfig, faults: list[tuple[str, str, dict[str, str]]], seed: int) -> None:
-    specs = plant_specs(loaded)
-    for spec in specs:
-        if isinstance(spec.transport, SerialTransport):
-            Path(spec.transport.path).parent.mkdir(parents=True, exist_ok=True)
-    plant = SimPlant(specs, seed=seed)
+    sims = simulations(loaded, seed)
+    if not sims:
+        raise CliError("no device of this configuration has a simulator")
+    owner = {dev: sim for sim, devices in sims.values() for dev in devices}
+    unknown = [d for d, _, _ in faults if d not in owner]
+    if unknown:
+        raise CliError(f"--fault names {unknown[0]!r}, which is not a simulated device; devices: {', '.join(owner)}", 2)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await plant.start()
+    started: list[Simulation] = []
     try:
+        for sim, _ in sims.values():
+            await sim.start()
+            started.append(sim)
         for device, fault, params in faults:
-            plant.set_fault(device, fault, **params)
-        for spec in plant_specs(loaded):
-            print(f"simulating {spec.name:<16} unit {spec.unit_id:<3} at {plant.address(spec.name)}", flush=True)
+            owner[device].set_fault(device, fault, **params)
+        for sim, devices in sims.values():
+            for dev in devices:
+                print(f"simulating {dev:<16} at {sim.address(dev)}", flush=True)
         print("simulator ready (Ctrl-C to stop)", flush=True)
         await stop.wait()
     finally:
-        await plant.stop()
+        for sim in started:
+            await sim.stop()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -362,7 +362,7 @@ class OpcUaServer:
         for dev in plant.devices:
             dnode = self._device_nodes.get(dev.name)
             if dnode is None:
-                desc = f"unit {dev.unit_id}" + (f", plugin {dev.plugin} {dev.plugin_version or ''}" if dev.plugin else "")
+                desc = dev.address + (f", plugin {dev.plugin} {dev.plugin_version or ''}" if dev.plugin else "")
                 dnode = f.add_object(self._bus_nodes[dev.bus].nodeid, _sid(self.ns, dev.name), dev.name,
                                      folder=False, description=desc.strip())
                 self._device_nodes[dev.name] = dnode

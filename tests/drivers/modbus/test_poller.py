@@ -162,7 +162,7 @@ devices:
       - {{name: e, address: 9, type: float32, sim: {{kind: constant, value: 4.5}}}}
 """, start_app=False)
     site.sim.set_fault("d", "illegal_address", start=4, count=3)  # a hole the merged block crosses
-    plan = site.app.devices["d"].plan
+    plan = site.app.devices["d"].runtime.plan
     assert len(plan.blocks("default")) == 1
     await site.app.start()
     assert await wait_until(lambda: site.diag("d").polls_ok >= 3, 5)
@@ -198,7 +198,7 @@ async def test_bad_frames_are_counted_and_recovered_without_reconnecting(make_si
     ok = site.diag("dev0").polls_ok
     assert await wait_until(lambda: site.diag("dev0").polls_ok >= ok + 5, 5)
     assert site.value("dev0", "t")[1] == Quality.GOOD
-    assert site.app.devices["dev0"].line.transport.connects == 1
+    assert site.app.devices["dev0"].runtime.line_object.transport.connects == 1
 
 
 async def test_slow_answers_time_out(make_site):
@@ -224,7 +224,7 @@ devices:
     assert site.value("d", "v")[1] == Quality.BAD_NO_COMMUNICATION
     site.sim.clear_fault("d")
     assert await wait_until(lambda: site.diag("d").state == DeviceState.ONLINE, 10)
-    assert site.app.devices["d"].line.transport.connects >= 2
+    assert site.app.devices["d"].runtime.line_object.transport.connects >= 2
 
 
 @pytest.mark.parametrize("kind", ["tcp", "serial"])

@@ -46,7 +46,7 @@ def make_plant(site: str = "plant1", devices: int = 2, analog_per_device: int = 
         ]
         for i in range(analog_per_device):
             ids.append(add(device=dev, name=f"ai{i}", dtype="float64", unit="bar", low=-1.0, high=10.0))
-        devs.append(DeviceInfo(name=dev, bus="line1", unit_id=d + 1, plugin="acme-meter", plugin_version="1.2.0",
+        devs.append(DeviceInfo(name=dev, bus="line1", address=f"unit {d + 1}", plugin="acme-meter", plugin_version="1.2.0",
                                tag_ids=tuple(ids)))
     return Plant(site=site, buses=[BusInfo("line1", "modbus_tcp", tuple(d.name for d in devs))],
                  devices=devs, tags=tags)

@@ -80,7 +80,7 @@ def _with_meter3(plant: Plant) -> Plant:
         tags.append(dataclasses.replace(t, id=len(tags)))
     tags.append(TagInfo(id=len(tags), device="meter3", name="flow", bus="line2", dtype="float32", unit="m3/h"))
     devices = [dataclasses.replace(d, tag_ids=tuple(t.id for t in tags if t.device == d.name)) for d in plant.devices]
-    devices.append(DeviceInfo("meter3", "line2", 7, None, None, (tags[-1].id,)))
+    devices.append(DeviceInfo("meter3", "line2", "unit 7", None, None, (tags[-1].id,)))
     buses = [*plant.buses, BusInfo("line2", "modbus_rtu", ("meter3",))]
     return Plant(site=plant.site, buses=buses, devices=devices, tags=tags)
 
