@@ -200,7 +200,16 @@ class Device(Model):
     one_request_per_tag: bool = False
     pause_between_requests_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
     offline_after_failures: Annotated[int, Field(ge=1, le=100)] = 3
-    backoff_max_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
+    backoff_max_s: Annotated[float, Field(ge=0.1, le=3600)] = Field(
+        8.0, description="an offline device is probed at most this far apart (back within ~10 s of answering); "
+        "never more often than one timeout per 10 timeouts of its line")
+    hole_reprobe_s: Annotated[float, Field(ge=0.1, le=86_400)] = Field(
+        30.0, description="first re-probe of a learned address hole (exception 2), doubling from there")
+    hole_reprobe_max_s: Annotated[float, Field(ge=0.1, le=86_400)] = Field(
+        600.0, description="learned holes are re-probed at least this often")
+    holes: Literal["reprobe", "permanent"] = Field(
+        "reprobe", description="permanent: a learned hole is never read again (only for devices whose holes "
+        "are real and whose re-probes cost too much)")
     points: list[Point] = Field(default_factory=list)
     drop: list[Name] = Field(default_factory=list)  # plugin points to leave out
     override: dict[str, PointOverride] = Field(default_factory=dict)  # plugin point name -> changes

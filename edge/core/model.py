@@ -230,6 +230,10 @@ class DeviceDiagnostics:
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     jitter_p99_ms: float = 0.0  # how late poll cycles start against their schedule
+    holes: int = 0  # learned address holes (exception 2) currently remembered and re-probed
+    holes_healed: int = 0  # learned holes forgotten because their addresses read again
+    unreadable_points: int = 0  # points refused even alone: Bad_ConfigurationError until a re-probe reads them
+    holes_detail: list[str] = field(default_factory=list)  # e.g. "holding 4+3 unreadable (2 refusals)"
     last_error: str = ""
     last_error_ns: int = 0
     last_ok_ns: int = 0

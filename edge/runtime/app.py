@@ -21,7 +21,7 @@ import numpy as np
 from drivers.modbus.bus import Line
 from drivers.modbus.client import RtuOverTcpTransport, SerialParams, SerialTransport, TcpTransport
 from drivers.modbus.device_plan import DevicePlan
-from drivers.modbus.planner import PlanLimits
+from drivers.modbus.planner import PlanLimits, ReprobePolicy
 from drivers.modbus.points import RegisterPoint
 from drivers.modbus.poller import DevicePoller
 from drivers.modbus.timing import inter_frame_gap_s
@@ -42,6 +42,8 @@ log = logging.getLogger("edge.runtime.app")
 GOLDEN_RATIO_FRACTION = 0.6180339887
 GC_THRESHOLDS = (100_000, 50, 100)
 RESETTLE_AFTER_RELOAD_S = 30.0
+#: After a timeout on an RTU line, listen this share of the timeout for the late answer (see drivers.modbus.client)
+DRAIN_SHARE = 0.5
 
 
 @dataclass
@@ -81,9 +83,12 @@ def line_gap_s(dev: ResolvedDevice) -> float:
 def device_plan(dev: ResolvedDevice) -> DevicePlan:
     """The request plan of a configured device, one PollPlan per poll group."""
     group_of = {rp.point.name: rp.point.group for rp in dev.points}
+    cfg = dev.config
+    reprobe = ReprobePolicy(cfg.hole_reprobe_s, max(cfg.hole_reprobe_max_s, cfg.hole_reprobe_s),
+                            permanent=cfg.holes == "permanent")
     return DevicePlan(((group_of[p.name], p) for p in dev.register_points),
                       {g: pg.interval_ms for g, pg in dev.poll_groups.items()},
-                      PlanLimits.from_device_config(dev.config))
+                      PlanLimits.from_device_config(dev.config), reprobe=reprobe)
 
 
 def settle_gc() -> None:
@@ -154,6 +159,8 @@ class Appliance:
         if line is None:
             line = Line(key, make_transport(dev), gap_s=line_gap_s(dev),
                         connect_timeout_s=max(dev.timeout_ms() / 1e3, 1.0))
+            if dev.bus.type != "modbus_tcp":  # RTU framing: a late answer must not reach the next request
+                line.transport.drain_s = DRAIN_SHARE * dev.timeout_ms() / 1e3
             self.lines[key] = line
         return line
 
@@ -318,10 +325,7 @@ class Appliance:
 
     def _renumber(self, rt: DeviceRuntime, dev: ResolvedDevice, id_map: np.ndarray, new: LoadedConfig) -> None:
         if rt.plan is not None:
-            for plan in rt.plan.plans.values():
-                plan.tag_ids[:] = id_map[plan.tag_ids]
-                for block in plan.blocks:
-                    block.codec.tag_ids[:] = id_map[block.codec.tag_ids]
+            rt.plan.renumber(id_map)
         if rt.poller is not None:
             rt.poller.refresh_ids()
             rt.poller.publish = self._publisher(dev, rt.diag, new)
