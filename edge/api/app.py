@@ -74,6 +74,9 @@ class DeviceOut(BaseModel):
     plugin: str | None
     line: str | None = None
     line_utilisation_pct: float | None = None
+    holes: int = Field(0, description="learned address holes (exception 2), re-probed on a back-off")
+    unreadable_points: int = Field(0, description="points refused even alone (Bad_ConfigurationError)")
+    holes_detail: list[str] = Field(default_factory=list, description="each hole: table, span, refusals")
 
 
 class WriteIn(BaseModel):
@@ -143,7 +146,8 @@ def device_out(intel: "Intelligence", d) -> DeviceOut:
     return DeviceOut(name=d.name, bus=d.bus, state=DeviceState(d.state).name, polls_ok=d.polls_ok,
                      polls_failed=d.polls_failed, requests=d.requests, timeouts=d.timeouts, crc_errors=d.crc_errors,
                      latency_p50_ms=d.latency_p50_ms, latency_p99_ms=d.latency_p99_ms, last_error=d.last_error,
-                     last_ok_ns=d.last_ok_ns, plugin=d.plugin, line=line, line_utilisation_pct=util)
+                     last_ok_ns=d.last_ok_ns, plugin=d.plugin, line=line, line_utilisation_pct=util,
+                     holes=d.holes, unreadable_points=d.unreadable_points, holes_detail=list(d.holes_detail))
 
 
 def value_problem(tag: TagInfo, value: object) -> str | None:

@@ -89,6 +89,8 @@ STATUS_FIELDS: dict[str, tuple[int, ua.VariantType]] = {
     "Overruns": (ua.ObjectIds.UInt64, VT.UInt64),
     "LatencyP50Ms": (ua.ObjectIds.Double, VT.Double),
     "LatencyP99Ms": (ua.ObjectIds.Double, VT.Double),
+    "Holes": (ua.ObjectIds.UInt32, VT.UInt32),
+    "UnreadablePoints": (ua.ObjectIds.UInt32, VT.UInt32),
     "Plugin": (ua.ObjectIds.String, VT.String),
     "PluginVersion": (ua.ObjectIds.String, VT.String),
 }
@@ -402,7 +404,8 @@ def status_values(diag: DeviceDiagnostics) -> dict[str, object]:
         "LastOkTime": ts(diag.last_ok_ns), "PollsOk": diag.polls_ok, "PollsFailed": diag.polls_failed,
         "Requests": diag.requests, "Timeouts": diag.timeouts, "Exceptions": sum(diag.exceptions.values()),
         "CrcErrors": diag.crc_errors, "Overruns": diag.overruns, "LatencyP50Ms": float(diag.latency_p50_ms),
-        "LatencyP99Ms": float(diag.latency_p99_ms), "Plugin": diag.plugin or "",
+        "LatencyP99Ms": float(diag.latency_p99_ms), "Holes": diag.holes,
+        "UnreadablePoints": diag.unreadable_points, "Plugin": diag.plugin or "",
         "PluginVersion": diag.plugin_version or "",
     }
 
