@@ -56,6 +56,7 @@ class TagOut(BaseModel):
     quality_code: int
     ts_ns: int | None = Field(description="source timestamp, ns since the epoch (UTC)")
     state: str | None = Field(None, description="enum name of the value, for enumerated tags")
+    resolution: float | None = Field(None, description="smallest step of a scaled value (0.1: one decimal)")
 
 
 class DeviceOut(BaseModel):
@@ -115,7 +116,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class HistoryOut(BaseModel):
     tag: str
     ts_ns: list[int]
-    values: list[float | None]
+    values: list[float | int | bool | str | None] = Field(
+        description="engineering values in the tag's type (text for string tags); null where there is none")
     quality: list[int]
 
 
@@ -136,7 +138,26 @@ def tag_out(intel: "Intelligence", tag: TagInfo) -> TagOut:
         state = tag.enum.get(int(value))
     return TagOut(key=tag.key, device=tag.device, name=tag.name, dtype=tag.dtype, unit=tag.unit,
                   writable=tag.writable, value=clean(value), quality=QUALITY_NAMES[int(quality)],
-                  quality_code=int(quality), ts_ns=ts or None, state=state)
+                  quality_code=int(quality), ts_ns=ts or None, state=state,
+                  resolution=tag.resolution if tag.raw_dtype is not None else None)
+
+
+def engineering(tag: TagInfo, value: float) -> float | int | bool | None:
+    """A stored float64 as the tag's type: bools true/false, unscaled integers whole numbers, NaN null."""
+    if not math.isfinite(value):
+        return None
+    if tag.dtype == "bool":
+        return value != 0.0
+    if tag.dtype in INTEGER_TYPES and value.is_integer():
+        return int(value)
+    return value
+
+
+def history_values(tag: TagInfo, values: np.ndarray, texts: list[str | None] | None) -> list:
+    """History values for JSON: texts for a string tag, else :func:`engineering` of each value."""
+    if tag.dtype == "string":
+        return list(texts) if texts is not None else [None] * len(values)
+    return [engineering(tag, v) for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
 def device_out(intel: "Intelligence", d) -> DeviceOut:
@@ -298,12 +319,9 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         outputs = intel.app.outputs
         if outputs is None:
             raise HTTPException(404, "this appliance keeps no history (outputs disabled)")
-        ts, values, quality = await outputs.history(t.id, max(start, 0), end,
-                                                    min(max_values, intel.config.history_max_values))
-        vals = np.asarray(values, dtype=np.float64)
-        return HistoryOut(tag=t.key, ts_ns=[int(x) for x in ts],
-                          values=[v if math.isfinite(v) else None for v in vals.tolist()],
-                          quality=[int(q) for q in quality])
+        h = await outputs.history(t.id, max(start, 0), end, min(max_values, intel.config.history_max_values))
+        return HistoryOut(tag=t.key, ts_ns=[int(x) for x in h.ts], values=history_values(t, h.values, h.texts),
+                          quality=[int(q) for q in h.quality])
 
     @api.post("/api/tags/{key}/write", tags=["tags"], summary="write a tag (operator role, rate-limited)",
               responses={403: {"description": "role may not write"}, 404: {"description": "no such tag"},

@@ -14,14 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from edge.aggregate.engine import Aggregator
 from edge.config.loader import LoadedConfig
 from edge.core.model import DeviceDiagnostics, Plant, WindowBatch
 from edge.core.pipeline import Pipeline
 from edge.core.writes import WriteService
 from edge.outputs.influx import InfluxForwarder, diagnostics_fields, health_fields, open_storage
+from edge.storage.history import HistoryArrays
 from edge.storage.spool import Spool
 
 log = logging.getLogger("edge.outputs.manager")
@@ -189,13 +188,17 @@ class Outputs:
     async def _opcua_write(self, tag_id: int, value, user: str, source: str):
         return await self.writes.write(tag_id, value, user=user, source=source, role="operator")
 
-    async def history(self, tag_id: int, t0_ns: int, t1_ns: int, max_values: int):
-        """Raw history: the tag's ring when it has one and covers the range, else the spool on disk."""
+    async def history(self, tag_id: int, t0_ns: int, t1_ns: int, max_values: int,
+                      newest_first: bool = False) -> HistoryArrays:
+        """Raw history of one tag with t0 <= ts < t1, at most ``max_values`` from the oldest end (the
+        newest end, newest first, with ``newest_first``): the tag's ring when it holds the whole
+        range, else the spool on disk. String tags come with their texts (spool only: rings hold numbers)."""
         plant: Plant = self.loaded.plant
         if tag_id in self.aggregator:
             ts, values, quality = self.aggregator.read_range(tag_id, t0_ns, t1_ns)
             if len(ts) and ts[0] <= t0_ns + 1_000_000_000:
-                return ts[:max_values], values[:max_values], quality[:max_values]
-        ts, values, quality = await asyncio.to_thread(self.spool.history, plant.tags[tag_id].key, t0_ns, t1_ns)
-        n = min(len(ts), max_values)
-        return np.asarray(ts[:n]), np.asarray(values[:n]), np.asarray(quality[:n])
+                if newest_first:
+                    ts, values, quality = ts[::-1], values[::-1], quality[::-1]
+                return HistoryArrays(ts[:max_values], values[:max_values], quality[:max_values])
+        return await asyncio.to_thread(self.spool.history, plant.tags[tag_id].key, t0_ns, t1_ns, max_values,
+                                       newest_first)

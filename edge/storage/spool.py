@@ -808,11 +808,12 @@ class Spool:
                 self.plant_id = self._register_plant(self._conn)
                 self._conn.commit()
 
-    def history(self, tag_key: str, since_ns: int, until_ns: int):
-        """``(ts_ns, values, quality)`` of one tag from this spool (OPC UA history reads; blocking)."""
+    def history(self, tag_key: str, since_ns: int, until_ns: int, max_values: int = 0, newest_first: bool = False):
+        """:class:`~edge.storage.history.HistoryArrays` of one tag from this spool (history reads; blocking)."""
         from edge.storage.history import history_from_conn
 
         tags = self.plant.tag_by_key()
         if tag_key not in tags:
             raise KeyError(f"unknown tag {tag_key!r}")
-        return history_from_conn(self._reader(), tags[tag_key].device, tag_key, since_ns, until_ns)
+        return history_from_conn(self._reader(), tags[tag_key].device, tag_key, since_ns, until_ns, max_values,
+                                 newest_first, is_string=tags[tag_key].dtype == "string")

@@ -51,6 +51,7 @@ devices:
       - {{name: maintenance, table: discrete, address: 0, type: bool}}
       - {{name: speed, address: 0, type: uint16, writable: true, range: [0, 3]}}
       - {{name: setpoint, address: 1, type: float32, unit: degC, writable: true, range: [5, 35]}}
+      - {{name: valve, address: 3, type: int16, scale: 0.1, unit: "%", writable: true, range: [0, 100]}}
 {outputs}
 alarms:
   - {{kind: limit, tag: room.temperature, h: 30, hh: 40, l: 10, deadband: 1, on_delay_ms: 500, priority: high}}

@@ -124,15 +124,17 @@ def test_historian_mode_keeps_history_for_retention_and_reads_it(tmp_path):
         sp.enforce_budget()
         st = sp.stats()
         assert st["expired_points"] == 50 * 2 * 5 and st["dropped_points_total"] == 0
-        ts, vals, q = read_history(tmp_path / "s.db", plant, "dev01.t002", 0, 2**62)
-        assert len(ts) == 50
+        ts, vals, q, texts = read_history(tmp_path / "s.db", plant, "dev01.t002", 0, 2**62)
+        assert texts is None and len(ts) == 50
         assert ts.tolist() == [BASE_TS_NS + p * 1_000_000_000 for p in range(50, 100)]
         assert vals.tolist() == [(p % 10_000) * 0.25 + 1000.0 + 2 for p in range(50, 100)]
         assert q.dtype == np.uint8 and int(q.sum()) == 0
-        ts2, _, _ = sp.history("dev01.t002", BASE_TS_NS + 60 * 10**9, BASE_TS_NS + 70 * 10**9)
+        ts2, _, _, _ = sp.history("dev01.t002", BASE_TS_NS + 60 * 10**9, BASE_TS_NS + 70 * 10**9)
         assert len(ts2) == 10
+        newest = sp.history("dev01.t002", BASE_TS_NS + 60 * 10**9, BASE_TS_NS + 70 * 10**9, 3, newest_first=True)
+        assert newest.ts.tolist() == [BASE_TS_NS + p * 1_000_000_000 for p in (69, 68, 67)]
         lines = format_history(ts[:1], vals[:1], q[:1])
-        assert lines == ["2026-01-01T00:00:50.000Z  1014.5  Good"]
+        assert lines == ["2026-01-01T00:00:50.000000000Z  1014.5  Good"]
     finally:
         sp.close()
 
@@ -155,7 +157,7 @@ def test_rows_keep_their_tag_names_across_a_configuration_change(tmp_path):
     new.tags.reverse()  # same tags, other ids
     for i, t in enumerate(new.tags):
         object.__setattr__(t, "id", i)
-    ts, vals, _ = read_history(tmp_path / "s.db", new, "dev00.t002", 0, 2**62)
+    ts, vals, _, _ = read_history(tmp_path / "s.db", new, "dev00.t002", 0, 2**62)
     assert vals.tolist() == [0.25 + 2]
 
 
