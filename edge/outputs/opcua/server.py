@@ -18,8 +18,9 @@ writable tag by an operator (``source`` is ``"opcua"``; ``user`` the login name 
 module refuses non-writable tags, viewers, wrong types and out-of-range values before calling
 it, and maps its :class:`edge.core.model.WriteStatus` onto OPC UA StatusCodes.
 
-``history(tag_id, t0_ns, t1_ns, max_values) -> (ts_ns int64[], values float64[], quality
-uint8[])`` (sync or async) serves HistoryRead of raw values; tags are marked Historizing and
+``history(tag_id, t0_ns, t1_ns, max_values, newest_first) -> HistoryArrays`` (sync or async;
+:meth:`edge.outputs.manager.Outputs.history`) serves HistoryRead, raw and processed, with
+continuation points (:mod:`edge.outputs.opcua.history`); tags are marked Historizing and
 HistoryRead-able only when it is given.
 
 ``aggregates`` maps tag ids to ``(window labels, statistics, grace_ns)`` (an
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,14 +45,11 @@ import numpy as np
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import AttributeValue, NodeData
-from asyncua.server.history import HistoryStorageInterface
 
 from edge.config.opcua import OpcUaConfig
 from edge.core.model import (
-    STATUS_CODES,
     DeviceDiagnostics,
     Plant,
-    Quality,
     SampleBatch,
     TagInfo,
     WindowBatch,
@@ -63,16 +60,18 @@ from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
 from edge.outputs.opcua.channel_guard import ChannelPolicy
 from edge.outputs.opcua.channel_guard import attach as attach_channel_policy
 from edge.outputs.opcua.fastpath import FastPublisher
+from edge.outputs.opcua.history import HistoryService
+from edge.outputs.opcua.history import install as install_history
 from edge.outputs.opcua.model import STATUS_FIELDS, NodeFactory, status_values
 from edge.security.login_guard import LoginGuard
 from edge.security.pki import PkiPaths, TrustListValidator
 from edge.security.users import Role, UserEntry, load_users
+from edge.storage.history import HistoryArrays
 
 log = logging.getLogger(__name__)
 
 Writer = Callable[[int, float | int | bool | str, str, str], Awaitable[WriteResult]]
-HistoryArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
-History = Callable[[int, int, int, int], HistoryArrays | Awaitable[HistoryArrays]]
+History = Callable[[int, int, int, int, bool], HistoryArrays | Awaitable[HistoryArrays]]
 
 WRITE_STATUS_CODES: dict[WriteStatus, int] = {
     WriteStatus.GOOD: ua.StatusCodes.Good,
@@ -125,66 +124,6 @@ class EdgeUserManager:
         return entry.role if entry is not None else Role.VIEWER
 
 
-class RingHistory(HistoryStorageInterface):
-    """asyncua history storage answering raw reads from the injected ``history`` callable."""
-
-    def __init__(self, owner: OpcUaServer, history: History, max_values: int) -> None:
-        super().__init__(max_history_data_response_size=max_values)
-        self._owner = owner
-        self._history = history
-
-    async def init(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def new_historized_node(self, node_id: ua.NodeId, period: Any, count: int = 0) -> None:
-        return None
-
-    async def save_node_value(self, node_id: ua.NodeId, datavalue: ua.DataValue) -> None:
-        return None
-
-    async def read_node_history(self, node_id: ua.NodeId, start: datetime | None, end: datetime | None,
-                                nb_values: int) -> tuple[list[ua.DataValue], datetime | None]:
-        tag = self._owner.tag_for_nodeid(node_id)
-        if tag is None:
-            return [], None
-        t0, t1 = _ns(start), _ns(end)
-        reverse = False
-        if t0 is None and t1 is None:
-            return [], None
-        if t0 is None:
-            t0 = 0
-        if t1 is None:
-            t1 = 2**62
-        if t0 > t1:
-            t0, t1, reverse = t1, t0, True
-        limit = self.max_history_data_response_size
-        want = min(nb_values, limit) if nb_values else limit
-        result = self._history(tag.id, t0, t1, want + 1)
-        if inspect.isawaitable(result):
-            result = await result
-        ts, values, quality = result
-        dvs = self._owner.history_datavalues(tag, ts, values, quality)
-        if reverse:
-            dvs.reverse()
-        cont = None
-        if len(dvs) > want:
-            if not nb_values or nb_values > limit:
-                cont = dvs[want].SourceTimestamp
-            dvs = dvs[:want]
-        return dvs, cont
-
-
-def _ns(t: datetime | None) -> int | None:
-    if t is None or t <= ua.get_win_epoch():
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return int(t.timestamp() * 1_000_000) * 1000
-
-
 class OpcUaServer:
     """The plant as an OPC UA server (see the module docstring for the call sequence)."""
 
@@ -205,6 +144,7 @@ class OpcUaServer:
         self.validator: TrustListValidator | None = None
         self.users: EdgeUserManager | None = None
         self.channel_policy: ChannelPolicy | None = None
+        self.history_service: HistoryService | None = None
         self.build_s = 0.0
         self.writes = {"ok": 0, "refused": 0, "failed": 0}
         self._factory: NodeFactory | None = None
@@ -254,7 +194,8 @@ class OpcUaServer:
         iserver.max_unacked_messages_per_subscription = cfg.max_unacked_per_subscription
         iserver.max_connections = cfg.max_sessions
         if self.history is not None:
-            iserver.history_manager.set_storage(RingHistory(self, self.history, cfg.history_max_values))
+            self.history_service = HistoryService(self, self.history, cfg.history_max_values)
+            install_history(iserver, self.history_service)
         self.ns = await server.register_namespace(cfg.namespace_for(self.plant.site))
         self._factory = NodeFactory(iserver.aspace, self.ns)
         self.aggregates.factory = self._factory
@@ -432,26 +373,8 @@ class OpcUaServer:
     def tag_for_nodeid(self, nodeid: ua.NodeId) -> TagInfo | None:
         return self._tag_by_nodeid.get(nodeid)
 
-    def history_datavalues(self, tag: TagInfo, ts: np.ndarray, values: np.ndarray,
-                           quality: np.ndarray) -> list[ua.DataValue]:
-        """DataValues for history arrays, typed like the tag's live values."""
-        vt = _VARIANT[tag.dtype]
-        out = []
-        for t, v, q in zip(np.asarray(ts).tolist(), np.asarray(values, dtype=np.float64).tolist(),
-                           np.asarray(quality).tolist(), strict=True):
-            sc = ua.StatusCode(STATUS_CODES.get(Quality(q), STATUS_CODES[Quality.BAD_CONFIG_ERROR])
-                               if q < len(Quality) else STATUS_CODES[Quality.BAD_CONFIG_ERROR])
-            if q >= Quality.BAD_NO_COMMUNICATION or math.isnan(v) or tag.dtype == "string":
-                variant = ua.Variant(None, ua.VariantType.Null)
-            elif tag.dtype == "bool":
-                variant = ua.Variant(v != 0.0, vt)
-            elif tag.dtype in _INT_RANGE:
-                variant = ua.Variant(int(v), vt)
-            else:
-                variant = ua.Variant(v, vt)
-            stamp = datetime.fromtimestamp(t / 1e9, UTC)
-            out.append(ua.DataValue(variant, sc, stamp, stamp))
-        return out
+    def has_node(self, nodeid: ua.NodeId) -> bool:
+        return self.server is not None and nodeid in self.server.iserver.aspace
 
     # ------------------------------------------------------------------ writes
 
@@ -510,12 +433,6 @@ class OpcUaServer:
         return WRITE_STATUS_CODES.get(result.status, ua.StatusCodes.BadCommunicationError)
 
 
-_VARIANT = {
-    "bool": ua.VariantType.Boolean, "int16": ua.VariantType.Int16, "uint16": ua.VariantType.UInt16,
-    "int32": ua.VariantType.Int32, "uint32": ua.VariantType.UInt32, "int64": ua.VariantType.Int64,
-    "uint64": ua.VariantType.UInt64, "float32": ua.VariantType.Float, "float64": ua.VariantType.Double,
-    "string": ua.VariantType.String,
-}
 _NUMERIC_VTYPES = {
     ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16, ua.VariantType.Int32,
     ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64, ua.VariantType.Float, ua.VariantType.Double,
