@@ -100,7 +100,7 @@ WRITE = 1 << ua.AccessLevel.CurrentWrite
 HISTORY_READ = 1 << ua.AccessLevel.HistoryRead
 
 _REF = {name: ua.NodeId(getattr(ua.ObjectIds, name)) for name in
-        ("Organizes", "HasComponent", "HasProperty", "HasTypeDefinition")}
+        ("Organizes", "HasComponent", "HasProperty", "HasTypeDefinition", "HasCondition")}
 _TYPE = {name: ua.NodeId(getattr(ua.ObjectIds, name)) for name in
          ("FolderType", "BaseObjectType", "BaseDataVariableType", "PropertyType", "AnalogItemType",
           "BaseAnalogType", "TwoStateDiscreteType", "MultiStateValueDiscreteType")}
@@ -237,10 +237,11 @@ class NodeFactory:
         return ref
 
     def add_object(self, parent: ua.NodeId, nodeid: ua.NodeId, name: str, *, folder: bool = True,
-                   description: str = "", reftype: str = "Organizes") -> NodeData:
+                   description: str = "", reftype: str = "Organizes", typedef: ua.NodeId | None = None) -> NodeData:
         nd = self._common(nodeid, name, ua.NodeClass.Object, description)
         nd.attributes[A.EventNotifier] = self._s.no_events
-        typedef = _TYPE["FolderType" if folder else "BaseObjectType"]
+        if typedef is None:
+            typedef = _TYPE["FolderType" if folder else "BaseObjectType"]
         self._link(self.aspace[parent], nd, reftype, typedef, ua.NodeClass.Object)
         return nd
 

@@ -59,6 +59,7 @@ from edge.core.model import (
 from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
 from edge.outputs.opcua.channel_guard import ChannelPolicy
 from edge.outputs.opcua.channel_guard import attach as attach_channel_policy
+from edge.outputs.opcua.conditions import install as install_conditions
 from edge.outputs.opcua.fastpath import FastPublisher
 from edge.outputs.opcua.history import HistoryService
 from edge.outputs.opcua.history import install as install_history
@@ -166,6 +167,7 @@ class OpcUaServer:
         users = load_users(cfg.users_file) if cfg.users_file is not None else {}
         self.users = EdgeUserManager(users, cfg.anonymous)
         server = Server(user_manager=self.users)  # type: ignore[arg-type]
+        install_conditions(server)  # ConditionRefresh and the caller of method calls (alarms)
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)
