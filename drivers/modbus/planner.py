@@ -217,14 +217,17 @@ class ReadBlock:
 
 
 def _clusters(points: Sequence[RegisterPoint], atomic_points: bool) -> list[_Cluster]:
-    """Group sorted points of one table: overlapping points form one cluster (unless split per tag)."""
+    """Group sorted points of one table: overlapping points form one cluster (unless split per tag).
+
+    A point's span includes its scale-factor register, so a value and its factor always come
+    from one response (``one_per_tag`` still reads the value and its factor together)."""
     out: list[_Cluster] = []
     for p in points:
         last = out[-1] if out else None
-        if last is not None and not atomic_points and last.table == p.table and p.address < last.end:
-            out[-1] = _Cluster(p.table, last.start, max(last.end, p.end), (*last.points, p))
+        if last is not None and not atomic_points and last.table == p.table and p.span_start < last.end:
+            out[-1] = _Cluster(p.table, last.start, max(last.end, p.span_end), (*last.points, p))
         else:
-            out.append(_Cluster(p.table, p.address, p.end, (p,)))
+            out.append(_Cluster(p.table, p.span_start, p.span_end, (p,)))
     return out
 
 
@@ -246,7 +249,7 @@ class PollPlan:
         points = list(points)
         for p in points:
             self._check(p)
-        ordered = sorted(points, key=lambda p: (_TABLE_ORDER[p.table], p.address, p.end, p.tag_id))
+        ordered = sorted(points, key=lambda p: (_TABLE_ORDER[p.table], p.span_start, p.span_end, p.tag_id))
         clusters = _clusters(ordered, self.limits.one_per_tag)
         refusal = [self.holes.refuses(c.table, c.start, c.end) for c in clusters]
         readable = [c for c, no in zip(clusters, refusal, strict=True) if not no]
@@ -267,6 +270,10 @@ class PollPlan:
         if p.count > limit:
             raise PlanError(f"point {p.name!r} spans {p.count} registers, more than this device's "
                             f"{limit} per request")
+        if p.span_end - p.span_start > limit:
+            raise PlanError(f"point {p.name!r} at {p.address} and its scale factor at {p.sf_address} span "
+                            f"{p.span_end - p.span_start} registers, more than this device's {limit} per "
+                            "request: value and factor must come from one read")
         if p.address < 0 or p.end > ADDRESS_SPACE:
             raise PlanError(f"point {p.name!r} at {p.address}..{p.end - 1} is outside the address space "
                             f"0..{ADDRESS_SPACE - 1}")

@@ -21,6 +21,7 @@ class Quality(IntEnum):
     BAD_COMM_ERROR = 3  # this poll failed (timeout, exception response, bad frame)
     BAD_CONFIG_ERROR = 4  # decode or plugin failure
     BAD_OUT_OF_RANGE = 5  # decoded value outside the tag's configured range
+    BAD_SENSOR_FAILURE = 6  # the device's own "no valid value": a declared sentinel (not implemented, error value)
 
     @property
     def status_code(self) -> int:
@@ -39,6 +40,7 @@ STATUS_CODES: dict[Quality, int] = {
     Quality.BAD_COMM_ERROR: 0x80050000,
     Quality.BAD_CONFIG_ERROR: 0x80890000,
     Quality.BAD_OUT_OF_RANGE: 0x803C0000,
+    Quality.BAD_SENSOR_FAILURE: 0x808C0000,
 }
 
 #: Names used in logs, the InfluxDB ``q_*`` fields' documentation and dashboards.
@@ -49,6 +51,7 @@ QUALITY_NAMES: dict[int, str] = {
     Quality.BAD_COMM_ERROR: "Bad_CommunicationError",
     Quality.BAD_CONFIG_ERROR: "Bad_ConfigurationError",
     Quality.BAD_OUT_OF_RANGE: "Bad_OutOfRange",
+    Quality.BAD_SENSOR_FAILURE: "Bad_SensorFailure",
 }
 
 QUALITY_DTYPE = np.uint8
