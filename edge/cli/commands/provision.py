@@ -92,7 +92,7 @@ class Layout:
             pki_dir=loaded.resolve_path(str(opcua.pki_dir)) if opcua and opcua.pki_dir else None,
             users_file=loaded.resolve_path(str(opcua.users_file)) if opcua and opcua.users_file else None,
             secure=bool(opcua and opcua.secure),
-            application_uri=opcua.application_uri if opcua else "",
+            application_uri=opcua.application_uri_for(loaded.plant.site) if opcua else "",
             endpoint_host=opcua.host if opcua else "",
         )
 

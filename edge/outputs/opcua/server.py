@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import AttributeValue, NodeData
 
@@ -63,7 +64,7 @@ from edge.outputs.opcua.conditions import install as install_conditions
 from edge.outputs.opcua.fastpath import FastPublisher
 from edge.outputs.opcua.history import HistoryService
 from edge.outputs.opcua.history import install as install_history
-from edge.outputs.opcua.model import STATUS_FIELDS, NodeFactory, status_values
+from edge.outputs.opcua.model import STATUS_FIELDS, WRITE, NodeFactory, status_values
 from edge.security.login_guard import LoginGuard
 from edge.security.pki import PkiPaths, TrustListValidator
 from edge.security.users import Role, UserEntry, load_users
@@ -171,7 +172,7 @@ class OpcUaServer:
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)
-        await server.set_application_uri(cfg.application_uri)
+        await server.set_application_uri(cfg.application_uri_for(self.plant.site))
         server.set_security_policy([_POLICIES[p] for p in cfg.security_policies])
         tokens: list[type] = [ua.UserNameIdentityToken]
         if cfg.anonymous:
@@ -189,6 +190,8 @@ class OpcUaServer:
             await server.load_private_key(str(paths.key))
             self.validator = TrustListValidator(paths.root)
             server.set_certificate_validator(self.validator)  # type: ignore[arg-type]
+        await server.set_build_info(*build_info())
+        server.subscribe_server_callback(CallbackType.PostRead, self._user_access_levels)
         iserver = server.iserver
         self.channel_policy = ChannelPolicy(allow_none_sessions="None" in cfg.security_policies)
         attach_channel_policy(iserver, self.channel_policy)  # None channels: discovery only, unless allowed
@@ -375,6 +378,20 @@ class OpcUaServer:
     def tag_for_nodeid(self, nodeid: ua.NodeId) -> TagInfo | None:
         return self._tag_by_nodeid.get(nodeid)
 
+    def _user_access_levels(self, event: Any, _dispatcher: Any) -> None:
+        """UserAccessLevel per session role: a viewer's session sees no write bit on any tag
+        (asyncua answers with AccessLevel for everyone). Runs after each Read (PostRead callback)."""
+        users = self.users
+        if users is None or users.role(event.user).may_write:
+            return
+        results = event.response_params
+        for i, rv in enumerate(event.request_params.NodesToRead):
+            if rv.AttributeId != ua.AttributeIds.UserAccessLevel or rv.NodeId not in self._tag_by_nodeid:
+                continue
+            dv = results[i]
+            if dv.Value is not None and isinstance(dv.Value.Value, int) and dv.Value.Value & WRITE:
+                results[i] = ua.DataValue(ua.Variant(dv.Value.Value & ~WRITE, ua.VariantType.Byte), dv.StatusCode)
+
     def has_node(self, nodeid: ua.NodeId) -> bool:
         return self.server is not None and nodeid in self.server.iserver.aspace
 
@@ -479,6 +496,26 @@ def _check_write_value(tag: TagInfo, dv: ua.DataValue) -> tuple[Any, int]:
     if (tag.low is not None and value < tag.low) or (tag.high is not None and value > tag.high):
         return None, ua.StatusCodes.BadOutOfRange
     return value, ua.StatusCodes.Good
+
+
+PRODUCT_URI = "urn:ot-edge-appliance"
+MANUFACTURER = "OT edge appliance project"
+PRODUCT_NAME = "OT edge appliance"
+
+
+def build_info() -> tuple[str, str, str, str, str, datetime]:
+    """BuildInfo of this product (not the library's "FreeOpcUa Python Server 1.0pre"): product URI,
+    manufacturer, name, the installed distribution's version, build number and build date (when
+    the installed package was built: its files' time)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("ot-edge-appliance")
+        version = dist.version
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    built = datetime.fromtimestamp(Path(__file__).stat().st_mtime, UTC)
+    return PRODUCT_URI, MANUFACTURER, PRODUCT_NAME, version, version, built
 
 
 def _shape(tag: TagInfo) -> tuple[str, bool]:
