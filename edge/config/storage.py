@@ -32,8 +32,9 @@ class SpoolConfig(_Model):
     synchronous: Literal["full", "normal"] = Field(
         "full", description="full: fsync the WAL at every commit (survives a power cut); "
         "normal: survives a process crash, a power cut may lose the last commits")
-    max_bytes: Annotated[int, Field(ge=4096)] = Field(
-        1 << 30, description="budget for stored payload; beyond it the oldest batches are dropped and counted")
+    max_bytes: Annotated[int, Field(ge=64 << 10)] = Field(
+        1 << 30, description="disk budget: database pages in use + WAL + journal (at least 64 KiB: an empty "
+        "spool database with its indexes takes ~30 KiB); beyond it the oldest batches are dropped and counted")
     max_age_s: Annotated[float, Field(gt=0)] | None = Field(
         None, description="unsent batches older than this are dropped and counted (None: no age limit)")
     over_budget: Literal["drop_oldest", "thin"] = Field(

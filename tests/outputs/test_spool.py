@@ -70,22 +70,26 @@ def test_committed_batches_survive_reopen_and_resume_as_unsent(tmp_path):
 
 
 def test_byte_budget_drops_the_oldest_and_counts_them_exactly(tmp_path):
+    """The budget is the disk (pages in use + WAL + journal); the oldest go first, each counted."""
     plant = demo_plant(1, 100)
-    one = len(encode_samples(batch_for(plant, 0, 0))) + 64  # payload + ROW_OVERHEAD_BYTES
-    cfg = SpoolConfig(max_bytes=one * 30, commit_interval_ms=10, trim_interval_ms=10_000, retention_s=0)
+    cfg = SpoolConfig(max_bytes=256 << 10, commit_interval_ms=10, trim_interval_ms=10_000, retention_s=0)
     sp = Spool(tmp_path / "s.db", plant, cfg)
     sp.start()
+    polls = 1000  # ~1.4 MB of payload
     try:
-        for p in range(100):
+        for p in range(polls):
             sp.append_samples(batch_for(plant, 0, p))
         assert sp.flush()
         sp.enforce_budget()
         st = sp.stats()
-        assert st["dropped_points"] == {"max_bytes": 70 * 100}
-        assert st["dropped_batches"] == {"max_bytes": 70}
-        assert st["unsent_rows"] == 30 and st["unsent_points"] == 3000 and st["stored_bytes"] <= cfg.max_bytes
-        kept = sp.unsent(0, None, 1_000_000)
-        assert [r.ts_ns for r in kept] == [BASE_TS_NS + p * 1_000_000 for p in range(70, 100)]  # newest kept
+        kept = st["unsent_rows"]
+        assert 0 < kept < polls
+        assert st["dropped_points"] == {"max_bytes": (polls - kept) * 100}
+        assert st["dropped_batches"] == {"max_bytes": polls - kept}
+        assert st["unsent_points"] == kept * 100
+        assert st["disk_bytes"] <= cfg.max_bytes, st
+        rows = sp.unsent(0, None, 10_000_000)
+        assert [r.ts_ns for r in rows] == [BASE_TS_NS + p * 1_000_000 for p in range(polls - kept, polls)]
     finally:
         sp.close()
 
@@ -189,7 +193,7 @@ def test_config_errors_are_clear(tmp_path):
         InfluxConfig(url="http://127.0.0.1:1", bucket="b", token_file=str(tmp_path / "nope"))
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         SpoolConfig(max_byte=5)
-    with pytest.raises(ValidationError, match="greater than or equal to 4096"):
+    with pytest.raises(ValidationError, match="greater than or equal to 65536"):
         SpoolConfig(max_bytes=5)
     tok = tmp_path / "token"
     tok.write_text("s3cret\n")
