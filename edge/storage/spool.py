@@ -50,8 +50,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.config.storage import SpoolConfig
-from edge.core.supervise import SupervisedThread
 from edge.core.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Plant, SampleBatch, WindowBatch
+from edge.core.supervise import SupervisedThread
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import os
+import sqlite3
 import time
 
 import pytest
@@ -11,7 +11,7 @@ from harness import wait_until_blocking as wait_until
 
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.outputs.influx import InfluxForwarder
-from edge.storage.spool import ROW_OVERHEAD_BYTES, Spool, encode_samples
+from edge.storage.spool import Spool
 from tests.fixtures.tsdb import VictoriaMetrics, free_port
 from tests.outputs.demo import batch_for, compare, demo_plant, expected_points
 
@@ -143,7 +143,6 @@ def test_thin_policy_replaces_the_oldest_by_window_stats_and_all_reach_the_serve
     """Over budget with policy 'thin': the oldest polls become 60 s statistics, counted, nothing dropped."""
     plant = demo_plant(1, 10)
     polls = 3000  # one poll per second for fifty minutes
-    one = len(encode_samples(batch_for(plant, 0, 0))) + ROW_OVERHEAD_BYTES
     cfg = SpoolConfig(max_bytes=256 << 10, over_budget="thin", thin_window_s=60, trim_interval_ms=600_000,
                       retention_s=0)
     sp = Spool(tmp_path / "s.db", plant, cfg)
