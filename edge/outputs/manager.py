@@ -108,7 +108,7 @@ class Outputs:
         send stays in the spool and goes out after the next start."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.spool.stats()["unsent_points"]:
-            if self.forwarder.stats()["state"] in ("retrying", "config_error"):
+            if self.forwarder.stats()["state"] in ("retrying", "refused"):
                 return  # the server is not taking data now: the spool keeps it
             self.spool.new_data.set()
             await asyncio.sleep(0.05)

@@ -49,7 +49,7 @@ def test_wrong_path_is_a_reported_config_error_and_the_data_stay(tmp_path, influ
     plant = demo_plant(1, 5)
     sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20))
     sp.start()
-    fw = InfluxForwarder(sp, InfluxConfig(url=influxdb1.url, bucket="nope", org="acme",
+    fw = InfluxForwarder(sp, InfluxConfig(url=influxdb1.url, bucket="nope", org="acme", api="v2",
                                           client_error_retry_ms=600_000))
     fw.start()
     try:
@@ -59,7 +59,7 @@ def test_wrong_path_is_a_reported_config_error_and_the_data_stay(tmp_path, influ
         assert wait_until(lambda: fw.stats()["config_errors"] >= 1, 30)
         time.sleep(1.0)  # long enough for a retry loop to show up, were there one
         fs = fw.stats()
-        assert fs["state"] == "config_error" and fs["config_errors"] == 1 and fs["last_error_status"] == 404
+        assert fs["state"] == "refused" and fs["config_errors"] == 1 and fs["last_error_status"] == 404
         assert "404" in fs["last_error"] and "'nope'" in fs["last_error"] and "data kept" in fs["last_error"]
         assert fs["server_down"] == 0 and fs["points_sent"] == 0
         assert sp.stats()["unsent_points"] == 50
