@@ -69,7 +69,8 @@ async def test_client_sees_poll_values_quality_and_writes_reach_the_device(make_
 
         # history from the tag's ring buffer
         await asyncio.sleep(0.5)
-        history = await level.read_raw_history(datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC))
+        history = await level.read_raw_history(datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC),
+                                               return_bounds=False)
         assert len(history) >= 3 and all(h.Value.Value == 42.5 for h in history)
 
         # the device goes silent: the client sees BadNoCommunication, then Good again
@@ -149,7 +150,8 @@ async def test_scaled_integers_reach_clients_as_doubles_with_their_decimals(make
 
         temperature = client.get_node(ua.NodeId("room.temperature", ns))
         await asyncio.sleep(0.3)
-        history = await temperature.read_raw_history(datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC))
+        history = await temperature.read_raw_history(datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC),
+                                                     return_bounds=False)
         assert history and all(h.Value.Value == 84.6 and h.Value.VariantType == ua.VariantType.Double
                                for h in history)
 

@@ -85,6 +85,31 @@ async def test_hook_that_misbehaves_fails_only_its_tag(make_site, tmp_path, capl
     hooks = "from edge.plugin_api import hook\n\n@hook\ndef double(x):\n" + body
     caplog.set_level(logging.ERROR, logger="edge.hooks")
     site = await make_site(site_config(make_plugin(tmp_path, hooks=hooks)))
+    await _only_the_hook_tag_fails(site, caplog, problem)
+
+
+async def test_fractional_result_of_an_int64_hook_is_refused_not_truncated(make_site, tmp_path, caplog):
+    """Issue 14: a derived int64 tag whose hook returned 52.5 was served as 52 (int(val) in the
+    OPC UA path). An engineering value is never cut: the tag is Bad_ConfigurationError, saying why."""
+    points = POINTS.replace("hook: double}", "hook: double, type: int64}")
+    hooks = "from edge.plugin_api import hook\n\n@hook\ndef double(x):\n    return x * 2.5\n"
+    caplog.set_level(logging.ERROR, logger="edge.hooks")
+    site = await make_site(site_config(make_plugin(tmp_path, points=points, hooks=hooks)))
+    await _only_the_hook_tag_fails(site, caplog, "returned 52.5 for an int64 tag")
+
+
+async def test_float64_hook_keeps_its_decimals(make_site, tmp_path):
+    hooks = "from edge.plugin_api import hook\n\n@hook\ndef double(x):\n    return x * 0.1\n"
+    site = await make_site(site_config(make_plugin(tmp_path, hooks=hooks)))
+    app = site.app
+    assert await wait_until(lambda: app.devices["dev_x"].diag.polls_ok >= 2, 5)
+    tag = app.plant.tag_by_key()["dev_x.doubled"]
+    assert tag.dtype == "float64"
+    assert await wait_until(lambda: app.store.get(tag.id)[1] == Quality.GOOD, 5)
+    assert app.store.get(tag.id)[0] == 21 * 0.1
+
+
+async def _only_the_hook_tag_fails(site, caplog, problem: str) -> None:
     app = site.app
     assert await wait_until(lambda: app.devices["dev_x"].diag.polls_ok >= 5, 5)
     tags = app.plant.tag_by_key()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 
 import yaml
 
@@ -61,6 +62,9 @@ def _probe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=6, help="interpretations to show (default 6)")
     p.add_argument("--draft", metavar="FILE",
                    help="append a draft points.yaml entry for the best interpretation to FILE")
+    p.add_argument("--json", action="store_true",
+                   help="print the ranked candidates as a JSON array (type, order, value, values, score, "
+                        "reasons), best first, and nothing else")
 
 
 def _plan_arguments(p: argparse.ArgumentParser) -> None:
@@ -132,7 +136,7 @@ def draft_entry(args: argparse.Namespace, ranked: list[Interpretation]) -> str:
     """A points.yaml entry (with comments saying where it came from) for the best interpretation."""
     best = ranked[0]
     where = args.serial or f"{args.host}:{args.port}"
-    shown = ", ".join(f"{v:.7g}" if isinstance(v, float) else str(v) for v in best.values[:5])
+    shown = ", ".join(repr(v) for v in best.values[:5])
     entry = {"name": f"{args.table}_{args.address}", "table": args.table, "address": args.address,
              "type": best.dtype, "order": best.order}
     if args.range:
@@ -152,6 +156,13 @@ def draft_entry(args: argparse.Namespace, ranked: list[Interpretation]) -> str:
 def run_probe(args: argparse.Namespace) -> int:
     reads = asyncio.run(probe_span(args))
     low, high = args.range if args.range else (None, None)
+    if args.json:
+        ranked = probe(reads, low, high)
+        if args.draft:
+            with open(args.draft, "a", encoding="utf-8") as f:
+                f.write(draft_entry(args, ranked))
+        print(json.dumps([r.as_dict() for r in ranked], indent=1))
+        return 0
     print(f"{args.table} {args.address}..{args.address + args.words - 1} of unit {args.unit}, "
           f"{len(reads)} reads: " + "; ".join(" ".join(f"{r:04x}" for r in read) for read in reads))
     ranked = probe(reads, low, high)

@@ -5,6 +5,13 @@ frames and unframes every ADU (MBAP header, RTU address and CRC); the transport 
 is a lean asyncio protocol with one transaction in flight, because the library's own client
 spends more CPU per request than the whole rest of our poll path (see docs/decisions.md).
 Read responses are turned into numpy arrays straight from the frame bytes.
+
+One answer per request: on RTU framing (serial lines and RTU-over-TCP gateways) an answer is
+taken only if its unit, function code and length match the request in flight and its CRC is
+right; anything else (a slow slave's late answer, another device's frame) is discarded and
+counted on the line, never decoded for, nor counted against, the device being asked. After a
+timeout the line listens for up to ``drain_s`` so that a late answer arrives while nobody
+is waiting for it, before the next request goes out.
 """
 from __future__ import annotations
 
@@ -105,6 +112,12 @@ class Transport:
         self._protocol: _Protocol | None = None
         self._waiter: asyncio.Future[bytes] | None = None
         self._expect: tuple[int, int, int] = (0, 0, 0)  # unit, function code, transaction id
+        self._expect_len = 0  # PDU length of a normal answer (0: not checked)
+        self.drain_s = 0.0  # after a timeout (RTU framing): listen this long for the late answer
+        self.discarded_frames = 0  # answers that did not match the request in flight (late or foreign)
+        self.drains = 0  # timeouts after which the line was drained
+        self._late: asyncio.Event | None = None
+        self._bad_in_flight = 0  # frames with a bad CRC discarded while the current request waited
         self._tid = 0
         self._pdu_cache: dict[tuple[int, int, int], bytes] = {}
         self.frame_errors = 0  # bad CRC, garbage, mismatched answers
@@ -152,8 +165,14 @@ class Transport:
         waiter = self._waiter
         if waiter is None or waiter.done():
             self.late_frames += 1
+            if self._late is not None:
+                self._late.set()
             return
         exp_unit, exp_fc, exp_tid = self._expect
+        if not exp_tid and not self._matches(unit, pdu):
+            self.discarded_frames += 1  # a late or foreign answer on an RTU line: not ours, keep waiting
+            self.late_frames += 1
+            return
         if (exp_tid and tid and tid != exp_tid) or unit != exp_unit or not pdu or (pdu[0] & 0x7F) != exp_fc:
             self.frame_errors += 1
             if tid and exp_tid and tid != exp_tid:
@@ -166,10 +185,23 @@ class Transport:
         self.last_rx = time.monotonic()
         waiter.set_result(pdu)
 
+    def _matches(self, unit: int, pdu: bytes) -> bool:
+        """Is this RTU answer the one to the request in flight (unit, function, length)?"""
+        exp_unit, exp_fc, _ = self._expect
+        if unit != exp_unit or not pdu or (pdu[0] & 0x7F) != exp_fc:
+            return False
+        if pdu[0] & 0x80:
+            return len(pdu) == 2  # an exception answer: function | 0x80, code
+        return not self._expect_len or len(pdu) == self._expect_len
+
     # ------------------------------------------------------------------ transactions
 
-    async def transact(self, unit: int, pdu: bytes, timeout_s: float) -> bytes:
-        """Send one request PDU and return the answer's PDU (function code first)."""
+    async def transact(self, unit: int, pdu: bytes, timeout_s: float, expect_len: int = 0) -> bytes:
+        """Send one request PDU and return the answer's PDU (function code first).
+
+        ``expect_len``: the PDU length of a normal answer, when the request fixes it (reads):
+        on RTU framing an answer of another length is not ours and is discarded.
+        """
         if not self.connected:
             raise ModbusConnectionError(f"{self.name}: not connected")
         loop = asyncio.get_running_loop()
@@ -178,11 +210,20 @@ class Transport:
         self._waiter = waiter
         frame = self._frame(unit, pdu)
         self._expect = (unit, pdu[0], self._tid if self.kind == "tcp" else 0)
+        self._expect_len = expect_len
+        self._bad_in_flight = 0
         assert self._protocol is not None and self._protocol.transport is not None
         self._protocol.transport.write(frame)  # type: ignore[attr-defined]
         self._arm_timer(loop, loop.time() + timeout_s)
         try:
             answer = await waiter
+        except ModbusTimeout:
+            self._waiter = None
+            await self._drain()
+            if self._bad_in_flight:  # no valid answer, but damaged bytes came: a bad line or device
+                raise ModbusFrameError(f"no valid answer: {self._bad_in_flight} damaged frame(s) "
+                                       "(bad CRC or garbage)") from None
+            raise
         finally:
             self._waiter = None
         if answer[0] & 0x80:
@@ -209,6 +250,23 @@ class Transport:
         else:
             self._arm_timer(loop, self._deadline)
 
+    async def _drain(self) -> None:
+        """After a timeout: give a slow device's late answer up to ``drain_s`` to arrive (and be
+        discarded) while the line is still ours, so it cannot land in the next transaction."""
+        if self.drain_s <= 0 or not self.connected:
+            return
+        self.drains += 1
+        self._late = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._late.wait(), self.drain_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._late = None
+        if self._protocol and self._protocol.buffer:  # a partial late frame: drop it with the rest
+            self.late_frames += 1
+            self._protocol.buffer.clear()
+
     def _before_send(self) -> None:
         """Drop stale bytes left by a timed-out transaction so they cannot pass for our answer."""
         if self._protocol and self._protocol.buffer:
@@ -228,7 +286,8 @@ class Transport:
 
     async def read(self, unit: int, table: Table, address: int, count: int, timeout_s: float) -> np.ndarray:
         """Read a block: big-endian 16-bit registers (a view of the answer), or bools for bit tables."""
-        answer = await self.transact(unit, self.read_pdu(table, address, count), timeout_s)
+        size = (count + 7) // 8 if table.is_bits else 2 * count
+        answer = await self.transact(unit, self.read_pdu(table, address, count), timeout_s, 2 + size)
         byte_count = answer[1] if len(answer) > 1 else -1
         data = answer[2:]
         if table.is_bits:
@@ -308,17 +367,44 @@ class _RtuFraming:
     def _on_data(self) -> None:
         buf = self._protocol.buffer  # type: ignore[union-attr]
         while len(buf) >= 4:
-            used, unit, _, pdu = self.framer.decode(bytes(buf))
+            used, unit, pdu, crc_ok = self._split(bytes(buf))
             if not used:
                 return
             del buf[:used]
-            if not pdu:  # CRC mismatch or bytes that are no frame: the framer discarded them
+            if not crc_ok:
                 self.frame_errors += 1  # type: ignore[attr-defined]
                 waiter = self._waiter  # type: ignore[attr-defined]
+                if unit != self._expect[0]:  # type: ignore[attr-defined]
+                    self.discarded_frames += 1  # type: ignore[attr-defined]
+                    self._bad_in_flight += 1  # type: ignore[attr-defined]
+                    continue  # not even addressed as ours: a foreign or late frame; keep waiting
                 if waiter and not waiter.done():
                     waiter.set_exception(ModbusFrameError("bad CRC or garbage bytes"))
                 return
             self._deliver(unit, 0, pdu)  # type: ignore[attr-defined]
+
+    def _split(self, data: bytes) -> tuple[int, int, bytes, bool]:
+        """The first RTU frame in ``data``: (bytes used, unit, PDU, CRC right); used 0: wait for more.
+
+        Like pymodbus' ``FramerRTU.decode`` (whose frame sizes and CRC it uses), but it consumes
+        only that frame: the library's decoder takes the whole buffer, so an answer that follows
+        a late one in the same read would be lost.
+        """
+        decoder = self.framer.decoder
+        n = len(data)
+        for skip in range(n):
+            if n - skip < FramerRTU.MIN_SIZE:
+                return 0, 0, b"", False
+            if not (pdu_class := decoder.lookupPduClass(data[skip:])):
+                continue
+            if not (size := pdu_class.calculateRtuFrameSize(data[skip:])):
+                return 0, 0, b"", False
+            if n < skip + size:
+                return 0, 0, b"", False
+            frame = data[skip:skip + size]
+            crc_ok = FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big"))
+            return skip + size, frame[0], frame[1:-2], crc_ok
+        return 0, 0, b"", False
 
 
 class RtuOverTcpTransport(_RtuFraming, TcpTransport):

@@ -24,7 +24,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.modbus.points import DTYPES, ORDERS, REGISTER_COUNT, RegisterPoint, Scaling, Table
+from drivers.modbus.points import (
+    BIT_WORDS,
+    DTYPES,
+    ORDERS,
+    REGISTER_COUNT,
+    SCALE_FACTOR_LIMIT,
+    SCALE_FACTOR_SENTINEL,
+    RegisterPoint,
+    Scaling,
+    Table,
+)
 from edge.core.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality, SampleBatch
 
 #: Big-endian numpy dtype of every fixed-size type (the gathered bytes are always A..H).
@@ -44,6 +54,12 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 FLOAT_TYPES = ("float32", "float64")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _OUT_OF_RANGE = np.uint8(Quality.BAD_OUT_OF_RANGE)
+_SENSOR = np.uint8(Quality.BAD_SENSOR_FAILURE)
+#: Unsigned big-endian views of each width (value bytes A.. as one integer: the raw pattern).
+_UNSIGNED = {2: ">u2", 4: ">u4", 8: ">u8"}
+#: Exact powers of ten for scale factors: raw * 10**sf, or raw / 10**-sf for a negative sf
+#: (one rounding: the double nearest to the decimal value).
+POW10 = np.array([10.0**k for k in range(SCALE_FACTOR_LIMIT + 1)], dtype=np.float64)
 _IDENTITY = Scaling(1.0, 0.0, 1.0)
 _TRUE_WORDS = {"1", "true", "on", "yes"}
 _FALSE_WORDS = {"0", "false", "off", "no"}
@@ -92,13 +108,35 @@ def check_point(point: RegisterPoint) -> None:
         raise CodecError(f"{where}: order {point.order!r} is unknown; allowed: {', '.join(ORDERS)}")
     if point.table.is_bits and point.dtype != "bool":
         raise CodecError(f"{where}: a {point.table} holds one bit: type must be bool, not {point.dtype}")
-    if not point.table.is_bits and point.dtype == "bool" and (point.bit is None or not 0 <= point.bit <= 15):
-        raise CodecError(f"{where}: a bool in a register needs bit 0-15, got {point.bit}")
+    if point.word is not None and (point.dtype != "bool" or point.table.is_bits or point.word not in BIT_WORDS):
+        raise CodecError(f"{where}: word {point.word!r} is for a bool in a register: one of {', '.join(BIT_WORDS)}")
+    width = BIT_WORDS[point.bit_word]
+    if not point.table.is_bits and point.dtype == "bool" and (point.bit is None or not 0 <= point.bit < width):
+        raise CodecError(f"{where}: a bool in a {point.bit_word} needs bit 0-{width - 1}, got {point.bit}")
+    _check_sentinels(point, where)
+    if point.sf_address is not None and (point.dtype in ("bool", "string") or point.table.is_bits
+                                         or not 0 <= point.sf_address <= 0xFFFF):
+        raise CodecError(f"{where}: a scale-factor register (0..65535) is for numbers in registers, "
+                         f"not {point.dtype} at {point.sf_address}")
     if point.dtype == "string" and not 1 <= point.length <= 125:
         raise CodecError(f"{where}: a string needs length 1-125 registers, got {point.length}")
     if point.scale == 0 or not math.isfinite(point.scale) or not math.isfinite(point.offset):
         raise CodecError(f"{where}: scale must be finite and not 0 and offset finite, "
                          f"got scale={point.scale} offset={point.offset}")
+
+
+def _check_sentinels(point: RegisterPoint, where: str) -> None:
+    if point.nul_invalid and point.dtype != "string":
+        raise CodecError(f"{where}: 'all NUL' marks strings only, not {point.dtype}")
+    if not point.invalid:
+        return
+    if point.dtype == "string" or point.table.is_bits:
+        raise CodecError(f"{where}: invalid raw values are for numbers and register bits; strings use 'all NUL'")
+    bits = 16 * point.count
+    bad = [v for v in point.invalid if not 0 <= v < 1 << bits]
+    if bad:
+        raise CodecError(f"{where}: invalid raw value {bad[0]} does not fit {bits} bits (give it as the "
+                         f"unsigned pattern 0..{(1 << bits) - 1:#x})")
 
 
 def _swaps(order: str) -> tuple[bool, bool]:
@@ -126,6 +164,8 @@ def _as_wire_bytes(registers: Registers) -> np.ndarray:
     if isinstance(registers, np.ndarray):
         if registers.dtype == np.dtype(">u2") and registers.flags.c_contiguous:
             return registers.view(np.uint8)
+        if registers.dtype == np.uint8:  # already wire bytes (as the compiled decoder takes them)
+            return registers
         return registers.astype(">u2").view(np.uint8)
     return np.array(registers, dtype=">u2").view(np.uint8)
 
@@ -135,9 +175,12 @@ def _as_wire_bytes(registers: Registers) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class _Slice:
-    """Values of one fixed-size type: a slice of the gathered bytes and of the staging array."""
+    """Values of one kind (a fixed-size type, or register bits of one word width): a slice of
+    the gathered bytes and of the staging arrays."""
 
+    kind: str  # a fixed-size type, or "bit16"/"bit32"/"bit64"
     np_dtype: np.dtype
+    unsigned: np.dtype  # the same bytes as an unsigned integer (the raw pattern)
     byte_start: int
     byte_stop: int
     stage_start: int
@@ -147,6 +190,24 @@ class _Slice:
 _FMAX = float(np.finfo(np.float64).max)
 
 
+def _value_bytes(point: RegisterPoint) -> np.ndarray:
+    """Wire positions (relative to the point) of the value bytes A.. of a register point.
+
+    A bit of a 16-bit word is taken as the protocol delivers the register (order ignored);
+    wider words follow the point's order like any 32/64-bit value.
+    """
+    if point.dtype == "bool":
+        words = REGISTER_COUNT[point.bit_word]
+        return _wire_byte_index("ABCD" if words == 1 else point.order, words)
+    return _wire_byte_index(point.order, REGISTER_COUNT[point.dtype])
+
+
+def _kind(point: RegisterPoint) -> str:
+    if point.dtype == "bool":
+        return f"bit{BIT_WORDS[point.bit_word]}"
+    return point.dtype
+
+
 class BlockCodec:
     """Decodes one read block (``count`` registers or bits from ``start``) for its points.
 
@@ -154,12 +215,18 @@ class BlockCodec:
     operations per response whatever the number of points: one gather of every value byte,
     one conversion per data type into a staging array, one permutation into the points'
     order, one scale/offset pass and one range pass. Output arrays follow ``points`` (and
-    ``tag_ids``). Quality rules: Good; outside ``low``/``high`` Bad_OutOfRange with value NaN,
-    unless the point clamps (value clamped, Good). A NaN from the device is Bad_OutOfRange (a
-    clamp does not apply); +-inf is outside every range: clamped to the bound when the point
-    clamps and has that bound, Bad_OutOfRange otherwise. Strings carry NaN, quality Good and
-    their text in :meth:`decode_texts`; enums keep the raw number (the name is metadata).
-    A codec keeps one staging array: use each instance from one thread (the asyncio loop).
+    ``tag_ids``). Quality rules, strongest first: a raw value the point declares invalid (a
+    sentinel), or a string of NULs where that means "absent", is Bad_SensorFailure with value
+    NaN; so is a value whose scale-factor register holds the not-implemented -32768, while a
+    factor outside -10..10 makes it Bad_OutOfRange; outside ``low``/``high`` Bad_OutOfRange with
+    value NaN, unless the point clamps (value clamped, Good); else Good. A NaN from the device
+    is Bad_OutOfRange (a clamp does not apply); +-inf is outside every range: clamped to the
+    bound when the point clamps and has that bound, Bad_OutOfRange otherwise. Strings carry
+    NaN and their text in :meth:`decode_texts`; enums keep the raw number (the name is
+    metadata). A codec keeps staging arrays: use each instance from one thread (the asyncio loop).
+
+    Engineering value: raw, times 10**sf when the point has a scale-factor register (the
+    factor comes from the same response), then ``(x * mul + add) / div`` (see ``Scaling``).
 
     Register blocks decode through the compiled kernel when it is built (``compiled=False``
     forces the numpy path, which the parity tests compare it with); bit tables and inputs that
@@ -175,72 +242,90 @@ class BlockCodec:
             check_point(p)
             if p.table != self.table:
                 raise CodecError(f"point {p.name!r} is in table {p.table}, the block reads {self.table}")
-            if p.address < start or p.end > start + count:
-                raise CodecError(f"point {p.name!r} spans {p.address}..{p.end - 1}, outside the block "
+            if p.span_start < start or p.span_end > start + count:
+                what = "" if p.sf_address is None else f" with its scale factor at {p.sf_address}"
+                raise CodecError(f"point {p.name!r} spans {p.address}..{p.end - 1}{what}, outside the block "
                                  f"{start}..{start + count - 1}")
         self.tag_ids = np.array([p.tag_id for p in self.points], dtype=TAG_ID_DTYPE)
         self._strings = [(i, p) for i, p in enumerate(self.points) if p.dtype == "string"]
         self.has_strings = bool(self._strings)
         self._string_pos = np.array([i for i, _ in self._strings], dtype=np.intp)
+        self._nul_strings = [(i, 2 * (p.address - start), 2 * (p.end - start))
+                             for i, p in self._strings if p.nul_invalid]
         if self.table.is_bits:
             self._bit_addr = np.array([p.address - start for p in self.points], dtype=np.intp)
         else:
             self._compile_registers()
+            self._compile_checks()
         self._compile_scaling()
         self._kernel = self._compile_kernel() if compiled and RegisterKernel is not None else None
 
     def _compile_kernel(self):
-        """The compiled decoder's arrays: per point its kind, the wire positions of bytes A.., bit shift."""
+        """The compiled decoder's arrays: per point its kind, the wire positions of bytes A..,
+        bit shift, sentinel patterns and the position of its scale factor."""
         if self.table.is_bits:
             return None
         kinds, positions, starts, shifts = [], [], [0], []
+        invalid, inv_starts, sf_pos = [], [0], []
         for p in self.points:
             base = 2 * (p.address - self.start)
             if p.dtype in _NP_DTYPE:
                 kinds.append(_KERNEL_KINDS.index(p.dtype))
-                positions.extend((base + _wire_byte_index(p.order, REGISTER_COUNT[p.dtype])).tolist())
+                positions.extend((base + _value_bytes(p)).tolist())
             elif p.dtype == "bool":
                 kinds.append(_KERNEL_KINDS.index("bit"))
-                positions.append(base + (0 if p.bit >= 8 else 1))
+                positions.extend((base + _value_bytes(p)).tolist())
             else:
                 kinds.append(_KERNEL_KINDS.index("string"))
-            shifts.append(p.bit % 8 if p.dtype == "bool" else 0)
+            shifts.append(p.bit if p.dtype == "bool" else 0)
             starts.append(len(positions))
+            invalid.extend(p.invalid)
+            inv_starts.append(len(invalid))
+            sf_pos.append(-1 if p.sf_address is None else 2 * (p.sf_address - self.start))
         return RegisterKernel(kinds, positions, starts, shifts, self._mul, self._add, self._div, self._low, self._high,
                               self._clip_low, self._clip_high, self._scaled, self._clamps, int(_OUT_OF_RANGE),
-                              2 * self.count)
+                              2 * self.count, np.array(invalid, dtype=np.uint64), inv_starts, sf_pos, int(_SENSOR),
+                              POW10)
 
     def _compile_registers(self) -> None:
-        """Lay out the staging array: fixed-size types grouped by type, then bits, then one NaN."""
+        """Lay out the staging array: fixed-size types grouped by type, then bits by word width,
+        then one NaN (for strings)."""
         perm = np.zeros(len(self.points), dtype=np.intp)
         byte_index: list[np.ndarray] = []
         self._slices: list[_Slice] = []
         stage = nbytes = 0
-        for dtype, np_dtype in _NP_DTYPE.items():
-            members = [(i, p) for i, p in enumerate(self.points) if p.dtype == dtype]
+        kinds = [*_NP_DTYPE, *(f"bit{w}" for w in BIT_WORDS.values())]
+        shifts = []
+        for kind in kinds:
+            members = [(i, p) for i, p in enumerate(self.points) if p.dtype != "string" and _kind(p) == kind]
             if not members:
                 continue
-            size = 2 * REGISTER_COUNT[dtype]
+            size = 2 * members[0][1].count
             for k, (i, p) in enumerate(members):
                 perm[i] = stage + k
-                byte_index.append(2 * (p.address - self.start) + _wire_byte_index(p.order, size // 2))
-            self._slices.append(_Slice(np.dtype(np_dtype), nbytes, nbytes + size * len(members),
-                                       stage, stage + len(members)))
+                byte_index.append(2 * (p.address - self.start) + _value_bytes(p))
+                if kind.startswith("bit"):
+                    shifts.append(p.bit)
+            np_dtype = _UNSIGNED[size] if kind.startswith("bit") else _NP_DTYPE[kind]
+            self._slices.append(_Slice(kind, np.dtype(np_dtype), np.dtype(_UNSIGNED[size]), nbytes,
+                                       nbytes + size * len(members), stage, stage + len(members)))
             stage += len(members)
             nbytes += size * len(members)
-        bools = [(i, p) for i, p in enumerate(self.points) if p.dtype == "bool"]
-        for k, (i, _) in enumerate(bools):
-            perm[i] = stage + k
-        self._bits = slice(stage, stage + len(bools))
-        # A bit of a register: the wire byte holding it (high byte first) and its shift there.
-        self._bit_byte = np.array([2 * (p.address - self.start) + (0 if p.bit >= 8 else 1) for _, p in bools],
-                                  dtype=np.intp)
-        self._bit_shift = np.array([p.bit % 8 for _, p in bools], dtype=np.uint8)
-        stage += len(bools)
+        self._bit_shift = np.array(shifts, dtype=np.uint64)
         perm[self._string_pos] = stage
         self._perm = perm
         self._byte_index = np.concatenate(byte_index) if byte_index else np.zeros(0, dtype=np.intp)
         self._stage = np.full(stage + 1, np.nan, dtype=VALUE_DTYPE)
+        self._stage_u = np.zeros(stage + 1, dtype=np.uint64)
+
+    def _compile_checks(self) -> None:
+        """Sentinel patterns (point index, pattern) and scale-factor positions of the block."""
+        pairs = [(i, v) for i, p in enumerate(self.points) for v in p.invalid]
+        self._inv_point = np.array([i for i, _ in pairs], dtype=np.intp)
+        self._inv_value = np.array([v for _, v in pairs], dtype=np.uint64)
+        has_sf = [(i, 2 * (p.sf_address - self.start)) for i, p in enumerate(self.points) if p.sf_address is not None]
+        self._sf_point = np.array([i for i, _ in has_sf], dtype=np.intp)
+        self._sf_bytes = np.array([[b, b + 1] for _, b in has_sf], dtype=np.intp).reshape(-1)
 
     def _compile_scaling(self) -> None:
         numeric = [p.dtype not in ("bool", "string") for p in self.points]
@@ -276,6 +361,8 @@ class BlockCodec:
             except ShortResponse as exc:
                 raise DecodeError(str(exc)) from None
             if decoded is not None:
+                if self._nul_strings:
+                    self._absent_strings(_as_wire_bytes(registers), decoded[0], decoded[1])
                 return decoded
         n = len(self.points)
         values = np.empty(n, dtype=VALUE_DTYPE) if out_values is None else out_values
@@ -290,19 +377,61 @@ class BlockCodec:
         wire = _as_wire_bytes(registers)
         if len(wire) < 2 * self.count:
             raise DecodeError(f"response has {len(wire) // 2} registers, the block needs {self.count}")
-        stage = self._stage
+        stage, stage_u = self._stage, self._stage_u
         gathered = wire[self._byte_index]
+        shift_at = 0
         for s in self._slices:
-            stage[s.stage_start:s.stage_stop] = gathered[s.byte_start:s.byte_stop].view(s.np_dtype)
-        if len(self._bit_byte):
-            stage[self._bits] = (wire[self._bit_byte] >> self._bit_shift) & 1
+            raw = gathered[s.byte_start:s.byte_stop]
+            if s.kind.startswith("bit"):
+                word = raw.view(s.unsigned).astype(np.uint64)
+                shifts = self._bit_shift[shift_at:shift_at + len(word)]
+                shift_at += len(word)
+                stage[s.stage_start:s.stage_stop] = (word >> shifts) & np.uint64(1)
+            else:
+                stage[s.stage_start:s.stage_stop] = raw.view(s.np_dtype)
+            if len(self._inv_point):
+                stage_u[s.stage_start:s.stage_stop] = raw.view(s.unsigned)
         np.take(stage, self._perm, out=values)
+        sf = self._apply_scale_factors(wire, values)
         if self._scaled:  # (raw * mul + add) / div: decimal scales give the nearest double
             np.multiply(values, self._mul, out=values)
             np.add(values, self._add, out=values)
             np.divide(values, self._div, out=values)
         self._apply_range(values, quality)
+        if sf is not None:
+            self._mark(values, quality, self._sf_point[(sf < -SCALE_FACTOR_LIMIT) | (sf > SCALE_FACTOR_LIMIT)],
+                       _OUT_OF_RANGE)
+            self._mark(values, quality, self._sf_point[sf == SCALE_FACTOR_SENTINEL], _SENSOR)
+        if len(self._inv_point):
+            pattern = stage_u[self._perm]
+            self._mark(values, quality, self._inv_point[pattern[self._inv_point] == self._inv_value], _SENSOR)
+        if self._nul_strings:
+            self._absent_strings(wire, values, quality)
         return values, quality
+
+    def _apply_scale_factors(self, wire: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+        """values *= 10**sf (or /= 10**-sf) for the points with a scale-factor register; the factors."""
+        if not len(self._sf_point):
+            return None
+        sf = wire[self._sf_bytes].view(">i2").astype(np.int64)
+        usable = np.clip(sf, -SCALE_FACTOR_LIMIT, SCALE_FACTOR_LIMIT)
+        up, down = usable >= 0, usable < 0
+        values[self._sf_point[up]] = values[self._sf_point[up]] * POW10[usable[up]]
+        values[self._sf_point[down]] = values[self._sf_point[down]] / POW10[-usable[down]]
+        return sf
+
+    @staticmethod
+    def _mark(values: np.ndarray, quality: np.ndarray, where: np.ndarray, code: np.uint8) -> None:
+        if len(where):
+            values[where] = np.nan
+            quality[where] = code
+
+    def _absent_strings(self, wire: np.ndarray, values: np.ndarray, quality: np.ndarray) -> None:
+        """Strings whose registers are all NUL where the point says that means absent."""
+        for i, a, b in self._nul_strings:
+            if not wire[a:b].any():
+                values[i] = np.nan
+                quality[i] = _SENSOR
 
     def _apply_range(self, values: np.ndarray, quality: np.ndarray) -> None:
         if self._clamps:
@@ -335,6 +464,7 @@ class BlockCodec:
                            quality=quality, texts=texts)
 
 
+
 # ----------------------------------------------------------------------------- scalar decoding
 
 
@@ -361,7 +491,8 @@ def raw_value(point: RegisterPoint, registers: Registers) -> bool | int | float 
             raise DecodeError(f"point {point.name!r} needs one bit")
         return bool(registers[0])
     if point.dtype == "bool":
-        word = int.from_bytes(_point_wire_bytes(point, registers), "big")
+        wire = _point_wire_bytes(point, registers)
+        word = int.from_bytes(bytes(wire[i] for i in _value_bytes(point)), "big")
         return bool((word >> point.bit) & 1)
     wire = _point_wire_bytes(point, registers)
     if point.dtype == "string":
@@ -370,15 +501,48 @@ def raw_value(point: RegisterPoint, registers: Registers) -> bool | int | float 
     return struct.unpack(_STRUCT[point.dtype], ordered)[0]
 
 
-def decode_point(point: RegisterPoint, registers: Registers) -> bool | int | float | str:
-    """Engineering value of one point from its registers (or bits), no range handling.
+def raw_pattern(point: RegisterPoint, registers: Registers) -> int:
+    """The value bytes A.. of a register point as one unsigned integer (what ``invalid`` lists)."""
+    wire = _point_wire_bytes(point, registers)
+    return int.from_bytes(bytes(wire[i] for i in _value_bytes(point)), "big")
 
-    Integers with scale 1 and offset 0 stay exact Python ints (also 64-bit ones, which the
-    float64 block arrays cannot hold exactly beyond 2**53); scaled values are floats.
+
+def is_sentinel(point: RegisterPoint, registers: Registers) -> bool:
+    """True if the registers hold a value the point declares invalid (or an all-NUL absent string)."""
+    if point.dtype == "string":
+        return point.nul_invalid and not any(_point_wire_bytes(point, registers))
+    return bool(point.invalid) and raw_pattern(point, registers) in point.invalid
+
+
+def check_scale_factor(point: RegisterPoint, sf: int | None) -> int:
+    """The usable power of ten of a point with a scale-factor register, or :class:`DecodeError`."""
+    if sf is None:
+        raise DecodeError(f"point {point.name!r} needs its scale factor (register {point.sf_address})")
+    if sf == SCALE_FACTOR_SENTINEL:
+        raise DecodeError(f"point {point.name!r}: its scale factor is not implemented (-32768)")
+    if not -SCALE_FACTOR_LIMIT <= sf <= SCALE_FACTOR_LIMIT:
+        raise DecodeError(f"point {point.name!r}: scale factor {sf} is outside -{SCALE_FACTOR_LIMIT}.."
+                          f"{SCALE_FACTOR_LIMIT}")
+    return sf
+
+
+def apply_scale_factor(raw: float, sf: int) -> float:
+    """raw * 10**sf as the block codec computes it (one rounding)."""
+    return raw * float(POW10[sf]) if sf >= 0 else raw / float(POW10[-sf])
+
+
+def decode_point(point: RegisterPoint, registers: Registers, sf: int | None = None) -> bool | int | float | str:
+    """Engineering value of one point from its registers (or bits), no range or sentinel handling.
+
+    Integers with scale 1 and offset 0 and no scale factor stay exact Python ints (also 64-bit
+    ones, which the float64 block arrays cannot hold exactly beyond 2**53); scaled values are
+    floats. ``sf``: the value of the point's scale-factor register, when it has one.
     """
     raw = raw_value(point, registers)
     if isinstance(raw, (bool, str)):
         return raw
+    if point.sf_address is not None:
+        raw = apply_scale_factor(float(raw), check_scale_factor(point, sf))
     scaling = point.scaling
     if scaling.identity:
         return raw
@@ -523,16 +687,33 @@ def _as_bool(point: RegisterPoint, value: object) -> bool:
     raise EncodeError(f"point {point.name!r} is a bool: give true/false or 1/0, not {value!r}")
 
 
-def encode(point: RegisterPoint, value: object) -> list[int] | list[bool]:
+def with_scale_factor(point: RegisterPoint, sf: int | None) -> RegisterPoint:
+    """The point with its scale factor folded into ``scale`` (for writes: the inverse applies)."""
+    if point.sf_address is None:
+        return point
+    try:
+        k = check_scale_factor(point, sf)
+    except DecodeError as exc:
+        raise EncodeError(f"cannot write: {exc}") from None
+    from dataclasses import replace
+
+    factor = 10.0**k if k >= 0 else 1.0 / 10.0**-k
+    return replace(point, scale=point.scale * factor, sf_address=None)
+
+
+def encode(point: RegisterPoint, value: object, sf: int | None = None) -> list[int] | list[bool]:
     """Registers (or one coil) to write for ``value``: the exact inverse of :func:`decode_point`.
 
     Checks the type and the range (writes are never clamped), rounds scaled integers to the
     nearest step of their scale, and raises :class:`EncodeError` saying what is allowed.
-    A bool in a register needs the register's current value: use :func:`encode_bit`.
+    A bool in a register needs the register's current value: use :func:`encode_bits`. ``sf``:
+    the current value of the point's scale-factor register, when it has one (the factor is
+    applied inversely: 230.5 V with sf -1 is raw 2305).
     """
     check_point(point)
     if not point.table.writable:
         raise EncodeError(f"point {point.name!r} is in the {point.table} table, which Modbus cannot write")
+    point = with_scale_factor(point, sf)
     value = _parse(point, value)
     if point.table.is_bits:
         return [_as_bool(point, value)]
@@ -555,14 +736,26 @@ def encode(point: RegisterPoint, value: object) -> list[int] | list[bool]:
 
 
 def encode_bit(point: RegisterPoint, current_register: int, value: object) -> int:
-    """The register to write so that bit ``point.bit`` becomes ``value``, other bits unchanged."""
+    """The register to write so that bit ``point.bit`` of a 16-bit word becomes ``value``."""
+    return encode_bits(point, [current_register], value)[0]
+
+
+def encode_bits(point: RegisterPoint, current: Sequence[int], value: object) -> list[int]:
+    """The registers to write so that bit ``point.bit`` of the point's word becomes ``value``,
+    other bits unchanged (``current``: the word's registers as read, in address order)."""
     check_point(point)
     if point.table.is_bits or point.dtype != "bool":
         raise EncodeError(f"point {point.name!r} is not a bit of a register")
     if not point.table.writable:
         raise EncodeError(f"point {point.name!r} is in the {point.table} table, which Modbus cannot write")
-    if not 0 <= int(current_register) <= 0xFFFF:
-        raise EncodeError(f"current register value {current_register} is not 0..65535")
+    if len(current) != point.count or not all(0 <= int(r) <= 0xFFFF for r in current):
+        raise EncodeError(f"current registers {list(current)}: need {point.count}, each 0..65535")
     on = _as_bool(point, _parse(point, value))
+    word = raw_pattern(point, [int(r) for r in current])
     mask = 1 << point.bit
-    return (int(current_register) | mask) if on else (int(current_register) & ~mask)
+    word = (word | mask) if on else (word & ~mask)
+    value_bytes = word.to_bytes(2 * point.count, "big")
+    wire = bytearray(len(value_bytes))
+    for k, pos in enumerate(_value_bytes(point)):
+        wire[pos] = value_bytes[k]
+    return [int.from_bytes(wire[i: i + 2], "big") for i in range(0, len(wire), 2)]

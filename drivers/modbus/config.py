@@ -145,6 +145,13 @@ class ModbusDevice(DeviceConfig):
     max_gap: Annotated[int, Field(ge=0, le=124)] = 8  # unused registers read to merge two blocks
     one_request_per_tag: bool = False
     pause_between_requests_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    hole_reprobe_s: Annotated[float, Field(ge=0.1, le=86_400)] = Field(
+        30.0, description="first re-probe of a learned address hole (exception 2), doubling from there")
+    hole_reprobe_max_s: Annotated[float, Field(ge=0.1, le=86_400)] = Field(
+        600.0, description="learned holes are re-probed at least this often")
+    holes: Literal["reprobe", "permanent"] = Field(
+        "reprobe", description="permanent: a learned hole is never read again (only for devices whose holes "
+        "are real and whose re-probes cost too much)")
     points: list[ModbusPoint] = Field(default_factory=list)
 
 

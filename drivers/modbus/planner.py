@@ -10,13 +10,21 @@ Run-time learning: a block answered with exception 2 (illegal data address) is h
 :meth:`PollPlan.split`, which cuts it in two at the widest unused gap (else at its middle) and
 remembers the cut as a hole in :class:`Holes`; plans built later with the same ``Holes``
 never read across it. A block of a single cluster that is still illegal makes its points
-unreadable (the poller gives them Bad_ConfigurationError) and is not requested again.
+unreadable (the poller gives them Bad_ConfigurationError).
+
+A learned hole is not forever: exception 2 is also what a PLC in STOP or a gateway that is
+still booting answers. Each hole remembers the span that was refused and is re-probed on a
+back-off (:class:`ReprobePolicy`: first after 30 s, doubling up to 10 min); when the span
+reads again the hole is forgotten and the device re-planned (:meth:`DevicePlan.heal`).
+``permanent`` holes (an explicit setting) are never re-probed.
 
 Every plan also fixes the order of the poll's output arrays: ``tag_ids`` lists the readable
 points block after block, then the unreadable ones; each block decodes into its ``slot``.
 """
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -71,17 +79,52 @@ class PlanLimits:
         return 16 * self.max_gap if self.max_gap_bits is None else self.max_gap_bits
 
 
+@dataclass(frozen=True, slots=True)
+class ReprobePolicy:
+    """When learned holes are read again: first ``first_s`` after learning, then doubling up to
+    ``max_s``; ``permanent`` never (an explicit setting for devices whose holes are real)."""
+
+    first_s: float = 30.0
+    max_s: float = 600.0
+    permanent: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class LearnedHole:
+    """One thing a device refused: the refused span and what was remembered because of it.
+
+    ``span`` is the (table, start, end) of the read that got exception 2: the re-probe reads
+    it again. ``entry`` is the cut or unreadable range stored in :class:`Holes`.
+    """
+
+    kind: str  # "cut" (a block split in two) or "unreadable" (points refused even alone)
+    span: tuple[Table, int, int]
+    entry: tuple[Table, int, int]
+    next_probe: float  # monotonic time of the next re-probe (inf: permanent)
+    interval_s: float
+    refusals: int = 1
+
+    def describe(self) -> str:
+        table, start, end = self.span
+        what = "unreadable" if self.kind == "unreadable" else "split"
+        return f"{table.value} {start}+{end - start} {what} ({self.refusals} refusals)"
+
+
 @dataclass(slots=True)
 class Holes:
     """What a device taught us at run time; share one instance between re-plans of a device.
 
     ``ranges``: (table, start, end) never read inside a merged block; ``start == end`` is a cut
     (no block may contain both ``start - 1`` and ``start``). ``unreadable``: (table, start, end)
-    spans of points the device refuses even alone.
+    spans of points the device refuses even alone. ``learned`` holds each entry's re-probe
+    schedule (see :class:`ReprobePolicy`).
     """
 
     ranges: set[tuple[Table, int, int]] = field(default_factory=set)
     unreadable: set[tuple[Table, int, int]] = field(default_factory=set)
+    policy: ReprobePolicy = field(default_factory=ReprobePolicy)
+    learned: list[LearnedHole] = field(default_factory=list)
+    healed: int = 0  # holes forgotten because their span was read again
 
     def blocks_span(self, table: Table, start: int, end: int) -> bool:
         """True if a read of [start, end) would cross a remembered hole or cut."""
@@ -96,6 +139,45 @@ class Holes:
 
     def refuses(self, table: Table, start: int, end: int) -> bool:
         return any(t == table and s < end and start < e for t, s, e in self.unreadable)
+
+    def learn(self, kind: str, span: tuple[Table, int, int], entry: tuple[Table, int, int],
+              now: float | None = None) -> LearnedHole:
+        """Remember a refusal and schedule its first re-probe."""
+        (self.unreadable if kind == "unreadable" else self.ranges).add(entry)
+        now = time.monotonic() if now is None else now
+        first = self.policy.first_s
+        hole = LearnedHole(kind, span, entry, math.inf if self.policy.permanent else now + first, first)
+        self.learned.append(hole)
+        return hole
+
+    def next_due(self) -> float:
+        """Monotonic time of the earliest re-probe (inf when none is scheduled)."""
+        return min((h.next_probe for h in self.learned), default=math.inf)
+
+    def due(self, now: float) -> list[LearnedHole]:
+        return [h for h in self.learned if h.next_probe <= now]
+
+    def refused_again(self, hole: LearnedHole, now: float | None = None) -> None:
+        """The re-probe got exception 2 again: back off (doubling, at most ``policy.max_s``)."""
+        now = time.monotonic() if now is None else now
+        hole.refusals += 1
+        hole.interval_s = min(hole.interval_s * 2, self.policy.max_s)
+        hole.next_probe = now + hole.interval_s
+
+    def postpone(self, hole: LearnedHole, now: float | None = None) -> None:
+        """The re-probe got no verdict (timeout, busy): ask again after the same interval."""
+        hole.next_probe = (time.monotonic() if now is None else now) + hole.interval_s
+
+    def forget(self, hole: LearnedHole) -> None:
+        """The span was read again: the hole is gone (the device must be re-planned)."""
+        if hole in self.learned:
+            self.learned.remove(hole)
+        if not any(h.entry == hole.entry and h.kind == hole.kind for h in self.learned):
+            (self.unreadable if hole.kind == "unreadable" else self.ranges).discard(hole.entry)
+        self.healed += 1
+
+    def describe(self) -> list[str]:
+        return [h.describe() for h in self.learned]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +217,17 @@ class ReadBlock:
 
 
 def _clusters(points: Sequence[RegisterPoint], atomic_points: bool) -> list[_Cluster]:
-    """Group sorted points of one table: overlapping points form one cluster (unless split per tag)."""
+    """Group sorted points of one table: overlapping points form one cluster (unless split per tag).
+
+    A point's span includes its scale-factor register, so a value and its factor always come
+    from one response (``one_per_tag`` still reads the value and its factor together)."""
     out: list[_Cluster] = []
     for p in points:
         last = out[-1] if out else None
-        if last is not None and not atomic_points and last.table == p.table and p.address < last.end:
-            out[-1] = _Cluster(p.table, last.start, max(last.end, p.end), (*last.points, p))
+        if last is not None and not atomic_points and last.table == p.table and p.span_start < last.end:
+            out[-1] = _Cluster(p.table, last.start, max(last.end, p.span_end), (*last.points, p))
         else:
-            out.append(_Cluster(p.table, p.address, p.end, (p,)))
+            out.append(_Cluster(p.table, p.span_start, p.span_end, (p,)))
     return out
 
 
@@ -164,7 +249,7 @@ class PollPlan:
         points = list(points)
         for p in points:
             self._check(p)
-        ordered = sorted(points, key=lambda p: (_TABLE_ORDER[p.table], p.address, p.end, p.tag_id))
+        ordered = sorted(points, key=lambda p: (_TABLE_ORDER[p.table], p.span_start, p.span_end, p.tag_id))
         clusters = _clusters(ordered, self.limits.one_per_tag)
         refusal = [self.holes.refuses(c.table, c.start, c.end) for c in clusters]
         readable = [c for c, no in zip(clusters, refusal, strict=True) if not no]
@@ -185,6 +270,10 @@ class PollPlan:
         if p.count > limit:
             raise PlanError(f"point {p.name!r} spans {p.count} registers, more than this device's "
                             f"{limit} per request")
+        if p.span_end - p.span_start > limit:
+            raise PlanError(f"point {p.name!r} at {p.address} and its scale factor at {p.sf_address} span "
+                            f"{p.span_end - p.span_start} registers, more than this device's {limit} per "
+                            "request: value and factor must come from one read")
         if p.address < 0 or p.end > ADDRESS_SPACE:
             raise PlanError(f"point {p.name!r} at {p.address}..{p.end - 1} is outside the address space "
                             f"0..{ADDRESS_SPACE - 1}")
@@ -235,14 +324,16 @@ class PollPlan:
             raise ValueError(f"{block!r} is not a block of this plan (already split?)") from None
         clusters = _clusters(block.points, self.limits.one_per_tag)
         if len(clusters) == 1:
-            self.holes.unreadable.add((block.table, block.start, block.end))
+            span = (block.table, block.start, block.end)
+            self.holes.learn("unreadable", span, span)
             del self.blocks[at]
             self._unreadable.extend(range(block.first, block.first + len(block.points)))
             self._unreadable.sort()
             return []
         k = _cut_index(clusters)
         left, right = clusters[:k], clusters[k:]
-        self.holes.ranges.add((block.table, max(c.end for c in left), right[0].start))
+        self.holes.learn("cut", (block.table, block.start, block.end),
+                         (block.table, max(c.end for c in left), right[0].start))
         parts = [_block(left, block.first), _block(right, block.first + sum(len(c.points) for c in left))]
         self.blocks[at:at + 1] = parts
         return parts

@@ -32,7 +32,7 @@ _WRITABLE_TABLES = frozenset({"coil", "holding"})
 
 
 #: Registers taken by each data type ("string" uses RegisterPoint.length; "bool" in a bit
-#: table takes one bit, in a register table one register with RegisterPoint.bit set).
+#: table takes one bit, in a register table the registers of its ``word`` with RegisterPoint.bit set).
 REGISTER_COUNT: dict[str, int] = {
     "bool": 1,
     "int16": 1,
@@ -45,6 +45,12 @@ REGISTER_COUNT: dict[str, int] = {
     "float64": 4,
 }
 DTYPES = (*REGISTER_COUNT, "string")
+#: Integer types a bool can be a bit of (``RegisterPoint.word``), and their widths in bits.
+BIT_WORDS: dict[str, int] = {"uint16": 16, "uint32": 32, "uint64": 64}
+#: A scale-factor register holds a power of ten in this range; outside it the values are bad.
+SCALE_FACTOR_LIMIT = 10
+#: The int16 value that marks a scale factor as not implemented (SunSpec).
+SCALE_FACTOR_SENTINEL = -32768
 
 #: Byte and word orders, named by where bytes A (most significant) .. D land on the wire.
 #: ABCD: big-endian words, high word first (Modbus standard). CDAB: low word first.
@@ -63,8 +69,15 @@ MAX_WRITE_BITS = 1968
 class RegisterPoint:
     """One tag as the Modbus driver sees it.
 
-    Engineering value = raw * scale + offset. ``low``/``high`` are the engineering range:
-    with ``clamp`` a value outside is clamped, otherwise it is marked Bad_OutOfRange.
+    Engineering value = raw * 10**sf * scale + offset, where ``sf`` is the int16 held at
+    ``sf_address`` (same table) when the point has a scale-factor register, else 0. ``low``/``high``
+    are the engineering range: with ``clamp`` a value outside is clamped, otherwise it is
+    marked Bad_OutOfRange. ``invalid`` lists raw bit patterns (the value's bytes A.. as an
+    unsigned integer, for floats too; for a bit, the pattern of its whole ``word``) that the
+    device uses for "no valid value": such a sample is Bad_SensorFailure. ``nul_invalid``: the
+    same for a string whose registers are all NUL. A bool in a register is bit ``bit`` of the
+    integer ``word`` (uint16, uint32, uint64; counted from the least significant bit after the
+    word and byte order are applied; a 16-bit word is taken as the protocol delivers it).
     """
 
     tag_id: int
@@ -82,6 +95,15 @@ class RegisterPoint:
     clamp: bool = False
     enum: tuple[tuple[int, str], ...] | None = None  # raw value -> state name
     writable: bool = False
+    invalid: tuple[int, ...] = ()  # raw bit patterns meaning "no valid value" (sentinels)
+    nul_invalid: bool = False  # a string of NULs only means "no valid value"
+    word: str | None = None  # a bool's integer word: uint16 (None), uint32 or uint64
+    sf_address: int | None = None  # the int16 register holding this point's power of ten
+
+    @property
+    def bit_word(self) -> str:
+        """The integer type a register bit is taken from (uint16 unless ``word`` says otherwise)."""
+        return self.word or "uint16"
 
     @property
     def scaling(self) -> Scaling:
@@ -95,12 +117,24 @@ class RegisterPoint:
             return 1
         if self.dtype == "string":
             return self.length
+        if self.dtype == "bool":
+            return REGISTER_COUNT[self.bit_word]
         return REGISTER_COUNT[self.dtype]
 
     @property
     def end(self) -> int:
         """First address after this point."""
         return self.address + self.count
+
+    @property
+    def span_start(self) -> int:
+        """First register one read of this point needs (its scale-factor register included)."""
+        return self.address if self.sf_address is None else min(self.address, self.sf_address)
+
+    @property
+    def span_end(self) -> int:
+        """First address after the registers one read of this point needs."""
+        return self.end if self.sf_address is None else max(self.end, self.sf_address + 1)
 
 
 @dataclass(frozen=True, slots=True)

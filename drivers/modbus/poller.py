@@ -5,8 +5,14 @@ cycle that starts more than one interval late counts as an overrun and the misse
 skipped, never queued. Failures are classified: an exception response marks the block's tags
 bad but the device answered; busy (exception 6) is retried after a pause; timeouts and bad
 frames count towards going offline. An offline device's tags are published once as
-Bad_NoCommunication and the device is then probed at a growing interval, so a dead device
-costs its line at most one timeout per back-off period.
+Bad_NoCommunication and the device is then probed at a growing interval, capped at
+``backoff_max_s`` (default 8 s: a device is back within 10 s of answering again) and never
+more often than one timeout per ``1 / PROBE_LINE_SHARE`` timeouts, so a dead device costs its
+line at most 10 % of its time.
+
+Learned address holes are re-probed on their own back-off (:class:`~drivers.modbus.planner.ReprobePolicy`):
+a span that reads again is forgotten and the device re-planned, so a transient exception 2
+(a PLC in STOP, a gateway booting) costs the refused tags at most one re-probe period.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ log = logging.getLogger("drivers.modbus.poller")
 BUSY_CODES = (5, 6)  # acknowledge, server busy: the device is alive, ask again shortly
 ILLEGAL_ADDRESS = 2
 LATENCY_WINDOW = 512
+PROBE_LINE_SHARE = 0.1  # an offline device's probes take at most this share of its line's time
 
 
 class DevicePoller:
@@ -42,7 +49,7 @@ class DevicePoller:
 
     def __init__(self, name: str, unit_id: int, line: Line, plan: DevicePlan, publish: Callable[[SampleBatch], None],
                  diag: DeviceDiagnostics, *, timeout_s: float, retries: int, pause_s: float = 0.0,
-                 offline_after: int = 3, backoff_max_s: float = 30.0, busy_wait_s: float = 0.05,
+                 offline_after: int = 3, backoff_max_s: float = 8.0, busy_wait_s: float = 0.05,
                  stats_window_s: float = 60.0, phase: float = 0.0):
         self.name = name
         self.unit_id = unit_id
@@ -54,7 +61,9 @@ class DevicePoller:
         self.retries = retries
         self.pause_s = pause_s
         self.offline_after = offline_after
-        self.backoff_max_s = backoff_max_s
+        # one probe (a timeout at worst) per 1/PROBE_LINE_SHARE timeouts at most: the line's budget
+        self.backoff_max_s = max(backoff_max_s, timeout_s * (1 + line.transport.drain_s / max(timeout_s, 1e-3))
+                                 / PROBE_LINE_SHARE)
         self.busy_wait_s = busy_wait_s
         self.failures = 0  # consecutive cycles in which the device did not answer at all
         self._latency = np.zeros(LATENCY_WINDOW, dtype=np.float64)
@@ -87,6 +96,8 @@ class DevicePoller:
                     now = time.monotonic()
                     deadlines = {g: now for g in groups}
                 continue
+            if self.plan.holes.next_due() <= time.monotonic():
+                await self.reprobe_holes()
             group = min(deadlines, key=deadlines.__getitem__)
             wait = deadlines[group] - time.monotonic()
             if wait > 0:
@@ -108,10 +119,13 @@ class DevicePoller:
                 deadlines[group] += missed * interval
 
     async def poll_group(self, group: str) -> None:
-        answered = False
-        for block in list(self.plan.blocks(group)):
-            answered |= await self._poll_block(block)
+        blocks = list(self.plan.blocks(group))
         self.cycles += 1
+        if not blocks:
+            return  # every point of the group is a learned hole: nothing asked, nothing to judge
+        answered = False
+        for block in blocks:
+            answered |= await self._poll_block(block)
         if answered:
             self.diag.polls_ok += 1
             self._set_online()
@@ -173,19 +187,62 @@ class DevicePoller:
                       "addresses", self.name, block.table.value, block.start, block.count, names)
             self._note_error(f"illegal data address for {names}")
             self._publish_bad(block, Quality.BAD_CONFIG_ERROR)
+            self._update_holes()
             return True
         log.info("device %s: %s %d+%d has an address hole; split into %d reads", self.name, block.table.value,
                  block.start, block.count, len(parts))
+        self._update_holes()
         answered = False
         for part in parts:
             answered |= await self._poll_block(part)
         return answered
 
+    async def reprobe_holes(self) -> None:
+        """Read each learned hole whose re-probe is due; forget the ones that read again."""
+        now = time.monotonic()
+        for hole in self.plan.holes.due(now):
+            table, start, end = hole.span
+            try:
+                await self.line.read(self.unit_id, table, start, end - start, self.timeout_s, PRIORITY_POLL,
+                                     self.pause_s)
+            except ModbusExceptionResponse as exc:
+                self._count_exception(exc)
+                if exc.code == ILLEGAL_ADDRESS:
+                    self.plan.holes.refused_again(hole)
+                    log.info("device %s: %s still refused; next re-probe in %.0f s", self.name, hole.describe(),
+                             hole.interval_s)
+                else:
+                    self.plan.holes.postpone(hole)
+                continue
+            except ModbusError as exc:
+                self._count_failure(exc)
+                self.plan.holes.postpone(hole)
+                continue
+            self._record_latency(self.line.last_transaction_s)
+            self.plan.heal(hole)
+            log.warning("device %s: %s %d+%d reads again; hole forgotten, points polled again", self.name,
+                        table.value, start, end - start)
+        self._update_holes()
+
+    def _update_holes(self) -> None:
+        """The learned holes in the diagnostics (API, status table, OPC UA Status)."""
+        holes = self.plan.holes
+        self.diag.holes = len(holes.learned)
+        self.diag.holes_healed = holes.healed
+        self.diag.unreadable_points = self.plan.unreadable_count()
+        self.diag.holes_detail = holes.describe()
+
     async def _probe(self) -> bool:
         """One cheap read while offline; back off further when it fails."""
         block = self.plan.probe_block()
         if block is None:
-            return False
+            due = self.plan.holes.learned
+            if not due:
+                return False
+            for hole in due:  # every point is a learned hole: re-probing them is the probe
+                hole.next_probe = 0.0
+            await self.reprobe_holes()
+            return self.plan.probe_block() is not None
         ok = await self._poll_block(block, retries=0)
         if ok:
             self._set_online()

@@ -21,7 +21,7 @@ from drivers.modbus.config import (
     RtuOverTcpBus,
 )
 from drivers.modbus.device_plan import DevicePlan
-from drivers.modbus.planner import PlanLimits
+from drivers.modbus.planner import PlanLimits, ReprobePolicy
 from drivers.modbus.points import RegisterPoint, Table
 from drivers.modbus.timing import inter_frame_gap_s
 from edge.config.errors import ConfigIssue
@@ -114,9 +114,12 @@ def device_plan(dev: ResolvedDevice, points: list[RegisterPoint] | None = None) 
     """
     group_of = {rp.point.name: rp.point.group for rp in dev.points}
     points = data(dev).register_points if points is None else points
+    cfg = config(dev)
+    reprobe = ReprobePolicy(cfg.hole_reprobe_s, max(cfg.hole_reprobe_max_s, cfg.hole_reprobe_s),
+                            permanent=cfg.holes == "permanent")
     return DevicePlan(((group_of[p.name], p) for p in points),
                       {g: pg.interval_ms for g, pg in dev.poll_groups.items()},
-                      PlanLimits.from_device_config(config(dev)))
+                      PlanLimits.from_device_config(cfg), reprobe=reprobe)
 
 
 def bus(dev: ResolvedDevice) -> ModbusBus:

@@ -41,10 +41,17 @@ def make_transport(dev: ResolvedDevice) -> Transport:
     return SerialTransport(key, SerialParams(b.port, b.baud, b.parity, b.data_bits, b.stop_bits))
 
 
+#: After a timeout on an RTU line, listen this share of the timeout for the late answer (see drivers.modbus.client)
+DRAIN_SHARE = 0.5
+
+
 def open_line(dev: ResolvedDevice) -> Line:
-    """A line of its own for one device (the technician commands), with the device's gap and timeout."""
-    return Line(line_key(dev), make_transport(dev), gap_s=line_gap_s(dev),
+    """The line of a device, with its gap, connect timeout and, on RTU framing, the drain of late answers."""
+    line = Line(line_key(dev), make_transport(dev), gap_s=line_gap_s(dev),
                 connect_timeout_s=max(timeout_ms(dev) / 1e3, 1.0))
+    if not isinstance(bus(dev), ModbusTcpBus):  # RTU framing: a late answer must not reach the next request
+        line.transport.drain_s = DRAIN_SHARE * timeout_ms(dev) / 1e3
+    return line
 
 
 class ModbusDeviceRuntime:
@@ -98,10 +105,7 @@ class ModbusDeviceRuntime:
         return result
 
     def renumber(self, id_map: np.ndarray) -> None:
-        for plan in self.plan.plans.values():
-            plan.tag_ids[:] = id_map[plan.tag_ids]
-            for block in plan.blocks:
-                block.codec.tag_ids[:] = id_map[block.codec.tag_ids]
+        self.plan.renumber(id_map)
         self.points = [replace(p, tag_id=int(id_map[p.tag_id])) for p in self.points]
         self._by_id = {p.tag_id: p for p in self.points}
         self.poller.refresh_ids()

@@ -15,7 +15,7 @@ from drivers.modbus.client import (
     ModbusTimeout,
     Transport,
 )
-from drivers.modbus.codec import EncodeError, EncodeRangeError, decode_point, encode, encode_bit
+from drivers.modbus.codec import EncodeError, EncodeRangeError, decode_point, encode, encode_bits
 from drivers.modbus.points import RegisterPoint, Table
 from edge.core.model import WriteResult, WriteStatus
 
@@ -26,6 +26,8 @@ async def write_point(line: Line, unit: int, point: RegisterPoint, value: object
         return WriteResult(WriteStatus.BAD_NOT_WRITABLE, f"{point.name} is not writable")
     if point.dtype == "bool" and point.table == Table.HOLDING:
         op = _bit_in_register_op(unit, point, value, timeout_s)
+    elif point.sf_address is not None:
+        op = _scale_factor_op(unit, point, value, timeout_s)
     else:
         try:
             words = encode(point, value)
@@ -63,17 +65,31 @@ def _plain_op(unit: int, point: RegisterPoint, words: list, timeout_s: float):
 
 def _bit_in_register_op(unit: int, point: RegisterPoint, value: object, timeout_s: float):
     async def op(t: Transport) -> WriteResult:
-        current = await t.read(unit, Table.HOLDING, point.address, 1, timeout_s)
-        word = encode_bit(point, int(current[0]), value)
-        await t.write_registers(unit, point.address, [word], timeout_s)
-        back = await t.read(unit, Table.HOLDING, point.address, 1, timeout_s)
-        return _compare(point, [word], back)
+        current = await t.read(unit, Table.HOLDING, point.address, point.count, timeout_s)
+        words = encode_bits(point, [int(r) for r in current], value)
+        await t.write_registers(unit, point.address, words, timeout_s)
+        back = await t.read(unit, Table.HOLDING, point.address, point.count, timeout_s)
+        return _compare(point, words, back)
 
     return op
 
 
-def _compare(point: RegisterPoint, written: list, back) -> WriteResult:
-    read_back = decode_point(point, back)
+def _scale_factor_op(unit: int, point: RegisterPoint, value: object, timeout_s: float):
+    """Read the point's scale factor, write value / 10**sf, read back with the same factor."""
+    async def op(t: Transport) -> WriteResult:
+        assert point.sf_address is not None
+        regs = await t.read(unit, point.table, point.sf_address, 1, timeout_s)
+        sf = int(regs[0]) - 0x10000 if int(regs[0]) >= 0x8000 else int(regs[0])
+        words = encode(point, value, sf)  # EncodeError propagates to write_point
+        await t.write_registers(unit, point.address, words, timeout_s)
+        back = await t.read(unit, point.table, point.address, point.count, timeout_s)
+        return _compare(point, words, back, sf)
+
+    return op
+
+
+def _compare(point: RegisterPoint, written: list, back, sf: int | None = None) -> WriteResult:
+    read_back = decode_point(point, back, sf)
     if [int(v) for v in back] != [int(v) for v in written]:
         return WriteResult(WriteStatus.BAD_COMM_ERROR,
                            f"read-back differs: device holds {read_back!r} after the write", _plain(read_back))

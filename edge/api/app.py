@@ -56,6 +56,7 @@ class TagOut(BaseModel):
     quality_code: int
     ts_ns: int | None = Field(description="source timestamp, ns since the epoch (UTC)")
     state: str | None = Field(None, description="enum name of the value, for enumerated tags")
+    resolution: float | None = Field(None, description="smallest step of a scaled value (0.1: one decimal)")
 
 
 class DeviceOut(BaseModel):
@@ -74,6 +75,9 @@ class DeviceOut(BaseModel):
     plugin: str | None
     line: str | None = None
     line_utilisation_pct: float | None = None
+    holes: int = Field(0, description="learned address holes (exception 2), re-probed on a back-off")
+    unreadable_points: int = Field(0, description="points refused even alone (Bad_ConfigurationError)")
+    holes_detail: list[str] = Field(default_factory=list, description="each hole: table, span, refusals")
 
 
 class WriteIn(BaseModel):
@@ -112,7 +116,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class HistoryOut(BaseModel):
     tag: str
     ts_ns: list[int]
-    values: list[float | None]
+    values: list[float | int | bool | str | None] = Field(
+        description="engineering values in the tag's type (text for string tags); null where there is none")
     quality: list[int]
 
 
@@ -133,7 +138,26 @@ def tag_out(intel: "Intelligence", tag: TagInfo) -> TagOut:
         state = tag.enum.get(int(value))
     return TagOut(key=tag.key, device=tag.device, name=tag.name, dtype=tag.dtype, unit=tag.unit,
                   writable=tag.writable, value=clean(value), quality=QUALITY_NAMES[int(quality)],
-                  quality_code=int(quality), ts_ns=ts or None, state=state)
+                  quality_code=int(quality), ts_ns=ts or None, state=state,
+                  resolution=tag.resolution if tag.raw_dtype is not None else None)
+
+
+def engineering(tag: TagInfo, value: float) -> float | int | bool | None:
+    """A stored float64 as the tag's type: bools true/false, unscaled integers whole numbers, NaN null."""
+    if not math.isfinite(value):
+        return None
+    if tag.dtype == "bool":
+        return value != 0.0
+    if tag.dtype in INTEGER_TYPES and value.is_integer():
+        return int(value)
+    return value
+
+
+def history_values(tag: TagInfo, values: np.ndarray, texts: list[str | None] | None) -> list:
+    """History values for JSON: texts for a string tag, else :func:`engineering` of each value."""
+    if tag.dtype == "string":
+        return list(texts) if texts is not None else [None] * len(values)
+    return [engineering(tag, v) for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
 def device_out(intel: "Intelligence", d) -> DeviceOut:
@@ -143,7 +167,8 @@ def device_out(intel: "Intelligence", d) -> DeviceOut:
     return DeviceOut(name=d.name, bus=d.bus, state=DeviceState(d.state).name, polls_ok=d.polls_ok,
                      polls_failed=d.polls_failed, requests=d.requests, timeouts=d.timeouts, crc_errors=d.crc_errors,
                      latency_p50_ms=d.latency_p50_ms, latency_p99_ms=d.latency_p99_ms, last_error=d.last_error,
-                     last_ok_ns=d.last_ok_ns, plugin=d.plugin, line=line, line_utilisation_pct=util)
+                     last_ok_ns=d.last_ok_ns, plugin=d.plugin, line=line, line_utilisation_pct=util,
+                     holes=d.holes, unreadable_points=d.unreadable_points, holes_detail=list(d.holes_detail))
 
 
 def value_problem(tag: TagInfo, value: object) -> str | None:
@@ -294,12 +319,9 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         outputs = intel.app.outputs
         if outputs is None:
             raise HTTPException(404, "this appliance keeps no history (outputs disabled)")
-        ts, values, quality = await outputs.history(t.id, max(start, 0), end,
-                                                    min(max_values, intel.config.history_max_values))
-        vals = np.asarray(values, dtype=np.float64)
-        return HistoryOut(tag=t.key, ts_ns=[int(x) for x in ts],
-                          values=[v if math.isfinite(v) else None for v in vals.tolist()],
-                          quality=[int(q) for q in quality])
+        h = await outputs.history(t.id, max(start, 0), end, min(max_values, intel.config.history_max_values))
+        return HistoryOut(tag=t.key, ts_ns=[int(x) for x in h.ts], values=history_values(t, h.values, h.texts),
+                          quality=[int(q) for q in h.quality])
 
     @api.post("/api/tags/{key}/write", tags=["tags"], summary="write a tag (operator role, rate-limited)",
               responses={403: {"description": "role may not write"}, 404: {"description": "no such tag"},

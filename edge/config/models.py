@@ -108,7 +108,9 @@ class DeviceConfig(Model):
     interval_ms: IntervalMs = 1000  # the "default" poll group
     poll_groups: dict[str, PollGroup] = Field(default_factory=dict)
     offline_after_failures: Annotated[int, Field(ge=1, le=100)] = 3
-    backoff_max_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
+    backoff_max_s: Annotated[float, Field(ge=0.1, le=3600)] = Field(
+        8.0, description="an offline device is probed at most this far apart (back within ~10 s of answering); "
+        "never more often than one timeout per 10 timeouts of its line")
     points: Sequence[PointConfig] = Field(default_factory=list)
     drop: list[Name] = Field(default_factory=list)  # plugin points to leave out
     override: dict[str, PointOverride] = Field(default_factory=dict)  # plugin point name -> changes

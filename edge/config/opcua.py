@@ -31,7 +31,9 @@ class OpcUaConfig(BaseModel):
     namespace_uri: str | None = Field(
         None, description="namespace URI of the site's nodes; default urn:edge:<site>"
     )
-    application_uri: str = "urn:edge:opcua-server"
+    application_uri: str | None = Field(
+        None, description="the server's ApplicationUri (also in its certificate); default urn:<host>:edge:<site>, "
+        "unique per appliance")
     server_name: str = "Edge OPC UA server"
     security_policies: Annotated[list[SecurityPolicyName], Field(min_length=1)] = [
         "Basic256Sha256_SignAndEncrypt"
@@ -91,6 +93,15 @@ class OpcUaConfig(BaseModel):
     @property
     def host(self) -> str:
         return urlparse(self.endpoint).hostname or "127.0.0.1"
+
+    def application_uri_for(self, site: str, hostname: str | None = None) -> str:
+        """The ApplicationUri of this appliance: configured, else ``urn:<host name>:edge:<site>`` (unique per
+        appliance, as OPC UA requires; ``edge provision certs`` puts the same URI in the certificate)."""
+        if self.application_uri:
+            return self.application_uri
+        import socket
+
+        return f"urn:{hostname or socket.gethostname()}:edge:{site}"
 
     def namespace_for(self, site: str) -> str:
         """The namespace URI of a site's nodes (one namespace per site)."""

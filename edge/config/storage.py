@@ -34,8 +34,9 @@ class SpoolConfig(_Model):
     synchronous: Literal["full", "normal"] = Field(
         "full", description="full: fsync the WAL at every commit (survives a power cut); "
         "normal: survives a process crash, a power cut may lose the last commits")
-    max_bytes: Annotated[int, Field(ge=4096)] = Field(
-        1 << 30, description="budget for stored payload; beyond it the oldest batches are dropped and counted")
+    max_bytes: Annotated[int, Field(ge=64 << 10)] = Field(
+        1 << 30, description="disk budget: database pages in use + WAL + journal (at least 64 KiB: an empty "
+        "spool database with its indexes takes ~30 KiB); beyond it the oldest batches are dropped and counted")
     max_age_s: Annotated[float, Field(gt=0)] | None = Field(
         None, description="unsent batches older than this are dropped and counted (None: no age limit)")
     over_budget: Literal["drop_oldest", "thin"] = Field(
@@ -56,14 +57,24 @@ class SpoolConfig(_Model):
 
 
 class InfluxConfig(_Model):
-    """Where and how the forwarder writes (influxdb-client v2 write API)."""
+    """Where and how the forwarder writes: the v2 write API (``/api/v2/write``: InfluxDB 2.x, 3.x,
+    1.8+, cloud, VictoriaMetrics) or the 1.x one (``/write``: InfluxDB 1.x, which has no v2 endpoint
+    before 1.8). ``api: auto`` asks the server's ``/ping`` (header ``X-Influxdb-Version``)."""
 
-    url: str = Field(description="http(s)://host:port of InfluxDB 1.8+/2.x/3.x/cloud or a compatible server")
+    url: str = Field(description="http(s)://host:port of InfluxDB 1.x/2.x/3.x/cloud or a compatible server")
+    api: Literal["auto", "v1", "v2"] = Field(
+        "auto", description="auto: v1 when /ping says version 1.x, else v2; v1: /write?db=&rp=; v2: /api/v2/write")
     token: str | None = Field(None, description="API token (use ${INFLUX_TOKEN}); or token_file")
     token_file: ConfigPath | None = Field(None, description="file holding the token (first line); relative to the "
                                          "configuration's folder")
-    org: str = Field("", description="organisation (ignored by InfluxDB 1.8)")
-    bucket: str = Field(min_length=1, description="bucket, or 'database/retention-policy' on InfluxDB 1.8")
+    org: str = Field("", description="organisation (ignored by InfluxDB 1.x)")
+    bucket: str | None = Field(None, min_length=1, description="bucket (v2); on 1.x 'database/retention-policy' "
+                               "is the default for database and retention_policy")
+    database: str | None = Field(None, min_length=1, description="1.x: the database (default: bucket's first part)")
+    retention_policy: str | None = Field(None, min_length=1, description="1.x: the retention policy (default: "
+                                         "bucket's second part, else the database's default)")
+    username: str | None = Field(None, description="1.x: user (use ${INFLUX_USER}); sent as HTTP basic auth")
+    password: str | None = Field(None, description="1.x: password (use ${INFLUX_PASSWORD})")
     measurement: Literal["device", "plugin"] = Field(
         "device", description="one measurement per device (its name) or per plugin (the plugin id)")
     window_measurement: str = Field("edge_window", min_length=1)
@@ -82,7 +93,8 @@ class InfluxConfig(_Model):
     live_window_ms: Annotated[int, Field(ge=0, le=3_600_000)] = Field(
         5000, description="batches appended within this time count as live and go before the backlog")
     retry_initial_ms: Annotated[int, Field(ge=10, le=600_000)] = 500
-    retry_max_ms: Annotated[int, Field(ge=10, le=3_600_000)] = 30_000
+    retry_max_ms: Annotated[int, Field(ge=10, le=3_600_000)] = Field(
+        10_000, description="a server that is down is probed at most this far apart; it drains as soon as it answers")
     client_error_retry_ms: Annotated[int, Field(ge=1000, le=86_400_000)] = Field(
         300_000, description="after a 4xx (bad token, org, bucket, data) the forwarder reports it and "
         "tries again only after this pause; the data stay in the spool")
@@ -101,7 +113,16 @@ class InfluxConfig(_Model):
             raise ValueError("set either token or token_file, not both")
         if self.retry_max_ms < self.retry_initial_ms:
             raise ValueError("retry_max_ms must be >= retry_initial_ms")
+        if self.bucket is None and self.database is None:
+            raise ValueError("set bucket (InfluxDB 2.x/3.x, or 'database/retention-policy' on 1.x) or database (1.x)")
+        if self.api == "v2" and self.bucket is None:
+            raise ValueError("api v2 writes to a bucket: set bucket")
         return self
+
+    def v1_target(self) -> tuple[str, str | None]:
+        """(database, retention policy) for the 1.x write API."""
+        db, _, rp = (self.bucket or "").partition("/")
+        return self.database or db, self.retention_policy or (rp or None)
 
     def resolved_token(self) -> str:
         """The token from ``token``, the first line of ``token_file``, else $INFLUX_TOKEN ('' if unset)."""

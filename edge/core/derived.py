@@ -5,7 +5,8 @@ latest value and quality of every hook input; when a batch brings an input, the 
 use it run and their results go out as one extra batch with the same source timestamp. A
 result outside the derived tag's range is Bad_OutOfRange, as for a polled value. A
 hook whose input is not Good is not called: its tag takes that input's quality. A hook that
-raises, returns something that is not a finite number or bool, or outruns its budget puts
+raises, returns something that is not a finite number or bool (or, for a tag of type int64
+or bool, a value that type cannot hold exactly: never truncated), or outruns its budget puts
 only its own tag in Bad_ConfigurationError (slow hooks are reported, their value is kept);
 each distinct problem is logged once and counted in the device's diagnostics.
 """
@@ -80,6 +81,12 @@ class DerivedStage:
                 self._once(hook, "slow", f"hook {hook.derived.hook} took {elapsed_ms:.1f} ms "
                                          f"(budget {hook.budget_ms:.1f} ms)", logging.WARNING)
         if isinstance(result, bool | int | float | np.integer | np.floating) and math.isfinite(float(result)):
+            kind = hook.derived.type
+            if kind == "int64" and not float(result).is_integer():
+                return self._fail(hook, f"returned {result!r} for an int64 tag: a whole number is needed "
+                                        "(declare type float64 for a fractional value)")
+            if kind == "bool" and float(result) not in (0.0, 1.0):
+                return self._fail(hook, f"returned {result!r} for a bool tag: true/false or 1/0 is needed")
             low, high = self._ranges[k]
             if not low <= float(result) <= high:
                 return math.nan, int(Quality.BAD_OUT_OF_RANGE)

@@ -21,6 +21,7 @@ class Quality(IntEnum):
     BAD_COMM_ERROR = 3  # this poll failed (timeout, exception response, bad frame)
     BAD_CONFIG_ERROR = 4  # decode or plugin failure
     BAD_OUT_OF_RANGE = 5  # decoded value outside the tag's configured range
+    BAD_SENSOR_FAILURE = 6  # the device's own "no valid value": a declared sentinel (not implemented, error value)
 
     @property
     def status_code(self) -> int:
@@ -39,6 +40,7 @@ STATUS_CODES: dict[Quality, int] = {
     Quality.BAD_COMM_ERROR: 0x80050000,
     Quality.BAD_CONFIG_ERROR: 0x80890000,
     Quality.BAD_OUT_OF_RANGE: 0x803C0000,
+    Quality.BAD_SENSOR_FAILURE: 0x808C0000,
 }
 
 #: Names used in logs, the InfluxDB ``q_*`` fields' documentation and dashboards.
@@ -49,6 +51,7 @@ QUALITY_NAMES: dict[int, str] = {
     Quality.BAD_COMM_ERROR: "Bad_CommunicationError",
     Quality.BAD_CONFIG_ERROR: "Bad_ConfigurationError",
     Quality.BAD_OUT_OF_RANGE: "Bad_OutOfRange",
+    Quality.BAD_SENSOR_FAILURE: "Bad_SensorFailure",
 }
 
 QUALITY_DTYPE = np.uint8
@@ -230,6 +233,10 @@ class DeviceDiagnostics:
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     jitter_p99_ms: float = 0.0  # how late poll cycles start against their schedule
+    holes: int = 0  # learned address holes (exception 2) currently remembered and re-probed
+    holes_healed: int = 0  # learned holes forgotten because their addresses read again
+    unreadable_points: int = 0  # points refused even alone: Bad_ConfigurationError until a re-probe reads them
+    holes_detail: list[str] = field(default_factory=list)  # e.g. "holding 4+3 unreadable (2 refusals)"
     last_error: str = ""
     last_error_ns: int = 0
     last_ok_ns: int = 0

@@ -36,7 +36,7 @@ UNITS: dict[str, str] = {
     "mm": "lengthmm", "ppm": "ppm", "B": "bytes",
 }
 
-QUALITY_COLORS = {0: "green", 1: "yellow", 2: "dark-red", 3: "red", 4: "purple", 5: "orange"}
+QUALITY_COLORS = {0: "green", 1: "yellow", 2: "dark-red", 3: "red", 4: "purple", 5: "orange", 6: "dark-orange"}
 STATE_COLORS = {DeviceState.CONNECTING: "blue", DeviceState.ONLINE: "green", DeviceState.OFFLINE: "red",
                 DeviceState.QUARANTINED: "purple", DeviceState.DISABLED: "gray"}
 STEP_COLORS = ("green", "blue", "yellow", "orange", "purple", "red", "dark-green", "dark-blue")

@@ -37,7 +37,7 @@ class AlarmEvent:
 
     ts_ns: int
     alarm: str
-    transition: str  # activated, cleared, level, acknowledged, shelved, unshelved
+    transition: str  # activated, cleared, level, acknowledged, confirmed, shelved, unshelved
     state: str  # NORMAL, UNACK, ACKED, RTN_UNACK
     active: bool
     acked: bool
@@ -67,6 +67,7 @@ class Alarm:
     enum_values: frozenset[int] = frozenset()
     active: bool = False
     acked: bool = True
+    confirmed: bool = True  # OPC UA Part 9 ConfirmedState: an acknowledged activation still to confirm
     level: str | None = None
     value: float | None = None
     pending: str | None = None  # the level waiting for its on delay, or "clear" waiting for the off delay
@@ -104,7 +105,7 @@ class Alarm:
                 "shelved_until_ns": self.shelved_until_ns or None, "level": self.level, "value": self.value,
                 "priority": c.priority, "severity": self.severity, "message": self.text(),
                 "since_ns": self.since_ns or None, "active_since_ns": self.active_since_ns or None,
-                "ack_user": self.ack_user or None, "limits": c.limits() or None}
+                "ack_user": self.ack_user or None, "confirmed": self.confirmed, "limits": c.limits() or None}
 
     def text(self) -> str:
         c = self.config
@@ -249,7 +250,7 @@ class AlarmEngine:
                 alarm.pending, alarm.active, alarm.level = None, False, None
                 self._emit(alarm, "cleared", ts)
         elif alarm.pending is not None and now - alarm.pending_since >= cfg.on_delay_ms / 1e3:
-            alarm.active, alarm.acked, alarm.level = True, False, alarm.pending
+            alarm.active, alarm.acked, alarm.confirmed, alarm.level = True, False, False, alarm.pending
             alarm.pending, alarm.active_since_ns, alarm.ack_user = None, ts, ""
             self._emit(alarm, "activated", ts)
 
@@ -269,6 +270,18 @@ class AlarmEngine:
         ts = time.time_ns()
         alarm.acked, alarm.ack_user, alarm.ack_ns = True, user, ts
         self._emit(alarm, "acknowledged", ts, user=user, comment=comment)
+        return alarm
+
+    def confirm(self, name: str, user: str, comment: str = "") -> Alarm:
+        """Confirm an acknowledged activation (OPC UA Part 9 Confirm); raises :class:`AlarmError` when
+        the alarm is unknown, not acknowledged yet or already confirmed."""
+        alarm = self.get(name)
+        if not alarm.acked:
+            raise AlarmError(f"alarm {name!r} is {alarm.state}: acknowledge it before confirming")
+        if alarm.confirmed:
+            raise AlarmError(f"alarm {name!r} is confirmed already: nothing to confirm")
+        alarm.confirmed = True
+        self._emit(alarm, "confirmed", time.time_ns(), user=user, comment=comment)
         return alarm
 
     def shelve(self, name: str, duration_s: float, user: str, comment: str = "") -> Alarm:
@@ -295,7 +308,7 @@ class AlarmEngine:
         for name, alarm in self.alarms.items():
             prev = old.alarms.get(name)
             if prev is not None and prev.config.kind == alarm.config.kind and prev.config.tag == alarm.config.tag:
-                for attr in ("active", "acked", "level", "value", "since_ns", "active_since_ns", "shelved_until_ns",
+                for attr in ("active", "acked", "confirmed", "level", "value", "since_ns", "active_since_ns", "shelved_until_ns",
                              "ack_user", "ack_ns", "transitions"):
                     setattr(alarm, attr, getattr(prev, attr))
         self.listeners = old.listeners

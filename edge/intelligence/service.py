@@ -4,7 +4,8 @@ The one object the app builds: ``intel = Intelligence(app)``, then ``await intel
 the app's loop after ``app.start()``, ``await intel.reload(loaded)`` after ``app.reload``,
 ``await intel.stop()`` before ``app.stop()``. It adds the alarm engine as a pipeline sink,
 runs alarms' delays and rules every ``TICK_S``, sends every alarm state change to the
-OPC UA server (as AlarmConditionType events), the spool (``edge_alarms``) and the API's
+OPC UA server (condition events of :mod:`edge.outputs.opcua.conditions`, whose Acknowledge,
+Confirm and shelving methods act on the same engine), the spool (``edge_alarms``) and the API's
 event log, and serves the API with uvicorn as a task on the same loop.
 """
 from __future__ import annotations
@@ -14,10 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-
-from asyncua import ua
 
 from edge.api.ratelimit import RateLimiter
 from edge.api.tokens import TokenTable, load_tokens
@@ -26,6 +24,7 @@ from edge.config.loader import LoadedConfig
 from edge.core.model import DeviceState
 from edge.intelligence.alarms import AlarmEngine, AlarmEvent
 from edge.intelligence.rules import TICK_S, RuleEngine
+from edge.outputs.opcua.conditions import OpcUaConditions
 
 if TYPE_CHECKING:
     from edge.api.server import ApiServer
@@ -43,80 +42,6 @@ def alarm_record(e: AlarmEvent) -> dict[str, object]:
             "message": e.message, "user": e.user or None, "comment": e.comment or None}
 
 
-class OpcUaAlarmEvents:
-    """Fires one AlarmConditionType event per alarm state change on the appliance's OPC UA server.
-
-    Events are queued (bounded; overflow is counted) and fired in order by one task, because
-    asyncua's event generator holds one event object that is filled, then triggered.
-    """
-
-    def __init__(self, maxsize: int = 1000):
-        self.queue: asyncio.Queue[AlarmEvent] = asyncio.Queue(maxsize)
-        self.opcua = None
-        self._gen = None
-        self._server = None
-        self.sent = 0
-        self.dropped = 0
-        self.errors = 0
-        self._task: asyncio.Task | None = None
-
-    def start(self, opcua) -> None:
-        self.opcua = opcua
-        self._task = asyncio.create_task(self._run(), name="opcua-alarm-events")
-
-    def put(self, event: AlarmEvent) -> None:
-        if self.opcua is None:
-            return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    async def _generator(self):
-        server = self.opcua.server
-        if server is None:
-            return None
-        if server is not self._server:  # first use, or the OPC UA server was restarted
-            self._gen = await server.get_event_generator(ua.ObjectIds.AlarmConditionType)
-            self._server = server
-        return self._gen
-
-    async def _run(self) -> None:
-        while True:
-            event = await self.queue.get()
-            try:
-                gen = await self._generator()
-                if gen is not None:
-                    self._fill(gen.event, event)
-                    await gen.trigger(datetime.fromtimestamp(event.ts_ns / 1e9, UTC), event.message)
-                    self.sent += 1
-            except Exception:  # noqa: BLE001 - count and go on; the other outputs still have the event
-                self.errors += 1
-                log.exception("OPC UA alarm event for %s failed", event.alarm)
-
-    def _fill(self, ev, e: AlarmEvent) -> None:
-        ns = self.opcua.ns
-        fields = {
-            "SourceNode": ua.NodeId(e.tag if e.tag else e.device, ns), "SourceName": e.tag or e.device,
-            "Severity": e.severity, "ConditionName": e.alarm, "ConditionClassName": ua.LocalizedText(e.kind),
-            "Retain": e.state != "NORMAL", "EnabledState": ua.LocalizedText("Enabled"), "EnabledState/Id": True,
-            "ActiveState": ua.LocalizedText("Active" if e.active else "Inactive"), "ActiveState/Id": e.active,
-            "ActiveState/EffectiveDisplayName": ua.LocalizedText(f"{e.level or ''} {e.state}".strip()),
-            "AckedState": ua.LocalizedText("Acknowledged" if e.acked else "Unacknowledged"),
-            "AckedState/Id": e.acked, "SuppressedOrShelved": e.shelved,
-            "Comment": ua.LocalizedText(e.comment), "ClientUserId": e.user,
-        }
-        for name, value in fields.items():
-            if name in ev.data_types:
-                setattr(ev, name, value)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-
 class Intelligence:
     """Alarms, rules and the HTTP API of one appliance (see the module docstring for the call order)."""
 
@@ -126,8 +51,9 @@ class Intelligence:
         self.config: ApiConfig = self.loaded.config.api or ApiConfig(enabled=False)
         self.events: deque[AlarmEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self.api_counters: dict[str, int] = {}
-        self.opcua_events = OpcUaAlarmEvents()
-        self.alarms = self._alarm_engine(self.loaded)
+        self.alarms = self._alarm_engine_without_listeners(self.loaded)
+        self.opcua_events = OpcUaConditions(lambda: self.alarms, self._audit)
+        self.alarms.listeners = self._listeners()
         self.rules = RuleEngine(app.plant, self.loaded.config.rules or [], lambda: self.app.store, app.writes)
         self.limiter = RateLimiter(self.config.write_rate_per_min, self.config.write_burst)
         self.tokens = self._tokens(self.loaded, self.config)
@@ -137,10 +63,17 @@ class Intelligence:
 
     # ------------------------------------------------------------------ building
 
-    def _alarm_engine(self, loaded: LoadedConfig) -> AlarmEngine:
-        engine = AlarmEngine(loaded.plant, loaded.config.alarms or [], self._device_state)
-        engine.listeners = [self.events.append, self._spool_alarm, self.opcua_events.put]
-        return engine
+    def _alarm_engine_without_listeners(self, loaded: LoadedConfig) -> AlarmEngine:
+        return AlarmEngine(loaded.plant, loaded.config.alarms or [], self._device_state)
+
+    def _listeners(self) -> list:
+        return [self.events.append, self._spool_alarm, self.opcua_events.put]
+
+    def _audit(self, entry: dict) -> None:
+        """Alarm actions from OPC UA go to the audit log of writes (one log of who did what)."""
+        audit = self.app.writes.audit
+        if audit is not None:
+            audit.append(entry)
 
     @staticmethod
     def _tokens(loaded: LoadedConfig, config: ApiConfig) -> TokenTable:
@@ -205,13 +138,14 @@ class Intelligence:
 
         The API keeps running on its socket; a changed ``api.host``/``api.port`` needs a restart.
         """
-        alarms = self._alarm_engine(loaded)
+        alarms = self._alarm_engine_without_listeners(loaded)
         alarms.take_over(self.alarms)
-        alarms.listeners = [self.events.append, self._spool_alarm, self.opcua_events.put]
+        alarms.listeners = self._listeners()
         rules = RuleEngine(loaded.plant, loaded.config.rules or [], lambda: self.app.store, self.app.writes)
         rules.take_over(self.rules)
         await self.rules.stop()
         self.loaded, self.alarms, self.rules = loaded, alarms, rules
+        self.opcua_events.build()  # condition objects of added alarms; removed ones go
         new_api = loaded.config.api or ApiConfig(enabled=False)
         self.tokens = self._tokens(loaded, new_api)
         self.config = new_api.model_copy(update={"host": self.config.host, "port": self.config.port})

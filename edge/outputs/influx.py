@@ -15,11 +15,22 @@ are marked rejected in the spool and counted; 413 halves the batch.
 
 Rows appended within ``live_window_ms`` are live and go first; older rows (the backlog after
 an outage or a restart) are added to each request at ``backfill_points_per_s``.
+
+Write API: ``api: auto`` asks ``/ping`` once (and again after a 404): a server whose
+``X-Influxdb-Version`` is 1.x gets ``/write?db=&rp=&precision=ns`` (user and password as
+HTTP basic auth), any other the v2 endpoint. A server that is down is probed at most every
+``retry_max_ms`` (10 s) and the spool drains as soon as it answers.
+
+State (``stats()['state']``): ``ok`` (writing, or nothing to write), ``retrying`` (the server
+is down: connection refused, timeout, 5xx, 429), ``refused`` (a 4xx that retrying will not
+fix: token, database, bucket, URL path), ``stopped``. ``last_error`` says why in words and
+names the URL. The sending thread is supervised (:mod:`edge.core.supervise`).
 """
 from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 import traceback
@@ -28,6 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 import urllib3
@@ -36,6 +48,7 @@ from influxdb_client.rest import ApiException
 
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.core.model import DeviceDiagnostics, Plant
+from edge.core.supervise import SupervisedThread
 from edge.storage.spool import (
     KIND_ALARM,
     KIND_HEALTH,
@@ -232,6 +245,9 @@ PROBE_POINTS = 1000  # at most this many points per request while the server is 
 
 CONFIG_ERRORS = {401: "token refused (401)", 403: "token lacks write permission (403)",
                  404: "org, bucket or URL path not found (404)"}
+CONFIG_ERRORS_V1 = {401: "user or password refused (401)", 403: "user lacks write permission (403)",
+                    404: "database or retention policy not found, or no /write on this server (404)"}
+STATES = ("starting", "ok", "retrying", "refused", "stopped")
 
 
 class ServerRejected(Exception):
@@ -255,10 +271,12 @@ class ForwarderCounters:
     backfill_points: int = 0
     undecodable_rows: int = 0  # rows whose blob or tag table cannot be encoded: marked rejected
     internal_errors: int = 0  # bugs or unexpected data: logged with a traceback, retried
-    state: str = "idle"  # idle, sending, retrying, config_error, stopped
-    last_error: str = ""
+    state: str = "starting"  # one of STATES
+    activity: str = "idle"  # idle or sending (while ok)
+    last_error: str = ""  # in words, naming the URL
     last_error_status: int = 0
     last_ok_ns: int = 0
+    down_since_ns: int = 0  # first failed attempt of the current outage (0: not down)
 
 
 class InfluxForwarder:
@@ -292,6 +310,10 @@ class InfluxForwarder:
         self._tokens_t = 0.0
         self._max_points = config.batch_max_points
         self._probing = False  # the last attempt found the server down: send small requests until one succeeds
+        self._api: str | None = None if config.api == "auto" else config.api
+        self._server_version = ""
+        self._http: urllib3.PoolManager | None = None
+        self._supervisor: SupervisedThread | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -302,21 +324,26 @@ class InfluxForwarder:
         self._client = InfluxDBClient(url=cfg.url, token=cfg.resolved_token(), org=cfg.org or None,
                                       timeout=cfg.timeout_ms, enable_gzip=False)
         self._writes = WriteService(self._client.api_client)
+        self._http = urllib3.PoolManager(num_pools=2, maxsize=1, retries=False,
+                                         timeout=urllib3.Timeout(total=cfg.timeout_ms / 1000))
         self._live_after = self.spool.last_seq
         self._tokens_t = self.clock()
-        self._thread = threading.Thread(target=self._run, name="influx-forwarder", daemon=True)
-        self._thread.start()
+        self._supervisor = SupervisedThread("influx-forwarder", self._run, stopping=self._stop.is_set,
+                                            sleep=self._stop.wait)
+        self._supervisor.start()
 
     def close(self, timeout_s: float = 10.0) -> bool:
         """Stop the thread (bounded by ``timeout_s``); True when it stopped in time."""
         self._stop.set()
         self.spool.new_data.set()
         ok = True
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            ok = not self._thread.is_alive()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout_s)
+            ok = not self._supervisor.is_alive()
         if ok and self._client is not None:
             self._client.close()
+        if ok and self._http is not None:
+            self._http.clear()
         self.c.state = "stopped"
         return ok
 
@@ -334,6 +361,9 @@ class InfluxForwarder:
             "backfill_points": c.backfill_points, "internal_errors": c.internal_errors,
             "undecodable_rows": c.undecodable_rows, "last_error": c.last_error,
             "last_error_status": c.last_error_status, "last_ok_ns": c.last_ok_ns,
+            "down_since_ns": c.down_since_ns, "activity": c.activity, "url": self.config.url,
+            "api": self._api or "auto", "server_version": self._server_version,
+            "thread": self._supervisor.health.as_dict() if self._supervisor else {"state": "new", "crashes": 0},
         }
 
     # ------------------------------------------------------------------ thread
@@ -344,14 +374,16 @@ class InfluxForwarder:
             self.spool.new_data.clear()
             rows, n_backlog = self._pick()
             if not rows:
-                self.c.state = "idle"
+                self.c.activity = "idle"
+                if self.c.state == "starting":
+                    self.c.state = "ok"
                 self.spool.new_data.wait(max(self.config.batch_max_age_ms / 1000, 0.05))
                 continue
             wait = self._age_wait(rows, n_backlog)
             if wait > 0:
                 self._stop.wait(wait)
                 continue
-            self.c.state = "sending"
+            self.c.activity = "sending"
             backfilled = sum(r.n for r in rows[:n_backlog])
             outcome, pause = self._attempt(rows, backoff)
             rows = []  # a failed attempt's rows are not held through the pause
@@ -359,6 +391,10 @@ class InfluxForwarder:
                 backoff = self.config.retry_initial_ms / 1000
                 self._probing = False
                 self.c.backfill_points += backfilled
+                if self.c.state != "ok":
+                    log.warning("influx: %s takes data again (%s api); %d points waiting in the spool",
+                                self.config.url, self._api, self.spool.stats()["unsent_points"])
+                self.c.state, self.c.down_since_ns = "ok", 0
                 continue
             if outcome == "down":
                 backoff = min(backoff * 2, self.config.retry_max_ms / 1000)
@@ -377,6 +413,8 @@ class InfluxForwarder:
             self._send(rows)
         except ServerRejected as e:
             _release(e)
+            if e.status == 404 and self.config.api == "auto" and self._redetect():
+                return "down", 0.0  # the server speaks the other write API: try again at once
             return "config", self._config_error(e)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
             _release(e)
@@ -419,8 +457,30 @@ class InfluxForwarder:
         age_s = (self.wall_ns() - rows[0].ts_ns) / 1e9
         return max(0.0, min(self.config.batch_max_age_ms / 1000 - age_s, self.config.batch_max_age_ms / 1000))
 
+    def _detect(self) -> str:
+        """Which write API the server has: v1 when ``/ping`` names a 1.x version, else v2."""
+        assert self._http is not None
+        r = self._http.request("GET", f"{self.config.url}/ping")
+        version = r.headers.get("X-Influxdb-Version", "") or ""
+        self._server_version = version
+        api = "v1" if version.lstrip("v").startswith("1.") else "v2"
+        log.info("influx: %s is %s (version %s): writing through the %s API", self.config.url,
+                 "InfluxDB 1.x" if api == "v1" else "a v2-compatible server", version or "not given", api)
+        return api
+
+    def _redetect(self) -> bool:
+        """After a 404: ask ``/ping`` again; True when the server now needs the other API."""
+        old = self._api
+        try:
+            self._api = self._detect()
+        except (urllib3.exceptions.HTTPError, OSError):
+            return False
+        return self._api != old
+
     def _send(self, rows: list[Row]) -> None:
         """Write rows in requests bounded by ``batch_max_bytes``; ack each request's rows on success."""
+        if self._api is None:
+            self._api = self._detect()
         chunk: list[Row] = []
         body = self._body()
         for r in rows:
@@ -456,21 +516,43 @@ class InfluxForwarder:
                 self._bisect(rows, status, _reason(e))
                 return
             if 400 <= status < 500 and status not in (408, 429):
-                raise ServerRejected(status, CONFIG_ERRORS.get(status, _reason(e))) from e
+                known = CONFIG_ERRORS_V1 if self._api == "v1" else CONFIG_ERRORS
+                raise ServerRejected(status, known.get(status, _reason(e))) from e
             raise
         self.spool.ack(rows)
         self.c.rows_sent += len(rows)
         self.c.points_sent += sum(r.n for r in rows)
         self.c.bytes_sent += nbytes
         self.c.last_ok_ns = self.wall_ns()
-        if self.c.state != "sending":
-            log.info("influx: writing again after %s", self.c.last_error)
 
     def _post(self, data: bytes) -> None:
-        """One synchronous request to the v2 write endpoint (``/api/v2/write``, precision ns)."""
+        """One synchronous request to the server's write endpoint (precision ns)."""
+        if self._api == "v1":
+            self._post_v1(data)
+            return
         kw = {"content_encoding": "gzip"} if self.config.gzip else {}
         self._writes.post_write(org=self.config.org or "-", bucket=self.config.bucket, body=data, precision="ns",
                                 content_type="text/plain; charset=utf-8", **kw)
+
+    def _post_v1(self, data: bytes) -> None:
+        """``POST /write?db=&rp=&precision=ns`` (InfluxDB 1.x); a non-2xx answer raises ApiException."""
+        assert self._http is not None
+        cfg = self.config
+        db, rp = cfg.v1_target()
+        query = {"db": db, "precision": "ns"} | ({"rp": rp} if rp else {})
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if cfg.gzip:
+            headers["Content-Encoding"] = "gzip"
+        if cfg.username is not None:
+            headers.update(urllib3.make_headers(basic_auth=f"{cfg.username}:{cfg.password or ''}"))
+        elif token := cfg.resolved_token():
+            headers["Authorization"] = f"Token {token}"
+        r = self._http.request("POST", f"{cfg.url}/write?{urlencode(query)}", body=data, headers=headers)
+        if r.status >= 300:
+            e = ApiException(status=r.status, reason=r.reason)
+            e.body = r.data.decode("utf-8", "replace")[:300]
+            e.headers = r.headers
+            raise e
 
     def _bisect(self, rows: list[Row], status: int, reason: str) -> None:
         if len(rows) == 1:
@@ -497,24 +579,37 @@ class InfluxForwarder:
 
     def _config_error(self, e: ServerRejected) -> float:
         """Count and report a 4xx; the pause before the next attempt."""
+        cfg = self.config
         self.c.config_errors += 1
-        self.c.state = "config_error"
-        self.c.last_error, self.c.last_error_status = f"{e} (url {self.config.url}, org {self.config.org!r}, " \
-            f"bucket {self.config.bucket!r}); data kept in the spool", e.status
+        self.c.state = "refused"
+        self.c.down_since_ns = self.c.down_since_ns or self.wall_ns()
+        if self._api == "v1":
+            db, rp = cfg.v1_target()
+            where = f"database {db!r}, retention policy {rp or 'default'!r}"
+        else:
+            where = f"org {cfg.org!r}, bucket {cfg.bucket!r}"
+        self.c.last_error, self.c.last_error_status = f"{cfg.url} refused the write: {e} ({where}); data kept " \
+            f"in the spool, next try in {cfg.client_error_retry_ms / 1000:.0f} s", e.status
         log.error("influx: %s", self.c.last_error)
-        return self.config.client_error_retry_ms / 1000
+        return cfg.client_error_retry_ms / 1000
 
     def _server_down(self, e: Exception, backoff: float) -> float:
-        """Count and report a failed attempt; the pause before the next one."""
+        """Count and report a failed attempt; the pause before the next one (at most ``retry_max_ms``)."""
         self.c.server_down += 1
         self.c.retries += 1
-        self.c.state = "retrying"
         status = int(getattr(e, "status", 0) or 0)
         retry_after = _retry_after(e)
-        self.c.last_error = f"{type(e).__name__}: {_reason(e)}"[:300]
-        self.c.last_error_status = status
+        text = f"{self.config.url} not reachable: {describe_error(e, self.config.timeout_ms)}"[:300]
+        changed = self.c.state != "retrying" or text != self.c.last_error
+        self.c.state = "retrying"
+        self.c.down_since_ns = self.c.down_since_ns or self.wall_ns()
+        self.c.last_error, self.c.last_error_status = text, status
         pause = max(backoff, min(retry_after, self.config.retry_max_ms / 1000))
-        log.warning("influx: server not reachable (%s); retry in %.1f s", self.c.last_error, pause)
+        if changed:
+            log.warning("influx: %s; data kept in the spool, probing every %.0f s at most", text,
+                        self.config.retry_max_ms / 1000)
+        else:
+            log.debug("influx: %s; retry in %.1f s", text, pause)
         return pause
 
 
@@ -567,6 +662,32 @@ def _release(e: BaseException) -> None:
         seen.add(id(x))
         traceback.clear_frames(x.__traceback__)  # frames still executing (this thread's) are skipped
         todo += [x.__cause__, x.__context__]
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
+
+
+def describe_error(e: BaseException, timeout_ms: int = 0) -> str:
+    """What went wrong with a request, in words: 'connection refused', 'no answer within 10 s',
+    'HTTP 503: ...' (never an object's repr such as ``<urllib3.connection.HTTPConnection ...>``)."""
+    reason = getattr(e, "reason", None)
+    if isinstance(e, urllib3.exceptions.MaxRetryError) and isinstance(reason, BaseException):
+        return describe_error(reason, timeout_ms)
+    if isinstance(e, ApiException) and e.status:
+        return f"HTTP {e.status}: {_reason(e)}"
+    if isinstance(e, urllib3.exceptions.NameResolutionError):
+        return "host name not resolved"
+    text = _OBJECT_REPR.sub("", str(e)).strip()
+    # urllib3's NewConnectionError is a ConnectTimeoutError: read what it says before calling it a timeout
+    if isinstance(e, urllib3.exceptions.TimeoutError | TimeoutError) and "refused" not in text.lower():
+        return f"no answer within {timeout_ms / 1000:g} s" if timeout_ms else "timed out"
+    low = text.lower()
+    for needle, words in (("connection refused", "connection refused"), ("timed out", "timed out"),
+                          ("connection reset", "connection reset by the server"),
+                          ("no route to host", "no route to host"), ("remote end closed", "connection closed")):
+        if needle in low:
+            return words
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _reason(e: Exception) -> str:

@@ -14,14 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from edge.aggregate.engine import Aggregator
 from edge.config.loader import LoadedConfig
 from edge.core.model import DeviceDiagnostics, Plant, WindowBatch
 from edge.core.pipeline import Pipeline
 from edge.core.writes import WriteService
 from edge.outputs.influx import InfluxForwarder, diagnostics_fields, health_fields, open_storage
+from edge.storage.history import HistoryArrays, spool_history
 from edge.storage.spool import Spool
 
 log = logging.getLogger("edge.outputs.manager")
@@ -93,7 +92,7 @@ class Outputs:
         send stays in the spool and goes out after the next start."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.spool.stats()["unsent_points"]:
-            if self.forwarder.stats()["state"] in ("retrying", "config_error"):
+            if self.forwarder.stats()["state"] in ("retrying", "refused"):
                 return  # the server is not taking data now: the spool keeps it
             self.spool.new_data.set()
             await asyncio.sleep(0.05)
@@ -173,13 +172,17 @@ class Outputs:
     async def _opcua_write(self, tag_id: int, value, user: str, source: str):
         return await self.writes.write(tag_id, value, user=user, source=source, role="operator")
 
-    async def history(self, tag_id: int, t0_ns: int, t1_ns: int, max_values: int):
-        """Raw history: the tag's ring when it has one and covers the range, else the spool on disk."""
+    async def history(self, tag_id: int, t0_ns: int, t1_ns: int, max_values: int,
+                      newest_first: bool = False) -> HistoryArrays:
+        """Raw history of one tag with t0 <= ts < t1, at most ``max_values`` from the oldest end (the
+        newest end, newest first, with ``newest_first``): the tag's ring when it holds the whole
+        range, else the spool on disk. String tags come with their texts (spool only: rings hold numbers)."""
         plant: Plant = self.loaded.plant
         if tag_id in self.aggregator:
             ts, values, quality = self.aggregator.read_range(tag_id, t0_ns, t1_ns)
             if len(ts) and ts[0] <= t0_ns + 1_000_000_000:
-                return ts[:max_values], values[:max_values], quality[:max_values]
-        ts, values, quality = await asyncio.to_thread(self.spool.history, plant.tags[tag_id].key, t0_ns, t1_ns)
-        n = min(len(ts), max_values)
-        return np.asarray(ts[:n]), np.asarray(values[:n]), np.asarray(quality[:n])
+                if newest_first:
+                    ts, values, quality = ts[::-1], values[::-1], quality[::-1]
+                return HistoryArrays(ts[:max_values], values[:max_values], quality[:max_values])
+        return await asyncio.to_thread(spool_history, self.spool, plant.tags[tag_id].key, t0_ns, t1_ns, max_values,
+                                       newest_first)

@@ -14,9 +14,17 @@ Threading model (the app's asyncio loop never waits on the disk):
   (``synchronous=FULL``: the WAL is fsynced at each commit). A power cut therefore loses
   at most the last ``commit_interval_ms`` of appends; a ``kill -9`` loses the same RAM window
   and nothing committed.
-* The same thread enforces the budget every ``trim_interval_ms``: acknowledged rows older
-  than ``retention_s`` expire; then, beyond ``max_bytes`` or ``max_age_s``, the oldest rows
-  are deleted and every unsent point deleted is counted under its reason in ``stats()``.
+* The same thread enforces the budget every ``trim_interval_ms`` (and at once when a commit
+  takes the disk over it): acknowledged rows older than ``retention_s`` expire; then, beyond
+  ``max_age_s`` or ``max_bytes``, the oldest rows are deleted and every unsent point deleted is
+  counted under its reason in ``stats()``. ``max_bytes`` is the **disk** budget: the database
+  pages in use plus the WAL and the rollback journal. The WAL is kept to an eighth of it by
+  checkpoints (``TRUNCATE``) and ``journal_size_limit``; new files use incremental
+  auto-vacuum, so pages freed by the budget go back to the file system.
+* The writer thread is supervised (:mod:`edge.core.supervise`): a crash is logged, counted in
+  ``stats()['writer']`` and the thread restarted; never a silent death.
+* ``stats()`` runs no query: the age of the oldest unsent row is kept by the threads that
+  change it (writer: commit and budget; forwarder: ack), so the event loop can ask often.
 * The forwarder (another thread) reads unsent rows with its own connection and calls
   :meth:`Spool.ack` for what the server acknowledged: those rows are deleted, or marked sent
   and kept as local history while ``retention_s`` > 0.
@@ -30,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import struct
 import threading
@@ -42,6 +51,7 @@ import numpy as np
 
 from edge.config.storage import SpoolConfig
 from edge.core.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Plant, SampleBatch, WindowBatch
+from edge.core.supervise import SupervisedThread
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +89,10 @@ CREATE INDEX IF NOT EXISTS batches_history ON batches(kind, source, ts_ns);
 
 _INSERT = "INSERT INTO batches(ts_ns, kind, source, n, plant, nbytes, sent, blob) VALUES (?,?,?,?,?,?,?,?)"
 ROW_OVERHEAD_BYTES = 64  # rough per-row cost of the table and index entries, counted in the budget
+WAL_SHARE = 8  # the WAL is checkpointed (TRUNCATE) beyond max_bytes / WAL_SHARE
+WAL_MIN_BYTES = 32 << 10
+RATIO_MIN_STORED = 32 << 10  # measure bytes per stored byte only over this much data (else noise)
+DISK_TARGET = 0.9  # when the disk is over budget, trim to this share of it (room for the next commits)
 
 # ----------------------------------------------------------------------------- blob codecs
 
@@ -280,6 +294,7 @@ class _Counters:
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect only on a new, empty database
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     conn.execute("PRAGMA busy_timeout=30000")
@@ -334,6 +349,14 @@ class Spool:
         self._stored_rows = 0
         self._stored_bytes = 0
         self.last_seq = 0
+        self._oldest_unsent_ns: int | None = None  # kept by the writer and forwarder threads (see stats())
+        self._disk = {"db_bytes": 0, "db_file_bytes": 0, "wal_bytes": 0, "journal_bytes": 0}
+        self._bytes_per_stored = 1.5  # disk bytes per counted stored byte (page fill, indexes), measured
+        self._fixed_bytes = -1  # disk bytes that are not rows (schema, plant tables), measured at start
+        self._wal_limit = max(self.config.max_bytes // WAL_SHARE, WAL_MIN_BYTES)
+        self.checkpoints = 0
+        self._supervisor: SupervisedThread | None = None
+        self._discarded_batches = 0  # appended batches dropped before any commit (flush() counts them as done)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -341,11 +364,16 @@ class Spool:
         """Open (or create) the database, register this plant version, start the writer thread."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = _connect(self.path, self.config.synchronous)
+        page = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={max(4, self._wal_limit // page)}")
+        self._conn.execute(f"PRAGMA journal_size_limit={self._wal_limit}")
         self._conn.executescript(_SCHEMA)
         self.plant_id = self._register_plant(self._conn)
         self._load_depth(self._conn)
-        self._thread = threading.Thread(target=self._writer, name="spool-writer", daemon=True)
-        self._thread.start()
+        self._refresh_oldest(self._conn)
+        self._measure_disk(self._conn)
+        self._supervisor = SupervisedThread("spool-writer", self._writer, stopping=lambda: self._stopping)
+        self._supervisor.start()
 
     def close(self, timeout_s: float = 10.0) -> bool:
         """Commit what is pending and stop the writer thread; True when it stopped in time."""
@@ -353,9 +381,9 @@ class Spool:
             self._stopping = True
             self._wake.notify_all()
         ok = True
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            ok = not self._thread.is_alive()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout_s)
+            ok = not self._supervisor.is_alive()
         if ok and self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -398,6 +426,7 @@ class Spool:
         with self._lock:
             if self._stopping or self._pending_bytes + len(blob) > self.config.max_pending_bytes:
                 self._count_drop("stopped" if self._stopping else "pending_overflow", 1, n)
+                self._discarded_batches += 1
                 return False
             self._pending.append((int(ts_ns), kind, source, n, self.plant_id, len(blob), sent, blob))
             self._pending_bytes += len(blob)
@@ -412,8 +441,8 @@ class Spool:
             self._wake.notify_all()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with self._lock:
-                done = self.c.committed_batches + sum(self.c.dropped_batches.values())
+            with self._lock:  # batches dropped before their commit count as done (not those the budget drops)
+                done = self.c.committed_batches + self._discarded_batches
             if done >= target:
                 return True
             time.sleep(0.005)
@@ -432,8 +461,14 @@ class Spool:
                 batch, self._pending, self._pending_bytes = self._pending, [], 0
                 stopping = self._stopping
             if batch:
-                self._commit(batch)
-            if time.monotonic() >= next_trim or stopping:
+                try:
+                    self._commit(batch)
+                except BaseException:
+                    with self._lock:  # the batch left the pending list: count it before the supervisor restarts us
+                        self._count_drop("writer_error", len(batch), sum(r[3] for r in batch))
+                        self._discarded_batches += len(batch)
+                    raise
+            if time.monotonic() >= next_trim or stopping or self._disk_over_budget():
                 next_trim = time.monotonic() + trim_every
                 try:
                     self.enforce_budget()
@@ -447,7 +482,43 @@ class Spool:
 
     def _commit(self, batch: list[tuple]) -> None:
         with self._db_lock:
-            self._commit_locked(batch)
+            batch = self._make_room(batch)
+            if batch:
+                self._commit_locked(batch)
+
+    def _make_room(self, batch: list[tuple]) -> list[tuple]:
+        """Before a commit that would take the disk over budget, drop the oldest to make room for it
+        (its own transaction): the database never grows past the budget between two trims. A
+        commit larger than the whole budget loses its own oldest batches (counted); what is left."""
+        with self._lock:
+            ratio, stored = self._bytes_per_stored, self._stored_bytes
+        room = (DISK_TARGET * self.config.max_bytes - 2 * self._wal_limit - max(self._fixed_bytes, 0)) / ratio
+        incoming = sum(r[5] for r in batch) + ROW_OVERHEAD_BYTES * len(batch)
+        if self.forwarding and self.config.over_budget == "drop_oldest" and incoming > room > 0:
+            cut = 0
+            while cut < len(batch) and incoming > room:
+                incoming -= batch[cut][5] + ROW_OVERHEAD_BYTES
+                cut += 1
+            with self._lock:
+                self._count_drop("max_bytes", cut, sum(r[3] for r in batch[:cut]))
+                self._discarded_batches += cut  # done, for flush()
+            batch = batch[cut:]
+        needed = int(stored + incoming - room)
+        if needed <= 0 or stored <= 0 or self._conn is None:
+            return batch
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._trim_bytes(conn, needed)
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as e:  # contained: the periodic budget pass tries again
+            self.c.last_error = f"budget enforcement failed: {e}"
+            log.error("spool: %s", self.c.last_error)
+        return batch
 
     def _commit_locked(self, batch: list[tuple]) -> None:
         assert self._conn is not None
@@ -468,11 +539,14 @@ class Spool:
         else:
             with self._lock:
                 self._count_drop("disk_error", len(batch), sum(r[3] for r in batch))
+                self._discarded_batches += len(batch)
             return
         points = sum(r[3] for r in batch)
         nbytes = sum(r[5] for r in batch) + ROW_OVERHEAD_BYTES * len(batch)
         with self._lock:
             self.last_seq = last
+            if self.forwarding and self._oldest_unsent_ns is None:
+                self._oldest_unsent_ns = batch[0][0]
             self.c.commits += 1
             self.c.committed_batches += len(batch)
             self.c.committed_points += points
@@ -515,6 +589,7 @@ class Spool:
     def _enforce(self, conn: sqlite3.Connection) -> None:
         now = self.clock_ns()
         cfg = self.config
+        self._checkpoint(conn, busy_ok=True)  # outside the transaction: a checkpoint cannot run inside one
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._delete_where(conn, "sent = 1 AND ts_ns < ?", (now - int(cfg.retention_s * 1e9),), "expired")
@@ -524,10 +599,94 @@ class Spool:
                 self._delete_where(conn, "sent = 0 AND ts_ns < ?", (now - int(cfg.max_age_s * 1e9),), "max_age")
             if self._stored_bytes > cfg.max_bytes:
                 self._trim_bytes(conn, self._stored_bytes - cfg.max_bytes)
+            excess = self._disk_excess(conn)
+            if excess > 0:
+                self._trim_bytes(conn, excess)
             conn.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
+        self._refresh_oldest(conn)
+        self._shrink(conn)
+        self._measure_disk(conn)
+
+    # ------------------------------------------------------------------ disk use (writer thread)
+
+    def _file_size(self, suffix: str) -> int:
+        try:
+            return os.path.getsize(self.path + suffix)
+        except OSError:
+            return 0
+
+    def _measure_disk(self, conn: sqlite3.Connection) -> None:
+        """Disk use now: database pages in use, the file, WAL and journal (read by stats())."""
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        disk = {"db_bytes": (pages - free) * page, "db_file_bytes": self._file_size(""),
+                "wal_bytes": self._file_size("-wal"), "journal_bytes": self._file_size("-journal")}
+        with self._lock:
+            self._disk = disk
+            if self._fixed_bytes < 0:  # at start: what the schema and plant tables take
+                self._fixed_bytes = max(0, disk["db_bytes"] - int(self._stored_bytes * self._bytes_per_stored))
+            elif self._stored_bytes >= RATIO_MIN_STORED:
+                self._bytes_per_stored = max(1.0, (disk["db_bytes"] - self._fixed_bytes) / self._stored_bytes)
+
+    def disk_bytes(self) -> int:
+        """What the budget counts: database pages in use (the file when it is smaller), WAL, journal."""
+        d = self._disk
+        return min(d["db_bytes"], d["db_file_bytes"] or d["db_bytes"]) + d["wal_bytes"] + d["journal_bytes"]
+
+    def _disk_over_budget(self) -> bool:
+        """Cheap estimate after a commit (no query): would the disk now be over ``max_bytes``?"""
+        with self._lock:
+            estimate = max(self._fixed_bytes, 0) + self._stored_bytes * self._bytes_per_stored
+        return estimate + min(self._file_size("-wal"), self._wal_limit) > self.config.max_bytes
+
+    def _disk_excess(self, conn: sqlite3.Connection) -> int:
+        """Counted bytes to delete so that the disk use comes back to ``DISK_TARGET`` of the budget.
+
+        The WAL counts up to its share only: deleting rows cannot shrink a WAL that a reader
+        keeps from being checkpointed (it grows by the deletions), the next checkpoint does.
+        """
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        used = (conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0])
+        disk = used * page + min(self._file_size("-wal"), self._wal_limit) + self._file_size("-journal")
+        if disk <= self.config.max_bytes or self._stored_bytes <= 0:
+            return 0
+        return int((disk - DISK_TARGET * self.config.max_bytes) / self._bytes_per_stored) + 1
+
+    def _checkpoint(self, conn: sqlite3.Connection, busy_ok: bool = False) -> None:
+        """Copy the WAL into the database and cut the WAL file back (when it is past its share)."""
+        if self._file_size("-wal") <= self._wal_limit:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self.checkpoints += 1
+        except sqlite3.Error as e:
+            if not busy_ok:
+                raise
+            log.debug("spool: checkpoint deferred: %s", e)
+
+    def _shrink(self, conn: sqlite3.Connection) -> None:
+        """Give freed pages back to the file system (incremental auto-vacuum), then checkpoint."""
+        try:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            # free pages are reused by the next commits; give them back only when they are many
+            # (moving pages costs WAL): beyond a quarter of the budget
+            if conn.execute("PRAGMA freelist_count").fetchone()[0] * page > self.config.max_bytes // 4:
+                conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page per step only
+            self._checkpoint(conn, busy_ok=True)
+        except sqlite3.Error as e:
+            log.debug("spool: shrink deferred: %s", e)
+
+    def _refresh_oldest(self, conn: sqlite3.Connection) -> None:
+        """The timestamp of the oldest unsent row, for stats() (a query on this thread's connection)."""
+        if not self.forwarding:
+            return
+        r = conn.execute("SELECT ts_ns FROM batches WHERE sent = 0 ORDER BY seq LIMIT 1").fetchone()
+        with self._lock:
+            self._oldest_unsent_ns = r[0] if r else None
 
     def _delete_where(self, conn: sqlite3.Connection, where: str, args: tuple, reason: str) -> None:
         rows = conn.execute(f"SELECT sent, count(*), sum(n), sum(nbytes) FROM batches WHERE {where} GROUP BY sent",
@@ -656,11 +815,15 @@ class Spool:
         sql += " ORDER BY seq LIMIT ?"
         out: list[Row] = []
         points = 0
-        for r in self._reader().execute(sql, args + (max_rows,)):
-            if out and points + r[4] > max_points:
-                break
-            out.append(Row(*r))
-            points += r[4]
+        cur = self._reader().execute(sql, args + (max_rows,))
+        try:
+            for r in cur:
+                if out and points + r[4] > max_points:
+                    break
+                out.append(Row(*r))
+                points += r[4]
+        finally:
+            cur.close()  # ends the read transaction now: an open one would keep checkpoints from the WAL
         return out
 
     def ack(self, rows: list[Row], *, rejected: bool = False) -> None:
@@ -704,6 +867,7 @@ class Spool:
                 self.c.rejected_points += points
             else:
                 self.c.acked_points += points
+        self._refresh_oldest(conn)
 
     @staticmethod
     def _still_unsent(conn: sqlite3.Connection, kinds: dict[int, int]) -> set[int]:
@@ -736,9 +900,9 @@ class Spool:
 
     def stats(self) -> dict[str, object]:
         """Depth and counters for diagnostics and the ``edge_health`` measurement."""
-        oldest = self._oldest_unsent_ts()
         with self._lock:
             c = self.c
+            oldest = self._oldest_unsent_ns if self._unsent_rows > 0 else None
             return {
                 "unsent_rows": self._unsent_rows,
                 "unsent_points": self._unsent_points,
@@ -762,16 +926,12 @@ class Spool:
                 "dropped_batches": dict(c.dropped_batches),
                 "dropped_points_total": sum(c.dropped_points.values()),
                 "last_error": c.last_error,
+                "disk_bytes": self.disk_bytes(),
+                "disk_budget_bytes": self.config.max_bytes,
+                **{f"disk_{k}": v for k, v in self._disk.items()},
+                "checkpoints": self.checkpoints,
+                "writer": self._supervisor.health.as_dict() if self._supervisor else {"state": "new", "crashes": 0},
             }
-
-    def _oldest_unsent_ts(self) -> int | None:
-        if not self.forwarding or self._conn is None:
-            return None
-        try:
-            r = self._reader().execute("SELECT ts_ns FROM batches WHERE sent = 0 ORDER BY seq LIMIT 1").fetchone()
-        except sqlite3.Error:
-            return None
-        return r[0] if r else None
 
     # ------------------------------------------------------------------ start-up helpers
 
@@ -808,40 +968,6 @@ class Spool:
                 self.plant_id = self._register_plant(self._conn)
                 self._conn.commit()
 
-    def history(self, tag_key: str, since_ns: int, until_ns: int):
-        """``(ts_ns, values, quality)`` of one tag from this spool (OPC UA history reads; blocking)."""
-        tags = self.plant.tag_by_key()
-        if tag_key not in tags:
-            raise KeyError(f"unknown tag {tag_key!r}")
-        return history_from_conn(self._reader(), tags[tag_key].device, tag_key, since_ns, until_ns)
-
-
-def history_from_conn(
-    conn: sqlite3.Connection, device: str, tag_key: str, since_ns: int, until_ns: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The same read on an open connection (the running spool's own reader for OPC UA history)."""
-    plants: dict[int, PlantTags] = {}
-    ids: dict[int, int | None] = {}
-    ts_out: list[int] = []
-    val_out: list[np.ndarray] = []
-    q_out: list[np.ndarray] = []
-    rows = conn.execute(
-        "SELECT ts_ns, plant, blob FROM batches WHERE kind = ? AND source = ? AND ts_ns >= ? AND ts_ns < ? "
-        "ORDER BY ts_ns, seq", (KIND_SAMPLES, device, since_ns, until_ns))
-    for ts, pid, blob in rows:
-        if pid not in ids:
-            site, tags_json = conn.execute("SELECT site, tags FROM plants WHERE id = ?", (pid,)).fetchone()
-            plants[pid] = _plant_tags(pid, site, tags_json)
-            ids[pid] = plants[pid].tag_id(tag_key)
-        tid = ids[pid]
-        if tid is None:
-            continue
-        d = decode_samples(blob)
-        hit = np.flatnonzero(d.tag_ids == tid)
-        if len(hit):
-            ts_out.extend([ts] * len(hit))
-            val_out.append(d.values[hit])
-            q_out.append(d.quality[hit])
-    if not ts_out:
-        return np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, QUALITY_DTYPE)
-    return np.asarray(ts_out, np.int64), np.concatenate(val_out), np.concatenate(q_out)
+    def reader(self) -> sqlite3.Connection:
+        """The calling thread's own read connection (history reads; blocking: call from a worker thread)."""
+        return self._reader()

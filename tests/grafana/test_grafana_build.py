@@ -177,3 +177,13 @@ def test_a_shared_dashboard_reads_windows_only_when_every_device_of_the_type_has
     bands = [p["targets"][0]["query"] for p in all_panels(model)
              if p.get("targets") and '"motor_current"' in p["targets"][0]["query"] and "min(" in p["targets"][0]["query"]]
     assert bands and all("edge_window" not in q for q in bands)
+
+
+def test_the_sentinel_quality_has_a_value_mapping():
+    """Issue 16: the quality a sentinel gets (6, Bad_SensorFailure) is named on every quality panel."""
+    from edge.grafana.panels import quality_mapping
+
+    mapping = json.loads(JSONEncoder().encode(quality_mapping()))
+    assert mapping["options"]["6"]["text"] == "Bad_SensorFailure"
+    built = (ROOT / "grafana" / "dashboards" / "demo").glob("*.json")
+    assert any('"Bad_SensorFailure"' in p.read_text() for p in built)

@@ -10,14 +10,15 @@ from edge.intelligence.service import Intelligence
 
 
 def room_config(influx_url: str | None = None, opcua_port: int | None = None, extra: str = "",
-                rules: bool = True, write_burst: int = 3) -> str:
+                rules: bool = True, write_burst: int = 3, opcua_users: str | None = None) -> str:
     p_room, p_fc = free_port(), free_port()
     outputs = ""
     if opcua_port or influx_url:
         outputs = "outputs:\n"
     if opcua_port:
         outputs += (f"  opcua: {{endpoint: 'opc.tcp://127.0.0.1:{opcua_port}/edge', security_policies: [None], "
-                    "allow_security_none: true, anonymous: true}\n")
+                    "allow_security_none: true, anonymous: true"
+                    + (f", users_file: '{opcua_users}'" if opcua_users else "") + "}\n")
     if influx_url:
         outputs += f"  influxdb: {{url: '{influx_url}', bucket: edge, token: x, batch_max_age_ms: 100}}\n"
     rule_text = """
@@ -51,6 +52,7 @@ devices:
       - {{name: maintenance, table: discrete, address: 0, type: bool}}
       - {{name: speed, address: 0, type: uint16, writable: true, range: [0, 3]}}
       - {{name: setpoint, address: 1, type: float32, unit: degC, writable: true, range: [5, 35]}}
+      - {{name: valve, address: 3, type: int16, scale: 0.1, unit: "%", writable: true, range: [0, 100]}}
 {outputs}
 alarms:
   - {{kind: limit, tag: room.temperature, h: 30, hh: 40, l: 10, deadband: 1, on_delay_ms: 500, priority: high}}

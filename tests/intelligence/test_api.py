@@ -72,6 +72,28 @@ async def test_write_goes_to_the_device_through_the_audited_write_path(make_room
         ("fancoil.setpoint", 21.5, "op", "operator", "GOOD"), ("fancoil.fan", True, "op", "operator", "GOOD")]
 
 
+async def test_scaled_tag_takes_values_on_its_resolution_grid_and_names_it_when_refusing(make_room):
+    """Issue 14: a 0.1-resolution tag (int16, scale 0.1) refused 0.5 over HTTP with 422 "send a whole
+    number". Now any multiple of 0.1 is written (raw 5 on the device), a value between two steps is
+    refused with a message naming the resolution, and the device keeps its value."""
+    room = await make_room(room_config(rules=False))
+    site = room.site
+    assert await wait_until(lambda: site.diag("fancoil").polls_ok > 0, 5)
+    async with room.client(room.operator) as op:
+        r = await op.post("/api/tags/fancoil.valve/write", json={"value": 0.5})
+        assert r.status_code == 200, r.text
+        assert r.json()["read_back"] == 0.5
+        assert site.sim.get_registers("fancoil", "holding", 3, 1) == [5]
+        r = await op.post("/api/tags/fancoil.valve/write", json={"value": 37.3})
+        assert r.status_code == 200 and site.sim.get_registers("fancoil", "holding", 3, 1) == [373]
+        r = await op.post("/api/tags/fancoil.valve/write", json={"value": 0.55})
+        assert r.status_code == 422, r.text
+        assert "resolution 0.1" in r.json()["message"] and "37.3" not in r.json()["message"]
+        assert site.sim.get_registers("fancoil", "holding", 3, 1) == [373]
+        r = await op.get("/api/tags/fancoil.valve")
+        assert r.json()["value"] == 37.3 and r.json()["resolution"] == 0.1
+
+
 async def test_writes_are_rate_limited_per_token(make_room):
     room = await make_room(room_config(rules=False, write_burst=3))
     assert await wait_until(lambda: room.site.diag("fancoil").polls_ok > 0, 5)
@@ -100,7 +122,7 @@ async def test_tags_devices_history_and_health(make_room):
         mode = (await v.get("/api/tags/room.mode")).json()
         assert (mode["value"], mode["state"]) == (0.0, "auto")
         names = [t["key"] for t in (await v.get("/api/tags", params={"device": "fancoil"})).json()]
-        assert names == ["fancoil.fan", "fancoil.maintenance", "fancoil.speed", "fancoil.setpoint"]
+        assert names == ["fancoil.fan", "fancoil.maintenance", "fancoil.speed", "fancoil.setpoint", "fancoil.valve"]
         r = await v.get("/api/tags", params={"devcie": "fancoil"})
         assert r.status_code == 422 and "unknown query parameter(s) devcie; allowed: device" in r.json()["detail"]
         devices = {d["name"]: d for d in (await v.get("/api/devices")).json()}

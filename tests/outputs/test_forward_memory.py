@@ -49,7 +49,7 @@ def test_retries_while_down_are_small_and_full_requests_resume(tmp_path, victori
     plant = demo_plant(1, 50)
     sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20, retention_s=0))
     sp.start()
-    fw = InfluxForwarder(sp, InfluxConfig(url=vm.url, bucket="edge", retry_initial_ms=50, retry_max_ms=100,
+    fw = InfluxForwarder(sp, InfluxConfig(url=vm.url, bucket="edge", api="v2", retry_initial_ms=50, retry_max_ms=100,
                                           timeout_ms=1000, backfill_points_per_s=0, batch_max_points=50_000))
     requests: list[tuple[int, bool]] = []  # (points, succeeded)
     write = fw._write

@@ -49,6 +49,7 @@ def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influ
         sp.append_samples(SampleBatch("pump 1", ts, np.array([0, 1, 2], np.int32), np.array([12.5, 3.0, np.nan]),
                                       np.array([0, 0, 0], np.uint8), {2: 'SN "7", x\\y'}))
         sp.append_samples(SampleBatch.bad("meter", ts + 1, np.array([3], np.int32), Quality.BAD_NO_COMMUNICATION))
+        sp.append_samples(SampleBatch.bad("meter", ts + 2, np.array([3], np.int32), Quality.BAD_SENSOR_FAILURE))
         sp.append_windows(WindowBatch("10s", 10**10, np.array([0, 1, 3], np.int32),
                                       np.array([BASE_TS_NS] * 3, np.int64),
                                       {"min": np.array([1.0, 2.0, 3.0]), "mean": np.array([1.5, np.nan, 3.5])}))
@@ -76,6 +77,8 @@ def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influ
     r = influxdb1.query('SELECT * FROM "meter"', db="edge")["results"][0]["series"][0]
     row = dict(zip(r["columns"], r["values"][0], strict=True))
     assert row["q_p"] == int(Quality.BAD_NO_COMMUNICATION) and "p" not in row  # NaN value left out
+    sentinel = dict(zip(r["columns"], r["values"][1], strict=True))
+    assert sentinel["q_p"] == int(Quality.BAD_SENSOR_FAILURE) == 6 and "p" not in sentinel  # a sentinel (issue 16)
 
     r = influxdb1.query('SELECT * FROM "edge_window" GROUP BY "device"', db="edge")["results"][0]["series"]
     by_dev = {s["tags"]["device"]: dict(zip(s["columns"], s["values"][0], strict=True)) for s in r}

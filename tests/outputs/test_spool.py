@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.core.model import SampleBatch, WindowBatch
 from edge.outputs.influx import open_storage
-from edge.storage.history import format_history, parse_since, read_history
+from edge.storage.history import format_history, parse_since, read_history, spool_history
 from edge.storage.spool import (
     Spool,
     decode_samples,
@@ -70,22 +70,26 @@ def test_committed_batches_survive_reopen_and_resume_as_unsent(tmp_path):
 
 
 def test_byte_budget_drops_the_oldest_and_counts_them_exactly(tmp_path):
+    """The budget is the disk (pages in use + WAL + journal); the oldest go first, each counted."""
     plant = demo_plant(1, 100)
-    one = len(encode_samples(batch_for(plant, 0, 0))) + 64  # payload + ROW_OVERHEAD_BYTES
-    cfg = SpoolConfig(max_bytes=one * 30, commit_interval_ms=10, trim_interval_ms=10_000, retention_s=0)
+    cfg = SpoolConfig(max_bytes=256 << 10, commit_interval_ms=10, trim_interval_ms=10_000, retention_s=0)
     sp = Spool(tmp_path / "s.db", plant, cfg)
     sp.start()
+    polls = 1000  # ~1.4 MB of payload
     try:
-        for p in range(100):
+        for p in range(polls):
             sp.append_samples(batch_for(plant, 0, p))
         assert sp.flush()
         sp.enforce_budget()
         st = sp.stats()
-        assert st["dropped_points"] == {"max_bytes": 70 * 100}
-        assert st["dropped_batches"] == {"max_bytes": 70}
-        assert st["unsent_rows"] == 30 and st["unsent_points"] == 3000 and st["stored_bytes"] <= cfg.max_bytes
-        kept = sp.unsent(0, None, 1_000_000)
-        assert [r.ts_ns for r in kept] == [BASE_TS_NS + p * 1_000_000 for p in range(70, 100)]  # newest kept
+        kept = st["unsent_rows"]
+        assert 0 < kept < polls
+        assert st["dropped_points"] == {"max_bytes": (polls - kept) * 100}
+        assert st["dropped_batches"] == {"max_bytes": polls - kept}
+        assert st["unsent_points"] == kept * 100
+        assert st["disk_bytes"] <= cfg.max_bytes, st
+        rows = sp.unsent(0, None, 10_000_000)
+        assert [r.ts_ns for r in rows] == [BASE_TS_NS + p * 1_000_000 for p in range(polls - kept, polls)]
     finally:
         sp.close()
 
@@ -124,15 +128,17 @@ def test_historian_mode_keeps_history_for_retention_and_reads_it(tmp_path):
         sp.enforce_budget()
         st = sp.stats()
         assert st["expired_points"] == 50 * 2 * 5 and st["dropped_points_total"] == 0
-        ts, vals, q = read_history(tmp_path / "s.db", plant, "dev01.t002", 0, 2**62)
-        assert len(ts) == 50
+        ts, vals, q, texts = read_history(tmp_path / "s.db", plant, "dev01.t002", 0, 2**62)
+        assert texts is None and len(ts) == 50
         assert ts.tolist() == [BASE_TS_NS + p * 1_000_000_000 for p in range(50, 100)]
         assert vals.tolist() == [(p % 10_000) * 0.25 + 1000.0 + 2 for p in range(50, 100)]
         assert q.dtype == np.uint8 and int(q.sum()) == 0
-        ts2, _, _ = sp.history("dev01.t002", BASE_TS_NS + 60 * 10**9, BASE_TS_NS + 70 * 10**9)
+        ts2, _, _, _ = spool_history(sp, "dev01.t002", BASE_TS_NS + 60 * 10**9, BASE_TS_NS + 70 * 10**9)
         assert len(ts2) == 10
+        newest = spool_history(sp, "dev01.t002", BASE_TS_NS + 60 * 10**9, BASE_TS_NS + 70 * 10**9, 3, newest_first=True)
+        assert newest.ts.tolist() == [BASE_TS_NS + p * 1_000_000_000 for p in (69, 68, 67)]
         lines = format_history(ts[:1], vals[:1], q[:1])
-        assert lines == ["2026-01-01T00:00:50.000Z  1014.5  Good"]
+        assert lines == ["2026-01-01T00:00:50.000000000Z  1014.5  Good"]
     finally:
         sp.close()
 
@@ -155,7 +161,7 @@ def test_rows_keep_their_tag_names_across_a_configuration_change(tmp_path):
     new.tags.reverse()  # same tags, other ids
     for i, t in enumerate(new.tags):
         object.__setattr__(t, "id", i)
-    ts, vals, _ = read_history(tmp_path / "s.db", new, "dev00.t002", 0, 2**62)
+    ts, vals, _, _ = read_history(tmp_path / "s.db", new, "dev00.t002", 0, 2**62)
     assert vals.tolist() == [0.25 + 2]
 
 
@@ -185,7 +191,7 @@ def test_config_errors_are_clear(tmp_path):
         InfluxConfig(url="http://127.0.0.1:1", bucket="b", token="x", token_file=str(tmp_path))
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         SpoolConfig(max_byte=5)
-    with pytest.raises(ValidationError, match="greater than or equal to 4096"):
+    with pytest.raises(ValidationError, match="greater than or equal to 65536"):
         SpoolConfig(max_bytes=5)
     tok = tmp_path / "token"
     tok.write_text("s3cret\n")

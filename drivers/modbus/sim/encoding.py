@@ -138,7 +138,9 @@ def decode_value(point: RegisterPoint, words: Sequence[int]) -> float | int | st
         text = ModbusClientMixin.convert_from_registers(abcd, _DT.STRING, string_encoding="latin-1")
         return str(text).rstrip("\x00")
     if point.dtype == "bool":
-        return float((words[0] >> (point.bit or 0)) & 1)
+        abcd = permute(words, point.order) if len(words) > 1 else words[:1]
+        word = int.from_bytes(b"".join(w.to_bytes(2, "big") for w in abcd), "big")
+        return float((word >> (point.bit or 0)) & 1)
     raw = ModbusClientMixin.convert_from_registers(permute(words, point.order), PYMODBUS_TYPES[point.dtype])
     if isinstance(raw, int) and point.scale == 1 and point.offset == 0:
         return raw  # exact, also for 64-bit values beyond float precision

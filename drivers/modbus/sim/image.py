@@ -20,7 +20,7 @@ from pymodbus.constants import ExcCodes
 
 from drivers.modbus.points import RegisterPoint, Table
 
-from .encoding import decode_value, encode_value
+from .encoding import decode_value, encode_value, permute
 
 UNMAPPED, READ_ONLY, WRITABLE = 0, 1, 2
 
@@ -145,6 +145,13 @@ class DeviceImage:
         view = self.view(point.table)
         if point.table.is_bits:
             view[point.address] = 1 if float(value) else 0
+        elif point.dtype == "bool" and point.count > 1:  # a bit of a 32/64-bit word, in the point's order
+            abcd = permute([int(w) for w in view[point.address:point.end]], point.order)
+            word = int.from_bytes(b"".join(w.to_bytes(2, "big") for w in abcd), "big")
+            mask = 1 << (point.bit or 0)
+            word = (word | mask) if float(value) else (word & ~mask)
+            abcd = [(word >> (16 * (point.count - 1 - i))) & 0xFFFF for i in range(point.count)]
+            view[point.address:point.end] = permute(abcd, point.order)
         elif point.dtype == "bool":
             mask = 1 << (point.bit or 0)
             word = int(view[point.address])

@@ -98,7 +98,7 @@ class SimPlant:
         self._pins: dict[tuple[str, str], tuple[SignalBank, int]] = {}
         banks: dict[int, list[BankEntry]] = {}
         static: list[BankEntry] = []
-        self._texts: list[tuple[DeviceImage, RegisterPoint, str]] = []
+        self._texts: list[tuple[DeviceImage, RegisterPoint, str | float]] = []  # set once at start
         for index, spec in enumerate(self.specs):
             image = DeviceImage(self.memory, index, spec.points)
             self.devices[spec.name] = SimDevice(spec, image, random.Random(f"{seed}/{spec.name}"))
@@ -109,6 +109,9 @@ class SimPlant:
                 entry = BankEntry(image, point, signal)
                 if point.dtype == "string":
                     self._texts.append((image, point, str(signal.value)))
+                elif point.dtype == "bool" and point.count > 1:  # a bit of a 32/64-bit word: set once
+                    value = signal.value if signal.kind == "constant" else 0.0
+                    self._texts.append((image, point, value))
                 elif point.writable or signal.kind == "constant":
                     static.append(entry)
                 else:

@@ -134,8 +134,9 @@ class SimDeviceSpec(_Frozen):
                 raise ValueError(f"point {p.name!r}: table {p.table.value!r} holds bits, dtype must be bool")
             if not p.table.is_bits and p.dtype == "bool" and p.bit is None:
                 raise ValueError(f"point {p.name!r}: a bool in table {p.table.value!r} needs 'bit' (0-15)")
-            if p.bit is not None and not 0 <= p.bit <= 15:
-                raise ValueError(f"point {p.name!r}: bit {p.bit} is outside 0-15")
+            width = 16 * p.count if p.dtype == "bool" else 16
+            if p.bit is not None and not 0 <= p.bit < width:
+                raise ValueError(f"point {p.name!r}: bit {p.bit} is outside 0-{width - 1}")
             if p.dtype == "string" and p.length < 1:
                 raise ValueError(f"point {p.name!r}: a string needs length >= 1 (registers)")
             if not 0 <= p.address or p.end > 65536:

@@ -39,11 +39,20 @@ function when(ns) {
   return ns ? new Date(ns / 1e6).toLocaleTimeString() : "";
 }
 
-function fmt(v, dtype) {
+// Values as the tag holds them: a scaled value with its resolution's decimals (0.1 -> 20.2), a
+// float32 with its 7 significant digits, any other number as the shortest text that reads back
+// to the same double (never binary noise such as 20.200000000000003, never cut to 2 decimals).
+function fmt(v, dtype, resolution) {
   if (v === null || v === undefined) return "—";
+  if (typeof v === "boolean") return v ? "true" : "false";
   if (typeof v !== "number") return String(v);
   if (dtype === "bool") return v ? "true" : "false";
-  return dtype && dtype.startsWith("float") ? v.toFixed(2) : String(v);
+  if (resolution && resolution < 1) {
+    const decimals = Math.min(12, Math.max(0, Math.ceil(-Math.log10(resolution) - 1e-9)));
+    return v.toFixed(decimals);
+  }
+  if (dtype === "float32") return String(Number(v.toPrecision(7)));
+  return String(v);
 }
 
 function renderDevices(devices) {
@@ -98,7 +107,7 @@ function renderTags(tags) {
     const r = body.insertRow();
     r.dataset.tag = t.key;
     cell(r, t.key);
-    cell(r, t.state ? `${t.state} (${fmt(t.value)})` : fmt(t.value, t.dtype), "num value");
+    cell(r, t.state ? `${t.state} (${fmt(t.value)})` : fmt(t.value, t.dtype, t.resolution), "num value");
     cell(r, t.unit);
     cell(r, t.quality, t.quality === "Good" ? "quality" : "quality bad");
     cell(r, when(t.ts_ns));

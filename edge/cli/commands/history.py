@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from edge.cli.commands import CliError
 from edge.config.loader import load_config
-from edge.storage.history import format_history, parse_since, read_history
+from edge.storage.history import format_history, history_json, parse_since, read_history
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -15,6 +16,8 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", default="10m", help="how far back: 90s, 10m, 2h, 7d (default 10m)")
     p.add_argument("--until", default=None, help="stop this long before now (default: now)")
     p.add_argument("--limit", type=int, default=0, help="print only the newest N samples")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON array of {tag, ts_ns, time, value, quality} (values in full precision)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,15 +30,20 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), 2) from None
     spool = loaded.config.outputs.spool.path  # absolute: edge.config.paths
     try:
-        ts, values, quality = read_history(spool, loaded.plant, args.tag, since, until)
+        h = read_history(spool, loaded.plant, args.tag, since, until)
     except KeyError as exc:
         raise CliError(str(exc.args[0])) from None
     except FileNotFoundError:
         raise CliError(f"no spool at {spool}: has the appliance run with this configuration?") from None
-    lines = format_history(ts, values, quality)
+    dtype = loaded.plant.tag_by_key()[args.tag].dtype
+    if args.json:
+        rows = history_json(args.tag, h, dtype)
+        print(json.dumps(rows[-args.limit:] if args.limit else rows))
+        return 0
+    lines = format_history(h.ts, h.values, h.quality, h.texts, dtype)
     if args.limit:
         lines = lines[-args.limit:]
     for line in lines:
         print(line)
-    print(f"{len(ts)} sample(s) of {args.tag} since {args.since} ago")
+    print(f"{len(h.ts)} sample(s) of {args.tag} since {args.since} ago")
     return 0

@@ -92,7 +92,7 @@ class Layout:
             pki_dir=opcua.pki_dir if opcua else None,
             users_file=opcua.users_file if opcua else None,
             secure=bool(opcua and opcua.secure),
-            application_uri=opcua.application_uri if opcua else "",
+            application_uri=opcua.application_uri_for(loaded.plant.site) if opcua else "",
             endpoint_host=opcua.host if opcua else "",
         )
 

@@ -51,7 +51,9 @@ DTYPE_TO_UA: dict[str, tuple[int, ua.VariantType]] = {
 #: Common units -> UN/CEFACT common codes (OPC UA Part 8, EUInformation).
 UNECE_CODES: dict[str, tuple[str, str]] = {
     "°C": ("CEL", "degree Celsius"), "degC": ("CEL", "degree Celsius"), "C": ("CEL", "degree Celsius"),
-    "°F": ("FAH", "degree Fahrenheit"), "K": ("KEL", "kelvin"),
+    "°F": ("FAH", "degree Fahrenheit"), "degF": ("FAH", "degree Fahrenheit"), "K": ("KEL", "kelvin"),
+    "%RH": ("P1", "percent (relative humidity)"), "m/min": ("2X", "metre per minute"),
+    "Nm3/h": ("MQH", "cubic metre per hour (at normal conditions)"),
     "V": ("VLT", "volt"), "kV": ("KVT", "kilovolt"), "mV": ("2Z", "millivolt"),
     "A": ("AMP", "ampere"), "mA": ("4K", "milliampere"), "kA": ("B22", "kiloampere"),
     "W": ("WTT", "watt"), "kW": ("KWT", "kilowatt"), "MW": ("MAW", "megawatt"),
@@ -89,6 +91,8 @@ STATUS_FIELDS: dict[str, tuple[int, ua.VariantType]] = {
     "Overruns": (ua.ObjectIds.UInt64, VT.UInt64),
     "LatencyP50Ms": (ua.ObjectIds.Double, VT.Double),
     "LatencyP99Ms": (ua.ObjectIds.Double, VT.Double),
+    "Holes": (ua.ObjectIds.UInt32, VT.UInt32),
+    "UnreadablePoints": (ua.ObjectIds.UInt32, VT.UInt32),
     "Plugin": (ua.ObjectIds.String, VT.String),
     "PluginVersion": (ua.ObjectIds.String, VT.String),
 }
@@ -98,7 +102,7 @@ WRITE = 1 << ua.AccessLevel.CurrentWrite
 HISTORY_READ = 1 << ua.AccessLevel.HistoryRead
 
 _REF = {name: ua.NodeId(getattr(ua.ObjectIds, name)) for name in
-        ("Organizes", "HasComponent", "HasProperty", "HasTypeDefinition")}
+        ("Organizes", "HasComponent", "HasProperty", "HasTypeDefinition", "HasCondition")}
 _TYPE = {name: ua.NodeId(getattr(ua.ObjectIds, name)) for name in
          ("FolderType", "BaseObjectType", "BaseDataVariableType", "PropertyType", "AnalogItemType",
           "BaseAnalogType", "TwoStateDiscreteType", "MultiStateValueDiscreteType")}
@@ -177,6 +181,7 @@ class NodeFactory:
         self._typerefs: dict[ua.NodeId, ua.ReferenceDescription] = {}
         self._last_inverse: tuple[NodeData, str, ua.ReferenceDescription] | None = None
         self._property_names: dict[str, tuple[AttributeValue, AttributeValue]] = {}
+        self._intervals: dict[float, AttributeValue] = {}
 
     # ------------------------------------------------------------------ primitives
 
@@ -235,10 +240,11 @@ class NodeFactory:
         return ref
 
     def add_object(self, parent: ua.NodeId, nodeid: ua.NodeId, name: str, *, folder: bool = True,
-                   description: str = "", reftype: str = "Organizes") -> NodeData:
+                   description: str = "", reftype: str = "Organizes", typedef: ua.NodeId | None = None) -> NodeData:
         nd = self._common(nodeid, name, ua.NodeClass.Object, description)
         nd.attributes[A.EventNotifier] = self._s.no_events
-        typedef = _TYPE["FolderType" if folder else "BaseObjectType"]
+        if typedef is None:
+            typedef = _TYPE["FolderType" if folder else "BaseObjectType"]
         self._link(self.aspace[parent], nd, reftype, typedef, ua.NodeClass.Object)
         return nd
 
@@ -246,7 +252,7 @@ class NodeFactory:
         self, parent: NodeData, nodeid: ua.NodeId, name: str, datatype: int, value: ua.Variant, *,
         typedef: str = "BaseDataVariableType", reftype: str = "HasComponent", access: int = READ,
         description: str = "", historizing: bool = False,
-        names: tuple[AttributeValue, AttributeValue] | None = None,
+        names: tuple[AttributeValue, AttributeValue] | None = None, min_interval_ms: float | None = None,
     ) -> NodeData:
         nd = self._common(nodeid, name, ua.NodeClass.Variable, description, names)
         at, s = nd.attributes, self._s
@@ -262,10 +268,17 @@ class NodeFactory:
             acc = s.access[access] = _const(access, VT.Byte)
         at[A.AccessLevel] = acc
         at[A.UserAccessLevel] = acc
-        at[A.MinimumSamplingInterval] = s.min_interval
+        at[A.MinimumSamplingInterval] = s.min_interval if min_interval_ms is None else self._interval(min_interval_ms)
         at[A.Historizing] = s.historizing if historizing else s.not_historizing
         self._link(parent, nd, reftype, _TYPE[typedef], ua.NodeClass.Variable)
         return nd
+
+    def _interval(self, ms: float) -> AttributeValue:
+        """One shared MinimumSamplingInterval record per distinct poll interval (tags stay lean)."""
+        rec = self._intervals.get(float(ms))
+        if rec is None:
+            rec = self._intervals[float(ms)] = _const(float(ms), VT.Double)
+        return rec
 
     def add_property(self, parent: NodeData, name: str, datatype: int, value: ua.Variant) -> NodeData:
         nodeid = ua.NodeId(f"{parent.nodeid.Identifier}#{name}", self.ns, ua.NodeIdType.String)
@@ -308,7 +321,7 @@ class NodeFactory:
         nd = self.add_variable(
             device, ua.NodeId(tag.key, self.ns, ua.NodeIdType.String), tag.name, datatype,
             ua.Variant(None, VT.Null), typedef=tag_typedef(tag), access=tag_access(tag, historizing),
-            description=tag.description, historizing=historizing,
+            description=tag.description, historizing=historizing, min_interval_ms=float(tag.interval_ms),
         )
         nd.attributes[A.Value].value = ua.DataValue(
             ua.Variant(None, VT.Null), StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
@@ -337,13 +350,13 @@ class NodeFactory:
     def add_tag_properties(self, nd: NodeData, tag: TagInfo) -> None:
         """EURange + EngineeringUnits (analog), FalseState/TrueState (two-state), EnumValues (multi-state)."""
         typedef = tag_typedef(tag)
-        if typedef == "AnalogItemType":
-            low = tag.low if tag.low is not None else _dtype_min(tag.dtype)
-            high = tag.high if tag.high is not None else _dtype_max(tag.dtype)
-            self.add_property(nd, "EURange", ua.ObjectIds.Range,
-                              ua.Variant(ua.Range(Low=low, High=high), VT.ExtensionObject))
-            self.add_property(nd, "EngineeringUnits", ua.ObjectIds.EUInformation,
-                              ua.Variant(unece_unit(tag.unit), VT.ExtensionObject))
+        if typedef in ("AnalogItemType", "BaseAnalogType"):
+            if tag.low is not None and tag.high is not None:  # only a known range: never the type's limits
+                self.add_property(nd, "EURange", ua.ObjectIds.Range,
+                                  ua.Variant(ua.Range(Low=tag.low, High=tag.high), VT.ExtensionObject))
+            if tag.unit:  # a unitless tag has no EngineeringUnits (not an empty EUInformation)
+                self.add_property(nd, "EngineeringUnits", ua.ObjectIds.EUInformation,
+                                  ua.Variant(unece_unit(tag.unit), VT.ExtensionObject))
         elif typedef == "TwoStateDiscreteType":
             states = tag.enum or {0: "false", 1: "true"}
             self.add_property(nd, "FalseState", ua.ObjectIds.LocalizedText,
@@ -378,7 +391,8 @@ def tag_typedef(tag: TagInfo) -> str:
         return "MultiStateValueDiscreteType"
     if tag.dtype == "string":
         return "BaseDataVariableType"
-    return "AnalogItemType"
+    # AnalogItemType makes EURange mandatory: a tag without a known range is a BaseAnalogType
+    return "AnalogItemType" if tag.low is not None and tag.high is not None else "BaseAnalogType"
 
 
 def tag_access(tag: TagInfo, historizing: bool) -> int:
@@ -402,29 +416,10 @@ def status_values(diag: DeviceDiagnostics) -> dict[str, object]:
         "LastOkTime": ts(diag.last_ok_ns), "PollsOk": diag.polls_ok, "PollsFailed": diag.polls_failed,
         "Requests": diag.requests, "Timeouts": diag.timeouts, "Exceptions": sum(diag.exceptions.values()),
         "CrcErrors": diag.crc_errors, "Overruns": diag.overruns, "LatencyP50Ms": float(diag.latency_p50_ms),
-        "LatencyP99Ms": float(diag.latency_p99_ms), "Plugin": diag.plugin or "",
+        "LatencyP99Ms": float(diag.latency_p99_ms), "Holes": diag.holes,
+        "UnreadablePoints": diag.unreadable_points, "Plugin": diag.plugin or "",
         "PluginVersion": diag.plugin_version or "",
     }
-
-
-_INT_LIMITS = {"int16": 15, "int32": 31, "int64": 63}
-_UINT_LIMITS = {"uint16": 16, "uint32": 32, "uint64": 64}
-
-
-def _dtype_min(dtype: str) -> float:
-    if dtype in _INT_LIMITS:
-        return float(-(2 ** _INT_LIMITS[dtype]))
-    if dtype in _UINT_LIMITS:
-        return 0.0
-    return -3.4028234663852886e38 if dtype == "float32" else -1.7976931348623157e308
-
-
-def _dtype_max(dtype: str) -> float:
-    if dtype in _INT_LIMITS:
-        return float(2 ** _INT_LIMITS[dtype] - 1)
-    if dtype in _UINT_LIMITS:
-        return float(2 ** _UINT_LIMITS[dtype] - 1)
-    return 3.4028234663852886e38 if dtype == "float32" else 1.7976931348623157e308
 
 
 def plant_layout(buses: Iterable[BusInfo], devices: Iterable[DeviceInfo]) -> dict[str, list[DeviceInfo]]:

@@ -18,8 +18,9 @@ writable tag by an operator (``source`` is ``"opcua"``; ``user`` the login name 
 module refuses non-writable tags, viewers, wrong types and out-of-range values before calling
 it, and maps its :class:`edge.core.model.WriteStatus` onto OPC UA StatusCodes.
 
-``history(tag_id, t0_ns, t1_ns, max_values) -> (ts_ns int64[], values float64[], quality
-uint8[])`` (sync or async) serves HistoryRead of raw values; tags are marked Historizing and
+``history(tag_id, t0_ns, t1_ns, max_values, newest_first) -> HistoryArrays`` (sync or async;
+:meth:`edge.outputs.manager.Outputs.history`) serves HistoryRead, raw and processed, with
+continuation points (:mod:`edge.outputs.opcua.history`); tags are marked Historizing and
 HistoryRead-able only when it is given.
 
 ``aggregates`` maps tag ids to ``(window labels, statistics, grace_ns)`` (an
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,16 +43,14 @@ from typing import Any
 
 import numpy as np
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import AttributeValue, NodeData
-from asyncua.server.history import HistoryStorageInterface
 
 from edge.config.opcua import OpcUaConfig
 from edge.core.model import (
-    STATUS_CODES,
     DeviceDiagnostics,
     Plant,
-    Quality,
     SampleBatch,
     TagInfo,
     WindowBatch,
@@ -62,17 +60,20 @@ from edge.core.model import (
 from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
 from edge.outputs.opcua.channel_guard import ChannelPolicy
 from edge.outputs.opcua.channel_guard import attach as attach_channel_policy
+from edge.outputs.opcua.conditions import install as install_conditions
 from edge.outputs.opcua.fastpath import FastPublisher
-from edge.outputs.opcua.model import STATUS_FIELDS, NodeFactory, status_values
+from edge.outputs.opcua.history import HistoryService
+from edge.outputs.opcua.history import install as install_history
+from edge.outputs.opcua.model import STATUS_FIELDS, WRITE, NodeFactory, status_values
 from edge.security.login_guard import LoginGuard
 from edge.security.pki import PkiPaths, TrustListValidator
 from edge.security.users import Role, UserEntry, load_users
+from edge.storage.history import HistoryArrays
 
 log = logging.getLogger(__name__)
 
 Writer = Callable[[int, float | int | bool | str, str, str], Awaitable[WriteResult]]
-HistoryArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
-History = Callable[[int, int, int, int], HistoryArrays | Awaitable[HistoryArrays]]
+History = Callable[[int, int, int, int, bool], HistoryArrays | Awaitable[HistoryArrays]]
 
 WRITE_STATUS_CODES: dict[WriteStatus, int] = {
     WriteStatus.GOOD: ua.StatusCodes.Good,
@@ -125,66 +126,6 @@ class EdgeUserManager:
         return entry.role if entry is not None else Role.VIEWER
 
 
-class RingHistory(HistoryStorageInterface):
-    """asyncua history storage answering raw reads from the injected ``history`` callable."""
-
-    def __init__(self, owner: OpcUaServer, history: History, max_values: int) -> None:
-        super().__init__(max_history_data_response_size=max_values)
-        self._owner = owner
-        self._history = history
-
-    async def init(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def new_historized_node(self, node_id: ua.NodeId, period: Any, count: int = 0) -> None:
-        return None
-
-    async def save_node_value(self, node_id: ua.NodeId, datavalue: ua.DataValue) -> None:
-        return None
-
-    async def read_node_history(self, node_id: ua.NodeId, start: datetime | None, end: datetime | None,
-                                nb_values: int) -> tuple[list[ua.DataValue], datetime | None]:
-        tag = self._owner.tag_for_nodeid(node_id)
-        if tag is None:
-            return [], None
-        t0, t1 = _ns(start), _ns(end)
-        reverse = False
-        if t0 is None and t1 is None:
-            return [], None
-        if t0 is None:
-            t0 = 0
-        if t1 is None:
-            t1 = 2**62
-        if t0 > t1:
-            t0, t1, reverse = t1, t0, True
-        limit = self.max_history_data_response_size
-        want = min(nb_values, limit) if nb_values else limit
-        result = self._history(tag.id, t0, t1, want + 1)
-        if inspect.isawaitable(result):
-            result = await result
-        ts, values, quality = result
-        dvs = self._owner.history_datavalues(tag, ts, values, quality)
-        if reverse:
-            dvs.reverse()
-        cont = None
-        if len(dvs) > want:
-            if not nb_values or nb_values > limit:
-                cont = dvs[want].SourceTimestamp
-            dvs = dvs[:want]
-        return dvs, cont
-
-
-def _ns(t: datetime | None) -> int | None:
-    if t is None or t <= ua.get_win_epoch():
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return int(t.timestamp() * 1_000_000) * 1000
-
-
 class OpcUaServer:
     """The plant as an OPC UA server (see the module docstring for the call sequence)."""
 
@@ -205,6 +146,7 @@ class OpcUaServer:
         self.validator: TrustListValidator | None = None
         self.users: EdgeUserManager | None = None
         self.channel_policy: ChannelPolicy | None = None
+        self.history_service: HistoryService | None = None
         self.build_s = 0.0
         self.writes = {"ok": 0, "refused": 0, "failed": 0}
         self._factory: NodeFactory | None = None
@@ -226,10 +168,11 @@ class OpcUaServer:
         users = load_users(cfg.users_file) if cfg.users_file is not None else {}
         self.users = EdgeUserManager(users, cfg.anonymous)
         server = Server(user_manager=self.users)  # type: ignore[arg-type]
+        install_conditions(server)  # ConditionRefresh and the caller of method calls (alarms)
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)
-        await server.set_application_uri(cfg.application_uri)
+        await server.set_application_uri(cfg.application_uri_for(self.plant.site))
         server.set_security_policy([_POLICIES[p] for p in cfg.security_policies])
         tokens: list[type] = [ua.UserNameIdentityToken]
         if cfg.anonymous:
@@ -247,6 +190,8 @@ class OpcUaServer:
             await server.load_private_key(str(paths.key))
             self.validator = TrustListValidator(paths.root)
             server.set_certificate_validator(self.validator)  # type: ignore[arg-type]
+        await server.set_build_info(*build_info())
+        server.subscribe_server_callback(CallbackType.PostRead, self._user_access_levels)
         iserver = server.iserver
         self.channel_policy = ChannelPolicy(allow_none_sessions="None" in cfg.security_policies)
         attach_channel_policy(iserver, self.channel_policy)  # None channels: discovery only, unless allowed
@@ -254,7 +199,8 @@ class OpcUaServer:
         iserver.max_unacked_messages_per_subscription = cfg.max_unacked_per_subscription
         iserver.max_connections = cfg.max_sessions
         if self.history is not None:
-            iserver.history_manager.set_storage(RingHistory(self, self.history, cfg.history_max_values))
+            self.history_service = HistoryService(self, self.history, cfg.history_max_values)
+            install_history(iserver, self.history_service)
         self.ns = await server.register_namespace(cfg.namespace_for(self.plant.site))
         self._factory = NodeFactory(iserver.aspace, self.ns)
         self.aggregates.factory = self._factory
@@ -432,26 +378,22 @@ class OpcUaServer:
     def tag_for_nodeid(self, nodeid: ua.NodeId) -> TagInfo | None:
         return self._tag_by_nodeid.get(nodeid)
 
-    def history_datavalues(self, tag: TagInfo, ts: np.ndarray, values: np.ndarray,
-                           quality: np.ndarray) -> list[ua.DataValue]:
-        """DataValues for history arrays, typed like the tag's live values."""
-        vt = _VARIANT[tag.dtype]
-        out = []
-        for t, v, q in zip(np.asarray(ts).tolist(), np.asarray(values, dtype=np.float64).tolist(),
-                           np.asarray(quality).tolist(), strict=True):
-            sc = ua.StatusCode(STATUS_CODES.get(Quality(q), STATUS_CODES[Quality.BAD_CONFIG_ERROR])
-                               if q < len(Quality) else STATUS_CODES[Quality.BAD_CONFIG_ERROR])
-            if q >= Quality.BAD_NO_COMMUNICATION or math.isnan(v) or tag.dtype == "string":
-                variant = ua.Variant(None, ua.VariantType.Null)
-            elif tag.dtype == "bool":
-                variant = ua.Variant(v != 0.0, vt)
-            elif tag.dtype in _INT_RANGE:
-                variant = ua.Variant(int(v), vt)
-            else:
-                variant = ua.Variant(v, vt)
-            stamp = datetime.fromtimestamp(t / 1e9, UTC)
-            out.append(ua.DataValue(variant, sc, stamp, stamp))
-        return out
+    def _user_access_levels(self, event: Any, _dispatcher: Any) -> None:
+        """UserAccessLevel per session role: a viewer's session sees no write bit on any tag
+        (asyncua answers with AccessLevel for everyone). Runs after each Read (PostRead callback)."""
+        users = self.users
+        if users is None or users.role(event.user).may_write:
+            return
+        results = event.response_params
+        for i, rv in enumerate(event.request_params.NodesToRead):
+            if rv.AttributeId != ua.AttributeIds.UserAccessLevel or rv.NodeId not in self._tag_by_nodeid:
+                continue
+            dv = results[i]
+            if dv.Value is not None and isinstance(dv.Value.Value, int) and dv.Value.Value & WRITE:
+                results[i] = ua.DataValue(ua.Variant(dv.Value.Value & ~WRITE, ua.VariantType.Byte), dv.StatusCode)
+
+    def has_node(self, nodeid: ua.NodeId) -> bool:
+        return self.server is not None and nodeid in self.server.iserver.aspace
 
     # ------------------------------------------------------------------ writes
 
@@ -510,12 +452,6 @@ class OpcUaServer:
         return WRITE_STATUS_CODES.get(result.status, ua.StatusCodes.BadCommunicationError)
 
 
-_VARIANT = {
-    "bool": ua.VariantType.Boolean, "int16": ua.VariantType.Int16, "uint16": ua.VariantType.UInt16,
-    "int32": ua.VariantType.Int32, "uint32": ua.VariantType.UInt32, "int64": ua.VariantType.Int64,
-    "uint64": ua.VariantType.UInt64, "float32": ua.VariantType.Float, "float64": ua.VariantType.Double,
-    "string": ua.VariantType.String,
-}
 _NUMERIC_VTYPES = {
     ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16, ua.VariantType.Int32,
     ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64, ua.VariantType.Float, ua.VariantType.Double,
@@ -560,6 +496,26 @@ def _check_write_value(tag: TagInfo, dv: ua.DataValue) -> tuple[Any, int]:
     if (tag.low is not None and value < tag.low) or (tag.high is not None and value > tag.high):
         return None, ua.StatusCodes.BadOutOfRange
     return value, ua.StatusCodes.Good
+
+
+PRODUCT_URI = "urn:ot-edge-appliance"
+MANUFACTURER = "OT edge appliance project"
+PRODUCT_NAME = "OT edge appliance"
+
+
+def build_info() -> tuple[str, str, str, str, str, datetime]:
+    """BuildInfo of this product (not the library's "FreeOpcUa Python Server 1.0pre"): product URI,
+    manufacturer, name, the installed distribution's version, build number and build date (when
+    the installed package was built: its files' time)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("ot-edge-appliance")
+        version = dist.version
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    built = datetime.fromtimestamp(Path(__file__).stat().st_mtime, UTC)
+    return PRODUCT_URI, MANUFACTURER, PRODUCT_NAME, version, version, built
 
 
 def _shape(tag: TagInfo) -> tuple[str, bool]:

@@ -268,7 +268,7 @@ def test_encode_bit_read_modify_write():
     assert encode_bit(p, 0xFF00, True) == 0xFF10
     assert encode_bit(p, 0xFFFF, "off") == 0xFFEF
     assert encode_bit(pt("bool", bit=15), 0, 1) == 0x8000
-    with pytest.raises(EncodeError, match="not 0..65535"):
+    with pytest.raises(EncodeError, match="each 0..65535"):
         encode_bit(p, 70000, True)
     with pytest.raises(EncodeError, match="not a bit of a register"):
         encode_bit(pt("uint16"), 0, True)

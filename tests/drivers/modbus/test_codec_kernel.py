@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from drivers.modbus import codec as codec_module
@@ -14,7 +14,8 @@ from drivers.modbus.points import ORDERS, REGISTER_COUNT, RegisterPoint, Table
 
 NUMERIC = [t for t in REGISTER_COUNT if t != "bool"]
 # Register patterns that stress the rules: NaN, +-inf, -0.0, extremes of every integer width.
-SPECIAL_WORDS = [0x7FC0, 0x7F80, 0xFF80, 0x8000, 0x0000, 0xFFFF, 0x7FFF, 0x7FF8, 0x7FF0, 0xFFF0, 0x0001]
+SPECIAL_WORDS = [0x7FC0, 0x7F80, 0xFF80, 0x8000, 0x0000, 0xFFFF, 0x7FFF, 0x7FF8, 0x7FF0, 0xFFF0, 0x0001,
+                 0xFFFE, 0xFFF5, 0x000B, 0x000A, 0xFFF6]  # scale factors -2, -11, 11, 10, -10
 
 
 def test_the_compiled_decoder_is_active():
@@ -24,16 +25,20 @@ def test_the_compiled_decoder_is_active():
 
 @st.composite
 def blocks(draw):
-    """Random points, overlapping ones included (bits of a status word next to the word itself)."""
+    """Random points, overlapping ones included (bits of a status word next to the word itself),
+    with sentinels, bits of 16/32/64-bit words, all-NUL strings and scale-factor registers."""
     points, address = [], 0
-    for tag in range(draw(st.integers(1, 40))):
+    n = draw(st.integers(1, 40))
+    for tag in range(n):
         address = max(0, address + draw(st.integers(-2, 3)))
         dtype = draw(st.sampled_from([*NUMERIC, "bool", "string"]))
         kw: dict = {}
         if dtype == "bool":
-            kw["bit"] = draw(st.integers(0, 15))
+            kw["word"] = draw(st.sampled_from([None, "uint16", "uint32", "uint64"]))
+            kw["bit"] = draw(st.integers(0, {None: 16, "uint16": 16, "uint32": 32, "uint64": 64}[kw["word"]] - 1))
         elif dtype == "string":
             kw["length"] = draw(st.integers(1, 4))
+            kw["nul_invalid"] = draw(st.booleans())
         else:
             if draw(st.booleans()):
                 kw["scale"] = draw(st.sampled_from([0.1, 2.0, -0.5, 1e-3, 3.0]))
@@ -44,14 +49,26 @@ def blocks(draw):
                 if low is not None and high is not None and high < low:
                     low, high = high, low
                 kw.update(low=low, high=high, clamp=draw(st.booleans()))
+            if draw(st.booleans()):  # its power of ten in a register at most 6 away (any word, any value)
+                kw["sf_address"] = max(0, address + draw(st.integers(-6, 6)))
+        if dtype != "string" and draw(st.booleans()):
+            width = 16 * (REGISTER_COUNT[dtype] if dtype != "bool" else {None: 1, "uint16": 1, "uint32": 2,
+                                                                          "uint64": 4}[kw["word"]])
+            kw["invalid"] = tuple(draw(st.lists(st.sampled_from(_patterns(width)), min_size=1, max_size=3)))
         p = RegisterPoint(tag_id=tag, name=f"p{tag}", table=Table.HOLDING, address=address, dtype=dtype,
                           order=draw(st.sampled_from(ORDERS)), **kw)
         points.append(p)
         address = p.end if draw(st.booleans()) else address
-    count = max(p.end for p in points) + draw(st.integers(0, 3))
+    count = max(p.span_end for p in points) + draw(st.integers(0, 3))
     words = draw(st.lists(st.one_of(st.integers(0, 0xFFFF), st.sampled_from(SPECIAL_WORDS)),
                           min_size=count, max_size=count))
     return points, words
+
+
+def _patterns(width: int) -> list[int]:
+    """Sentinel patterns that random words hit often: all ones, the sign bit alone, zero, 0x7FFF.."""
+    ones = (1 << width) - 1
+    return [ones, 1 << (width - 1), 0, ones >> 1, 0xFFFF, 0x8000]
 
 
 def _assert_identical(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> None:
@@ -66,6 +83,7 @@ def _assert_identical(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.
 def test_compiled_equals_numpy_for_random_blocks(block):
     points, words = block
     count = len(words)
+    assume(max(p.span_end - p.span_start for p in points) <= 125)
     compiled = BlockCodec(Table.HOLDING, 0, count, points)
     reference = BlockCodec(Table.HOLDING, 0, count, points, compiled=False)
     wire = struct.pack(f">{count}H", *words)

@@ -75,7 +75,7 @@ async def test_host_metrics_reach_opcua_spool_and_influxdb(make_site, victoria_m
             break
         await asyncio.sleep(0.1)
     await site.app.stop()  # flushes the spool
-    ts, values, quality = read_history(site.loaded.config.outputs.spool.path, site.loaded.plant, "box.cores",
+    ts, values, quality, _ = read_history(site.loaded.config.outputs.spool.path, site.loaded.plant, "box.cores",
                                        0, 2**62)
     assert len(ts) >= 1 and set(values.tolist()) == {expected_cores} and not quality.any()
     names = sorted({s["metric"]["__name__"] for s in victoria_metrics.export()})

@@ -11,6 +11,7 @@ if str(ROOT) not in sys.path:
 
 from edge.config.opcua import OpcUaConfig  # noqa: E402
 from edge.core.model import BusInfo, DeviceInfo, Plant, TagInfo  # noqa: E402
+from edge.storage.history import HistoryArrays  # noqa: E402
 
 PASSWORDS = {"olga": "operator-pass-1", "victor": "viewer-pass-1"}
 
@@ -67,3 +68,59 @@ def config(users_file: Path, pki_dir: Path | None = None, **kw: object) -> OpcUa
         base.update(pki_dir=pki_dir, security_policies=["None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"])
     base.update(kw)
     return OpcUaConfig(**base)  # type: ignore[arg-type]
+
+
+class HistoryStandIn:
+    """Holds (ts, value, quality[, texts]) per tag like the ring buffers and the spool, and answers
+    ``history(tag_id, t0_ns, t1_ns, max_values, newest_first)`` with t0 <= ts < t1 (the contract of
+    Outputs.history); records the calls it got."""
+
+    def __init__(self) -> None:
+        self.data: dict[int, tuple] = {}
+        self.calls: list[tuple[int, int, int, int, bool]] = []
+
+    def __call__(self, tag_id: int, t0_ns: int, t1_ns: int, max_values: int, newest_first: bool = False):  # noqa: ANN204
+        import numpy as np
+
+        self.calls.append((tag_id, t0_ns, t1_ns, max_values, newest_first))
+        ts, v, q, *rest = self.data.get(tag_id, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint8)))
+        texts = rest[0] if rest else None
+        idx = np.flatnonzero((ts >= t0_ns) & (ts < t1_ns))
+        if newest_first:
+            idx = idx[::-1]
+        idx = idx[:max_values]
+        return HistoryArrays(ts[idx], v[idx], q[idx], [texts[i] for i in idx] if texts is not None else None)
+
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+def ensure_node_client() -> Path:
+    """node-opcua installed from node/package-lock.json (``npm ci`` when node_modules is missing)."""
+    import shutil
+    import subprocess
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "node and npm are needed for the node-opcua client tests (apt-get install nodejs npm)"
+    if not (NODE_DIR / "node_modules" / "node-opcua-client").is_dir():
+        run = subprocess.run([npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund"],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, f"npm ci failed:\n{run.stdout}\n{run.stderr}"
+    return NODE_DIR / "ua_tool.js"
+
+
+async def node_ua(endpoint: str, user: str | None, password: str | None, ops: list[dict],
+                  pki: Path, timeout_s: float = 60.0) -> list[dict]:
+    """Run ``ops`` in one node-opcua session (node/ua_tool.js); one result dict per operation."""
+    import asyncio
+    import json
+
+    script = ensure_node_client()
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(script), endpoint, user or "-", password or "-", str(int(timeout_s * 1000)), json.dumps(ops),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "NODE_OPCUA_PKI": str(pki)})
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s + 10)
+    lines = [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
+    assert lines and lines[-1] == {"done": True}, f"node-opcua client failed: {lines} {err.decode()[-3000:]}"
+    return lines[:-1]

@@ -8,25 +8,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 from asyncua import Client, ua
-from opcua_helpers import PASSWORDS, config, make_plant, tag_id
+from opcua_helpers import PASSWORDS, HistoryStandIn, config, make_plant, tag_id
 
 from edge.core.model import BusInfo, DeviceInfo, Plant, SampleBatch, TagInfo
 from edge.outputs.opcua.server import OpcUaServer
-
-
-class RingStandIn:
-    """Holds (ts, value, quality) per tag like the aggregator's ring buffers and answers the
-    ``history(tag_id, t0_ns, t1_ns, max_values)`` call; records the calls it got."""
-
-    def __init__(self) -> None:
-        self.data: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.calls: list[tuple[int, int, int, int]] = []
-
-    def __call__(self, tag_id: int, t0_ns: int, t1_ns: int, max_values: int):  # noqa: ANN204
-        self.calls.append((tag_id, t0_ns, t1_ns, max_values))
-        ts, v, q = self.data.get(tag_id, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint8)))
-        sel = (ts >= t0_ns) & (ts <= t1_ns)
-        return ts[sel][:max_values], v[sel][:max_values], q[sel][:max_values]
 
 
 def login(srv: OpcUaServer) -> Client:
@@ -38,7 +23,7 @@ def login(srv: OpcUaServer) -> Client:
 
 async def test_history_read_raw_from_ring_buffers(users_file) -> None:
     plant = make_plant()
-    ring = RingStandIn()
+    ring = HistoryStandIn()
     v_id = tag_id(plant, "meter1.voltage")
     now = time.time_ns() // 1000 * 1000  # OPC UA DateTime has 100 ns resolution, datetime 1 us
     ts = now - np.arange(300, 0, -1, dtype=np.int64) * 1_000_000_000  # the last 5 minutes, 1 s apart
@@ -54,7 +39,7 @@ async def test_history_read_raw_from_ring_buffers(users_file) -> None:
             assert await node.read_attribute(ua.AttributeIds.Historizing) is not None
             start = datetime.fromtimestamp((now - 200 * 10**9) / 1e9, UTC)
             end = datetime.fromtimestamp(now / 1e9, UTC)
-            dvs = await node.read_raw_history(start, end)
+            dvs = await node.read_raw_history(start, end, return_bounds=False)
             assert len(dvs) == 200
             assert dvs[0].Value.Value == np.float32(values[100]) or dvs[0].Value.Value is None
             assert dvs[0].StatusCode.value == ua.StatusCodes.BadNoCommunication  # samples 100..109 offline
@@ -62,7 +47,7 @@ async def test_history_read_raw_from_ring_buffers(users_file) -> None:
             assert abs(dvs[10].Value.Value - values[110]) < 1e-4
             assert dvs[10].Value.VariantType == ua.VariantType.Float
             assert abs(dvs[10].SourceTimestamp.replace(tzinfo=UTC).timestamp() - ts[110] / 1e9) < 1e-5
-            limited = await node.read_raw_history(start, end, numvalues=5)
+            limited = await node.read_raw_history(start, end, numvalues=5, return_bounds=False)
             assert [d.SourceTimestamp for d in limited] == [d.SourceTimestamp for d in dvs[:5]]
         assert ring.calls[0][0] == v_id
     finally:

@@ -108,7 +108,9 @@ async def test_all_quality_codes_map_to_status_codes(running: OpcUaServer) -> No
         Quality.BAD_NO_COMMUNICATION: ua.StatusCodes.BadNoCommunication,
         Quality.UNCERTAIN_LAST_USABLE: ua.StatusCodes.UncertainLastUsableValue,
         Quality.GOOD: ua.StatusCodes.Good,
+        Quality.BAD_SENSOR_FAILURE: ua.StatusCodes.BadSensorFailure,  # sentinels (issue 16)
     }
+    assert set(expected) == set(Quality)  # a new quality code needs its StatusCode here
     async with client(running) as c:
         node = c.get_node(f"ns={running.ns};s=meter2.current")
         for q, code in expected.items():
