@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.modbus.points import RegisterPoint, Table
+from drivers.modbus.points import REGISTER_COUNT, RegisterPoint, Table
 from edge.config.errors import ConfigError, ConfigIssue
-from edge.config.models import Bus, Device, Point, PollGroup, SiteConfig
+from edge.config.models import TYPE_BITS, Bus, Device, Point, PollGroup, SiteConfig
 from edge.config.validation import validate
 from edge.config.yamlsource import YamlSource, load_yaml
 from edge.core.model import BusInfo, DeviceInfo, Plant, TagInfo
@@ -42,6 +42,7 @@ class ResolvedDevice:
     hooks: list[Hook] = field(default_factory=list)  # derived tags and their hook functions
     default_order: str = "ABCD"  # the site device's order if it sets one, else the plugin's
     register_points: list[RegisterPoint] = field(default_factory=list)
+    invalid_defaults: dict[str, list[Any]] = field(default_factory=dict)  # the plugin's sentinels per type
 
     @property
     def name(self) -> str:
@@ -164,9 +165,11 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
                 resolved.poll_groups = {**ppoints.poll_groups, **groups}
                 if not order_set_by_site:
                     resolved.default_order = ppoints.order
+                resolved.invalid_defaults = dict(ppoints.invalid)
                 resolved.hooks = _site_hooks(plugin.hooks, resolved, source, issues)
         else:
             resolved.points = site_points
+        resolved.points = expand_named_bits(resolved.points, issues)
         _convert_points(resolved, issues)
         out.append(resolved)
     return out
@@ -234,6 +237,62 @@ def protocol_address(p: Point, address_base: int, register_numbers: bool) -> tup
     return a, None
 
 
+def expand_named_bits(points: list[ResolvedPoint], issues: list[ConfigIssue]) -> list[ResolvedPoint]:
+    """Each named bit of a point (``bits: {0: ground_fault}``) becomes a bool tag
+    ``<point>_<name>`` read from that bit of the point's value, right after the point."""
+    out: list[ResolvedPoint] = []
+    for rp in points:
+        out.append(rp)
+        p = rp.point
+        for bit, label in sorted((p.bits or {}).items()):
+            name = f"{p.name}_{label}"
+            data = {"name": name, "table": p.table, "address": p.address, "type": p.type, "bit": bit,
+                    "order": p.order, "group": p.group, "panel": p.panel,
+                    "description": f"bit {bit} of {p.name}: {label}"}
+            if p.invalid is not None:
+                data["invalid"] = p.invalid
+            issue_count = len(issues)
+            point = validate(Point, {k: v for k, v in data.items() if v is not None}, rp.source,
+                             (*rp.path, "bits", bit), issues)
+            if point is None:
+                for i in range(issue_count, len(issues)):  # say which generated tag failed
+                    issues[i] = ConfigIssue(issues[i].file, issues[i].line, issues[i].path,
+                                            f"named bit {bit} ({label!r}) makes tag {name!r}: {issues[i].message}",
+                                            issues[i].value)
+                continue
+            out.append(ResolvedPoint(point, rp.source, (*rp.path, "bits", bit)))
+    return out
+
+
+def _sentinels(p: Point, defaults: dict[str, list[Any]]) -> tuple[tuple[int, ...], bool]:
+    """The raw patterns (unsigned) and the all-NUL flag of a point: its own, else the plugin's for its type."""
+    values = p.invalid if p.invalid is not None else defaults.get(p.type, [])
+    if p.type in ("string", "bool"):
+        return (), "all_nul" in values and p.type == "string"
+    mask = (1 << (16 * REGISTER_COUNT[p.type])) - 1
+    return tuple(sorted({int(v) & mask for v in values if v != "all_nul"})), False
+
+
+def _scale_factor_address(dev: ResolvedDevice, rp: ResolvedPoint, base: int, numbers: bool,
+                          issues: list[ConfigIssue]) -> int | None:
+    """Protocol address of the int16 point a point names in ``scale_factor``, or an issue saying why not."""
+    p = rp.point
+    target = next((other.point for other in dev.points if other.point.name == p.scale_factor), None)
+    problem = None
+    if target is None:
+        problem = f"no point {p.scale_factor!r} in device {dev.name!r} to take the scale factor from"
+    elif target.type != "int16" or target.table != p.table or target.bit is not None:
+        problem = (f"scale factor {p.scale_factor!r} must be an int16 register in the {p.table} table, "
+                   f"not {target.type} in {target.table}")
+    if problem is None:
+        assert target is not None
+        addr, problem = protocol_address(target, base, numbers)
+        if problem is None:
+            return addr
+    issues.append(rp.source.issue((*rp.path, "scale_factor"), problem, p.scale_factor))
+    return None
+
+
 def _convert_points(dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
     """Fill ``dev.register_points`` (tag ids are assigned later by build_plant)."""
     base = dev.manifest.address_base if dev.manifest else dev.config.address_base
@@ -249,11 +308,20 @@ def _convert_points(dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
         if error:
             issues.append(rp.source.issue((*rp.path, "address"), error, p.address))
             continue
+        sf_address = None
+        if p.scale_factor is not None:
+            sf_address = _scale_factor_address(dev, rp, base, numbers, issues)
+            if sf_address is None:
+                continue
+        invalid, nul = _sentinels(p, dev.invalid_defaults)
+        is_bit = p.bit is not None
         rpoint = RegisterPoint(
-            tag_id=-1, name=p.name, table=Table(p.table), address=addr, dtype=p.type,
+            tag_id=-1, name=p.name, table=Table(p.table), address=addr, dtype="bool" if is_bit else p.type,
             order=p.order or order_default, bit=p.bit, length=p.length or 0, scale=p.scale, offset=p.offset,
             low=p.range[0] if p.range else None, high=p.range[1] if p.range else None, clamp=p.clamp,
             enum=tuple(sorted(p.enum.items())) if p.enum else None, writable=p.writable,
+            invalid=invalid, nul_invalid=nul, sf_address=sf_address,
+            word=f"uint{TYPE_BITS[p.type]}" if is_bit and p.type != "bool" else None,
         )
         if rpoint.end > 65536:
             issues.append(rp.source.issue((*rp.path, "address"),
@@ -282,7 +350,7 @@ def build_plant(loaded: LoadedConfig) -> Plant:
             tag = TagInfo(
                 id=len(plant.tags), device=dev.name, name=p.name, bus=dev.bus.name, dtype=eng, unit=p.unit,
                 low=p.range[0] if p.range else None, high=p.range[1] if p.range else None,
-                writable=p.writable, deadband=p.deadband, description=p.description, enum=p.enum,
+                writable=p.writable, deadband=p.deadband, description=p.description, enum=p.enum, bits=p.bits,
                 interval_ms=dev.interval_ms(p.group), group=p.panel or p.unit or "values",
                 plugin=dev.config.plugin, raw_dtype=p.type if eng != p.type else None, resolution=resolution,
             )
@@ -317,6 +385,10 @@ def engineering_type(p: Point) -> tuple[str, float | None]:
     A scaled or offset value is a Double everywhere downstream (OPC UA, history, API), never
     its raw integer type: 97 x 0.1 is 9.7, not 9. Unscaled integers keep their type (step 1).
     """
+    if p.bit is not None:
+        return "bool", None
+    if p.scale_factor is not None:  # 10**sf, read with the value: the step changes at run time
+        return "float64", None
     scaled = p.scale != 1.0 or p.offset != 0.0
     if p.type in _INTEGER_TYPES:
         return ("float64", abs(p.scale)) if scaled else (p.type, 1.0)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.modbus.points import DTYPES, ORDERS
+from drivers.modbus.points import DTYPES, ORDERS, REGISTER_COUNT
 from edge.config.aggregate import AggregatorSettings, TagAggregateConfig
 from edge.config.intelligence import AlarmConfig, ApiConfig, RuleConfig
 from edge.config.opcua import OpcUaConfig
@@ -29,6 +29,8 @@ Parity = Literal["N", "E", "O"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 TimeoutMs = Annotated[int, Field(ge=10, le=60_000)]
 IntervalMs = Annotated[int, Field(ge=10, le=86_400_000)]
+#: Widths of the integer types a bit can be taken from.
+TYPE_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, "uint64": 64}
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400)
 
 assert set(ORDERS) == set(Order.__args__) and set(DTYPES) == set(DType.__args__)  # type: ignore[attr-defined]
@@ -108,7 +110,8 @@ class Point(Model):
     address: Annotated[int, Field(ge=0, le=465_536)]
     type: DType = "uint16"
     order: Order | None = None  # None: the device's order
-    bit: Annotated[int, Field(ge=0, le=15)] | None = None
+    bit: Annotated[int, Field(ge=0, le=63)] | None = None  # bool: 0-15 of a register; integer types: a bit of the value
+    bits: dict[Annotated[int, Field(ge=0, le=63)], Name] | None = None  # named bits: one bool tag each
     length: Annotated[int, Field(ge=1, le=123)] | None = None  # registers, for strings
     scale: float = 1.0
     offset: float = 0.0
@@ -120,6 +123,8 @@ class Point(Model):
     group: Name = "default"
     description: str = ""
     enum: dict[int, str] | None = None
+    invalid: list[int | Literal["all_nul"]] | None = None  # sentinels; None: the plugin's default for the type
+    scale_factor: Name | None = None  # the point holding this value's power of ten (SunSpec *_SF)
     aggregate: TagAggregateConfig | None = None  # raw ring + window statistics for this tag
     panel: str | None = None  # dashboard panel group; default: by unit
     sim: dict[str, Any] | None = None  # signal hints for the simulator
@@ -138,10 +143,36 @@ def point_problems(p: Point) -> list[str]:
     bits = p.table in ("coil", "discrete")
     if bits and p.type != "bool":
         out.append(f"a {p.table} holds one bit: type must be bool, not {p.type}")
-    if p.bit is not None and (bits or p.type != "bool"):
-        out.append("bit is only for type bool in a holding or input register")
+    width = TYPE_BITS.get(p.type)
+    if p.bit is not None and (bits or (p.type != "bool" and width is None)):
+        out.append("bit is for type bool (bit 0-15 of a register) or an integer type (a bit of its value) "
+                   "in a holding or input register")
+    elif p.bit is not None and p.bit >= (16 if p.type == "bool" else width or 16):
+        out.append(f"bit {p.bit} does not exist in a {p.type}: bits are 0-{(16 if p.type == 'bool' else width or 16) - 1}")
     if not bits and p.type == "bool" and p.bit is None:
         out.append("a bool in a register needs 'bit' (0-15)")
+    if p.bits is not None:
+        if width is None or p.bit is not None or bits:
+            out.append("bits (named bits) are for an integer point in a register, without 'bit'")
+        elif any(b >= width for b in p.bits):
+            out.append(f"bits of a {p.type} are 0-{width - 1}, got {max(p.bits)}")
+    if p.invalid is not None:
+        if p.type == "string" and any(v != "all_nul" for v in p.invalid):
+            out.append("a string's only invalid value is all_nul (every register NUL)")
+        elif p.type != "string" and "all_nul" in p.invalid:
+            out.append("all_nul is for strings; numbers list raw values such as 0x8000")
+        elif p.type != "string" and bits:
+            out.append(f"invalid values are for registers, not a {p.table}")
+        elif p.type not in ("string", "bool"):
+            w = 16 * REGISTER_COUNT[p.type]
+            wrong = [v for v in p.invalid if isinstance(v, int) and not -(1 << (w - 1)) <= v < 1 << w]
+            if wrong:
+                out.append(f"invalid value {wrong[0]} does not fit {w} bits (allowed {-(1 << (w - 1))} .. "
+                           f"{(1 << w) - 1:#x})")
+    if p.scale_factor is not None and p.type in ("bool", "string"):
+        out.append(f"scale_factor does not apply to type {p.type}")
+    if p.scale_factor is not None and p.bit is not None:
+        out.append("scale_factor does not apply to a bit")
     if p.type == "string" and p.length is None:
         out.append("a string needs 'length' in registers (two characters each)")
     if p.length is not None and p.type != "string":

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from edge.config.models import Model, Name, Order, Point, PollGroup
+from edge.config.models import DType, Model, Name, Order, Point, PollGroup
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="a Python function name")]
 
@@ -47,6 +47,8 @@ class PluginPoints(Model):
     """``points.yaml``: device-wide defaults, the register map and derived tags."""
 
     order: Order = "ABCD"
+    #: sentinels per type, used by every point of that type that does not set its own ``invalid``
+    invalid: dict[DType, list[int | Literal["all_nul"]]] = Field(default_factory=dict)
     interval_ms: Annotated[int, Field(ge=10)] | None = None
     poll_groups: dict[str, PollGroup] = Field(default_factory=dict)
     points: list[Point] = Field(min_length=1)
