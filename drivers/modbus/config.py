@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from drivers.modbus.points import DTYPES, ORDERS
+from drivers.modbus.points import DTYPES, ORDERS, REGISTER_COUNT
 from edge.config.models import BusConfig, DeviceConfig, Model, Name, PointConfig, Port, common_point_problems
 from edge.plugins.models import PluginManifest, PluginPoints
 
@@ -21,6 +21,9 @@ DType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64",
 TableName = Literal["coil", "discrete", "holding", "input"]
 Parity = Literal["N", "E", "O"]
 TimeoutMs = Annotated[int, Field(ge=10, le=60_000)]
+#: Widths of the integer types a bit can be taken from.
+TYPE_BITS = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, "uint64": 64}
+Sentinel = int | Literal["all_nul"]
 STANDARD_BAUDS = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400)
 
 assert set(ORDERS) == set(Order.__args__) and set(DTYPES) == set(DType.__args__)  # type: ignore[attr-defined]
@@ -90,10 +93,12 @@ class ModbusPoint(PointConfig):
     address: Annotated[int, Field(ge=0, le=465_536)]
     type: DType = "uint16"
     order: Order | None = None  # None: the device's order
-    bit: Annotated[int, Field(ge=0, le=15)] | None = None
+    bit: Annotated[int, Field(ge=0, le=63)] | None = None  # bool: 0-15 of a register; integer types: a bit of the value
     length: Annotated[int, Field(ge=1, le=123)] | None = None  # registers, for strings
     scale: float = 1.0
     offset: float = 0.0
+    invalid: list[Sentinel] | None = None  # sentinels; None: the plugin's default for the type
+    scale_factor: Name | None = None  # the point holding this value's power of ten (SunSpec *_SF)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusPoint:
@@ -109,10 +114,24 @@ def point_problems(p: ModbusPoint) -> list[str]:
     bits = p.table in ("coil", "discrete")
     if bits and p.type != "bool":
         out.append(f"a {p.table} holds one bit: type must be bool, not {p.type}")
-    if p.bit is not None and (bits or p.type != "bool"):
-        out.append("bit is only for type bool in a holding or input register")
+    width = TYPE_BITS.get(p.type)
+    if p.bit is not None and (bits or (p.type != "bool" and width is None)):
+        out.append("bit is for type bool (bit 0-15 of a register) or an integer type (a bit of its value) "
+                   "in a holding or input register")
+    elif p.bit is not None and p.bit >= (16 if p.type == "bool" else width or 16):
+        out.append(f"bit {p.bit} does not exist in a {p.type}: bits are 0-{(16 if p.type == 'bool' else width or 16) - 1}")
     if not bits and p.type == "bool" and p.bit is None:
         out.append("a bool in a register needs 'bit' (0-15)")
+    if p.bits is not None:
+        if width is None or p.bit is not None or bits:
+            out.append("bits (named bits) are for an integer point in a register, without 'bit'")
+        elif any(b >= width for b in p.bits):
+            out.append(f"bits of a {p.type} are 0-{width - 1}, got {max(p.bits)}")
+    out.extend(_sentinel_problems(p, bits))
+    if p.scale_factor is not None and p.type in ("bool", "string"):
+        out.append(f"scale_factor does not apply to type {p.type}")
+    if p.scale_factor is not None and p.bit is not None:
+        out.append("scale_factor does not apply to a bit")
     if p.type == "string" and p.length is None:
         out.append("a string needs 'length' in registers (two characters each)")
     if p.length is not None and p.type != "string":
@@ -126,6 +145,23 @@ def point_problems(p: ModbusPoint) -> list[str]:
     if p.type in ("bool", "string") and (p.scale != 1.0 or p.offset != 0.0):
         out.append(f"scale and offset do not apply to type {p.type}")
     return out
+
+
+def _sentinel_problems(p: ModbusPoint, bits: bool) -> list[str]:
+    if p.invalid is None:
+        return []
+    if p.type == "string" and any(v != "all_nul" for v in p.invalid):
+        return ["a string's only invalid value is all_nul (every register NUL)"]
+    if p.type != "string" and "all_nul" in p.invalid:
+        return ["all_nul is for strings; numbers list raw values such as 0x8000"]
+    if p.type != "string" and bits:
+        return [f"invalid values are for registers, not a {p.table}"]
+    if p.type not in ("string", "bool"):
+        w = 16 * REGISTER_COUNT[p.type]
+        wrong = [v for v in p.invalid if isinstance(v, int) and not -(1 << (w - 1)) <= v < 1 << w]
+        if wrong:
+            return [f"invalid value {wrong[0]} does not fit {w} bits (allowed {-(1 << (w - 1))} .. {(1 << w) - 1:#x})"]
+    return []
 
 
 # ----------------------------------------------------------------------------- devices
@@ -169,6 +205,8 @@ class ModbusPluginPoints(PluginPoints):
     """``points.yaml`` of a Modbus device plugin: the register map and the device's byte order."""
 
     order: Order = "ABCD"
+    #: sentinels per type, used by every point of that type that does not set its own ``invalid``
+    invalid: dict[DType, list[Sentinel]] = Field(default_factory=dict)
     points: list[ModbusPoint] = Field(min_length=1)
 
 

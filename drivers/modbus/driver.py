@@ -48,6 +48,10 @@ class ModbusDriver:
         """A scaled or offset value is a Double everywhere downstream (OPC UA, history, API), never
         its raw integer type: 97 x 0.1 is 9.7, not 9. Unscaled integers keep their type (step 1)."""
         assert isinstance(point, ModbusPoint)
+        if point.bit is not None:
+            return "bool", None
+        if point.scale_factor is not None:  # 10**sf, read with the value: the step changes at run time
+            return "float64", None
         scaled = point.scale != 1.0 or point.offset != 0.0
         if point.type in _INTEGER_TYPES:
             return ("float64", abs(point.scale)) if scaled else (point.type, 1.0)

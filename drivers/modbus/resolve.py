@@ -8,9 +8,10 @@ with 1-based or 40001-style numbering, and every point becomes a :class:`Registe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drivers.modbus.config import (
+    TYPE_BITS,
     ModbusBus,
     ModbusDevice,
     ModbusManifest,
@@ -22,9 +23,11 @@ from drivers.modbus.config import (
 )
 from drivers.modbus.device_plan import DevicePlan
 from drivers.modbus.planner import PlanLimits, ReprobePolicy
-from drivers.modbus.points import RegisterPoint, Table
+from drivers.modbus.points import REGISTER_COUNT, RegisterPoint, Table
 from drivers.modbus.timing import inter_frame_gap_s
 from edge.config.errors import ConfigIssue
+from edge.config.resolved import ResolvedPoint
+from edge.config.validation import validate
 
 if TYPE_CHECKING:
     from edge.config.resolved import ResolvedDevice
@@ -74,14 +77,18 @@ def protocol_address(p: ModbusPoint, address_base: int, register_numbers: bool) 
 
 
 def resolve_device(dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
-    """Fill ``dev.driver_data`` with the device's register points (addresses converted once)."""
+    """Expand named bits into tags, then fill ``dev.driver_data`` with the device's register points
+    (addresses converted once, sentinels and scale-factor registers resolved)."""
     cfg = config(dev)
     manifest = dev.manifest if isinstance(dev.manifest, ModbusManifest) else None
     base = manifest.address_base if manifest else cfg.address_base
     numbers = manifest.register_numbers if manifest else cfg.register_numbers
+    plugin_points = dev.plugin_points if isinstance(dev.plugin_points, ModbusPluginPoints) else None
     order = cfg.order
-    if "order" not in cfg.model_fields_set and isinstance(dev.plugin_points, ModbusPluginPoints):
-        order = dev.plugin_points.order
+    if "order" not in cfg.model_fields_set and plugin_points is not None:
+        order = plugin_points.order
+    invalid_defaults: dict[str, list[Any]] = dict(plugin_points.invalid) if plugin_points is not None else {}
+    dev.points = expand_named_bits(dev.points, issues)
     out: list[RegisterPoint] = []
     for rp in dev.points:
         p = rp.point
@@ -90,11 +97,20 @@ def resolve_device(dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
         if error or addr is None:
             issues.append(rp.source.issue((*rp.path, "address"), error or "no address", p.address))
             continue
+        sf_address = None
+        if p.scale_factor is not None:
+            sf_address = _scale_factor_address(dev, rp, base, numbers, issues)
+            if sf_address is None:
+                continue
+        invalid, nul = _sentinels(p, invalid_defaults)
+        is_bit = p.bit is not None
         rpoint = RegisterPoint(
-            tag_id=-1, name=p.name, table=Table(p.table), address=addr, dtype=p.type,
+            tag_id=-1, name=p.name, table=Table(p.table), address=addr, dtype="bool" if is_bit else p.type,
             order=p.order or order, bit=p.bit, length=p.length or 0, scale=p.scale, offset=p.offset,
             low=p.range[0] if p.range else None, high=p.range[1] if p.range else None, clamp=p.clamp,
             enum=tuple(sorted(p.enum.items())) if p.enum else None, writable=p.writable,
+            invalid=invalid, nul_invalid=nul, sf_address=sf_address,
+            word=f"uint{TYPE_BITS[p.type]}" if is_bit and p.type != "bool" else None,
         )
         if rpoint.end > 65536:
             issues.append(rp.source.issue((*rp.path, "address"),
@@ -103,6 +119,63 @@ def resolve_device(dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
             continue
         out.append(rpoint)
     dev.driver_data = ModbusDeviceData(out, order)
+
+
+def expand_named_bits(points: list[ResolvedPoint], issues: list[ConfigIssue]) -> list[ResolvedPoint]:
+    """Each named bit of a point (``bits: {0: ground_fault}``) becomes a bool tag
+    ``<point>_<name>`` read from that bit of the point's value, right after the point."""
+    out: list[ResolvedPoint] = []
+    for rp in points:
+        out.append(rp)
+        p = rp.point
+        assert isinstance(p, ModbusPoint)
+        for bit, label in sorted((p.bits or {}).items()):
+            name = f"{p.name}_{label}"
+            data = {"name": name, "table": p.table, "address": p.address, "type": p.type, "bit": bit,
+                    "order": p.order, "group": p.group, "panel": p.panel,
+                    "description": f"bit {bit} of {p.name}: {label}"}
+            if p.invalid is not None:
+                data["invalid"] = p.invalid
+            issue_count = len(issues)
+            point = validate(ModbusPoint, {k: v for k, v in data.items() if v is not None}, rp.source,
+                             (*rp.path, "bits", bit), issues)
+            if point is None:
+                for i in range(issue_count, len(issues)):  # say which generated tag failed
+                    issues[i] = ConfigIssue(issues[i].file, issues[i].line, issues[i].path,
+                                            f"named bit {bit} ({label!r}) makes tag {name!r}: {issues[i].message}",
+                                            issues[i].value)
+                continue
+            out.append(ResolvedPoint(point, rp.source, (*rp.path, "bits", bit)))
+    return out
+
+
+def _sentinels(p: ModbusPoint, defaults: dict[str, list[Any]]) -> tuple[tuple[int, ...], bool]:
+    """The raw patterns (unsigned) and the all-NUL flag of a point: its own, else the plugin's for its type."""
+    values = p.invalid if p.invalid is not None else defaults.get(p.type, [])
+    if p.type in ("string", "bool"):
+        return (), "all_nul" in values and p.type == "string"
+    mask = (1 << (16 * REGISTER_COUNT[p.type])) - 1
+    return tuple(sorted({int(v) & mask for v in values if v != "all_nul"})), False
+
+
+def _scale_factor_address(dev: ResolvedDevice, rp: ResolvedPoint, base: int, numbers: bool,
+                          issues: list[ConfigIssue]) -> int | None:
+    """Protocol address of the int16 point a point names in ``scale_factor``, or an issue saying why not."""
+    p = rp.point
+    assert isinstance(p, ModbusPoint)
+    target = next((other.point for other in dev.points if other.point.name == p.scale_factor), None)
+    problem = None
+    if not isinstance(target, ModbusPoint):
+        problem = f"no point {p.scale_factor!r} in device {dev.name!r} to take the scale factor from"
+    elif target.type != "int16" or target.table != p.table or target.bit is not None:
+        problem = (f"scale factor {p.scale_factor!r} must be an int16 register in the {p.table} table, "
+                   f"not {target.type} in {target.table}")
+    else:
+        addr, problem = protocol_address(target, base, numbers)
+        if problem is None:
+            return addr
+    issues.append(rp.source.issue((*rp.path, "scale_factor"), problem or "no address", p.scale_factor))
+    return None
 
 
 def device_plan(dev: ResolvedDevice, points: list[RegisterPoint] | None = None) -> DevicePlan:

@@ -8,12 +8,14 @@ device serves exactly the register map the appliance polls, with the signals its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from drivers.modbus.config import ModbusTcpBus, RtuOverTcpBus
+from drivers.modbus.points import RegisterPoint
 from drivers.modbus.resolve import bus, config, data
 from drivers.modbus.sim.plant import SimPlant
 from drivers.modbus.sim.spec import (
@@ -44,8 +46,23 @@ def device_spec(dev: ResolvedDevice) -> SimDeviceSpec:
     signals = {rp.point.name: SignalSpec(**rp.point.sim) for rp in dev.points if rp.point.sim}
     interval = min(g.interval_ms for g in dev.poll_groups.values())
     return SimDeviceSpec(name=dev.name, unit_id=cfg.unit_id, transport=transport,
-                         points=list(data(dev).register_points), signals=signals or None,
+                         points=_fold_scale_factors(data(dev).register_points, signals), signals=signals or None,
                          update_interval_ms=max(100, min(interval, 1000)))
+
+
+def _fold_scale_factors(points: list[RegisterPoint], signals: dict[str, SignalSpec]) -> list[RegisterPoint]:
+    """The simulator encodes values with a fixed scale: a point with a scale-factor register is
+    served with the factor its register holds (the factor point's constant ``sim`` value, else 0)."""
+    factor_at = {(p.table, p.address): p for p in points if p.dtype == "int16"}
+    out = []
+    for p in points:
+        if p.sf_address is not None:
+            holder = factor_at.get((p.table, p.sf_address))
+            signal = signals.get(holder.name) if holder is not None else None
+            k = int(signal.value) if signal is not None and signal.kind == "constant" else 0
+            p = replace(p, scale=p.scale * 10.0**k, sf_address=None)
+        out.append(p)
+    return out
 
 
 def simulation(devices: Sequence[ResolvedDevice], seed: int = 0) -> SimPlant | None:

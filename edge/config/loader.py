@@ -226,7 +226,7 @@ def build_plant(loaded: LoadedConfig) -> Plant:
             tag = TagInfo(
                 id=len(plant.tags), device=dev.name, name=p.name, bus=dev.bus.name, dtype=eng, unit=p.unit,
                 low=p.range[0] if p.range else None, high=p.range[1] if p.range else None,
-                writable=p.writable, deadband=p.deadband, description=p.description, enum=p.enum,
+                writable=p.writable, deadband=p.deadband, description=p.description, enum=p.enum, bits=p.bits,
                 interval_ms=dev.interval_ms(p.group), group=p.panel or p.unit or "values",
                 plugin=dev.config.plugin, raw_dtype=_raw_type(p, eng), resolution=resolution,
             )

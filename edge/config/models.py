@@ -68,6 +68,7 @@ class PointConfig(Model):
     group: Name = "default"
     description: str = ""
     enum: dict[int, str] | None = None
+    bits: dict[Annotated[int, Field(ge=0, le=63)], Name] | None = None  # named bits of an integer value
     aggregate: TagAggregateConfig | None = None  # raw ring + window statistics for this tag
     panel: str | None = None  # dashboard panel group; default: by unit
     sim: dict[str, Any] | None = None  # signal hints for the simulator

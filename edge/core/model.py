@@ -75,6 +75,7 @@ class TagInfo:
     deadband: float = 0.0  # absolute, in engineering units; applied at the source by outputs
     description: str = ""
     enum: dict[int, str] | None = None  # enumerated states (status words, modes)
+    bits: dict[int, str] | None = None  # named bits of an integer value: its text lists the set ones
     interval_ms: int = 1000
     group: str = "default"  # tag group used to lay out dashboards
     plugin: str | None = None
@@ -85,6 +86,16 @@ class TagInfo:
     def key(self) -> str:
         """``device.tag``: the OPC UA string NodeId and the unique name across the site."""
         return f"{self.device}.{self.name}"
+
+    def text_of(self, value: float) -> str | None:
+        """The state name of an enumeration, or the names of the set bits of a bit field; else None."""
+        if value != value or not float(value).is_integer():
+            return None
+        if self.enum is not None:
+            return self.enum.get(int(value))
+        if self.bits is not None:
+            return ",".join(name for bit, name in sorted(self.bits.items()) if int(value) >> bit & 1)
+        return None
 
     @property
     def is_discrete(self) -> bool:
