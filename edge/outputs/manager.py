@@ -180,7 +180,10 @@ class Outputs:
             fields |= health_fields(self.forwarder.stats(), "influx_")
         fields["aggregator_memory_bytes"] = float(self.aggregator.memory_bytes())
         if self.opcua is not None and self.opcua.users is not None:
+            from edge.outputs.opcua.security import snapshot
+
             fields |= health_fields(vars(self.opcua.users.guard.stats), "opcua_logins_")
+            fields |= health_fields(snapshot(self.opcua.security), "opcua_security_")
         self.spool.append_health("appliance", now_ns, fields)
 
     # ------------------------------------------------------------------ services for the OPC UA server
