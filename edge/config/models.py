@@ -200,6 +200,7 @@ class PointOverride(Model):
     unit: str | None = None
     description: str | None = None
     aggregate: TagAggregateConfig | None = None
+    sim: dict[str, Any] | None = None  # simulator hints for this device (e.g. its model's parameters)
 
 
 class PollGroup(Model):
