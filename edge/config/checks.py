@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from edge.config.errors import ConfigIssue
 from edge.config.intelligence_checks import check_intelligence
+from edge.config.mqtt import check_mqtt
 
 if TYPE_CHECKING:
     from edge.config.loader import LoadedConfig, ResolvedDevice
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 def run_checks(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     for check in (_unique_names, _serial_ports, _unit_ids, _tcp_overrides, _point_names, _writable_overlaps,
-                  _timeouts, _aggregates, _bus_load, check_intelligence):
+                  _timeouts, _aggregates, _bus_load, check_intelligence, check_mqtt):
         check(loaded, issues)
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drivers.modbus.points import DTYPES, ORDERS, REGISTER_COUNT
 from edge.config.aggregate import AggregatorSettings, TagAggregateConfig
 from edge.config.intelligence import AlarmConfig, ApiConfig, RuleConfig
+from edge.config.mqtt import MqttConfig
 from edge.config.opcua import OpcUaConfig
 from edge.config.storage import InfluxConfig, SpoolConfig
 
@@ -268,6 +269,7 @@ class GrafanaOutput(Model):
 class Outputs(Model):
     opcua: OpcUaConfig | None = None  # no section: no OPC UA server
     influxdb: InfluxConfig | None = None  # no section: the spool is the local historian
+    mqtt: MqttConfig | None = None  # no section: no MQTT (Sparkplug B / JSON namespace) output
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     grafana: GrafanaOutput | None = None
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
