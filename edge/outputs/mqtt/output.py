@@ -72,11 +72,21 @@ class BdSeqFile:
 
     def next(self) -> int:
         """Blocking (a thread): read, increment modulo 256, write and fsync before the CONNECT uses it."""
+        value = (self.last() + 1) % 256
+        self._write(value)
+        return value
+
+    def unuse(self, value: int) -> None:
+        """The CONNECT carrying ``value`` was never sent (no TCP connection): the next one takes it again."""
+        self._write((value - 1) % 256 if value else -1)
+
+    def last(self) -> int:
         try:
-            last = int(self.path.read_text().strip())
+            return int(self.path.read_text().strip())
         except (OSError, ValueError):
-            last = -1
-        value = (last + 1) % 256
+            return -1
+
+    def _write(self, value: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as f:
@@ -84,7 +94,6 @@ class BdSeqFile:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        return value
 
 
 class MqttOutput:
@@ -107,6 +116,8 @@ class MqttOutput:
         self.client_id = config.resolved_client_id(plant.site)
         self.transport: Transport | None = None
         self.live = False  # births sent, data flowing
+        self.paused = False  # live, but no more data: the session is about to end (everything is being confirmed)
+        self._barrier_due = False
         self.backlog = Backlog()
         self.live_last = 0  # spool seq of the last batch handled live
         self.live_confirmed = 0  # every live batch up to this seq reached the broker
@@ -140,6 +151,7 @@ class MqttOutput:
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Confirm what was published, NDEATH, DISCONNECT; what is unconfirmed stays in the backlog."""
         self._stopping = True
+        self.paused = True
         t = self.transport
         if t is not None and t.connected:
             if self.live:
@@ -183,10 +195,13 @@ class MqttOutput:
             return
         if self.uns is not None:
             self.uns.publish_batch(t, batch)
-        if self.live:
+        if self.live and not self.paused:
+            sent = self.node.stats.messages
             self.node.publish_live(batch)
             if seq:
                 self.live_last = seq
+            if self.node.stats.messages != sent:
+                self._barrier_soon()
             if t.unwritten > MAX_UNWRITTEN:
                 self.c.stalls += 1
                 self._lose(t, f"{t.unwritten} messages not written: the broker or the network does not keep up")
@@ -227,7 +242,12 @@ class MqttOutput:
         t.barrier_topic = f"$edge/sync/{self.client_id.replace('+', '_').replace('#', '_')}"
         will = Will(node.topics.node_topic("NDEATH"), sp.death_payload(bd), 1, False) if self.sparkplug else None
         self.c.state = "connecting"
-        await t.connect(will)
+        try:
+            await t.connect(will)
+        except ConnectError:
+            if self.sparkplug and not t.connect_sent:
+                await asyncio.to_thread(self.bdseq.unuse, bd)
+            raise
         self.transport, node.transport, node.bd_seq = t, t, bd
         self.c.connects += 1
         self.c.connected_since_ns = time.time_ns()
@@ -246,6 +266,8 @@ class MqttOutput:
         self.c.state = "online" if self.sparkplug else "connected"
         await self._end_event.wait()
         if self._end_reason == "host_offline":
+            self.paused = True  # no more data; what was published is confirmed before NDEATH
+            await self._confirm_now(STOP_CONFIRM_S)
             await self._end_session(t)
             return
         raise ConnectionError(self._end_reason)
@@ -278,6 +300,7 @@ class MqttOutput:
         if self.forward:
             self.backlog.close(nxt)
         self.live_last = self.live_confirmed = nxt - 1
+        self.paused = False
         self.replay_pos = 0
         self.replay.reset()
         self.live = True
@@ -365,7 +388,15 @@ class MqttOutput:
 
     # ------------------------------------------------------------------ confirmation (barriers)
 
+    def _barrier_soon(self) -> None:
+        """A barrier right after this loop step's data: the broker's acknowledgement follows them closely,
+        so a broker that dies leaves at most microseconds of data taken but not confirmed (sent twice)."""
+        if not self._barrier_due:
+            self._barrier_due = True
+            asyncio.get_running_loop().call_soon(self._barrier)
+
     def _barrier(self) -> None:
+        self._barrier_due = False
         t = self.transport
         if t is None or not t.connected or not self.live:
             return
@@ -412,7 +443,7 @@ class MqttOutput:
             await self._replay_wake.wait()
             self._replay_wake.clear()
             debt = 0.0
-            while self.live and not self._stopping:
+            while self.live and not self.paused and not self._stopping:
                 work = self._next_work()
                 if work is None:
                     break
@@ -431,10 +462,12 @@ class MqttOutput:
                     self.replay_pos = upto
                     continue
                 for row in rows:
-                    if not self.live:
+                    if not self.live or self.paused:
                         break
                     sent = self._replay_row(row)
                     self.replay_pos = row.seq + 1
+                    if sent:
+                        self._barrier_soon()
                     debt += sent / rate if rate > 0 else 0.0
                     if debt >= 0.02:
                         await asyncio.sleep(debt)

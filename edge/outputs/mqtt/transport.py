@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class Transport:
         self._acks: dict[int, asyncio.Future] = {}  # SUBACK waiters by mid
         self._barriers: dict[int, Callable[[], None]] = {}  # UNSUBACK callbacks by mid
         self.connected = False
+        self.connect_sent = False  # the CONNECT packet (with the will) went out
         self.lost = False
         self.published = 0  # messages handed to paho
         self.written = 0  # messages written to the socket (paho's on_publish for QoS 0)
@@ -127,6 +129,7 @@ class Transport:
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self._close_socket()
             raise ConnectError(f"cannot connect to {cfg.host}:{cfg.port}: {exc or type(exc).__name__}") from None
+        self.connect_sent = True
         self._attach()
         try:
             await asyncio.wait_for(asyncio.shield(self._connack), cfg.connect_timeout_s)
@@ -144,6 +147,8 @@ class Transport:
         if sock is None:
             raise ConnectError("the connection closed during the handshake")
         self._fd = sock.fileno()
+        with contextlib.suppress(OSError, AttributeError):  # small packets (barriers) go out at once, no Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.on_socket_close = self._on_socket_close
         c.on_socket_register_write = self._on_register_write
         c.on_socket_unregister_write = self._on_unregister_write
