@@ -53,6 +53,7 @@ OPC_DA_QUALITY: dict[Quality, int] = {
     Quality.BAD_COMM_ERROR: 24,  # 0x18 Bad, communication failure
     Quality.BAD_CONFIG_ERROR: 4,  # 0x04 Bad, configuration error
     Quality.BAD_OUT_OF_RANGE: 0,  # 0x00 Bad (OPC DA has no Bad out-of-range sub-status)
+    Quality.BAD_SENSOR_FAILURE: 16,  # 0x10 Bad, sensor failure (the device's own "no valid value")
 }
 #: Qualities whose value is still meaningful (sent with the value, not as null).
 VALUE_KEPT = {Quality.GOOD, Quality.UNCERTAIN_LAST_USABLE}

@@ -20,7 +20,7 @@ from drivers.modbus.sim.plant import free_port
 from edge.storage.spool import decode_samples
 
 GROUP, NODE = "plant", "edge1"
-OPC_DA = {0: 192, 1: 68, 2: 8, 3: 24, 4: 4, 5: 0}
+OPC_DA = {0: 192, 1: 68, 2: 8, 3: 24, 4: 4, 5: 0, 6: 16}
 
 
 def site_yaml(url: str, mqtt_extra: str = "", sparkplug_extra: str = "", interval_ms: int = 100) -> str:
