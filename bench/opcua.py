@@ -316,9 +316,13 @@ async def run_size(n_tags: int, seconds: float, warmup: float, users_file: Path,
     40,000 changes/s (near its capacity: far above it, its task backlog thrashes)."""
     from edge.config.opcua import OpcUaConfig
     from edge.outputs.opcua.server import OpcUaServer
+    from edge.security.pki import PkiPaths, create_server_certificate
 
+    pki = users_file.parent / "pki"  # the client encrypts its password with the server's certificate
+    if not PkiPaths(pki).cert.exists():
+        create_server_certificate(pki, "urn:edge:opcua-server", "127.0.0.1")
     cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/bench", security_policies=["None"],
-                      allow_security_none=True, users_file=users_file, max_queue_size=QUEUE,
+                      allow_security_none=True, users_file=users_file, pki_dir=pki, max_queue_size=QUEUE,
                       max_unacked_per_subscription=20)
     srv = OpcUaServer(make_plant(n_tags), cfg, tune_gc=False)
     t0 = time.perf_counter()

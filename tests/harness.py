@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.02) -> bool:
@@ -29,3 +30,14 @@ def wait_until_blocking(condition: Callable[[], bool], timeout_s: float = 10.0, 
             break
         time.sleep(step_s)
     return condition()
+
+
+def server_pki(folder: Path) -> Path:
+    """``folder/pki`` with an OPC UA server certificate (made once): sites that log users in on a
+    None endpoint need one, so passwords travel encrypted with the server's key (issue 15)."""
+    from edge.security.pki import PkiPaths, create_server_certificate
+
+    pki = Path(folder) / "pki"
+    if not PkiPaths(pki).cert.exists():
+        create_server_certificate(pki, "urn:edge:opcua-server", "127.0.0.1")
+    return pki

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from asyncua import Client, ua
-from harness import wait_until
+from harness import server_pki, wait_until
 
 from drivers.modbus.sim.plant import free_port
 
 
 def site_text(plc_port: int, opc_port: int, users: str) -> str:
+    pki = server_pki(Path(users).parent)
     return f"""
 site: {{name: line2}}
 buses: [{{name: net, type: modbus_tcp, timeout_ms: 100}}]
@@ -33,6 +35,7 @@ outputs:
     security_policies: [None]
     allow_security_none: true
     users_file: {users}
+    pki_dir: {pki}
 """
 
 
@@ -119,6 +122,7 @@ outputs:
     security_policies: [None]
     allow_security_none: true
     users_file: {users}
+    pki_dir: {pki}
 """
 
 
@@ -131,7 +135,8 @@ async def test_scaled_integers_reach_clients_as_doubles_with_their_decimals(make
     users = tmp_path / "users.txt"
     add_user(users, "olga", "operator", "operator-password")
     opc_port = free_port()
-    site = await make_site(SCALED_SITE.format(plc_port=free_port(), opc_port=opc_port, users=users))
+    site = await make_site(SCALED_SITE.format(plc_port=free_port(), opc_port=opc_port, users=users,
+                                              pki=server_pki(tmp_path)))
     assert await wait_until(lambda: site.diag("room").polls_ok >= 3, 5)
     client = Client(f"opc.tcp://127.0.0.1:{opc_port}/edge", timeout=10)
     client.set_user("olga")

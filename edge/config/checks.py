@@ -12,6 +12,7 @@ from collections.abc import Callable
 from edge.aggregate.engine import Aggregator
 from edge.config.errors import ConfigIssue
 from edge.config.intelligence_checks import check_intelligence
+from edge.config.mqtt import check_mqtt
 from edge.config.resolved import LoadedConfig, ResolvedDevice
 from edge.core.model import TagInfo
 from edge.driver.protocol import Driver, LineLoad
@@ -21,7 +22,7 @@ def run_checks(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     """Every check; the drivers' checks see only devices whose poll groups all exist (their
     plans need the intervals), so one unknown group does not hide the other problems."""
     checks: tuple[Callable[[LoadedConfig, list[ConfigIssue]], None], ...] = (
-        _unique_names, _point_names, _files, _aggregates, check_intelligence)
+        _unique_names, _point_names, _files, _aggregates, check_intelligence, check_mqtt)
     for check in checks:
         check(loaded, issues)
     broken = _poll_groups(loaded, issues)

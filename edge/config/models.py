@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.config.aggregate import AggregatorSettings, TagAggregateConfig
 from edge.config.intelligence import AlarmConfig, ApiConfig, RuleConfig
+from edge.config.mqtt import MqttConfig
 from edge.config.opcua import OpcUaConfig
 from edge.config.paths import ConfigPath
 from edge.config.storage import InfluxConfig, SpoolConfig
@@ -92,6 +93,7 @@ class PointOverride(Model):
     unit: str | None = None
     description: str | None = None
     aggregate: TagAggregateConfig | None = None
+    sim: dict[str, Any] | None = None  # simulator hints for this device (e.g. its model's parameters)
 
 
 class PollGroup(Model):
@@ -138,6 +140,7 @@ class GrafanaOutput(Model):
 class Outputs(Model):
     opcua: OpcUaConfig | None = None  # no section: no OPC UA server
     influxdb: InfluxConfig | None = None  # no section: the spool is the local historian
+    mqtt: MqttConfig | None = None  # no section: no MQTT (Sparkplug B / JSON namespace) output
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     grafana: GrafanaOutput | None = None
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)

@@ -44,6 +44,9 @@ class OpcUaConfig(BaseModel):
     anonymous: bool = Field(False, description="allow anonymous sessions (read-only, role viewer)")
     users_file: ConfigPath | None = Field(None, description="file of salted password hashes (edge provision user)")
     pki_dir: ConfigPath | None = Field(None, description="directory made by 'edge provision certs'")
+    max_rejected_certificates: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        100, description="refused client certificates kept in pki_dir/rejected/certs for review (oldest deleted)"
+    )
     max_queue_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
         10, description="cap of every monitored item's queue (a slow client loses oldest values, not memory)"
     )
@@ -84,11 +87,23 @@ class OpcUaConfig(BaseModel):
             )
         if not self.anonymous and self.users_file is None:
             raise ValueError("no way to log in: set users_file (edge provision user) or anonymous: true")
+        if self.users_file is not None and not self.secure and self.pki_dir is None:
+            raise ValueError(
+                "users_file with only the None policy: passwords would cross the network in clear; set pki_dir "
+                "(edge provision certs) so clients encrypt them with the server's certificate, or add "
+                + ", ".join(SECURE_POLICIES)
+            )
         return self
 
     @property
     def secure(self) -> bool:
         return any(p in SECURE_POLICIES for p in self.security_policies)
+
+    @property
+    def needs_certificate(self) -> bool:
+        """A server certificate is needed: for secure channels, or to receive encrypted passwords
+        on a None endpoint."""
+        return self.secure or (self.users_file is not None and self.pki_dir is not None)
 
     @property
     def host(self) -> str:

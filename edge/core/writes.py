@@ -83,6 +83,15 @@ class WriteService:
                 result.message)
         return result
 
+    def refuse(self, target: str, value: object, user: str, source: str, role: str, status: WriteStatus,
+               message: str) -> WriteResult:
+        """A write refused before it could reach :meth:`write` (no such tag, an undecodable command):
+        audited and logged like any refused write. ``target`` names what was asked for."""
+        result = WriteResult(status, message)
+        self._audit(time.time_ns(), user, source, role, target, None, value, result)
+        log.warning("write %s = %r by %s (%s) refused: %s %s", target, value, user, source, status.name, message)
+        return result
+
     def _audit(self, start: int, user: str, source: str, role: str, key: str, old: object, value: object,
                result: WriteResult) -> None:
         if self.audit is not None:

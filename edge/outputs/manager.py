@@ -1,11 +1,12 @@
-"""The IP side of the appliance: spool and InfluxDB forwarder, aggregator, OPC UA server.
+"""The IP side of the appliance: spool and InfluxDB forwarder, aggregator, OPC UA server, MQTT.
 
 Built from the configuration's ``outputs`` section; each output is a sink of the pipeline.
 The spool always exists (with no InfluxDB it is the local historian). A periodic task closes
 aggregation windows (to the spool and so to InfluxDB) and records health (per device and for
 the appliance) in the ``edge_health`` measurement; the newest closed window of each tag with
 ``aggregate: {opcua: ...}`` also goes to the OPC UA server. Start order: spool, forwarder, aggregator,
-OPC UA; stop order the reverse, each bounded in time.
+OPC UA, MQTT (a sink after the spool: it follows its progress through the spool's rows); stop
+order the reverse, each bounded in time.
 """
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ class Outputs:
 
             self.opcua = OpcUaServer(loaded.plant, outputs.opcua, writer=self._opcua_write,
                                      history=self.history, aggregates=self.aggregator.opcua_specs())
+        self.mqtt = None
+        if outputs.mqtt is not None and outputs.mqtt.enabled:
+            from edge.outputs.mqtt.output import MqttOutput
+
+            self.mqtt = MqttOutput(outputs.mqtt, loaded.plant, self.spool, writes, diagnostics, self.node_health,
+                                   loaded.data_dir, loaded.base_dir)
         self._task: asyncio.Task | None = None
         self.windows = 0
 
@@ -69,6 +76,9 @@ class Outputs:
         if self.opcua is not None:
             await self.opcua.start()
             self.pipeline.add("opcua", self.opcua)
+        if self.mqtt is not None:
+            await self.mqtt.start()
+            self.pipeline.add("mqtt", self.mqtt)  # after "spool": it reads spool.last_consumed
         self._task = asyncio.create_task(self._periodic(), name="outputs")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
@@ -77,8 +87,13 @@ class Outputs:
             await asyncio.gather(self._task, return_exceptions=True)
         self._close_windows(time.time_ns())
         self._record_health(time.time_ns())
-        for name in ("opcua", "aggregator", "spool"):
+        for name in ("mqtt", "opcua", "aggregator", "spool"):
             self.pipeline.remove(name)
+        if self.mqtt is not None:
+            try:
+                await asyncio.wait_for(self.mqtt.stop(timeout_s), timeout_s)
+            except Exception:  # noqa: BLE001 - still stop the rest
+                log.exception("MQTT output did not stop cleanly")
         if self.opcua is not None:
             await asyncio.wait_for(self.opcua.stop(), timeout_s)
         await asyncio.to_thread(self.spool.flush, timeout_s)
@@ -107,6 +122,8 @@ class Outputs:
         self.pipeline.remove("aggregator")
         if self.aggregator.tag_ids:
             self.pipeline.add("aggregator", self.aggregator)
+        if self.mqtt is not None:
+            self.mqtt.reload(loaded.plant)
         if self.opcua is not None:
             self.pipeline.remove("opcua")  # no batch with new tag ids may reach the old address space
             try:
@@ -162,10 +179,44 @@ class Outputs:
         fields = health_fields(self.appliance_stats()) | health_fields(self.spool.stats(), "spool_")
         if self.forwarder is not None:
             fields |= health_fields(self.forwarder.stats(), "influx_")
+        if self.mqtt is not None:
+            fields |= health_fields(self.mqtt.stats(), "mqtt_")
         fields["aggregator_memory_bytes"] = float(self.aggregator.memory_bytes())
         if self.opcua is not None and self.opcua.users is not None:
+            from edge.outputs.opcua.security import snapshot
+
             fields |= health_fields(vars(self.opcua.users.guard.stats), "opcua_logins_")
+            fields |= health_fields(snapshot(self.opcua.security), "opcua_security_")
         self.spool.append_health("appliance", now_ns, fields)
+
+    # ------------------------------------------------------------------ status
+
+    def node_health(self) -> dict[str, object]:
+        """The appliance's figures a Sparkplug NBIRTH/NDATA carries (fixed names, stable types)."""
+        a, s = self.appliance_stats(), self.spool.stats()
+        out: dict[str, object] = {
+            "Health/Uptime s": float(a["uptime_s"]), "Health/Samples": float(a["samples"]),
+            "Health/Output errors": float(a["output_errors"]), "Health/Devices online": float(a["devices_online"]),
+            "Health/Devices offline": float(a["devices_offline"]),
+            "Spool/Unsent points": float(s["unsent_points"]), "Spool/Stored bytes": float(s["stored_bytes"]),
+            "Spool/Oldest unsent age s": float(s["oldest_unsent_age_s"]),
+            "Spool/Dropped points": float(s["dropped_points_total"]),
+            "Forwarder/State": "none", "Forwarder/Points sent": 0.0, "Forwarder/Server down": 0.0,
+        }
+        if self.forwarder is not None:
+            f = self.forwarder.stats()
+            out.update({"Forwarder/State": str(f["state"]), "Forwarder/Points sent": float(f["points_sent"]),
+                        "Forwarder/Server down": float(f["server_down"])})
+        return out
+
+    def status(self) -> dict[str, dict]:
+        """State of each output that talks to a server (status table, /api/status, /metrics)."""
+        out: dict[str, dict] = {}
+        if self.forwarder is not None:
+            out["influxdb"] = dict(self.forwarder.stats())
+        if self.mqtt is not None:
+            out["mqtt"] = self.mqtt.stats()
+        return out
 
     # ------------------------------------------------------------------ services for the OPC UA server
 

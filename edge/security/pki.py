@@ -4,12 +4,17 @@ Directory layout (the usual OPC UA PKI layout; keep it outside the repository)::
 
     <pki_dir>/own/cert.der            server certificate (self-signed, SAN URI + DNS + IP)
     <pki_dir>/own/private/key.pem     its private key (mode 0600)
-    <pki_dir>/trusted/certs/*.der     client certificates an operator has trusted
-    <pki_dir>/rejected/certs/*.der    client certificates that were refused, kept for review
+    <pki_dir>/trusted/certs/*.der     client certificates an operator has trusted, and trusted CAs
+    <pki_dir>/trusted/crl/*.{der,pem} revocation lists of the trusted CAs
+    <pki_dir>/issuers/certs/*.der     intermediate CAs (used to build chains, not trusted alone)
+    <pki_dir>/issuers/crl/*           their revocation lists
+    <pki_dir>/rejected/certs/*.der    client certificates that were refused, kept for review (capped)
 
 A client certificate is trusted when its exact DER bytes (SHA-256 thumbprint) are in the
-trusted folder; a refused one is written to the rejected folder under its thumbprint, so an
-operator can trust it with :func:`trust_client_certificate` (``edge provision trust``).
+trusted folder, or when it chains to a CA certificate in the trusted folder (checked with
+revocation lists: :mod:`edge.security.trust`); a refused one is written to the rejected folder
+under its thumbprint, so an operator can trust it with :func:`trust_client_certificate`
+(``edge provision trust``).
 """
 from __future__ import annotations
 
@@ -17,12 +22,11 @@ import hashlib
 import ipaddress
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from asyncua import ua
-from asyncua.common.utils import ServiceError
 from asyncua.crypto import cert_gen
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -48,8 +52,25 @@ class PkiPaths:
         return self.root / "trusted" / "certs"
 
     @property
+    def trusted_crl(self) -> Path:
+        return self.root / "trusted" / "crl"
+
+    @property
+    def issuers(self) -> Path:
+        return self.root / "issuers" / "certs"
+
+    @property
+    def issuers_crl(self) -> Path:
+        return self.root / "issuers" / "crl"
+
+    @property
     def rejected(self) -> Path:
         return self.root / "rejected" / "certs"
+
+    def folders(self) -> tuple[Path, ...]:
+        """Every folder of the layout below ``root`` (what ``edge provision`` creates)."""
+        return (self.root / "own", self.trusted.parent, self.trusted, self.trusted_crl, self.issuers.parent,
+                self.issuers, self.issuers_crl, self.rejected.parent, self.rejected)
 
 
 def thumbprint(der: bytes) -> str:
@@ -63,21 +84,11 @@ def create_certificate(
 ) -> None:
     """Write a self-signed OPC UA application certificate (DER) and its key (PEM, 0600)."""
     key = cert_gen.generate_private_key()
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(application_uri), x509.DNSName(hostname)]
-    try:
-        sans.append(x509.IPAddress(ipaddress.ip_address(hostname)))
-    except ValueError:
-        pass
     usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
     cert = cert_gen.generate_self_signed_app_certificate(
-        key, common_name or application_uri, {}, sans, usage, days=days
+        key, common_name or application_uri, {}, _sans(application_uri, hostname), usage, days=days
     )
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(cert_gen.dump_private_key_as_pem(key))
-    cert_path.write_bytes(cert.public_bytes(Encoding.DER))
+    _write_key_and_cert(cert_path, key_path, cert, key)
 
 
 def create_server_certificate(
@@ -90,7 +101,7 @@ def create_server_certificate(
     paths = PkiPaths(Path(pki_dir))
     if paths.cert.exists() and not overwrite:
         raise FileExistsError(f"{paths.cert} exists; pass overwrite to replace it (clients must re-trust it)")
-    for d in (paths.trusted, paths.rejected):
+    for d in paths.folders():
         d.mkdir(parents=True, exist_ok=True)
     create_certificate(paths.cert, paths.key, application_uri, hostname, server=True, days=days)
     return paths
@@ -134,32 +145,67 @@ def _to_der(data: bytes) -> bytes:
     return data
 
 
-class TrustListValidator:
-    """asyncua certificate validator: validity period and trust list; keeps refused certificates.
 
-    The trust list is read from disk on every check, so a certificate trusted by an operator
-    works for the next connection without a restart. Refusals are counted in ``rejected``.
-    """
 
-    def __init__(self, pki_dir: Path) -> None:
-        self.paths = PkiPaths(Path(pki_dir))
-        self.rejected = 0
+def create_ca(cert_path: Path, key_path: Path, common_name: str, *, days: int = 3650) -> None:
+    """A self-signed CA certificate (DER) and its key (PEM, 0600): for a plant that issues its
+    clients' certificates itself. Put the certificate in ``trusted/certs`` and its CRL in ``trusted/crl``."""
+    key = cert_gen.generate_private_key()
+    cert = cert_gen.generate_self_signed_app_certificate(key, common_name, {}, [], [], days=days)
+    _write_key_and_cert(cert_path, key_path, cert, key)
 
-    async def __call__(self, cert: x509.Certificate, app_description: ua.ApplicationDescription) -> None:
-        der = cert.public_bytes(Encoding.DER)
-        thumb = thumbprint(der)
-        if not (self.paths.trusted / f"{thumb}.der").exists():
-            self._reject(der, thumb, app_description, "not in the trust list")
-            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
-        now = datetime.now(UTC)
-        if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
-            self._reject(der, thumb, app_description, "outside its validity period")
-            raise ServiceError(ua.StatusCodes.BadCertificateTimeInvalid)
 
-    def _reject(self, der: bytes, thumb: str, app: ua.ApplicationDescription, why: str) -> None:
-        self.rejected += 1
-        self.paths.rejected.mkdir(parents=True, exist_ok=True)
-        (self.paths.rejected / f"{thumb}.der").write_bytes(der)
-        log.warning("OPC UA client certificate %s of %s refused: %s (kept in %s)",
-                    thumb[:16], app.ApplicationUri, why, self.paths.rejected)
+def issue_certificate(
+    ca_cert: Path, ca_key: Path, cert_path: Path, key_path: Path, application_uri: str, hostname: str, *,
+    days: int = 365, common_name: str | None = None,
+) -> x509.Certificate:
+    """A client application certificate signed by the CA in ``ca_cert``/``ca_key``."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+    issuer = x509.load_der_x509_certificate(Path(ca_cert).read_bytes())
+    issuer_key = load_pem_private_key(Path(ca_key).read_bytes(), password=None)
+    key = cert_gen.generate_private_key()
+    csr = cert_gen.generate_app_certificate_signing_request(
+        key, common_name or application_uri, {}, _sans(application_uri, hostname), [ExtendedKeyUsageOID.CLIENT_AUTH])
+    cert = cert_gen.sign_certificate_request(csr, issuer, issuer_key, days=days)  # type: ignore[arg-type]
+    _write_key_and_cert(cert_path, key_path, cert, key)
+    return cert
+
+
+def create_crl(ca_cert: Path, ca_key: Path, crl_path: Path, revoked_serials: Sequence[int] = (), *,
+               days: int = 30) -> None:
+    """A revocation list (DER) signed by the CA, listing ``revoked_serials``, valid ``days``."""
+    from datetime import timedelta
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    issuer = x509.load_der_x509_certificate(Path(ca_cert).read_bytes())
+    issuer_key = load_pem_private_key(Path(ca_key).read_bytes(), password=None)
+    now = datetime.now(UTC)
+    builder = x509.CertificateRevocationListBuilder().issuer_name(issuer.subject).last_update(now) \
+        .next_update(now + timedelta(days=days))
+    for serial in revoked_serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    crl = builder.sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
+    crl_path.parent.mkdir(parents=True, exist_ok=True)
+    crl_path.write_bytes(crl.public_bytes(Encoding.DER))
+
+
+def _sans(application_uri: str, hostname: str) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(application_uri), x509.DNSName(hostname)]
+    try:
+        sans.append(x509.IPAddress(ipaddress.ip_address(hostname)))
+    except ValueError:
+        pass
+    return sans
+
+
+def _write_key_and_cert(cert_path: Path, key_path: Path, cert: x509.Certificate, key: object) -> None:
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(cert_gen.dump_private_key_as_pem(key))  # type: ignore[arg-type]
+    cert_path.write_bytes(cert.public_bytes(Encoding.DER))

@@ -85,9 +85,13 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 CREATE INDEX IF NOT EXISTS batches_unsent ON batches(seq) WHERE sent = 0;
 CREATE INDEX IF NOT EXISTS batches_history ON batches(kind, source, ts_ns);
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
 """
 
-_INSERT = "INSERT INTO batches(ts_ns, kind, source, n, plant, nbytes, sent, blob) VALUES (?,?,?,?,?,?,?,?)"
+_INSERT = "INSERT INTO batches(ts_ns, kind, source, n, plant, nbytes, sent, blob, seq) VALUES (?,?,?,?,?,?,?,?,?)"
 ROW_OVERHEAD_BYTES = 64  # rough per-row cost of the table and index entries, counted in the budget
 WAL_SHARE = 8  # the WAL is checkpointed (TRUNCATE) beyond max_bytes / WAL_SHARE
 WAL_MIN_BYTES = 32 << 10
@@ -287,6 +291,7 @@ class _Counters:
     evicted_history_points: int = 0  # acknowledged history deleted to respect max_bytes (not a loss)
     thinned_points: int = 0  # unsent raw points replaced by window statistics (policy "thin")
     thin_stats_written: int = 0  # window statistic rows written in their place
+    pinned_dropped_points: int = 0  # sample points a consumer's pin still needed, deleted by the budget
     dropped_points: dict[str, int] = field(default_factory=dict)  # unsent points lost, by reason
     dropped_batches: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
@@ -357,6 +362,10 @@ class Spool:
         self.checkpoints = 0
         self._supervisor: SupervisedThread | None = None
         self._discarded_batches = 0  # appended batches dropped before any commit (flush() counts them as done)
+        self._next_seq = 1  # seqs are given at append time, so a sink can tell which row a batch became
+        self.last_consumed: tuple[SampleBatch | None, int] = (None, 0)  # (batch, seq) of the last consume()
+        self._pins: dict[str, int] = {}  # consumer -> lowest seq it still needs (see pin())
+        self._cursor_updates: dict[str, str] = {}  # consumer -> state to persist at the next commit
 
     # ------------------------------------------------------------------ life cycle
 
@@ -400,39 +409,53 @@ class Spool:
 
     def append_samples(self, batch: SampleBatch) -> bool:
         """Queue one poll's samples for the next commit. False (and a counted drop) if refused."""
-        return self._append(batch.ts_ns, KIND_SAMPLES, batch.device, len(batch), encode_samples(batch))
+        return self._append(batch.ts_ns, KIND_SAMPLES, batch.device, len(batch), encode_samples(batch)) > 0
 
     def consume(self, batch: SampleBatch) -> None:
-        """The pipeline's sink interface (edge.core.pipeline.Sink): same as :meth:`append_samples`."""
-        self.append_samples(batch)
+        """The pipeline's sink interface (edge.core.pipeline.Sink): same as :meth:`append_samples`.
+
+        ``last_consumed`` then holds the batch and the seq its row will have (0: refused), for a
+        sink after this one that tracks its own progress through the spool (the MQTT output).
+        """
+        seq = self._append(batch.ts_ns, KIND_SAMPLES, batch.device, len(batch), encode_samples(batch))
+        self.last_consumed = (batch, seq)
 
     def append_windows(self, batch: WindowBatch) -> bool:
         """Queue closed aggregation windows (stamped with their earliest window start)."""
         if len(batch) == 0:
             return True
         ts = int(np.min(batch.start_ns))
-        return self._append(ts, KIND_WINDOWS, batch.window, len(batch), encode_windows(batch))
+        return self._append(ts, KIND_WINDOWS, batch.window, len(batch), encode_windows(batch)) > 0
 
     def append_health(self, source: str, ts_ns: int, fields: Mapping[str, float | int]) -> bool:
         """Queue one health record (``source``: a device name or ``"appliance"``)."""
-        return self._append(ts_ns, KIND_HEALTH, source, len(fields), encode_health(fields))
+        return self._append(ts_ns, KIND_HEALTH, source, len(fields), encode_health(fields)) > 0
 
     def append_alarm(self, alarm: str, ts_ns: int, record: Mapping[str, object]) -> bool:
         """Queue one alarm state change (``alarm``: the alarm's name; ``record``: its fields and tags)."""
-        return self._append(ts_ns, KIND_ALARM, alarm, 1, encode_alarm(record))
+        return self._append(ts_ns, KIND_ALARM, alarm, 1, encode_alarm(record)) > 0
 
-    def _append(self, ts_ns: int, kind: int, source: str, n: int, blob: bytes) -> bool:
+    def _append(self, ts_ns: int, kind: int, source: str, n: int, blob: bytes) -> int:
+        """Queue one row; its seq (0 if refused)."""
         sent = SENT_NO if self.forwarding else SENT_YES
         with self._lock:
             if self._stopping or self._pending_bytes + len(blob) > self.config.max_pending_bytes:
                 self._count_drop("stopped" if self._stopping else "pending_overflow", 1, n)
                 self._discarded_batches += 1
-                return False
-            self._pending.append((int(ts_ns), kind, source, n, self.plant_id, len(blob), sent, blob))
+                return 0
+            seq = self._next_seq
+            self._next_seq += 1
+            self._pending.append((int(ts_ns), kind, source, n, self.plant_id, len(blob), sent, blob, seq))
             self._pending_bytes += len(blob)
             self.c.appended_batches += 1
             self.c.appended_points += n
-        return True
+        return seq
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next appended row will get (rows below it are appended, committed or pending)."""
+        with self._lock:
+            return self._next_seq
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Block until everything appended so far is committed (threads and tests; not on the loop)."""
@@ -468,6 +491,7 @@ class Spool:
                         self._count_drop("writer_error", len(batch), sum(r[3] for r in batch))
                         self._discarded_batches += len(batch)
                     raise
+            self._save_cursors()
             if time.monotonic() >= next_trim or stopping or self._disk_over_budget():
                 next_trim = time.monotonic() + trim_every
                 try:
@@ -519,6 +543,26 @@ class Spool:
             self.c.last_error = f"budget enforcement failed: {e}"
             log.error("spool: %s", self.c.last_error)
         return batch
+
+    def _save_cursors(self) -> None:
+        """Persist the consumers' cursor states set since the last commit (writer thread)."""
+        with self._lock:
+            updates, self._cursor_updates = self._cursor_updates, {}
+        if not updates or self._conn is None:
+            return
+        with self._db_lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany("INSERT OR REPLACE INTO cursors(name, state) VALUES (?, ?)",
+                                       list(updates.items()))
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                self._rollback()
+                self.c.last_error = f"saving consumer cursors failed: {e}"
+                log.error("spool: %s", self.c.last_error)
+                with self._lock:  # try again at the next commit, unless a newer state came meanwhile
+                    for name, state in updates.items():
+                        self._cursor_updates.setdefault(name, state)
 
     def _commit_locked(self, batch: list[tuple]) -> None:
         assert self._conn is not None
@@ -592,7 +636,9 @@ class Spool:
         self._checkpoint(conn, busy_ok=True)  # outside the transaction: a checkpoint cannot run inside one
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._delete_where(conn, "sent = 1 AND ts_ns < ?", (now - int(cfg.retention_s * 1e9),), "expired")
+            pin = self._pin()
+            self._delete_where(conn, "sent = 1 AND ts_ns < ? AND seq < ?", (now - int(cfg.retention_s * 1e9), pin),
+                               "expired")
             self._delete_where(conn, "sent = 2 AND ts_ns < ?", (now - int(cfg.rejected_retention_s * 1e9),),
                                "expired")
             if cfg.max_age_s is not None:
@@ -693,6 +739,7 @@ class Spool:
                             args).fetchall()
         if not rows:
             return
+        self._count_pinned(conn, where, args)
         conn.execute(f"DELETE FROM batches WHERE {where}", args)
         with self._lock:
             for sent, nrows, points, nbytes in rows:
@@ -775,6 +822,11 @@ class Spool:
             new_rows.append((free_seqs[i], int(wb.start_ns.min()), KIND_WINDOWS, label, len(wb), plant,
                              len(blob), SENT_NO, blob))
         points = sum(decode_samples_len(r[4]) for r in rows)
+        pin = self._pin()
+        pinned = sum(decode_samples_len(r[4]) for r in rows if r[0] >= pin)
+        if pinned:
+            with self._lock:
+                self.c.pinned_dropped_points += pinned
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed(seq INTEGER PRIMARY KEY)")
         conn.execute("DELETE FROM doomed")
         conn.executemany("INSERT INTO doomed VALUES (?)", [(r[0],) for r in rows])
@@ -836,15 +888,17 @@ class Spool:
             return
         conn = self._reader()
         keep = rejected or self.config.retention_s > 0
+        pin = self._pin()
         conn.execute("BEGIN IMMEDIATE")
         try:
             live = self._still_unsent(conn, {r.seq: r.kind for r in rows})
             seqs = [(s,) for s in live]
-            if keep:
+            pinned = [s for s in seqs if s[0] >= pin] if not keep else []
+            if keep or pinned:  # a consumer still needs pinned rows: kept as history until it passes them
                 flag = SENT_REJECTED if rejected else SENT_YES
-                conn.executemany(f"UPDATE batches SET sent = {flag} WHERE seq = ?", seqs)
-            else:
-                conn.executemany("DELETE FROM batches WHERE seq = ?", seqs)
+                conn.executemany(f"UPDATE batches SET sent = {flag} WHERE seq = ?", seqs if keep else pinned)
+            if not keep:
+                conn.executemany("DELETE FROM batches WHERE seq = ?", [s for s in seqs if s[0] < pin])
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -861,8 +915,9 @@ class Spool:
             self._unsent_points -= points
             self._unsent_bytes -= nbytes
             if not keep:
-                self._stored_rows -= len(done)
-                self._stored_bytes -= nbytes
+                gone = [r for r in done if r.seq < pin]
+                self._stored_rows -= len(gone)
+                self._stored_bytes -= sum(len(r.blob) for r in gone) + ROW_OVERHEAD_BYTES * len(gone)
             if rejected:
                 self.c.rejected_points += points
             else:
@@ -880,6 +935,50 @@ class Spool:
             out.update(s for s, k in conn.execute(
                 f"SELECT seq, kind FROM batches WHERE sent = 0 AND seq IN ({marks})", chunk) if kinds[s] == k)
         return out
+
+    # ------------------------------------------------------------------ other consumers (MQTT)
+
+    def pin(self, name: str, seq: int | None) -> None:
+        """Consumer ``name`` still needs the rows from ``seq`` on (None: nothing any more).
+
+        Pinned rows outlive an acknowledgement and ``retention_s`` (they are kept, marked sent);
+        only the byte and age budgets delete them, and the sample points they held are counted
+        in ``pinned_dropped_points``. Called from the asyncio loop; cheap.
+        """
+        if seq is None:
+            self._pins.pop(name, None)
+        else:
+            self._pins[name] = int(seq)
+
+    def _pin(self) -> int:
+        """The lowest pinned seq (a huge number when nothing is pinned)."""
+        return min(list(self._pins.values()), default=1 << 62)
+
+    def _count_pinned(self, conn: sqlite3.Connection, where: str, args: tuple) -> None:
+        if not self._pins:
+            return
+        (points,) = conn.execute(f"SELECT coalesce(sum(n), 0) FROM batches WHERE ({where}) AND kind = ? AND seq >= ?",
+                                 (*args, KIND_SAMPLES, self._pin())).fetchone()
+        if points:
+            with self._lock:
+                self.c.pinned_dropped_points += points
+
+    def set_cursor(self, name: str, state: str) -> None:
+        """Persist a consumer's progress (any text) with the next commit of the writer thread."""
+        with self._lock:
+            self._cursor_updates[name] = state
+            self._wake.notify_all()
+
+    def get_cursor(self, name: str) -> str | None:
+        """A consumer's last persisted progress (blocking: call from a thread at start-up)."""
+        row = self._reader().execute("SELECT state FROM cursors WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def samples_between(self, lo: int, hi: int, max_rows: int) -> list[Row]:
+        """Stored sample rows with ``lo <= seq < hi`` in seq order, sent or not (blocking: a thread)."""
+        sql = ("SELECT seq, ts_ns, kind, source, n, plant, blob FROM batches "
+               "WHERE seq >= ? AND seq < ? AND kind = ? ORDER BY seq LIMIT ?")
+        return [Row(*r) for r in self._reader().execute(sql, (lo, hi, KIND_SAMPLES, max_rows))]
 
     def plant_tags(self, plant_id: int) -> PlantTags:
         """The tag table a row was written under (cached)."""
@@ -922,6 +1021,7 @@ class Spool:
                 "evicted_history_points": c.evicted_history_points,
                 "thinned_points": c.thinned_points,
                 "thin_stats_written": c.thin_stats_written,
+                "pinned_dropped_points": c.pinned_dropped_points,
                 "dropped_points": dict(c.dropped_points),
                 "dropped_batches": dict(c.dropped_batches),
                 "dropped_points_total": sum(c.dropped_points.values()),
@@ -956,6 +1056,8 @@ class Spool:
                 self._unsent_points += points
                 self._unsent_bytes += nbytes
         self.last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM batches").fetchone()[0]
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'").fetchone()
+        self._next_seq = max(self.last_seq, row[0] if row else 0) + 1  # AUTOINCREMENT never reuses a seq
 
     def set_plant(self, plant: Plant) -> None:
         """A configuration reload: batches appended from now on are decoded with the new plant.

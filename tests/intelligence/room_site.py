@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+from harness import server_pki
 
 from drivers.modbus.sim.plant import free_port
 from edge.intelligence.service import Intelligence
@@ -18,7 +20,8 @@ def room_config(influx_url: str | None = None, opcua_port: int | None = None, ex
     if opcua_port:
         outputs += (f"  opcua: {{endpoint: 'opc.tcp://127.0.0.1:{opcua_port}/edge', security_policies: [None], "
                     "allow_security_none: true, anonymous: true"
-                    + (f", users_file: '{opcua_users}'" if opcua_users else "") + "}\n")
+                    + (f", users_file: '{opcua_users}', pki_dir: '{server_pki(Path(opcua_users).parent)}'"
+                       if opcua_users else "") + "}\n")
     if influx_url:
         outputs += f"  influxdb: {{url: '{influx_url}', bucket: edge, token: x, batch_max_age_ms: 100}}\n"
     rule_text = """

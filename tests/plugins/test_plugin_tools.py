@@ -42,7 +42,7 @@ async def test_list_shows_one_line_per_plugin_and_broken_ones_with_their_error(t
     assert re.match(r"^broken_th\s+BROKEN\s+plugin 'broken_th' is broken: .*points\.yaml:2: .*type", lines[0])
     assert re.match(r"^eastron_sdm630\s+1\.0\s+Eastron\s+SDM630-Modbus V2\s+34 points\s+0 derived\s+modbus$",
                     lines[1])
-    assert re.match(r"^schneider_atv320\s+1\.0\s+Schneider Electric\s+ATV320\s+14 points\s+2 derived\s+modbus$",
+    assert re.match(r"^schneider_atv320\s+1\.0\s+Schneider Electric\s+ATV320\s+15 points\s+2 derived\s+modbus$",
                     lines[2])
 
 
@@ -78,7 +78,7 @@ async def test_check_shows_a_hook_that_raises_as_bad_configuration_and_fails(tmp
     assert rows["motor_load"][1:] == ("Bad_ConfigurationError", "derived", "current_share(motor_current, nominal_current)")
     assert rows["drive_state"][1] == "Good" and rows["motor_current"][1] == "Good"
     assert "hook current_share of raising_hook.motor_load raised ZeroDivisionError: boom" in out
-    assert "raising_hook: FAILED: 15 of 16 tags Good" in out
+    assert "raising_hook: FAILED: 16 of 17 tags Good" in out
 
 
 async def test_check_of_a_missing_plugin_names_the_available_ones(tmp_path: Path):

@@ -3,6 +3,7 @@ a configuration with errors is refused before anything is written."""
 from __future__ import annotations
 
 import os
+import socket
 import pwd
 import stat
 import subprocess
@@ -70,7 +71,7 @@ def test_provision_creates_every_path_with_the_documented_modes(tmp_path, capsys
     pki = PkiPaths(tmp_path / "pki")
     assert mode(tmp_path / "data") == MODES["data_dir"] == 0o750
     assert mode(tmp_path / "data" / "spool") == MODES["spool_dir"] == 0o750
-    for d in (pki.root, pki.root / "own", pki.trusted, pki.rejected):
+    for d in (pki.root, pki.root / "own", pki.trusted, pki.trusted_crl, pki.issuers, pki.issuers_crl, pki.rejected):
         assert mode(d) == 0o750, d
     assert mode(pki.key.parent) == 0o700
     assert mode(pki.key) == 0o600
@@ -80,7 +81,8 @@ def test_provision_creates_every_path_with_the_documented_modes(tmp_path, capsys
     # the certificate is a server certificate for the configured application URI, and the key is its key
     cert = x509.load_der_x509_certificate(pki.cert.read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "urn:edge:opcua-server" in san.get_values_for_type(x509.UniformResourceIdentifier)
+    # the ApplicationUri the server will announce: per site and host (issue 14), the same in the certificate
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [f"urn:{socket.gethostname()}:edge:prov"]
     assert "edge-test.local" in san.get_values_for_type(x509.DNSName)
     key = serialization.load_pem_private_key(pki.key.read_bytes(), password=None)
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
@@ -210,3 +212,15 @@ def test_trust_a_client_certificate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["provision", "trust", str(config), "0" * 64]) == 1
     assert "no certificate file or rejected thumbprint" in capsys.readouterr().err
+
+
+def test_a_none_only_site_with_users_gets_a_certificate_for_encrypted_passwords(tmp_path: Path, capsys) -> None:
+    """Issue 15: passwords never cross a None channel in clear, so a None-only site that logs users
+    in needs a server certificate (clients encrypt the password with it); without pki_dir it is refused."""
+    none_users = OPCUA_NONE.replace("    anonymous: true\n", "    users_file: users\n")
+    config = write_site(tmp_path, none_users + "    pki_dir: pki\n")
+    assert main(["provision", str(config)]) == 0
+    assert PkiPaths(tmp_path / "pki").cert.exists()
+    config = write_site(tmp_path, none_users)
+    assert main(["provision", str(config)]) != 0
+    assert "passwords would cross the network in clear" in capsys.readouterr().err

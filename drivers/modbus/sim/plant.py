@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from drivers.modbus.points import RegisterPoint, Table
 
 from .faults import Fault, FaultSpec
 from .image import DeviceImage, PlantMemory
+from .physics import Drive, PlantPhysics
 from .servers import DeviceStats, Endpoint, SerialEndpoint, SimDevice, TcpEndpoint
 from .signals import BankEntry, SignalBank, default_signal, point_rng
 from .spec import SerialTransport, SimDeviceSpec, TcpTransport
@@ -85,7 +87,9 @@ class SimPlant:
     """Simulated Modbus devices served from this process's asyncio loop.
 
     ``specs`` are :class:`SimDeviceSpec` objects (or dicts validated into them). ``seed`` makes
-    the default signals and the noise reproducible.
+    the default signals and the noise reproducible. Points with ``kind: model`` signals take
+    their values from the devices' physical models (``self.physics``), which read the devices'
+    writable points (setpoints, commands) as inputs.
     """
 
     def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0) -> None:
@@ -99,6 +103,7 @@ class SimPlant:
         banks: dict[int, list[BankEntry]] = {}
         static: list[BankEntry] = []
         self._texts: list[tuple[DeviceImage, RegisterPoint, str | float]] = []  # set once at start
+        self.physics = self._build_physics(self.specs, seed)
         for index, spec in enumerate(self.specs):
             image = DeviceImage(self.memory, index, spec.points)
             self.devices[spec.name] = SimDevice(spec, image, random.Random(f"{seed}/{spec.name}"))
@@ -106,7 +111,13 @@ class SimPlant:
                 signal = (spec.signals or {}).get(point.name) or default_signal(
                     point, point_rng(seed, spec.name, point.name)
                 )
-                entry = BankEntry(image, point, signal)
+                slot = -1
+                if signal.kind == "model":
+                    try:
+                        slot = self.physics.slot(spec.name, signal.output or point.name)
+                    except KeyError as exc:
+                        raise ValueError(f"point {point.name!r}: {exc.args[0]}; give 'output' in its sim hint") from None
+                entry = BankEntry(image, point, signal, slot)
                 if point.dtype == "string":
                     self._texts.append((image, point, str(signal.value)))
                 elif point.dtype == "bool" and point.count > 1:  # a bit of a 32/64-bit word: set once
@@ -117,7 +128,8 @@ class SimPlant:
                 else:
                     banks.setdefault(spec.update_interval_ms, []).append(entry)
         self._static = SignalBank(static, seed)
-        self.banks = {ms: SignalBank(entries, seed + ms) for ms, entries in banks.items()}
+        self.banks = {ms: SignalBank(entries, seed + ms, self.physics) for ms, entries in banks.items()}
+        self._bind_inputs()
         self._index_pins()
         self.endpoints: list[Endpoint] = []
         self._by_device: dict[str, Endpoint] = {}
@@ -125,6 +137,61 @@ class SimPlant:
         self._t0 = time.monotonic()
         self.update_stats = UpdateStats(points=sum(len(b.kind) for b in self.banks.values()))
         self._initialise_values()
+
+    @staticmethod
+    def _build_physics(specs: Sequence[SimDeviceSpec], seed: int) -> PlantPhysics:
+        """One model per device whose points name one (``kind: model``); params merged over its points."""
+        physics = PlantPhysics(seed)
+        for spec in specs:
+            hints = [(n, s) for n, s in (spec.signals or {}).items() if s.kind == "model"]
+            kinds = sorted({s.model for _, s in hints})
+            if len(kinds) > 1:
+                raise ValueError(f"device {spec.name!r}: its points name several models {kinds}; one device, one model")
+            if not kinds:
+                continue
+            params: dict[str, float | str] = {}
+            for point, signal in hints:
+                for key, value in signal.params.items():
+                    if key in params and params[key] != value:
+                        raise ValueError(f"device {spec.name!r}: model parameter {key!r} is {params[key]!r} on one "
+                                         f"point and {value!r} on {point!r}; give it once")
+                    params[key] = value
+            model = physics.add_model(spec.name, kinds[0], params)
+            for name in model.i:  # writable points of the device that the model reads: their start value
+                start = (spec.signals or {}).get(name)
+                if start is not None and start.kind == "constant" and isinstance(start.value, float | int):
+                    physics.set_initial_input(spec.name, name, float(start.value))
+        return physics
+
+    def _bind_inputs(self) -> None:
+        """Models read their device's points of an input's name (and a drive its run point) at each tick."""
+        for name, model in self.physics.models.items():
+            image = self.devices[name].image
+            for input_name in model.i:
+                if input_name in image.points:
+                    self.physics.bind_input(name, input_name, self._reader(image, image.points[input_name]))
+            if isinstance(model, Drive) and model.run_input:
+                device, _, point = model.run_input.partition(".")
+                if device not in self.devices or point not in self.devices[device].image.points:
+                    raise ValueError(f"device {name!r}: model parameter run names {model.run_input!r}, which is not "
+                                     "a simulated point (DEVICE.POINT)")
+                other = self.devices[device].image
+                self.physics.bind_input(name, "run", self._reader(other, other.points[point]))
+
+    @staticmethod
+    def _reader(image: DeviceImage, point: RegisterPoint) -> Callable[[], float]:
+        """Read a point's engineering value, decoding only when its registers changed (cheap per tick)."""
+        view = image.view(point.table)
+        span = slice(point.address, point.address + 1 if point.table.is_bits or point.dtype == "bool" else point.end)
+        last: list = [None, math.nan]
+
+        def read() -> float:
+            raw = view[span].tobytes()
+            if raw != last[0]:
+                value = image.get_point(point)
+                last[0], last[1] = raw, float(value) if not isinstance(value, str) else math.nan
+            return last[1]
+        return read
 
     @staticmethod
     def _check_names(specs: Sequence[SimDeviceSpec]) -> None:

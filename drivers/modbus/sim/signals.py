@@ -20,6 +20,7 @@ from drivers.modbus.points import RegisterPoint
 
 from .encoding import encode_array, engineering_limits
 from .image import DeviceImage
+from .physics import PlantPhysics, gauss_array, key_of
 from .spec import SIGNAL_KINDS, SignalSpec
 
 _COUNTER = re.compile(r"count|total|energy|kwh|mwh|wh_|hours|runtime|volume|starts|pulses", re.I)
@@ -82,15 +83,25 @@ class BankEntry:
     image: DeviceImage
     point: RegisterPoint
     signal: SignalSpec
+    slot: int = -1  # kind "model": the output's position in PlantPhysics.sample()
 
 
 class SignalBank:
-    """The parameters of many signals in flat arrays, and the vectorised tick that writes them."""
+    """The parameters of many signals in flat arrays, and the vectorised tick that writes them.
 
-    def __init__(self, entries: Sequence[BankEntry], seed: int = 0) -> None:
+    Values are a pure function of ``t`` and the seed: the noise of a sine is hashed from
+    (seed, point, t in milliseconds), model outputs come from ``physics`` (one
+    :class:`PlantPhysics` shared by every bank of a plant).
+    """
+
+    def __init__(self, entries: Sequence[BankEntry], seed: int = 0, physics: PlantPhysics | None = None) -> None:
         n = len(entries)
         self.entries = list(entries)
-        self.rng = np.random.default_rng(seed)
+        self.physics = physics
+        self.noise_key = np.array([key_of(seed, i) for i in range(n)], dtype=np.uint64)
+        self.slot = np.array([e.slot for e in entries], dtype=np.int64)
+        if physics is None and (self.slot >= 0).any():
+            raise ValueError("model signals need the plant's PlantPhysics")
         self.active = np.ones(n, dtype=bool)  # False once a point is pinned by set_value
         f = np.zeros
         self.kind = np.array([KIND_CODES[e.signal.kind] for e in entries], dtype=np.int8)
@@ -150,7 +161,7 @@ class SignalBank:
         out = np.array(self.value, dtype=np.float64)
         m = k == KIND_CODES["sine"]
         if m.any():
-            noise = self.rng.standard_normal(int(m.sum())) * self.noise[m]
+            noise = gauss_array(self.noise_key[m], int(round(t * 1000.0))) * self.noise[m]
             out[m] = self.mean[m] + self.amp[m] * np.sin(2 * np.pi * cycles[m] + self.phase[m]) + noise
         m = k == KIND_CODES["ramp"]
         out[m] = self.low[m] + (self.high[m] - self.low[m]) * np.mod(cycles[m] + self.phase[m], 1.0)
@@ -173,6 +184,10 @@ class SignalBank:
             weights = 1 << np.arange(16, dtype=np.int64)
             flips = np.floor(cycles[m, None] / (np.arange(16) + 1)).astype(np.int64) & 1
             out[m] = ((flips * weights) & self.bitmask[m, None]).sum(axis=1).astype(np.float64)
+        m = k == KIND_CODES["model"]
+        if m.any():
+            assert self.physics is not None
+            out[m] = self.physics.sample(t)[self.slot[m]]
         return np.clip(out, self.lim_lo, self.lim_hi)
 
     def tick(self, t: float, regs: np.ndarray, bits: np.ndarray) -> np.ndarray:

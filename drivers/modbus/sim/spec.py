@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.modbus.points import DTYPES, ORDERS, RegisterPoint, Table
 
-SIGNAL_KINDS = ("sine", "ramp", "counter", "step", "status_bits", "enum", "toggle", "constant")
+SIGNAL_KINDS = ("sine", "ramp", "counter", "step", "status_bits", "enum", "toggle", "constant", "model")
 
 
 class _Frozen(BaseModel):
@@ -75,10 +75,12 @@ class SignalSpec(_Frozen):
     (wraps at the data type's limit); step: cycles through ``levels``, one per ``period_s``;
     status_bits: bit i toggles every ``period_s * (i + 1)`` for the bits in ``bits``;
     enum: cycles through ``levels`` (raw enumeration values); toggle: a bool, true for
-    ``duty`` of each ``period_s``; constant: ``value``.
+    ``duty`` of each ``period_s``; constant: ``value``; model: output ``output`` (default: the
+    point's name) of the device's physical model ``model`` (:mod:`drivers.modbus.sim.physics`),
+    whose parameters ``params`` may be given on any point of the device.
     """
 
-    kind: Literal["sine", "ramp", "counter", "step", "status_bits", "enum", "toggle", "constant"]
+    kind: Literal["sine", "ramp", "counter", "step", "status_bits", "enum", "toggle", "constant", "model"]
     mean: float = 0.0
     amplitude: float = 0.0
     noise: float = Field(0.0, ge=0.0)
@@ -92,9 +94,23 @@ class SignalSpec(_Frozen):
     bits: tuple[int, ...] = (0, 1, 2, 3)
     duty: float = Field(0.5, ge=0.0, le=1.0)
     value: float | str = 0.0
+    model: str = ""
+    output: str | None = None
+    params: dict[str, float | str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> SignalSpec:
+        from .physics import MODEL_OUTPUTS  # the models import nothing from here
+
+        if self.kind == "model":
+            if self.model not in MODEL_OUTPUTS:
+                raise ValueError(f"signal kind 'model' needs 'model', one of {', '.join(sorted(MODEL_OUTPUTS))}; "
+                                 f"got {self.model!r}")
+            if self.output is not None and self.output not in MODEL_OUTPUTS[self.model]:
+                raise ValueError(f"model {self.model!r} has no output {self.output!r}; outputs: "
+                                 f"{', '.join(MODEL_OUTPUTS[self.model])}")
+        elif self.model or self.output is not None or self.params:
+            raise ValueError(f"'model', 'output' and 'params' are for kind 'model', not {self.kind!r}")
         if self.kind in ("step", "enum") and not self.levels:
             raise ValueError(f"signal kind {self.kind!r} needs a non-empty 'levels' list")
         if self.kind == "ramp" and not self.high > self.low:

@@ -76,7 +76,7 @@ class Layout:
     spool_dir: Path
     pki_dir: Path | None
     users_file: Path | None
-    secure: bool
+    secure: bool  # a server certificate is needed (secure policies, or encrypted passwords on None)
     application_uri: str
     endpoint_host: str
 
@@ -91,7 +91,7 @@ class Layout:
             spool_dir=spool if spool.is_dir() else spool.parent,
             pki_dir=opcua.pki_dir if opcua else None,
             users_file=opcua.users_file if opcua else None,
-            secure=bool(opcua and opcua.secure),
+            secure=bool(opcua and opcua.needs_certificate),
             application_uri=opcua.application_uri_for(loaded.plant.site) if opcua else "",
             endpoint_host=opcua.host if opcua else "",
         )
@@ -163,8 +163,7 @@ def provision_pki(p: Provisioner, layout: Layout, hostname: str | None, overwrit
     """The PKI folders, and the server certificate when a secure policy needs one."""
     assert layout.pki_dir is not None
     paths = PkiPaths(layout.pki_dir)
-    for d in (paths.root, paths.root / "own", paths.trusted.parent, paths.trusted, paths.rejected.parent,
-              paths.rejected):
+    for d in (paths.root, *paths.folders()):
         p.directory(d, MODES["pki_dir"])
     p.directory(paths.key.parent, MODES["pki_private"])
     if not layout.secure and not paths.cert.exists():

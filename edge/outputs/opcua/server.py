@@ -57,17 +57,16 @@ from edge.core.model import (
     WriteResult,
     WriteStatus,
 )
+from edge.outputs.opcua import security
 from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
 from edge.outputs.opcua.channel_guard import ChannelPolicy
-from edge.outputs.opcua.channel_guard import attach as attach_channel_policy
 from edge.outputs.opcua.conditions import install as install_conditions
 from edge.outputs.opcua.fastpath import FastPublisher
 from edge.outputs.opcua.history import HistoryService
 from edge.outputs.opcua.history import install as install_history
 from edge.outputs.opcua.model import STATUS_FIELDS, WRITE, NodeFactory, status_values
-from edge.security.login_guard import LoginGuard
-from edge.security.pki import PkiPaths, TrustListValidator
-from edge.security.users import Role, UserEntry, load_users
+from edge.outputs.opcua.security import EdgeUserManager, SecuritySetup, make_user_manager
+from edge.security.trust import TrustListValidator
 from edge.storage.history import HistoryArrays
 
 log = logging.getLogger(__name__)
@@ -85,45 +84,9 @@ WRITE_STATUS_CODES: dict[WriteStatus, int] = {
     WriteStatus.BAD_TYPE_MISMATCH: ua.StatusCodes.BadTypeMismatch,
     WriteStatus.BAD_CONFIG_ERROR: ua.StatusCodes.BadConfigurationError,
 }
-_POLICIES = {
-    "None": ua.SecurityPolicyType.NoSecurity,
-    "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
-    "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-}
 _INT_RANGE = {"int16": (-(2**15), 2**15 - 1), "uint16": (0, 2**16 - 1), "int32": (-(2**31), 2**31 - 1),
               "uint32": (0, 2**32 - 1), "int64": (-(2**63), 2**63 - 1), "uint64": (0, 2**64 - 1)}
 ANONYMOUS = "anonymous"
-
-
-class EdgeUserManager:
-    """asyncua user manager over the users file: scrypt-checked passwords; never the admin role.
-
-    Every session gets asyncua's plain ``User`` role (read, browse, subscribe, write requests);
-    whether a write is allowed is decided per write from the edge role (viewer/operator).
-    """
-
-    def __init__(self, users: dict[str, UserEntry], anonymous: bool, guard: LoginGuard | None = None) -> None:
-        self.users = users
-        self.anonymous = anonymous
-        self.refused = 0
-        self.guard = guard or LoginGuard()  # asyncua asks synchronously, on the polling loop
-
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User | None:
-        if username is None:
-            return User(role=UserRole.User, name=None) if self.anonymous else None
-        if password is None or not self.guard.check(username, password, self.users.get(username)):
-            self.refused += 1
-            if self.refused <= 20 or self.refused % 100 == 0:  # a password guesser must not flood the log
-                log.warning("OPC UA login refused for user %r (%d refused so far)", username, self.refused)
-            return None
-        return User(role=UserRole.User, name=username)
-
-    def role(self, user: User | None) -> Role:
-        if user is None or user.name is None:
-            return Role.VIEWER
-        entry = self.users.get(user.name)
-        return entry.role if entry is not None else Role.VIEWER
 
 
 class OpcUaServer:
@@ -146,6 +109,7 @@ class OpcUaServer:
         self.validator: TrustListValidator | None = None
         self.users: EdgeUserManager | None = None
         self.channel_policy: ChannelPolicy | None = None
+        self.security: SecuritySetup | None = None
         self.history_service: HistoryService | None = None
         self.build_s = 0.0
         self.writes = {"ok": 0, "refused": 0, "failed": 0}
@@ -165,36 +129,18 @@ class OpcUaServer:
     async def start(self) -> None:
         """Build the address space from the plant and start listening."""
         cfg = self.config
-        users = load_users(cfg.users_file) if cfg.users_file is not None else {}
-        self.users = EdgeUserManager(users, cfg.anonymous)
+        self.users = make_user_manager(cfg)
         server = Server(user_manager=self.users)  # type: ignore[arg-type]
         install_conditions(server)  # ConditionRefresh and the caller of method calls (alarms)
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)
         await server.set_application_uri(cfg.application_uri_for(self.plant.site))
-        server.set_security_policy([_POLICIES[p] for p in cfg.security_policies])
-        tokens: list[type] = [ua.UserNameIdentityToken]
-        if cfg.anonymous:
-            tokens.append(ua.AnonymousIdentityToken)
-        server.set_identity_tokens(tokens)
-        if cfg.secure:
-            assert cfg.pki_dir is not None
-            paths = PkiPaths(Path(cfg.pki_dir))
-            if not paths.cert.exists() or not paths.key.exists():
-                raise FileNotFoundError(
-                    f"OPC UA server certificate missing in {cfg.pki_dir} (expected {paths.cert} and {paths.key});"
-                    " create it with 'edge provision certs'"
-                )
-            await server.load_certificate(str(paths.cert))
-            await server.load_private_key(str(paths.key))
-            self.validator = TrustListValidator(paths.root)
-            server.set_certificate_validator(self.validator)  # type: ignore[arg-type]
+        self.security = await security.configure(server, cfg, self.users)
+        self.validator, self.channel_policy = self.security.validator, self.security.channel_policy
         await server.set_build_info(*build_info())
         server.subscribe_server_callback(CallbackType.PostRead, self._user_access_levels)
         iserver = server.iserver
-        self.channel_policy = ChannelPolicy(allow_none_sessions="None" in cfg.security_policies)
-        attach_channel_policy(iserver, self.channel_policy)  # None channels: discovery only, unless allowed
         iserver.max_monitored_item_queue_size = cfg.max_queue_size
         iserver.max_unacked_messages_per_subscription = cfg.max_unacked_per_subscription
         iserver.max_connections = cfg.max_sessions
@@ -211,6 +157,7 @@ class OpcUaServer:
         self._build(self.plant, carry=None, agg_carry=None)
         self.build_s = asyncio.get_running_loop().time() - t0
         await server.start()
+        security.after_start(server)  # before the loop runs again: no client has seen the endpoints
         self.endpoint_url = cfg.endpoint
         log.info("OPC UA server on %s: %d tags, address space built in %.2f s",
                  cfg.endpoint, len(self.plant.tags), self.build_s)

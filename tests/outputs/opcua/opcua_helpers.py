@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -57,12 +58,30 @@ def tag_id(plant: Plant, key: str) -> int:
     return plant.tag_by_key()[key].id
 
 
+def shared_pki() -> Path:
+    """One server certificate for the tests' None-only servers (made once per test run): with it, their
+    None endpoint asks clients to encrypt passwords with the server's key (issue 15)."""
+    global _SHARED_PKI
+    if _SHARED_PKI is None:
+        from edge.security.pki import create_server_certificate
+
+        _SHARED_PKI = Path(tempfile.mkdtemp(prefix="edge-test-pki-")) / "pki"
+        create_server_certificate(_SHARED_PKI, "urn:edge:opcua-server", "127.0.0.1")
+    return _SHARED_PKI
+
+
+_SHARED_PKI: Path | None = None
+
+
 def config(users_file: Path, pki_dir: Path | None = None, **kw: object) -> OpcUaConfig:
+    """A None-only server (passwords encrypted with a shared test certificate), or with ``pki_dir``
+    None plus both Basic256Sha256 policies."""
     base: dict[str, object] = {
         "endpoint": f"opc.tcp://127.0.0.1:{free_port()}/edge",
         "users_file": users_file,
         "security_policies": ["None"],
         "allow_security_none": True,
+        "pki_dir": shared_pki(),
     }
     if pki_dir is not None:
         base.update(pki_dir=pki_dir, security_policies=["None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"])
@@ -124,3 +143,113 @@ async def node_ua(endpoint: str, user: str | None, password: str | None, ops: li
     lines = [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
     assert lines and lines[-1] == {"done": True}, f"node-opcua client failed: {lines} {err.decode()[-3000:]}"
     return lines[:-1]
+
+
+# ---------------------------------------------------------------------- raw clients (issue 15)
+# asyncua's UaClient layer: a client that ignores the endpoints the server advertises and sends
+# whatever it likes, from a chosen loopback address (127.0.0.2 is another "machine").
+
+
+def _source_bound(uac: object, source: str) -> None:
+    """Make ``uac.connect_socket`` connect from ``source`` (UaClient's own code, plus local_addr)."""
+    import asyncio
+    import types
+
+    from asyncua.client.ua_client import UaClientState
+
+    async def connect_socket(self, host: str, port: int) -> None:  # noqa: ANN001
+        self._set_state(UaClientState.CONNECTING)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+                self._make_protocol, host, port, local_addr=(source, 0)), self._timeout)
+        except BaseException:
+            self._set_state(UaClientState.DISCONNECTED)
+            raise
+        self._set_state(UaClientState.SOCKET_OPEN)
+
+    uac.connect_socket = types.MethodType(connect_socket, uac)  # type: ignore[attr-defined]
+
+
+def client_from(url: str, source: str, user: str | None = None, password: str | None = None,
+                timeout: float = 5) -> object:
+    """A plain asyncua Client whose TCP connection comes from ``source`` (e.g. 127.0.0.2)."""
+    from asyncua import Client
+
+    c = Client(url, timeout=timeout)
+    _source_bound(c.uaclient, source)
+    if user is not None:
+        c.set_user(user)
+    if password is not None:
+        c.set_password(password)
+    return c
+
+
+async def raw_channel(url: str, *, cert: Path | None = None, key: Path | None = None,
+                      server_cert: Path | None = None, mode: int | None = None, source: str = "127.0.0.1"):
+    """Hello and OpenSecureChannel, nothing else: a None channel, or Basic256Sha256 with ``cert``/``key``."""
+    import os
+    from urllib.parse import urlparse
+
+    from asyncua import ua
+    from asyncua.client.ua_client import UaClient
+    from asyncua.crypto import uacrypto
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+    parsed = urlparse(url)
+    uac = UaClient(timeout=5)
+    nonce = b""
+    if cert is not None:
+        assert key is not None and server_cert is not None
+        policy = SecurityPolicyBasic256Sha256(
+            await uacrypto.load_certificate(str(server_cert)), await uacrypto.load_certificate(str(cert)),
+            await uacrypto.load_private_key(str(key)), mode or ua.MessageSecurityMode.SignAndEncrypt)
+        uac.set_security(policy)
+        nonce = os.urandom(32)
+    _source_bound(uac, source)
+    await uac.connect_socket(parsed.hostname, parsed.port)
+    await uac.send_hello(url)
+    await uac.open_secure_channel(ua.OpenSecureChannelParameters(
+        ClientProtocolVersion=0, RequestType=ua.SecurityTokenRequestType.Issue,
+        SecurityMode=mode or (ua.MessageSecurityMode.SignAndEncrypt if cert else ua.MessageSecurityMode.None_),
+        RequestedLifetime=600_000, ClientNonce=nonce))
+    return uac
+
+
+async def raw_create_session(uac, url: str, application_uri: str = "urn:attacker", client_cert: bytes | None = None):
+    """CreateSession with whatever ApplicationUri the caller likes; returns the result."""
+    import os
+
+    from asyncua import ua
+
+    params = ua.CreateSessionParameters()
+    params.ClientDescription = ua.ApplicationDescription(ApplicationUri=application_uri,
+                                                         ApplicationType=ua.ApplicationType.Client)
+    params.EndpointUrl = url
+    params.SessionName = "raw"
+    params.ClientNonce = os.urandom(32)
+    params.ClientCertificate = client_cert
+    params.RequestedSessionTimeout = 60_000
+    params.MaxResponseMessageSize = 0
+    return await uac.create_session(params)
+
+
+def encrypted_password_token(server_cert_der: bytes, password: str, server_nonce: bytes,
+                             user: str) -> object:
+    """A UserName token with the password encrypted for the server (RSA-OAEP), as a client makes it."""
+    from asyncua import ua
+    from asyncua.crypto import uacrypto
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256, encrypt_asymmetric
+
+    pubkey = uacrypto.x509_from_der(server_cert_der).public_key()
+    blob = ua.ua_binary.Primitives.Bytes.pack(password.encode() + server_nonce)
+    data, uri = encrypt_asymmetric(pubkey, blob, SecurityPolicyBasic256Sha256.URI)
+    return ua.UserNameIdentityToken(PolicyId="username", UserName=user, Password=data, EncryptionAlgorithm=uri)
+
+
+async def raw_activate(uac, token: object) -> object:
+    from asyncua import ua
+
+    act = ua.ActivateSessionParameters()
+    act.UserIdentityToken = token
+    act.ClientSignature = ua.SignatureData()
+    return await uac.activate_session(act)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 from asyncua import Client, ua
-from harness import wait_until
+from harness import server_pki, wait_until
 
 from drivers.modbus.sim.plant import free_port
 from edge.config.errors import ConfigError
@@ -23,6 +24,7 @@ LEVEL = f"{{windows: [1s], capacity_s: 60, grace_ms: {GRACE_MS}, opcua: true}}"
 
 def site_text(plc_port: int, opc_port: int, users: str, level: str = LEVEL, temp: str = "{windows: [1s]}",
               extra: str = "") -> str:
+    pki = Path(users).parent / "pki"  # made by the users fixture (a server certificate: passwords travel encrypted)
     return f"""
 site: {{name: aggsite}}
 buses: [{{name: net, type: modbus_tcp, timeout_ms: 100}}]
@@ -44,6 +46,7 @@ outputs:
     security_policies: [None]
     allow_security_none: true
     users_file: {users}
+    pki_dir: {pki}
 """
 
 
@@ -53,6 +56,7 @@ def users(tmp_path):
 
     path = tmp_path / "users.txt"
     add_user(path, "vic", "viewer", "viewer-password")
+    server_pki(tmp_path)
     return str(path)
 
 

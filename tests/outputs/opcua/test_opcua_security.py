@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
-from opcua_helpers import PASSWORDS, config, make_plant
+from opcua_helpers import (
+    PASSWORDS,
+    config,
+    encrypted_password_token,
+    make_plant,
+    raw_activate,
+    raw_create_session,
+)
 from pydantic import ValidationError
 
 from edge.config.opcua import OpcUaConfig
@@ -228,9 +235,16 @@ async def test_raw_client_gets_no_session_on_a_none_channel_of_a_secure_site(sec
 
 
 async def test_none_channel_sessions_still_work_where_the_site_allows_them(running: OpcUaServer) -> None:
-    """The demo lists None with allow_security_none: true; its sessions are unaffected."""
-    uac = await _raw_none_session(running.endpoint_url, "victor", PASSWORDS["victor"])
+    """A site that lists None (allow_security_none: true) keeps its None-channel sessions, with the
+    password encrypted for the server (issue 15: never in clear)."""
+    url = running.endpoint_url
+    uac = await _raw_none_session(url, "victor", PASSWORDS["victor"])
     try:
-        await _raw_create_and_activate(uac, running.endpoint_url, "victor", PASSWORDS["victor"])
+        created = await raw_create_session(uac, url)
+        assert created.ServerCertificate  # the client needs it to encrypt the password
+        token = encrypted_password_token(created.ServerCertificate, PASSWORDS["victor"], created.ServerNonce,
+                                         "victor")
+        await raw_activate(uac, token)
     finally:
         uac.disconnect_socket()
+    assert running.users is not None and running.users.guard.stats.accepted == 1

@@ -1,0 +1,1 @@
+"""MQTT output: Sparkplug B 3.0 edge node and a plain JSON unified namespace (docs/mqtt.md)."""
