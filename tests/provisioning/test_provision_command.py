@@ -3,8 +3,8 @@ a configuration with errors is refused before anything is written."""
 from __future__ import annotations
 
 import os
-import socket
 import pwd
+import socket
 import stat
 import subprocess
 import sys
