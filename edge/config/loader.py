@@ -43,6 +43,7 @@ class ResolvedDevice:
     default_order: str = "ABCD"  # the site device's order if it sets one, else the plugin's
     register_points: list[RegisterPoint] = field(default_factory=list)
     invalid_defaults: dict[str, list[Any]] = field(default_factory=dict)  # the plugin's sentinels per type
+    sunspec: Any = None  # the SunSpec model chain of a ``plugin: sunspec`` device
 
     @property
     def name(self) -> str:
@@ -90,11 +91,14 @@ class LoadedConfig:
         return self.resolve_path(self.config.runtime.data_dir)
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plugins: bool = True) -> LoadedConfig:
+def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plugins: bool = True,
+                discover: bool = False) -> LoadedConfig:
     """Load and check a site configuration; raise ConfigError listing every error found.
 
     With ``strict_plugins`` (``edge check``) a broken plugin is an error; without it (``edge run``)
     the devices using it are kept, quarantined, with the plugin's error, so other devices run.
+    With ``discover``, devices whose points come from the device itself (``plugin: sunspec``) are
+    asked now; otherwise what they answered last time (a cache in the data directory) is used.
     """
     path = Path(path)
     source = load_yaml(path, env)
@@ -108,7 +112,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plug
         raise ConfigError(issues)
     from edge.config.checks import run_checks  # local: checks import this module's types
 
-    devices = _resolve_devices(site, source, path.parent, env, issues, strict_plugins)
+    devices = _resolve_devices(site, source, path.parent, env, issues, strict_plugins, discover)
     loaded = LoadedConfig(path, source, site, devices, Plant(site.site.name), [])
     if not _errors(issues):
         run_checks(loaded, issues)
@@ -127,7 +131,7 @@ def _errors(issues: list[ConfigIssue]) -> bool:
 
 
 def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict[str, str] | None,
-                     issues: list[ConfigIssue], strict_plugins: bool) -> list[ResolvedDevice]:
+                     issues: list[ConfigIssue], strict_plugins: bool, discover: bool = False) -> list[ResolvedDevice]:
     buses = {b.name: b for b in site.buses}
     plugins_dir = (base / site.plugins_dir).resolve()
     cache: dict[str, LoadedPlugin] = {}
@@ -142,7 +146,14 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
         resolved = ResolvedDevice(dev, bus, index, [], groups, default_order=dev.order)
         order_set_by_site = "order" in source.data["devices"][index]
         site_points = [ResolvedPoint(p, source, ("devices", index, "points", i)) for i, p in enumerate(dev.points)]
-        if dev.plugin:
+        if dev.plugin == SUNSPEC and not (plugins_dir / SUNSPEC).is_dir():
+            from edge.config.sunspec import sunspec_points
+
+            data_dir = Path(site.runtime.data_dir.format(site=site.site.name))
+            found = sunspec_points(resolved, data_dir if data_dir.is_absolute() else (base / data_dir).resolve(),
+                                   discover, issues, source)
+            resolved.points = _merge_generated(dev, index, found, site_points, source, issues)
+        elif dev.plugin:
             if dev.plugin not in cache:
                 cache[dev.plugin] = load_plugin(plugins_dir / dev.plugin, dev.plugin, env)
             plugin = cache[dev.plugin]
@@ -199,6 +210,30 @@ def _merge_plugin_points(dev: Device, index: int, ppoints: PluginPoints, psource
     return list(base.values())
 
 
+def _merge_generated(dev: Device, index: int, generated: list[ResolvedPoint], site_points: list[ResolvedPoint],
+                     source: YamlSource, issues: list[ConfigIssue]) -> list[ResolvedPoint]:
+    """Points generated from the device (SunSpec) with the site's drop, override and own points."""
+    base = {rp.point.name: rp for rp in generated}
+    if not base:
+        return site_points
+    for j, name in enumerate(dev.drop):
+        if base.pop(name, None) is None:
+            issues.append(source.issue(("devices", index, "drop", j), f"the device serves no point {name!r}", name))
+    for name, change in dev.override.items():
+        rp = base.get(name)
+        if rp is None:
+            issues.append(source.issue(("devices", index, "override", name), f"the device serves no point {name!r}",
+                                       name))
+            continue
+        merged = validate(Point, {**rp.point.model_dump(exclude_none=True), **change.model_dump(exclude_none=True)},
+                          source, ("devices", index, "override", name), issues)
+        if merged is not None:
+            base[name] = ResolvedPoint(merged, source, ("devices", index, "override", name))
+    for sp in site_points:
+        base[sp.point.name] = sp
+    return list(base.values())
+
+
 def _site_hooks(hooks: list[Hook], dev: ResolvedDevice, source: YamlSource,
                 issues: list[ConfigIssue]) -> list[Hook]:
     """The plugin's derived tags whose inputs this site keeps (a dropped input is an error)."""
@@ -212,6 +247,7 @@ def _site_hooks(hooks: list[Hook], dev: ResolvedDevice, source: YamlSource,
     return hooks
 
 
+SUNSPEC = "sunspec"  # the plugin name that means "the points come from the device's SunSpec models"
 _TABLE_PREFIX = {"coil": 0, "discrete": 1, "input": 3, "holding": 4}
 
 

@@ -82,7 +82,7 @@ class StatusTable:
 
 async def run_appliance(config: str, duration_s: float | None, show_status: bool, out: TextIO = sys.stdout,
                         log_level: str | None = None, log_json: bool = False) -> None:
-    loaded = load_config(config, strict_plugins=False)
+    loaded = load_config(config, strict_plugins=False, discover=True)  # SunSpec devices: ask them now
     runtime = loaded.config.runtime
     setup_logging(log_level or runtime.log_level, log_json or runtime.log_format == "json", runtime.log_levels)
     for issue in loaded.issues:
