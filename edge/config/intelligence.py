@@ -147,4 +147,6 @@ class ApiConfig(_Model):
         60, description="writes per minute per token (refill rate of the token bucket)")
     write_burst: Annotated[int, Field(ge=1, le=10_000)] = Field(10, description="writes allowed back to back")
     history_max_values: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    history_downsample_max_samples: Annotated[int, Field(ge=1000, le=50_000_000)] = Field(
+        2_000_000, description="raw samples a history with max_points reads at most (a week at 3 Hz; ~34 MB)")
     status_refresh_ms: Annotated[int, Field(ge=200, le=60_000)] = 1000
