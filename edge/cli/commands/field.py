@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
+import math
+from dataclasses import dataclass
 
+import numpy as np
 import yaml
 
 from drivers.modbus.bus import Line
@@ -22,15 +24,16 @@ from drivers.modbus.client import (
     TcpTransport,
 )
 from drivers.modbus.points import Table
+from drivers.modbus.poller import DevicePoller
 from drivers.modbus.probe import AMBIGUOUS_MARGIN, Interpretation, format_probe, probe
 from drivers.modbus.timing import inter_frame_gap_s
 from drivers.modbus.writer import write_point
 from edge.cli.commands import CliError
-from edge.cli.commands.run import format_value
 from edge.config.loader import ResolvedDevice, load_config
 from edge.core.derived import DerivedStage
-from edge.core.model import DeviceDiagnostics, Plant, Quality, SampleBatch
+from edge.core.model import QUALITY_NAMES, DeviceDiagnostics, Plant, Quality, SampleBatch, TagInfo
 from edge.runtime.app import device_plan, line_gap_s, make_transport
+from edge.storage.history import format_value
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -39,6 +42,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("device", help="device name")
     if name == "read":
         p.add_argument("tag", nargs="*", help="only these tags (default: all)")
+        p.add_argument("--json", action="store_true",
+                       help="print a JSON array: one object per tag with tag, value, quality, unit, ts (ISO 8601 "
+                            "UTC, ns), ts_ns, and text (enum state, set bits) or error where there is one")
     elif name == "write":
         p.add_argument("tag", help="tag name")
         p.add_argument("value", help="value in engineering units (true/false for bits, text for strings)")
@@ -79,57 +85,97 @@ def _open(dev: ResolvedDevice) -> Line:
     return Line(dev.name, make_transport(dev), gap_s=line_gap_s(dev))
 
 
-async def read_device(dev: ResolvedDevice, only: list[str], plant: Plant | None = None) -> list[tuple[str, str, str]]:
-    """(tag, value, quality) for every tag of a device, read once block by block.
+@dataclass
+class ReadRow:
+    """One tag as ``edge read`` shows it."""
 
-    With the ``plant``, the plugin's derived tags are computed from what was read, through the
-    same hooks (and the same containment) as in the running appliance.
-    """
+    tag: str
+    value: float | str | None  # NaN for a bad sample; text for strings
+    quality: Quality
+    ts_ns: int
+    info: TagInfo | None = None
+    error: str = ""
+
+    def shown(self) -> str:
+        """Full precision (the shortest text that reads back to the same double), unit, state names."""
+        if self.quality is not Quality.GOOD:
+            return "-"
+        dtype = self.info.dtype if self.info is not None else "float64"
+        if isinstance(self.value, str):
+            return self.value if dtype == "string" else repr(self.value)
+        text = format_value(float(self.value if self.value is not None else math.nan), dtype)
+        if self.info is not None and self.info.unit and dtype not in ("bool", "string"):
+            text += f" {self.info.unit}"
+        if self.info is not None and self.value is not None:
+            names = self.info.text_of(float(self.value))
+            if names is not None or self.info.enum is not None:
+                text += f" ({names if names is not None else 'not a listed state'})"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        """``edge read --json``: tag, value (number, bool, text or null), quality, unit, ts (and ts_ns, text, error)."""
+        dtype = self.info.dtype if self.info is not None else "float64"
+        value: object = None
+        if self.quality is Quality.GOOD and self.value is not None:
+            if isinstance(self.value, str):
+                value = self.value
+            elif dtype == "bool":
+                value = bool(self.value)
+            elif dtype not in ("float32", "float64") and float(self.value).is_integer():
+                value = int(self.value)
+            elif math.isfinite(float(self.value)):
+                value = float(self.value)
+        out: dict[str, object] = {
+            "tag": self.tag, "value": value, "quality": QUALITY_NAMES[self.quality],
+            "unit": self.info.unit if self.info is not None else None,
+            "ts": str(np.datetime64(self.ts_ns, "ns")) + "Z", "ts_ns": self.ts_ns}
+        if self.info is not None and value is not None and not isinstance(value, (str, bool)):
+            text = self.info.text_of(float(value))
+            if text is not None:
+                out["text"] = text
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+async def read_device(dev: ResolvedDevice, only: list[str], plant: Plant) -> list[ReadRow]:
+    """Every tag of a device from one poll by the appliance's own poller: the same plan, the same
+    hole learning (an illegal-address answer splits the block and the parts are read at once),
+    the same decoding, and the plugin's derived tags through the same hooks."""
     plan = device_plan(dev)
     line = _open(dev)
     batches: list[SampleBatch] = []
     publish = batches.append
-    names = {p.tag_id: p.name for p in dev.register_points}
-    units = {rp.point.name: rp.point.unit for rp in dev.points}
-    enums = {rp.point.name: rp.point.enum for rp in dev.points if rp.point.enum}
-    if plant is not None and dev.hooks:
-        ids = {t.name: t.id for t in plant.tags if t.device == dev.name}
-        names |= {ids[h.derived.name]: h.derived.name for h in dev.hooks}
-        units |= {h.derived.name: h.derived.unit for h in dev.hooks}
-        enums |= {h.derived.name: h.derived.enum for h in dev.hooks if h.derived.enum}
-        publish = DerivedStage(dev.name, dev.hooks, ids, batches.append, DeviceDiagnostics(dev.name, dev.bus.name)).publish
-    errors: dict[int, str] = {}
+    infos = {t.id: t for t in plant.tags if t.device == dev.name}
+    diag = DeviceDiagnostics(dev.name, dev.bus.name)
+    if dev.hooks:
+        ids = {t.name: t.id for t in infos.values()}
+        publish = DerivedStage(dev.name, dev.hooks, ids, batches.append, diag).publish
+    poller = DevicePoller(dev.name, dev.config.unit_id, line, plan, publish, diag, timeout_s=dev.timeout_ms() / 1e3,
+                          retries=dev.retries(), pause_s=dev.config.pause_between_requests_ms / 1e3,
+                          offline_after=10**9)
     try:
         for group in plan.groups():
-            for block in plan.blocks(group):
-                if only and not any(p.name in only for p in block.points) and not dev.hooks:
-                    continue
-                try:
-                    data = await line.read(dev.config.unit_id, block.table, block.start, block.count,
-                                           dev.timeout_ms() / 1e3)
-                except ModbusError as exc:
-                    errors.update({p.tag_id: f"{type(exc).__name__}: {exc}" for p in block.points})
-                    publish(SampleBatch.bad(dev.name, time.time_ns(), block.codec.tag_ids, Quality.BAD_COMM_ERROR))
-                    continue
-                publish(block.codec.decode_batch(dev.name, time.time_ns(), data))
+            await poller.poll_group(group)
     finally:
         line.close()
-    latest: dict[int, tuple[float | str, int]] = {}  # in the order the tags were read
+    latest: dict[int, tuple[float | str, int, int]] = {}
     for batch in batches:
         texts = batch.texts or {}
         for tag_id, value, q in zip(batch.tag_ids.tolist(), batch.values.tolist(), batch.quality.tolist(), strict=True):
-            latest[tag_id] = (texts.get(tag_id, value), q)
-    out = []
-    for tag_id, (value, q) in latest.items():
-        name = names[tag_id]
-        if tag_id in errors:
-            out.append((name, "-", errors[tag_id]))
-        else:
-            shown = format_value(value, units.get(name), Quality.GOOD)
-            if name in enums and isinstance(value, float) and value.is_integer():
-                shown += f" ({enums[name].get(int(value), 'not a listed state')})"
-            out.append((name, shown, Quality(q).name))
-    return [row for row in out if not only or row[0] in only]
+            latest[tag_id] = (texts.get(tag_id, value), q, batch.ts_ns)
+    rows = []
+    for tag_id, info in infos.items():
+        if only and info.name not in only:
+            continue
+        value, q, ts = latest.get(tag_id, (math.nan, int(Quality.BAD_COMM_ERROR), 0))
+        quality = Quality(q)
+        error = "" if quality is Quality.GOOD else (diag.last_error if quality in _POLL_FAILURES else "")
+        rows.append(ReadRow(info.name, value, quality, ts, info, error))
+    return rows
+
+
+_POLL_FAILURES = (Quality.BAD_COMM_ERROR, Quality.BAD_CONFIG_ERROR, Quality.BAD_NO_COMMUNICATION)
 
 
 async def write_device(dev: ResolvedDevice, tag: str, value: str):
@@ -270,16 +316,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"unit {unit:>3}: {what}")
         print(f"{len(found)} unit(s) answered")
         return 0 if found else 1
-    loaded = load_config(args.config)
+    loaded = load_config(args.config, discover=args.command == "read")
     try:
         dev = loaded.device(args.device)
     except KeyError as exc:
         raise CliError(str(exc.args[0])) from None
     if args.command == "read":
         rows = asyncio.run(read_device(dev, args.tag, loaded.plant))
-        for name, value, quality in rows:
-            print(f"{name:<28} {value:<24} {quality}")
-        return 0 if rows and all(q == "GOOD" for _, _, q in rows) else 1
+        unknown = sorted(set(args.tag) - {r.tag for r in rows})
+        if unknown:
+            raise CliError(f"device {dev.name} has no tag {', '.join(map(repr, unknown))}")
+        if args.json:
+            print(json.dumps([r.as_dict() for r in rows], indent=1))
+        else:
+            for r in rows:
+                shown = r.shown() if r.quality is Quality.GOOD else (r.error or "-")
+                print(f"{r.tag:<28} {shown:<32} {QUALITY_NAMES[r.quality]}")
+        return 0 if rows and all(r.quality is Quality.GOOD for r in rows) else 1
     result = asyncio.run(write_device(dev, args.tag, args.value))
     print(f"{dev.name}.{args.tag} = {args.value}: {result.status.name}: {result.message}"
           + (f" (read back {result.read_back})" if result.read_back is not None else ""))
