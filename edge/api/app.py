@@ -265,11 +265,14 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
     def health() -> dict:
         return {"status": "ok", "uptime_s": intel.app.stats()["uptime_s"]}
 
-    @api.get("/api/ready", tags=["health"], summary="readiness: started and polling",
-             responses={503: {"description": "not ready yet"}})
+    @api.get("/api/ready", tags=["health"], summary="readiness: started and polling; 'degraded' while data "
+             "do not reach the time-series server", responses={503: {"description": "not ready yet"}})
     def ready() -> JSONResponse:
         why = intel.not_ready()
-        body = {"ready": why is None, "reason": why}
+        delivery = intel.delivery()
+        degraded = delivery["degraded"] if delivery is not None else None
+        status = "starting" if why is not None else ("degraded" if degraded else "ready")
+        body = {"ready": why is None, "status": status, "reason": why or degraded}
         return JSONResponse(body, status_code=200 if why is None else 503)
 
     @api.get("/metrics", tags=["health"], summary="Prometheus metrics (text format)",
@@ -434,6 +437,7 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
                 "lines": {k: round(v, 2) for k, v in intel.app.line_utilisation().items()},
                 "alarms": [_clean_dict(a) for a in intel.alarms.snapshot() if a["state"] != "NORMAL"],
                 "tags": [tag_out(intel, t).model_dump() for t in intel.app.plant.tags],
+                "delivery": _clean_nested(intel.delivery()),
                 "refresh_ms": intel.config.status_refresh_ms}
 
     @api.get("/", include_in_schema=False)
@@ -446,3 +450,10 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
 
 def _clean_dict(d: dict[str, Any]) -> dict[str, Any]:
     return {k: clean(v) for k, v in d.items()}
+
+
+def _clean_nested(v: Any) -> Any:
+    """JSON-safe copy of nested dicts (NaN and infinity become null)."""
+    if isinstance(v, dict):
+        return {k: _clean_nested(x) for k, x in v.items()}
+    return clean(v)
