@@ -26,7 +26,8 @@ def _unique_names(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     src = loaded.source
     for section in ("buses", "devices"):
         seen: dict[str, int] = {}
-        for i, item in enumerate(getattr(loaded.config, section)):
+        for pos, item in enumerate(getattr(loaded.config, section)):
+            i = loaded.file_index(section, pos)
             if item.name in seen:
                 issues.append(src.issue((section, i, "name"),
                                         f"duplicate name: {section}[{seen[item.name]}] is already called {item.name!r}",
@@ -37,7 +38,8 @@ def _unique_names(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
 def _serial_ports(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     """Two buses cannot own one serial port, nor one gateway endpoint."""
     owners: dict[str, int] = {}
-    for i, bus in enumerate(loaded.config.buses):
+    for pos, bus in enumerate(loaded.config.buses):
+        i = loaded.file_index("buses", pos)
         if bus.type == "modbus_rtu":
             key = bus.port
         elif bus.type == "rtu_over_tcp":
@@ -47,7 +49,8 @@ def _serial_ports(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
         if key in owners:
             issues.append(loaded.source.issue(
                 ("buses", i, "port"),
-                f"{key} is already used by bus {loaded.config.buses[owners[key]].name!r}: one line has one owner; "
+                f"{key} is already used by bus {loaded.source.data['buses'][owners[key]].get('name')!r}: one line has "
+                "one owner; "
                 "put both devices on that bus", key))
         owners.setdefault(key, i)
 
@@ -118,7 +121,7 @@ def _writable_overlaps(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
 
 
 def _timeouts(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
-    bus_index = {b.name: i for i, b in enumerate(loaded.config.buses)}
+    bus_index = {b.name: loaded.file_index("buses", i) for i, b in enumerate(loaded.config.buses)}
     for dev in loaded.devices:
         used = {rp.point.group for rp in dev.points}
         for group in sorted(used & set(dev.poll_groups)):
@@ -141,6 +144,8 @@ def _aggregates(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
 
     tags, configs, where = {}, {}, {}  # the plant is not built yet: number the aggregated tags here
     for dev in loaded.devices:
+        if dev.point_errors:
+            continue  # its points are reported already; their groups may not exist
         for rp in dev.points:
             if rp.point.aggregate is not None:
                 i = len(tags)
@@ -180,7 +185,7 @@ def bus_loads(loaded: LoadedConfig, issues: list[ConfigIssue] | None = None) -> 
     rate: dict[str, float] = {}
     bus_of: dict[str, str] = {}
     for dev in loaded.devices:
-        if dev.plugin_error or not dev.config.enabled:
+        if dev.plugin_error or not dev.config.enabled or dev.point_errors:
             continue
         try:
             plan = device_plan(dev)
@@ -198,7 +203,7 @@ def bus_loads(loaded: LoadedConfig, issues: list[ConfigIssue] | None = None) -> 
 
 def _bus_load(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     for load in bus_loads(loaded, issues):
-        index = next(i for i, b in enumerate(loaded.config.buses) if b.name == load.bus)
+        index = next(loaded.file_index("buses", i) for i, b in enumerate(loaded.config.buses) if b.name == load.bus)
         if load.load_pct > 100.0:
             issues.append(loaded.source.issue(
                 ("buses", index),

@@ -6,7 +6,7 @@ holds) and raised as one :class:`ConfigError`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class ResolvedDevice:
     register_points: list[RegisterPoint] = field(default_factory=list)
     invalid_defaults: dict[str, list[Any]] = field(default_factory=dict)  # the plugin's sentinels per type
     sunspec: Any = None  # the SunSpec model chain of a ``plugin: sunspec`` device
+    point_errors: int = 0  # errors found in its points: checks that plan its polling skip it
 
     @property
     def name(self) -> str:
@@ -67,6 +68,11 @@ class LoadedConfig:
     devices: list[ResolvedDevice]
     plant: Plant
     issues: list[ConfigIssue]  # warnings (errors raise)
+    index_maps: IndexMaps | None = None  # set when parts that failed the schema were left out
+
+    def file_index(self, section: str, position: int) -> int:
+        """The index in the file of the ``position``-th item of a top-level list (buses, devices)."""
+        return self.index_maps.index((section,), position) if self.index_maps else position
 
     @property
     def site(self) -> str:
@@ -108,14 +114,16 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plug
     if not isinstance(source.data, dict):
         raise ConfigError([source.issue((), "the file must be a mapping of sections (site, buses, devices, outputs)")])
     site = validate(SiteConfig, source.data, source, (), issues)
-    if site is None:
-        raise ConfigError(issues)
+    index = IndexMaps()
+    if site is None:  # go on with what is valid, so plugin and cross-object errors show in the same run
+        site, index = _salvage(source, issues)
+        if site is None:
+            raise ConfigError(issues)
     from edge.config.checks import run_checks  # local: checks import this module's types
 
-    devices = _resolve_devices(site, source, path.parent, env, issues, strict_plugins, discover)
-    loaded = LoadedConfig(path, source, site, devices, Plant(site.site.name), [])
-    if not _errors(issues):
-        run_checks(loaded, issues)
+    devices = _resolve_devices(site, source, path.parent, env, issues, strict_plugins, discover, index)
+    loaded = LoadedConfig(path, source, site, devices, Plant(site.site.name), [], index)
+    run_checks(loaded, issues)
     if _errors(issues):
         raise ConfigError(issues)
     loaded.plant = build_plant(loaded)
@@ -127,25 +135,121 @@ def _errors(issues: list[ConfigIssue]) -> bool:
     return any(i.severity == "error" for i in issues)
 
 
+_GONE = object()  # an item removed by the salvage (kept in place so indices stay those of the file)
+
+
+def _salvage(source: YamlSource, issues: list[ConfigIssue]) -> tuple[SiteConfig | None, IndexMaps]:
+    """The configuration without the list items (points, devices, buses, ...) that failed the schema.
+
+    Errors are already in ``issues``; this only lets the later stages (plugins, cross-object
+    checks) look at the rest, so one run shows every problem. Returns the salvaged config (None
+    if a required part failed) and, per list, the file's index of each kept item.
+    """
+    import copy
+
+    from pydantic import ValidationError
+
+    data = copy.deepcopy(source.data)
+    maps: dict[tuple[Any, ...], list[int]] = {}
+    for _ in range(50):  # each round removes at least one item
+        maps = {}
+        clean = _compact(data, (), maps)
+        try:
+            return SiteConfig.model_validate(clean), IndexMaps(maps)
+        except ValidationError as exc:
+            cut = False
+            for err in exc.errors(include_url=False):
+                cut |= _cut(data, _to_file_loc(tuple(err["loc"]), maps))
+            if not cut:
+                return None, IndexMaps(maps)
+    return None, IndexMaps(maps)
+
+
+@dataclass
+class IndexMaps:
+    """Per list path (with the file's indices), the file's index of each item the salvage kept."""
+
+    maps: dict[tuple[Any, ...], list[int]] = field(default_factory=dict)
+
+    def index(self, path: tuple[Any, ...], i: int) -> int:
+        kept = self.maps.get(path)
+        return kept[i] if kept is not None and 0 <= i < len(kept) else i
+
+    def removed(self, source: YamlSource, section: str) -> set[str]:
+        """Names of the items of a top-level list that the salvage removed."""
+        items = source.data.get(section) if isinstance(source.data, dict) else None
+        if not isinstance(items, list):
+            return set()
+        kept = set(self.maps.get((section,), range(len(items))))
+        return {str(x.get("name")) for i, x in enumerate(items) if i not in kept and isinstance(x, dict)}
+
+
+def _compact(node: Any, path: tuple[Any, ...], maps: dict[tuple[Any, ...], list[int]]) -> Any:
+    if isinstance(node, list):
+        kept = [i for i, x in enumerate(node) if x is not _GONE]
+        maps[path] = kept
+        return [_compact(node[i], (*path, i), maps) for i in kept]
+    if isinstance(node, dict):
+        return {k: _compact(v, (*path, k), maps) for k, v in node.items() if v is not _GONE}
+    return node
+
+
+def _to_file_loc(loc: tuple[Any, ...], maps: dict[tuple[Any, ...], list[int]]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for part in loc:
+        kept = maps.get(tuple(out))
+        out.append(kept[part] if isinstance(part, int) and kept is not None and 0 <= part < len(kept) else part)
+    return tuple(out)
+
+
+def _cut(data: Any, loc: tuple[Any, ...]) -> bool:
+    """Mark the innermost list item on ``loc`` removed (or drop an optional section); True if done."""
+    node, parents = data, []
+    for part in loc:
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) \
+                and 0 <= part < len(node):
+            parents.append((node, part))
+            node = node[part]
+        else:
+            break
+    for container, key in reversed(parents):
+        if isinstance(container, list) and container[key] is not _GONE:
+            container[key] = _GONE
+            return True
+    section = parents[0][1] if parents else (loc[0] if loc else None)
+    if section in ("outputs", "alarms", "rules", "api", "runtime", "plugins_dir") and isinstance(data, dict) \
+            and data.get(section, _GONE) is not _GONE:
+        data[section] = _GONE
+        return True
+    return False
+
+
 # ----------------------------------------------------------------------------- devices and plugins
 
 
 def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict[str, str] | None,
-                     issues: list[ConfigIssue], strict_plugins: bool, discover: bool = False) -> list[ResolvedDevice]:
+                     issues: list[ConfigIssue], strict_plugins: bool, discover: bool = False,
+                     index_maps: IndexMaps | None = None) -> list[ResolvedDevice]:
     buses = {b.name: b for b in site.buses}
     plugins_dir = (base / site.plugins_dir).resolve()
     cache: dict[str, LoadedPlugin] = {}
     out: list[ResolvedDevice] = []
-    for index, dev in enumerate(site.devices):
+    maps = index_maps or IndexMaps()
+    reported_plugins: set[str] = set()
+    removed_buses = maps.removed(source, "buses")
+    for position, dev in enumerate(site.devices):
+        index = maps.index(("devices",), position)  # the device's index in the file (for lines)
         bus = buses.get(dev.bus)
         if bus is None:
-            issues.append(source.issue(("devices", index, "bus"),
-                                       f"no bus named {dev.bus!r}; buses: {', '.join(buses)}", dev.bus))
+            if dev.bus not in removed_buses:  # a bus with its own schema error is reported once
+                issues.append(source.issue(("devices", index, "bus"),
+                                           f"no bus named {dev.bus!r}; buses: {', '.join(buses)}", dev.bus))
             continue
         groups = {"default": PollGroup(interval_ms=dev.interval_ms), **dev.poll_groups}
         resolved = ResolvedDevice(dev, bus, index, [], groups, default_order=dev.order)
         order_set_by_site = "order" in source.data["devices"][index]
-        site_points = [ResolvedPoint(p, source, ("devices", index, "points", i)) for i, p in enumerate(dev.points)]
+        site_points = [ResolvedPoint(p, source, ("devices", index, "points", maps.index(("devices", index, "points"), i)))
+                       for i, p in enumerate(dev.points)]
         if dev.plugin == SUNSPEC and not (plugins_dir / SUNSPEC).is_dir():
             from edge.config.sunspec import sunspec_points
 
@@ -161,11 +265,16 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
             resolved.plugin_dir = plugin.folder
             if error is not None:
                 resolved.plugin_error = error
+                severity = "error" if strict_plugins else "warning"
+                first = plugin.name not in reported_plugins
+                reported_plugins.add(plugin.name)
                 if strict_plugins:
                     issues.append(source.issue(("devices", index, "plugin"), error, dev.plugin))
                 else:
                     issues.append(source.issue(("devices", index, "plugin"), error + " (device quarantined)",
                                                dev.plugin, "warning"))
+                if first:  # every problem of the plugin's files, once, each with its own file and line
+                    issues.extend(replace(i, severity=severity) for i in plugin.issues[1:])
                 resolved.points = site_points
             else:
                 assert manifest is not None and ppoints is not None and psource is not None
@@ -180,8 +289,10 @@ def _resolve_devices(site: SiteConfig, source: YamlSource, base: Path, env: dict
                 resolved.hooks = _site_hooks(plugin.hooks, resolved, source, issues)
         else:
             resolved.points = site_points
+        before = len(issues)
         resolved.points = expand_named_bits(resolved.points, issues)
         _convert_points(resolved, issues)
+        resolved.point_errors = sum(i.severity == "error" for i in issues[before:])
         out.append(resolved)
     return out
 
