@@ -30,6 +30,11 @@ def test_poll_bench_runs():
     assert r["tags_per_s"] > 0 and r["cpu_ratio"] > 0 and r["errors"] == 0
 
 
+def test_history_bench_runs():
+    r = result_of("bench/history.py", "--points", "400", "--reps", "1")
+    assert 0 < r["m4_points"] <= 400 and r["minmaxlttb_points"] <= 400 and r["m4_ms"] > 0
+
+
 def test_e2e_bench_runs():
     r = result_of("bench/e2e.py", "--devices", "4", "--tags", "20", "--seconds", "3", "--warmup", "2")
     assert r["tags_per_s"] > 0 and r["checked_errors"] == 0 and r["markers_seen_opcua"] > 0

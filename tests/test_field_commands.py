@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from drivers.modbus.sim.plant import free_port
@@ -52,8 +54,8 @@ async def test_read_write_scan_and_probe(make_site):
     config = str(site.loaded.path)
     code, out = await edge("read", config, "meter")
     assert code == 0, out
-    assert re.search(r"^voltage\s+231\.5 V\s+GOOD", out, re.M), out
-    assert re.search(r"^energy\s+1234\.56 kWh\s+GOOD", out, re.M), out
+    assert re.search(r"^voltage\s+231\.5 V\s+Good", out, re.M), out
+    assert re.search(r"^energy\s+1234\.56 kWh\s+Good", out, re.M), out
 
     code, out = await edge("write", config, "drive", "speed_ref", "-12.5")
     assert code == 0, out
@@ -88,15 +90,55 @@ devices:
 """, start_app=False)
     code, out = await edge("read", str(site.loaded.path), "pump")
     assert code == 0, out
-    assert re.search(r"^running\s+\S+\s+GOOD", out, re.M), out
-    status_word = int(re.search(r"^status_word\s+(\d+)\s+GOOD", out, re.M).group(1))
+    assert re.search(r"^running\s+\S+\s+Good", out, re.M), out
+    status_word = int(re.search(r"^status_word\s+(\d+)\s+Good", out, re.M).group(1))
     hooks = runpy.run_path(str(REPO / "plugins" / "schneider_atv320" / "hooks.py"))
     state = int(hooks["cia402_state"](float(status_word)))
-    assert re.search(rf"^drive_state\s+{state} \(\w+\)\s+GOOD", out, re.M), out
-    assert re.search(r"^last_fault\s+0 \(no_fault\)\s+GOOD", out, re.M), out
+    assert re.search(rf"^drive_state\s+{state} \(\w+\)\s+Good", out, re.M), out
+    assert re.search(r"^last_fault\s+0 \(no_fault\)\s+Good", out, re.M), out
     current = float(re.search(r"^motor_current\s+([\d.]+) A", out, re.M).group(1))
-    load = float(re.search(r"^motor_load\s+([\d.]+) %\s+GOOD", out, re.M).group(1))
+    load = float(re.search(r"^motor_load\s+([\d.]+) %\s+Good", out, re.M).group(1))
     assert load == pytest.approx(100 * current / 12.5, abs=0.01), out
 
     code, out = await edge("read", str(site.loaded.path), "pump", "motor_load")
     assert code == 0 and out.strip().startswith("motor_load") and len(out.strip().splitlines()) == 1, out
+
+
+async def test_read_json_over_an_address_hole_full_precision_and_booleans(make_site):
+    """Issue 16 point 6 / issue 14 point 7. Before: `edge read` read each block once without the
+    poller, so a block spanning a hole the device refuses showed its tags as exception 02 (the
+    running appliance learns the hole and reads them all), and it printed 6 significant digits
+    (1.96402e+08 Wh)."""
+    port = free_port()
+    site = await make_site(f"""
+site: {{name: t}}
+buses:
+  - {{name: net, type: modbus_tcp, port: {port}, timeout_ms: 300}}
+devices:
+  - name: meter
+    bus: net
+    points:
+      - {{name: energy, address: 0, type: uint32, unit: Wh, sim: {{kind: constant, value: 196401789}}}}
+      - {{name: ratio, address: 2, type: float32, sim: {{kind: constant, value: 0.1}}}}
+      - {{name: current, address: 8, type: uint16, scale: 0.01, unit: A, sim: {{kind: constant, value: 12.34}}}}
+      - {{name: alarm, address: 9, type: bool, bit: 3, sim: {{kind: constant, value: 1}}}}
+      - {{name: mode, address: 10, type: uint16, enum: {{0: "off", 2: auto}}, sim: {{kind: constant, value: 2}}}}
+""", start_app=False)
+    site.sim.set_fault("meter", "illegal_address", start=4, count=3)  # registers 4..6: a hole inside the block
+    config = str(site.loaded.path)
+    code, out = await edge("read", config, "meter", "--json")
+    assert code == 0, out
+    rows = {r["tag"]: r for r in json.loads(out)}
+    assert set(rows) == {"energy", "ratio", "current", "alarm", "mode"}
+    assert {r["quality"] for r in rows.values()} == {"Good"}, rows
+    assert rows["energy"]["value"] == 196401789 and rows["energy"]["unit"] == "Wh"
+    assert rows["ratio"]["value"] == float(np.float32(0.1))  # the float32's exact double, not 0.1
+    assert rows["current"]["value"] == 12.34 and rows["alarm"]["value"] is True
+    assert rows["mode"]["value"] == 2 and rows["mode"]["text"] == "auto"
+    assert all(set(r) >= {"tag", "value", "quality", "unit", "ts"} and r["ts"].endswith("Z") for r in rows.values())
+    code, text = await edge("read", config, "meter")
+    assert code == 0, text
+    assert re.search(r"^energy\s+196401789 Wh\s+Good", text, re.M), text
+    assert re.search(rf"^ratio\s+{re.escape(repr(float(np.float32(0.1))))}\s+Good", text, re.M), text
+    assert re.search(r"^alarm\s+true\s+Good", text, re.M), text
+    assert re.search(r"^mode\s+2 \(auto\)\s+Good", text, re.M), text

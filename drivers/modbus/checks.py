@@ -31,8 +31,9 @@ def check(loaded: LoadedConfig, devices: Sequence[ResolvedDevice], issues: list[
 
 def _serial_ports(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     """Two buses cannot own one serial port, nor one gateway endpoint."""
-    owners: dict[str, int] = {}
-    for i, bus in enumerate(loaded.config.buses):
+    owners: dict[str, str] = {}
+    for pos, bus in enumerate(loaded.config.buses):
+        i = loaded.file_index("buses", pos)
         if isinstance(bus, ModbusRtuBus):
             key = bus.port
         elif isinstance(bus, RtuOverTcpBus):
@@ -42,9 +43,9 @@ def _serial_ports(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
         if key in owners:
             issues.append(loaded.source.issue(
                 ("buses", i, "port"),
-                f"{key} is already used by bus {loaded.config.buses[owners[key]].name!r}: one line has one owner; "
+                f"{key} is already used by bus {owners[key]!r}: one line has one owner; "
                 "put both devices on that bus", key))
-        owners.setdefault(key, i)
+        owners.setdefault(key, bus.name)
 
 
 def _unit_ids(loaded: LoadedConfig, devices: Sequence[ResolvedDevice], issues: list[ConfigIssue]) -> None:
@@ -90,7 +91,7 @@ def _writable_overlaps(devices: Sequence[ResolvedDevice], issues: list[ConfigIss
 
 
 def _timeouts(loaded: LoadedConfig, devices: Sequence[ResolvedDevice], issues: list[ConfigIssue]) -> None:
-    bus_index = {b.name: i for i, b in enumerate(loaded.config.buses)}
+    bus_index = {b.name: loaded.file_index("buses", i) for i, b in enumerate(loaded.config.buses)}
     for dev in devices:
         used = {rp.point.group for rp in dev.points}
         timeout = timeout_ms(dev)
@@ -118,7 +119,7 @@ def line_loads(loaded: LoadedConfig, devices: Sequence[ResolvedDevice],
     rate: dict[str, float] = {}
     bus_of: dict[str, str] = {}
     for dev in devices:
-        if not dev.runnable:
+        if not dev.runnable or dev.point_errors:
             continue
         try:
             plan = device_plan(dev)
@@ -136,7 +137,7 @@ def line_loads(loaded: LoadedConfig, devices: Sequence[ResolvedDevice],
 
 def _bus_load(loaded: LoadedConfig, devices: Sequence[ResolvedDevice], issues: list[ConfigIssue]) -> None:
     for load in line_loads(loaded, devices, issues):
-        index = next(i for i, b in enumerate(loaded.config.buses) if b.name == load.bus)
+        index = next(loaded.file_index("buses", i) for i, b in enumerate(loaded.config.buses) if b.name == load.bus)
         if load.load_pct > 100.0:
             issues.append(loaded.source.issue(
                 ("buses", index),

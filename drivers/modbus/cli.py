@@ -48,6 +48,8 @@ def _scan_arguments(p: argparse.ArgumentParser) -> None:
     _line_options(p)
     p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-10 or 1,5,9 (default 1-247)")
     p.add_argument("--address", type=int, default=0, help="0-based address of the test read (default 0)")
+    p.add_argument("--sunspec", action="store_true",
+                   help="also list the SunSpec models each unit serves (marker at 40000, 0 or 50000)")
 
 
 def _probe_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,7 +100,9 @@ def line_from_args(args: argparse.Namespace) -> Line:
 
 
 async def scan(args: argparse.Namespace) -> list[tuple[int, str]]:
-    """Unit ids that answer a one-register read (an exception answer counts: the device is there)."""
+    """Unit ids that answer a one-register read (an exception answer counts: the device is there).
+
+    With ``--sunspec`` each answering unit's SunSpec model chain follows, one model per line."""
     line = line_from_args(args)
     found = []
     try:
@@ -110,9 +114,27 @@ async def scan(args: argparse.Namespace) -> list[tuple[int, str]]:
                 found.append((unit, f"answers with {exc}"))
             except ModbusError:
                 continue
+            if getattr(args, "sunspec", False):
+                found[-1] = (unit, found[-1][1] + "\n" + await sunspec_models(line, unit, args.timeout_ms / 1e3))
     finally:
         line.close()
     return found
+
+
+async def sunspec_models(line: Line, unit: int, timeout_s: float) -> str:
+    """The SunSpec models a unit serves, one per line (or why none were found)."""
+    from drivers.modbus.sunspec.discovery import SunSpecNotFound, discover
+    from drivers.modbus.sunspec.models import describe
+
+    async def read(address: int, count: int) -> list[int]:
+        return [int(v) for v in await line.read(unit, Table.HOLDING, address, count, timeout_s)]
+
+    try:
+        chain = await discover(read)
+    except (SunSpecNotFound, ModbusError) as exc:
+        return f"          no SunSpec models: {exc}"
+    head = f"          SunSpec at {chain.base}: {len(chain.known)} model(s) known, {len(chain.unknown)} skipped"
+    return "\n".join([head, *(f"          {text}" for text in describe(chain.models))])
 
 
 async def probe_span(args: argparse.Namespace) -> list[list[int]]:

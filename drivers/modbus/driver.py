@@ -15,7 +15,7 @@ from drivers.modbus import checks, cli, resolve, runtime, simulation
 from drivers.modbus.config import BUS_MODELS, ModbusDevice, ModbusManifest, ModbusPluginPoints, ModbusPoint
 from drivers.modbus.sim.plant import SimPlant, free_port
 from edge.config.errors import ConfigIssue
-from edge.driver.protocol import Command, DriverSession, LineLoad
+from edge.driver.protocol import Command, DriverSession, LineLoad, ResolveContext
 
 if TYPE_CHECKING:
     from edge.config.models import PointConfig
@@ -33,9 +33,16 @@ class ModbusDriver:
     point_model = ModbusPoint
     manifest_model = ModbusManifest
     plugin_points_model = ModbusPluginPoints
+    builtin_plugins = frozenset({"sunspec"})
 
     def resolve(self, dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
         resolve.resolve_device(dev, issues)
+
+    def builtin_plugin(self, dev: ResolvedDevice, ctx: ResolveContext, issues: list[ConfigIssue]) -> LoadedPlugin | None:
+        """``plugin: sunspec``: the points of the models the device serves (drivers/modbus/sunspec/)."""
+        from drivers.modbus.sunspec.plugin import sunspec_plugin
+
+        return sunspec_plugin(dev, ctx, issues)
 
     def check(self, loaded: LoadedConfig, devices: Sequence[ResolvedDevice], issues: list[ConfigIssue]) -> None:
         checks.check(loaded, devices, issues)

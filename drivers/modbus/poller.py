@@ -86,6 +86,9 @@ class DevicePoller:
     async def run(self) -> None:
         """Poll every group at its interval; when offline, probe at the back-off interval."""
         groups = self.plan.groups()
+        if not groups:  # nothing to read (e.g. a SunSpec device whose models are not known yet): idle
+            log.warning("device %s: no points to poll", self.name)
+            await asyncio.Event().wait()
         now = time.monotonic()
         deadlines = {g: now for g in groups}  # every group once at once, then each at its phase
         phased: set[str] = set()

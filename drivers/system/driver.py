@@ -10,7 +10,7 @@ import psutil
 from drivers.system.config import SystemBus, SystemDevice, SystemManifest, SystemPluginPoints, SystemPoint
 from drivers.system.runtime import SystemSession
 from edge.config.errors import ConfigIssue
-from edge.driver.protocol import Command, DriverSession, LineLoad
+from edge.driver.protocol import Command, DriverSession, LineLoad, ResolveContext
 
 if TYPE_CHECKING:
     from edge.config.models import PointConfig
@@ -27,6 +27,10 @@ class SystemDriver:
     point_model = SystemPoint
     manifest_model = SystemManifest
     plugin_points_model = SystemPluginPoints
+    builtin_plugins: frozenset[str] = frozenset()
+
+    def builtin_plugin(self, dev: ResolvedDevice, ctx: ResolveContext, issues: list[ConfigIssue]) -> LoadedPlugin | None:
+        return None
 
     def resolve(self, dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
         dev.driver_data = None  # the points say everything

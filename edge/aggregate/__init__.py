@@ -12,17 +12,20 @@ The app uses :class:`edge.aggregate.engine.Aggregator`::
         ...                               # WindowBatch -> exporter / OPC UA
     ts, values, quality = agg.read_range(tag_id, t0_ns, t1_ns)
     ts, values, quality = agg.downsample(tag_id, t0_ns, t1_ns, 1000, method="m4")
+
+Samples held elsewhere (the spool's history for the HTTP API's trends) are downsampled with
+``downsample_arrays(ts, values, quality, t0_ns, t1_ns, n_out, method)``, the same selection.
 """
 from __future__ import annotations
 
 import warnings
 
 try:
-    from edge.aggregate._ringbuf import RingStore
+    from edge.aggregate._ringbuf import RingStore, downsample_arrays
 
     ACTIVE_IMPL = "cython"
 except ImportError as exc:  # the extension is not built: fall back to the twin, say so once
-    from edge.aggregate.pyring import RingStore
+    from edge.aggregate.pyring import RingStore, downsample_arrays  # type: ignore[assignment]
 
     ACTIVE_IMPL = "python"
     warnings.warn(
@@ -43,4 +46,4 @@ def describe() -> str:
     return f"cython ({('scalar', 'SSE2', 'AVX2')[_ringbuf.get_isa()]} kernels)"
 
 
-__all__ = ["ACTIVE_IMPL", "RingStore", "describe"]
+__all__ = ["ACTIVE_IMPL", "RingStore", "describe", "downsample_arrays"]

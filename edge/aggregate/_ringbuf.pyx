@@ -767,56 +767,8 @@ cdef class RingStore:
         if minmax_ratio < 1:
             raise ValueError(f"minmax_ratio must be >= 1, got {minmax_ratio}")
         ts, vs, qs = self.sorted_range(r, t0_ns, t1_ns)
-        idx = self.select(ts, vs, qs, t0_ns, t1_ns, n_out, method, minmax_ratio)
+        idx = _select(ts, vs, qs, t0_ns, t1_ns, n_out, method, minmax_ratio)
         return ts[idx], vs[idx], qs[idx]
-
-    cdef object select(self, const int64_t[::1] ts, const double[::1] vs, const uint8_t[::1] qs,
-                       int64_t t0, int64_t t1, Py_ssize_t n_out, str method, int ratio):
-        cdef Py_ssize_t n = ts.shape[0], m, i, first, last
-        cdef int64_t nb
-        cdef int64_t[::1] ov
-        cdef const int64_t[::1] gv
-        if n == 0:
-            return np.empty(0, dtype=np.int64)
-        if method == "m4":
-            nb = n_out // 4
-            out = np.empty(4 * nb, dtype=np.int64)
-            ov = out
-            with nogil:
-                m = m4_select(&ts[0], &vs[0], &qs[0], n, t0, t1 - t0, nb, &ov[0])
-            return out[:m]
-        if n <= n_out:
-            return np.flatnonzero((np.asarray(qs) == 0) & (np.asarray(vs) == np.asarray(vs)))
-        first = 0
-        while first < n and not (qs[first] == 0 and vs[first] == vs[first]):
-            first += 1
-        if first == n:
-            return np.empty(0, dtype=np.int64)
-        last = n - 1
-        while not (qs[last] == 0 and vs[last] == vs[last]):
-            last -= 1
-        nb = max(<int64_t>1, <int64_t>(n_out * ratio // 2))
-        pre = np.empty(2 * nb + 2, dtype=np.int64)
-        ov = pre
-        ov[0] = first
-        m = 1
-        if last - first > 1:
-            with nogil:
-                m += minmax_select(&ts[first + 1], &vs[first + 1], &qs[first + 1], last - first - 1,
-                                   ts[first], ts[last] - ts[first] + 1, nb, &ov[1])
-            for i in range(1, m):
-                ov[i] += first + 1
-        if last != first:
-            ov[m] = last
-            m += 1
-        if m <= n_out:
-            return pre[:m]
-        sel = np.empty(n_out, dtype=np.int64)
-        gv = pre
-        ov = sel
-        with nogil:
-            lttb_select(&ts[0], &vs[0], &gv[0], m, t0, n_out, &ov[0])
-        return sel
 
     def counters(self, int32_t tag_id):
         """Diagnostics of one tag's ring: stored, held, overwritten, late and bad samples."""
@@ -851,3 +803,86 @@ cdef class RingStore:
         for k in range(self.n_rings):
             total += self.rings[k].cap * (sizeof(int64_t) + sizeof(double) + sizeof(uint8_t))
         return total
+
+
+cdef object _select(const int64_t[::1] ts, const double[::1] vs, const uint8_t[::1] qs,
+                    int64_t t0, int64_t t1, Py_ssize_t n_out, str method, int ratio):
+    cdef Py_ssize_t n = ts.shape[0], m, i, first, last
+    cdef int64_t nb
+    cdef int64_t[::1] ov
+    cdef const int64_t[::1] gv
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    if method == "m4":
+        nb = n_out // 4
+        out = np.empty(4 * nb, dtype=np.int64)
+        ov = out
+        with nogil:
+            m = m4_select(&ts[0], &vs[0], &qs[0], n, t0, t1 - t0, nb, &ov[0])
+        return out[:m]
+    if n <= n_out:
+        return np.flatnonzero((np.asarray(qs) == 0) & (np.asarray(vs) == np.asarray(vs)))
+    first = 0
+    while first < n and not (qs[first] == 0 and vs[first] == vs[first]):
+        first += 1
+    if first == n:
+        return np.empty(0, dtype=np.int64)
+    last = n - 1
+    while not (qs[last] == 0 and vs[last] == vs[last]):
+        last -= 1
+    nb = max(<int64_t>1, <int64_t>(n_out * ratio // 2))
+    pre = np.empty(2 * nb + 2, dtype=np.int64)
+    ov = pre
+    ov[0] = first
+    m = 1
+    if last - first > 1:
+        with nogil:
+            m += minmax_select(&ts[first + 1], &vs[first + 1], &qs[first + 1], last - first - 1,
+                               ts[first], ts[last] - ts[first] + 1, nb, &ov[1])
+        for i in range(1, m):
+            ov[i] += first + 1
+    if last != first:
+        ov[m] = last
+        m += 1
+    if m <= n_out:
+        return pre[:m]
+    sel = np.empty(n_out, dtype=np.int64)
+    gv = pre
+    ov = sel
+    with nogil:
+        lttb_select(&ts[0], &vs[0], &gv[0], m, t0, n_out, &ov[0])
+    return sel
+
+
+def downsample_arrays(ts_ns, values, quality, int64_t t0_ns, int64_t t1_ns, Py_ssize_t n_out,
+                      str method="m4", int minmax_ratio=4):
+    """``RingStore.downsample`` for samples held anywhere (the spool's history, a test's arrays).
+
+    ``ts_ns`` int64, ``values`` float64, ``quality`` uint8 of one tag, any order (sorted by
+    time here when they are not, ties kept in order); samples outside [t0_ns, t1_ns) are
+    ignored. Returns copies (ts, values, quality) of at most ``n_out`` good samples in time
+    order: ``m4`` keeps, per each of n_out // 4 equal time bins, the first, min, max and last
+    good sample, so every bin's min and max are the raw data's.
+    """
+    if t1_ns <= t0_ns:
+        raise ValueError(f"empty time range: t0_ns={t0_ns} >= t1_ns={t1_ns}")
+    if method not in ("m4", "minmaxlttb"):
+        raise ValueError(f"unknown downsampling method {method!r}; allowed: 'm4', 'minmaxlttb'")
+    if n_out < 4:
+        raise ValueError(f"n_out must be >= 4, got {n_out}")
+    if minmax_ratio < 1:
+        raise ValueError(f"minmax_ratio must be >= 1, got {minmax_ratio}")
+    ts = np.ascontiguousarray(ts_ns, dtype=np.int64)
+    vs = np.ascontiguousarray(values, dtype=np.float64)
+    qs = np.ascontiguousarray(quality, dtype=np.uint8)
+    if not (ts.shape[0] == vs.shape[0] == qs.shape[0]):
+        raise ValueError(f"ts_ns, values and quality differ in length: {ts.shape[0]}, {vs.shape[0]}, {qs.shape[0]}")
+    cdef const int64_t[::1] tv = ts
+    if ts.shape[0] and not rb_sorted(&tv[0], ts.shape[0]):
+        order = np.argsort(ts, kind="stable")
+        ts, vs, qs = ts[order], vs[order], qs[order]
+    if ts.shape[0] and (ts[0] < t0_ns or ts[ts.shape[0] - 1] >= t1_ns):
+        a, b = np.searchsorted(ts, [t0_ns, t1_ns], side="left")
+        ts, vs, qs = ts[a:b], vs[a:b], qs[a:b]
+    idx = _select(ts, vs, qs, t0_ns, t1_ns, n_out, method, minmax_ratio)
+    return ts[idx], vs[idx], qs[idx]

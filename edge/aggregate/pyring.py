@@ -492,6 +492,36 @@ class RingStore:
         return sum(r.ts.nbytes + r.v.nbytes + r.q.nbytes for r in self._rings)
 
 
+def downsample_arrays(ts_ns, values, quality, t0_ns: int, t1_ns: int, n_out: int, method: str = "m4",
+                      minmax_ratio: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``RingStore.downsample`` for samples held anywhere (the twin of the compiled function).
+
+    Any order in (sorted by time, ties kept); samples outside [t0_ns, t1_ns) ignored; at most
+    ``n_out`` good samples out, in time order (``m4``: each bin's first, min, max, last).
+    """
+    t0, t1, n_out = int(t0_ns), int(t1_ns), int(n_out)
+    if t1 <= t0:
+        raise ValueError(f"empty time range: t0_ns={t0} >= t1_ns={t1}")
+    if method not in ("m4", "minmaxlttb"):
+        raise ValueError(f"unknown downsampling method {method!r}; allowed: 'm4', 'minmaxlttb'")
+    if n_out < 4:
+        raise ValueError(f"n_out must be >= 4, got {n_out}")
+    if minmax_ratio < 1:
+        raise ValueError(f"minmax_ratio must be >= 1, got {minmax_ratio}")
+    ts = np.ascontiguousarray(ts_ns, dtype=np.int64)
+    vs = np.ascontiguousarray(values, dtype=np.float64)
+    qs = np.ascontiguousarray(quality, dtype=np.uint8)
+    if not len(ts) == len(vs) == len(qs):
+        raise ValueError(f"ts_ns, values and quality differ in length: {len(ts)}, {len(vs)}, {len(qs)}")
+    if len(ts) and (np.diff(ts) < 0).any():
+        order = np.argsort(ts, kind="stable")
+        ts, vs, qs = ts[order], vs[order], qs[order]
+    a, b = np.searchsorted(ts, [t0, t1], side="left")
+    ts, vs, qs = ts[a:b], vs[a:b], qs[a:b]
+    idx = np.asarray(RingStore._select(ts, vs, qs, t0, t1, n_out, method, int(minmax_ratio)), dtype=np.int64)
+    return ts[idx], vs[idx], qs[idx]
+
+
 def _arrays(ts, values, quality, first: str):
     """The three per-sample arrays with the extension's dtype and length checks."""
     ts, values, quality = np.asarray(ts), np.asarray(values), np.asarray(quality)

@@ -10,7 +10,7 @@ nothing the caller sends can produce a 5xx, except a device that fails a write (
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from edge.aggregate import downsample_arrays
 from edge.core.model import QUALITY_NAMES, DeviceState, TagInfo, WriteStatus
 from edge.intelligence.alarms import AlarmError
 from edge.intelligence.expressions import INTEGER_TYPES
@@ -119,6 +120,10 @@ class HistoryOut(BaseModel):
     values: list[float | int | bool | str | None] = Field(
         description="engineering values in the tag's type (text for string tags); null where there is none")
     quality: list[int]
+    raw_samples: int | None = Field(None, description="with max_points: how many raw samples the points were "
+                                    "selected from")
+    truncated: bool = Field(False, description="with max_points: the range held more raw samples than "
+                            "api.history_downsample_max_samples; the points cover the oldest ones only")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -260,11 +265,14 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
     def health() -> dict:
         return {"status": "ok", "uptime_s": intel.app.stats()["uptime_s"]}
 
-    @api.get("/api/ready", tags=["health"], summary="readiness: started and polling",
-             responses={503: {"description": "not ready yet"}})
+    @api.get("/api/ready", tags=["health"], summary="readiness: started and polling; 'degraded' while data "
+             "do not reach the time-series server", responses={503: {"description": "not ready yet"}})
     def ready() -> JSONResponse:
         why = intel.not_ready()
-        body = {"ready": why is None, "reason": why}
+        delivery = intel.delivery()
+        degraded = delivery["degraded"] if delivery is not None else None
+        status = "starting" if why is not None else ("degraded" if degraded else "ready")
+        body = {"ready": why is None, "status": status, "reason": why or degraded}
         return JSONResponse(body, status_code=200 if why is None else 503)
 
     @api.get("/metrics", tags=["health"], summary="Prometheus metrics (text format)",
@@ -310,7 +318,14 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
     async def history(key: str, who: Viewer,
                       start_ns: Annotated[int | None, Query(ge=0, le=MAX_NS)] = None,
                       end_ns: Annotated[int | None, Query(ge=0, le=MAX_NS)] = None,
-                      max_values: Annotated[int, Query(ge=1, le=1_000_000)] = 1000) -> HistoryOut:
+                      max_values: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
+                      max_points: Annotated[int | None, Query(
+                          ge=4, le=100_000, description="downsample [start_ns, end_ns) to at most this many good "
+                          "samples for plotting (the compiled M4 or MinMaxLTTB of edge.aggregate); max_values "
+                          "then does not apply")] = None,
+                      method: Annotated[Literal["m4", "minmaxlttb"], Query(
+                          description="with max_points: m4 keeps the first, min, max and last sample of each of "
+                          "max_points // 4 equal time buckets; minmaxlttb keeps the shape")] = "m4") -> HistoryOut:
         t = find_tag(key)
         end = end_ns if end_ns is not None else time.time_ns()
         start = start_ns if start_ns is not None else end - 600 * 10**9
@@ -319,9 +334,24 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         outputs = intel.app.outputs
         if outputs is None:
             raise HTTPException(404, "this appliance keeps no history (outputs disabled)")
+        if max_points is not None:
+            return await downsampled_history(t, max(start, 0), end, max_points, method)
         h = await outputs.history(t.id, max(start, 0), end, min(max_values, intel.config.history_max_values))
         return HistoryOut(tag=t.key, ts_ns=[int(x) for x in h.ts], values=history_values(t, h.values, h.texts),
                           quality=[int(q) for q in h.quality])
+
+    async def downsampled_history(t: TagInfo, start: int, end: int, max_points: int, method: str) -> HistoryOut:
+        """At most ``max_points`` good samples of [start, end) that draw like all of them (a trend)."""
+        if t.dtype == "string":
+            raise HTTPException(422, f"{t.key} is a string tag: max_points downsamples numbers; leave it out")
+        if end <= start:
+            return HistoryOut(tag=t.key, ts_ns=[], values=[], quality=[], raw_samples=0)
+        cap = intel.config.history_downsample_max_samples
+        h = await intel.app.outputs.history(t.id, start, end, cap)
+        n = len(h.ts)
+        ts, values, quality = downsample_arrays(h.ts, h.values, h.quality, start, end, max_points, method)
+        return HistoryOut(tag=t.key, ts_ns=ts.tolist(), values=history_values(t, values, None),
+                          quality=quality.tolist(), raw_samples=n, truncated=n >= cap)
 
     @api.post("/api/tags/{key}/write", tags=["tags"], summary="write a tag (operator role, rate-limited)",
               responses={403: {"description": "role may not write"}, 404: {"description": "no such tag"},
@@ -407,6 +437,7 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
                 "lines": {k: round(v, 2) for k, v in intel.app.line_utilisation().items()},
                 "alarms": [_clean_dict(a) for a in intel.alarms.snapshot() if a["state"] != "NORMAL"],
                 "tags": [tag_out(intel, t).model_dump() for t in intel.app.plant.tags],
+                "delivery": _clean_nested(intel.delivery()),
                 "refresh_ms": intel.config.status_refresh_ms}
 
     @api.get("/", include_in_schema=False)
@@ -419,3 +450,10 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
 
 def _clean_dict(d: dict[str, Any]) -> dict[str, Any]:
     return {k: clean(v) for k, v in d.items()}
+
+
+def _clean_nested(v: Any) -> Any:
+    """JSON-safe copy of nested dicts (NaN and infinity become null)."""
+    if isinstance(v, dict):
+        return {k: _clean_nested(x) for k, x in v.items()}
+    return clean(v)

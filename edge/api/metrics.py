@@ -77,6 +77,49 @@ class ApplianceCollector:
         for result, n in self.intel.api_counters.items():
             writes.add_metric([result], n)
         yield writes
+        holes = GaugeMetricFamily("edge_device_holes", "learned address holes being re-probed", labels=["device"])
+        unreadable = GaugeMetricFamily("edge_device_unreadable_points", "points refused even alone",
+                                       labels=["device"])
+        for d in app.diagnostics():
+            holes.add_metric([d.name], d.holes)
+            unreadable.add_metric([d.name], d.unreadable_points)
+        yield from (holes, unreadable)
+        delivery = self.intel.delivery()
+        if delivery is not None:
+            yield from delivery_metrics(delivery)
+
+
+def delivery_metrics(delivery: dict) -> Iterator[Metric]:
+    """Store-and-forward figures: the spool's backlog and disk, drops by reason, the forwarder's state."""
+    sp = delivery["spool"]
+    for name, key, doc in (
+            ("edge_spool_unsent_points", "unsent_points", "points waiting to be sent (the backlog)"),
+            ("edge_spool_unsent_bytes", "unsent_bytes", "bytes waiting to be sent"),
+            ("edge_spool_oldest_unsent_age_seconds", "oldest_unsent_age_s", "age of the oldest unsent point"),
+            ("edge_spool_disk_bytes", "disk_bytes", "disk used by the spool: database pages, WAL, journal"),
+            ("edge_spool_disk_budget_bytes", "disk_budget_bytes", "the spool's disk budget (max_bytes)")):
+        yield GaugeMetricFamily(name, doc, value=float(sp[key]))
+    dropped = CounterMetricFamily("edge_spool_dropped_points", "unsent points lost, by reason", labels=["reason"])
+    for reason, n in sorted(sp["dropped_points"].items()):
+        dropped.add_metric([reason], n)
+    yield dropped
+    yield GaugeMetricFamily("edge_degraded", "1 while data do not reach the time-series server",
+                            value=float(delivery["degraded"] is not None))
+    crashes = CounterMetricFamily("edge_thread_crashes", "crashes of supervised threads (each restarted)",
+                                  labels=["thread"])
+    crashes.add_metric(["spool-writer"], sp["writer"]["crashes"])
+    fw = delivery["forwarder"]
+    if fw is not None:
+        crashes.add_metric(["influx-forwarder"], fw["thread"]["crashes"])
+        state = GaugeMetricFamily("edge_forwarder_state", "1 for the forwarder's current state",
+                                  labels=["state", "url"])
+        for name in ("ok", "retrying", "refused", "stopped", "starting"):
+            state.add_metric([name, fw["url"]], float(fw["state"] == name))
+        yield state
+        yield CounterMetricFamily("edge_forwarder_points_sent", "points the server acknowledged",
+                                  value=fw["points_sent"])
+        yield CounterMetricFamily("edge_forwarder_retries", "failed attempts (server down)", value=fw["retries"])
+    yield crashes
 
 
 def metrics_text(intel: Intelligence) -> bytes:

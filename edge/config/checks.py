@@ -19,15 +19,15 @@ from edge.driver.protocol import Driver, LineLoad
 
 
 def run_checks(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
-    """Every check; the drivers' checks see only devices whose poll groups all exist (their
-    plans need the intervals), so one unknown group does not hide the other problems."""
+    """Every check, whatever the others found; a device with errors in its points (an unknown
+    poll group counts) is left out of the checks that plan its polling (``point_errors``)."""
     checks: tuple[Callable[[LoadedConfig, list[ConfigIssue]], None], ...] = (
         _unique_names, _point_names, _files, _aggregates, check_intelligence, check_mqtt)
     for check in checks:
         check(loaded, issues)
-    broken = _poll_groups(loaded, issues)
+    _poll_groups(loaded, issues)
     for driver, devices in by_driver(loaded).values():
-        driver.check(loaded, [d for d in devices if d.name not in broken], issues)
+        driver.check(loaded, devices, issues)
 
 
 def by_driver(loaded: LoadedConfig) -> dict[str, tuple[Driver, list[ResolvedDevice]]]:
@@ -48,7 +48,8 @@ def _unique_names(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     src = loaded.source
     for section in ("buses", "devices"):
         seen: dict[str, int] = {}
-        for i, item in enumerate(getattr(loaded.config, section)):
+        for pos, item in enumerate(getattr(loaded.config, section)):
+            i = loaded.file_index(section, pos)
             if item.name in seen:
                 issues.append(src.issue((section, i, "name"),
                                         f"duplicate name: {section}[{seen[item.name]}] is already called {item.name!r}",
@@ -67,17 +68,15 @@ def _point_names(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
             seen.add(rp.point.name)
 
 
-def _poll_groups(loaded: LoadedConfig, issues: list[ConfigIssue]) -> set[str]:
-    """Points in a poll group their device does not have; returns those devices' names."""
-    broken: set[str] = set()
+def _poll_groups(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
+    """Points in a poll group their device does not have (counted in the device's ``point_errors``)."""
     for dev in loaded.devices:
         for rp in dev.points:
             group = rp.point.group
             if group not in dev.poll_groups:
-                broken.add(dev.name)
+                dev.point_errors += 1
                 issues.append(rp.source.issue((*rp.path, "group"),
                                               f"no poll group {group!r}; groups: {', '.join(dev.poll_groups)}", group))
-    return broken
 
 
 def _files(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:

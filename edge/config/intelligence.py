@@ -37,11 +37,13 @@ class AlarmConfig(_Model):
     ``limit``: HH/H/L/LL limits (any subset, ordered LL < L < H < HH); a level clears once the
     value is back inside it by ``deadband``. ``bit``: a bool tag equal to ``active_when``.
     ``state``: an enumerated tag in one of ``states`` (values or enum names). ``offline``:
-    ``device`` is offline. ``quality``: ``tag`` has a Bad quality. The condition must hold for
-    ``on_delay_ms`` before the alarm activates and be gone for ``off_delay_ms`` before it clears.
+    ``device`` is offline. ``quality``: ``tag`` has a Bad quality. ``backlog``: the oldest point
+    not yet delivered to the time-series server is older than ``max_age_s`` (an outage that lasts).
+    The condition must hold for ``on_delay_ms`` before the alarm activates and be gone for
+    ``off_delay_ms`` before it clears.
     """
 
-    kind: Literal["limit", "bit", "state", "offline", "quality"]
+    kind: Literal["limit", "bit", "state", "offline", "quality", "backlog"]
     name: AlarmName | None = Field(None, description="unique alarm name; default '<tag or device>.<kind>'")
     tag: TagKey | None = None
     device: str | None = None
@@ -52,6 +54,8 @@ class AlarmConfig(_Model):
     deadband: Annotated[float, Field(ge=0)] = 0.0
     active_when: bool = True
     states: list[int | str] | None = None
+    max_age_s: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="backlog: the age of the oldest unsent point that raises the alarm")
     on_delay_ms: DelayMs = 0
     off_delay_ms: DelayMs = 0
     priority: Priority = "medium"
@@ -66,7 +70,7 @@ class AlarmConfig(_Model):
 
     @property
     def key(self) -> str:
-        return self.name or f"{self.tag or self.device}.{self.kind}"
+        return self.name or f"{self.tag or self.device or 'spool'}.{self.kind}"
 
     def limits(self) -> dict[str, float]:
         """The configured limits by level name, highest first (HH, H, L, LL)."""
@@ -78,7 +82,16 @@ def alarm_problems(a: AlarmConfig) -> list[str]:
     """Rules between the fields of one alarm (each problem says what is allowed)."""
     out: list[str] = []
     limits = (a.hh, a.h, a.l, a.ll)
-    if a.kind == "offline":
+    if a.kind == "backlog":
+        if a.max_age_s is None:
+            out.append("a backlog alarm needs 'max_age_s': the age of the oldest unsent point that raises it")
+        if a.tag is not None or a.device is not None:
+            out.append("a backlog alarm watches the spool: no 'tag' or 'device'")
+    elif a.max_age_s is not None:
+        out.append(f"'max_age_s' is only for backlog alarms, not {a.kind}")
+    if a.kind == "backlog":
+        pass
+    elif a.kind == "offline":
         if a.device is None:
             out.append("an offline alarm needs 'device'")
         if a.tag is not None:
@@ -149,4 +162,6 @@ class ApiConfig(_Model):
         60, description="writes per minute per token (refill rate of the token bucket)")
     write_burst: Annotated[int, Field(ge=1, le=10_000)] = Field(10, description="writes allowed back to back")
     history_max_values: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    history_downsample_max_samples: Annotated[int, Field(ge=1000, le=50_000_000)] = Field(
+        2_000_000, description="raw samples a history with max_points reads at most (a week at 3 Hz; ~34 MB)")
     status_refresh_ms: Annotated[int, Field(ge=200, le=60_000)] = 1000

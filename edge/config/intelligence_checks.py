@@ -83,6 +83,8 @@ def _check_alarms(loaded: LoadedConfig, alarms, tags: dict[str, TagSpec], issues
             issues.append(src.issue(("alarms", i, "name"), f"duplicate alarm name {a.key!r} (also alarms[{seen[a.key]}]); "
                                     "give one of them a 'name'", a.key))
         seen.setdefault(a.key, i)
+        if a.kind == "backlog":
+            continue
         if a.kind == "offline":
             if a.device not in devices:
                 issues.append(src.issue(("alarms", i, "device"), f"unknown device; devices: {', '.join(sorted(devices))}",

@@ -8,8 +8,11 @@ cross-object checks once the schema holds, and everything is raised as one :clas
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from edge.config.checks import run_checks
 from edge.config.errors import ConfigError, ConfigIssue
@@ -20,18 +23,23 @@ from edge.config.validation import validate
 from edge.config.yamlsource import YamlSource, load_yaml
 from edge.core.model import BusInfo, DeviceInfo, Plant, TagInfo
 from edge.driver import registry
-from edge.driver.protocol import Driver
+from edge.driver.protocol import Driver, ResolveContext
 from edge.plugins.loader import Hook, LoadedPlugin, load_plugin
 from edge.plugins.models import PluginPoints
 
 __all__ = ["ConfigError", "LoadedConfig", "ResolvedDevice", "ResolvedPoint", "build_plant", "load_config"]
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plugins: bool = True) -> LoadedConfig:
+def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plugins: bool = True,
+                discover: bool = False) -> LoadedConfig:
     """Load and check a site configuration; raise ConfigError listing every error found.
 
-    With ``strict_plugins`` (``edge check``) a broken plugin is an error; without it (``edge run``)
-    the devices using it are kept, quarantined, with the plugin's error, so other devices run.
+    Every stage runs even when an earlier one found errors (items that fail the schema are set
+    aside, the rest is checked), so one run reports every problem of the file. With
+    ``strict_plugins`` (``edge check``) a broken plugin is an error; without it (``edge run``) the
+    devices using it are kept, quarantined, with the plugin's error, so other devices run. With
+    ``discover``, drivers may ask devices what they serve (SunSpec models) instead of using what
+    they answered last time.
     """
     path = Path(path)
     source = load_yaml(path, env)
@@ -42,21 +50,20 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plug
         raise ConfigError([source.issue((), "the file must be a mapping of sections (site, buses, devices, outputs)")])
     raw_buses = _raw_list(source, "buses", issues)
     buses = _validate_buses(source, raw_buses, issues)
-    configs = _validate_devices(source, raw_buses, _raw_list(source, "devices", issues), issues)
-    rest = {k: v for k, v in source.data.items() if k not in ("buses", "devices")}
-    site = validate(SiteConfig, rest, source, (), issues)
-    if site is None or _errors(issues):
+    devices = _validate_devices(source, raw_buses, _raw_list(source, "devices", issues), issues)
+    site = _validate_rest(source, issues)
+    if site is None:
         raise ConfigError(issues)
     data_dir = absolute(site.runtime.data_dir, path.parent, site.site.name)
-    site = resolve_paths(site.model_copy(update={"buses": [b for b in buses if b is not None],
-                                                 "devices": [d for d, _ in configs if d is not None]}),
+    site = resolve_paths(site.model_copy(update={"buses": [b for _, b in buses],
+                                                 "devices": [d.config for d in devices]}),
                          path.parent, data_dir, site.site.name)
     assert isinstance(site, SiteConfig)
-    bus_by_name = {b.name: b for b in site.buses}
-    devices = _resolve_devices(site, source, bus_by_name, env, issues, strict_plugins)
-    loaded = LoadedConfig(path, source, site, devices, Plant(site.site.name), [])
-    if not _errors(issues):
-        run_checks(loaded, issues)
+    ctx = ResolveContext(data_dir=data_dir, discover=discover)
+    resolved = _resolve_devices(site, source, devices, env, issues, strict_plugins, ctx)
+    loaded = LoadedConfig(path, source, site, resolved, Plant(site.site.name), [],
+                          {"buses": [i for i, _ in buses], "devices": [d.index for d in devices]})
+    run_checks(loaded, issues)
     if _errors(issues):
         raise ConfigError(issues)
     loaded.plant = build_plant(loaded)
@@ -64,7 +71,19 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plug
     return loaded
 
 
-# ----------------------------------------------------------------------------- buses and devices (schema)
+def _errors(issues: list[ConfigIssue]) -> bool:
+    return any(i.severity == "error" for i in issues)
+
+
+# ----------------------------------------------------------------------------- the schema, item by item
+
+
+@dataclass
+class _ValidDevice:
+    index: int  # in the file
+    config: DeviceConfig
+    driver: Driver
+    points: list[int]  # the file's index of each point kept (points that failed the schema are set aside)
 
 
 def _raw_list(source: YamlSource, key: str, issues: list[ConfigIssue]) -> list[Any]:
@@ -76,9 +95,9 @@ def _raw_list(source: YamlSource, key: str, issues: list[ConfigIssue]) -> list[A
     return value
 
 
-def _validate_buses(source: YamlSource, raw: list[Any], issues: list[ConfigIssue]) -> list[BusConfig | None]:
-    """Each bus with its driver's model, chosen by ``type`` (registered drivers list the types)."""
-    out: list[BusConfig | None] = []
+def _validate_buses(source: YamlSource, raw: list[Any], issues: list[ConfigIssue]) -> list[tuple[int, BusConfig]]:
+    """Each bus with its driver's model, chosen by ``type``: (file index, model) of the valid ones."""
+    out: list[tuple[int, BusConfig]] = []
     types = registry.bus_types()
     for i, item in enumerate(raw):
         kind = item.get("type") if isinstance(item, dict) else None
@@ -87,19 +106,21 @@ def _validate_buses(source: YamlSource, raw: list[Any], issues: list[ConfigIssue
             what = "required key is missing" if kind is None else f"unknown bus type {kind!r}"
             issues.append(source.issue(("buses", i, "type"), f"{what}; allowed values: {', '.join(sorted(types))}",
                                        kind if isinstance(kind, str) else None))
-            out.append(None)
             continue
-        out.append(validate(driver.bus_models[kind], item, source, ("buses", i), issues))
+        bus = validate(driver.bus_models[kind], item, source, ("buses", i), issues)
+        if bus is not None:
+            out.append((i, bus))
     return out
 
 
 def _validate_devices(source: YamlSource, raw_buses: list[Any], raw: list[Any],
-                      issues: list[ConfigIssue]) -> list[tuple[DeviceConfig | None, Driver | None]]:
-    """Each device with the device model of its bus's driver."""
+                      issues: list[ConfigIssue]) -> list[_ValidDevice]:
+    """Each device with the device model of its bus's driver; a device whose points failed the
+    schema is kept without them (their errors are reported) so its other checks still run."""
     types = registry.bus_types()
     bus_type = {b.get("name"): b.get("type") for b in raw_buses
                 if isinstance(b, dict) and isinstance(b.get("name"), str)}
-    out: list[tuple[DeviceConfig | None, Driver | None]] = []
+    out: list[_ValidDevice] = []
     for i, item in enumerate(raw):
         bus = item.get("bus") if isinstance(item, dict) else None
         if not isinstance(bus, str) or bus not in bus_type:
@@ -107,47 +128,110 @@ def _validate_devices(source: YamlSource, raw_buses: list[Any], raw: list[Any],
             issues.append(source.issue(("devices", i, "bus"),
                                        "required key is missing" if bus is None else
                                        f"no bus named {bus!r}; buses: {names}", bus if isinstance(bus, str) else None))
-            out.append((None, None))
             continue
         kind = bus_type[bus]
         driver = types.get(kind) if isinstance(kind, str) else None
         if driver is None:  # the bus's own error says why
-            out.append((None, None))
             continue
-        out.append((validate(driver.device_model, item, source, ("devices", i), issues), driver))
+        config, kept = validate_salvaged(driver.device_model, item, source, ("devices", i), issues)
+        if config is not None:
+            out.append(_ValidDevice(i, config, driver, kept))
     return out
 
 
-def _errors(issues: list[ConfigIssue]) -> bool:
-    return any(i.severity == "error" for i in issues)
+def _validate_rest(source: YamlSource, issues: list[ConfigIssue]) -> SiteConfig | None:
+    """The sections other than buses and devices; an optional section that fails is reported and
+    left out so the rest is still checked (None when ``site`` itself is wrong)."""
+    rest = {k: v for k, v in source.data.items() if k not in ("buses", "devices")}
+    site = validate(SiteConfig, rest, source, (), issues)
+    for _ in range(len(rest)):
+        if site is not None:
+            return site
+        try:
+            return SiteConfig.model_validate(rest)
+        except ValidationError as exc:
+            failed = {e["loc"][0] for e in exc.errors(include_url=False) if e["loc"]}
+            dropped = failed & OPTIONAL_SECTIONS
+            if not dropped or dropped != failed:
+                return None
+            rest = {k: v for k, v in rest.items() if k not in dropped}
+    return site
+
+
+OPTIONAL_SECTIONS = {"outputs", "alarms", "rules", "api", "runtime", "plugins_dir"}
+
+
+def validate_salvaged(model: type[DeviceConfig], data: Any, source: YamlSource, prefix: tuple[Any, ...],
+                      issues: list[ConfigIssue]) -> tuple[DeviceConfig | None, list[int]]:
+    """Validate one device, reporting every error; if only points failed, the device without
+    them. Returns the model and the file's index of each point kept."""
+    points = data.get("points") if isinstance(data, dict) else None
+    all_points = list(range(len(points))) if isinstance(points, list) else []
+    config = validate(model, data, source, prefix, issues)
+    if config is not None or not isinstance(points, list):
+        return config, all_points
+    kept = all_points
+    for _ in range(len(points) + 1):
+        try:
+            return model.model_validate({**data, "points": [points[i] for i in kept]}), kept
+        except ValidationError as exc:
+            locs = [tuple(e["loc"]) for e in exc.errors(include_url=False)]
+            if not all(len(loc) > 1 and loc[0] == "points" and isinstance(loc[1], int) for loc in locs):
+                return None, all_points  # the device itself is wrong, not only some points
+            bad = {kept[loc[1]] for loc in locs if loc[1] < len(kept)}
+            kept = [i for i in kept if i not in bad]
+    return None, all_points
 
 
 # ----------------------------------------------------------------------------- devices and plugins
 
 
-def _resolve_devices(site: SiteConfig, source: YamlSource, buses: dict[str, BusConfig], env: dict[str, str] | None,
-                     issues: list[ConfigIssue], strict_plugins: bool) -> list[ResolvedDevice]:
+def _resolve_devices(site: SiteConfig, source: YamlSource, devices: list[_ValidDevice], env: dict[str, str] | None,
+                     issues: list[ConfigIssue], strict_plugins: bool, ctx: ResolveContext) -> list[ResolvedDevice]:
     """Devices with their plugins merged, then handed to their drivers' ``resolve``."""
+    buses = {b.name: b for b in site.buses}
     cache: dict[str, LoadedPlugin] = {}
+    reported: set[str] = set()  # plugins whose problems were listed once already
     out: list[ResolvedDevice] = []
-    for index, dev in enumerate(site.devices):
-        bus = buses[dev.bus]
-        driver = registry.bus_types()[bus.type]
+    for valid in devices:
+        dev, index, driver = valid.config, valid.index, valid.driver
+        bus = buses.get(dev.bus)
+        if bus is None:  # its bus failed the schema: that error is reported there
+            continue
         groups = {"default": PollGroup(interval_ms=dev.interval_ms), **dev.poll_groups}
         resolved = ResolvedDevice(dev, bus, driver, index, [], groups)
-        site_points = [ResolvedPoint(p, source, ("devices", index, "points", i)) for i, p in enumerate(dev.points)]
+        site_points = [ResolvedPoint(p, source, ("devices", index, "points", valid.points[i]))
+                       for i, p in enumerate(dev.points)]
         resolved.points = site_points
         if dev.plugin:
-            if dev.plugin not in cache:
-                cache[dev.plugin] = load_plugin(Path(site.plugins_dir) / dev.plugin, dev.plugin, env)
-            _apply_plugin(resolved, cache[dev.plugin], source, site_points, issues, strict_plugins)
+            plugin = _plugin_for(resolved, site, env, cache, ctx, issues)
+            if plugin is not None:
+                _apply_plugin(resolved, plugin, source, site_points, issues, strict_plugins,
+                              first=plugin.name not in reported)
+                reported.add(plugin.name)
+        before = len(issues)
         driver.resolve(resolved, issues)
+        resolved.point_errors = sum(i.severity == "error" for i in issues[before:])
         out.append(resolved)
     return out
 
 
+def _plugin_for(dev: ResolvedDevice, site: SiteConfig, env: dict[str, str] | None, cache: dict[str, LoadedPlugin],
+                ctx: ResolveContext, issues: list[ConfigIssue]) -> LoadedPlugin | None:
+    """The plugin a device names: a folder (cached by name), or one its driver builds for this very
+    device (``plugin: sunspec``: the device's own model chain) when no folder of that name exists."""
+    name = dev.config.plugin
+    assert name is not None
+    folder = Path(site.plugins_dir) / name
+    if name in dev.driver.builtin_plugins and not folder.is_dir():
+        return dev.driver.builtin_plugin(dev, ctx, issues)
+    if name not in cache:
+        cache[name] = load_plugin(folder, name, env)
+    return cache[name]
+
+
 def _apply_plugin(dev: ResolvedDevice, plugin: LoadedPlugin, source: YamlSource, site_points: list[ResolvedPoint],
-                  issues: list[ConfigIssue], strict_plugins: bool) -> None:
+                  issues: list[ConfigIssue], strict_plugins: bool, first: bool) -> None:
     """Merge a loaded plugin into a device, or quarantine the device with the plugin's error."""
     index, name = dev.index, dev.config.plugin
     dev.plugin_dir = plugin.folder
@@ -157,10 +241,11 @@ def _apply_plugin(dev: ResolvedDevice, plugin: LoadedPlugin, source: YamlSource,
                  f"{dev.bus.type} ({dev.driver.name} driver)")
     if error is not None:
         dev.plugin_error = error
-        if strict_plugins:
-            issues.append(source.issue(("devices", index, "plugin"), error, name))
-        else:
-            issues.append(source.issue(("devices", index, "plugin"), error + " (device quarantined)", name, "warning"))
+        severity = "error" if strict_plugins else "warning"
+        suffix = "" if strict_plugins else " (device quarantined)"
+        issues.append(source.issue(("devices", index, "plugin"), error + suffix, name, severity))
+        if first:  # every problem of the plugin's files, once, each with its own file and line
+            issues.extend(replace(i, severity=severity) for i in plugin.issues[1:])
         return
     manifest, ppoints, psource = plugin.manifest, plugin.points, plugin.source
     assert manifest is not None and ppoints is not None and psource is not None

@@ -45,6 +45,7 @@ class ResolvedDevice:
     plugin_error: str | None = None  # set when the plugin failed to load (the device is quarantined)
     hooks: list[Hook] = field(default_factory=list)  # derived tags and their hook functions
     driver_data: Any = None  # what the driver's resolve() derived (e.g. Modbus protocol addresses)
+    point_errors: int = 0  # errors found in its points: checks that plan its polling skip it
 
     @property
     def name(self) -> str:
@@ -67,6 +68,13 @@ class LoadedConfig:
     devices: list[ResolvedDevice]
     plant: Plant
     issues: list[ConfigIssue]  # warnings (errors raise)
+    #: the file's index of each bus and device kept in ``config`` (items that failed the schema are left out)
+    file_indices: dict[str, list[int]] = field(default_factory=dict)
+
+    def file_index(self, section: str, position: int) -> int:
+        """The index in the file of the ``position``-th item of ``config.buses`` or ``config.devices``."""
+        kept = self.file_indices.get(section)
+        return kept[position] if kept is not None and 0 <= position < len(kept) else position
 
     @property
     def site(self) -> str:

@@ -64,6 +64,7 @@ def _issue_from_error(model: type[BaseModel], source: YamlSource, prefix: tuple[
         msg = "required key is missing"
         value = None
         return ConfigIssue(source.file, source.line_of(path[:-1]), path, msg)
+    msg += source.hint(path, value)
     if isinstance(value, dict | list):
         value = None  # the whole mapping is noise; the line and key path say where
     return ConfigIssue(source.file, source.line_of(path), path, msg, value)

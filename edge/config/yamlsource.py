@@ -28,6 +28,21 @@ class YamlSource:
     data: Any
     lines: dict[tuple[Any, ...], int] = field(default_factory=dict)
     issues: list[ConfigIssue] = field(default_factory=list)
+    #: unquoted YAML 1.1 words read as booleans (yes/no/on/off...), by key path: the word as written
+    bool_words: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    #: keys without a value inside {flow mappings}: probably text cut by a comma; key path -> the text before
+    comma_keys: dict[tuple[Any, ...], str] = field(default_factory=dict)
+
+    def hint(self, path: tuple[Any, ...], value: Any) -> str:
+        """A "quote it" hint for a YAML 1.1 trap at ``path``, or ''."""
+        word = self.bool_words.get(tuple(path))
+        if word is not None and isinstance(value, bool):
+            return f"; YAML reads the unquoted word {word} as {str(value).lower()}: quote it (\"{word}\")"
+        before = self.comma_keys.get(tuple(path))
+        if before is not None:
+            return (f"; a comma inside {{...}} ends a value: quote the text "
+                    f"(\"{before}, {path[-1]}\")")
+        return ""
 
     def line_of(self, path: tuple[Any, ...]) -> int | None:
         """Line of the deepest existing prefix of ``path`` (pydantic locs may go deeper)."""
@@ -85,8 +100,15 @@ def _convert(node: yaml.Node, path: tuple[Any, ...], source: YamlSource, env: di
     source.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
+        previous: yaml.Node | None = None
         for key_node, value_node in node.value:
             key = _scalar(key_node)
+            if isinstance(key, bool) and _plain_bool(key_node):
+                source.bool_words[(*path, key)] = key_node.value
+            if node.flow_style and previous is not None and isinstance(value_node, yaml.ScalarNode) \
+                    and value_node.value == "" and isinstance(previous, yaml.ScalarNode) and not previous.style:
+                source.comma_keys[(*path, key)] = previous.value
+            previous = value_node
             if key == "<<":  # YAML merge keys: let pyyaml resolve them
                 merged = yaml.SafeLoader(yaml.serialize(value_node)).get_single_data()
                 for k, v in (merged or {}).items():
@@ -104,6 +126,8 @@ def _convert(node: yaml.Node, path: tuple[Any, ...], source: YamlSource, env: di
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*path, i), source, env) for i, item in enumerate(node.value)]
     value = _scalar(node)
+    if isinstance(value, bool) and _plain_bool(node):
+        source.bool_words[path] = node.value
     if isinstance(value, str) and "${" in value:
         value = _substitute(value, path, source, env)
     return value
@@ -119,6 +143,11 @@ def _scalar(node: yaml.Node) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         return None
     return _CONSTRUCTOR.construct_object(node, deep=True)
+
+
+def _plain_bool(node: yaml.Node) -> bool:
+    """An unquoted YAML 1.1 boolean word other than true/false (yes, no, on, off and their cases)."""
+    return isinstance(node, yaml.ScalarNode) and not node.style and node.value.lower() not in ("true", "false")
 
 
 def _substitute(value: str, path: tuple[Any, ...], source: YamlSource, env: dict[str, str]) -> str:

@@ -51,6 +51,14 @@ class DeviceContext:
     phase: float = 0.0  # where in its interval the device polls (0..1): spreads a line's load
 
 
+@dataclass(frozen=True)
+class ResolveContext:
+    """What a driver may use when it resolves a device at load time."""
+
+    data_dir: Path  # the site's data directory (absolute): caches of what devices answered
+    discover: bool = False  # may ask devices now (``edge run``, ``edge read``); else use the caches
+
+
 @runtime_checkable
 class DeviceRuntime(Protocol):
     """One running device: polls until cancelled, writes tags, keeps its diagnostics."""
@@ -139,9 +147,15 @@ class Driver(Protocol):
     manifest_model: type[PluginManifest]
     plugin_points_model: type[PluginPoints]
 
+    builtin_plugins: frozenset[str]  # plugin names the driver builds itself, per device (``sunspec``)
+
     def resolve(self, dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
         """Check the device's points against the protocol and keep the driver's form of them
         in ``dev.driver_data`` (e.g. protocol addresses); problems go to ``issues``."""
+
+    def builtin_plugin(self, dev: ResolvedDevice, ctx: ResolveContext, issues: list[ConfigIssue]) -> LoadedPlugin | None:
+        """The plugin named in ``builtin_plugins`` for this device (e.g. built from the models it
+        serves), or None when nothing is known of it yet (a warning in ``issues`` says why)."""
 
     def check(self, loaded: LoadedConfig, devices: Sequence[ResolvedDevice], issues: list[ConfigIssue]) -> None:
         """Checks across this driver's buses and devices (shared ports, addresses, timeouts)."""

@@ -115,6 +115,9 @@ class Alarm:
             return f"{c.tag} {self.level or 'limit'} alarm" + (f" ({self.value:g})" if self.value is not None else "")
         if c.kind == "offline":
             return f"device {self.device} offline"
+        if c.kind == "backlog":
+            age = f"{self.value:.0f} s" if self.value is not None else "too"
+            return f"time-series backlog: the oldest unsent point is {age} old (limit {c.max_age_s:g} s)"
         if c.kind == "quality":
             return f"{c.tag} bad quality"
         return f"{c.tag} {c.kind} alarm"
@@ -146,9 +149,11 @@ class AlarmEngine:
     """All alarms of a site; a sink of the pipeline plus a periodic ``tick``."""
 
     def __init__(self, plant: Plant, configs: Iterable[AlarmConfig],
-                 device_state: Callable[[str], DeviceState | None] = lambda _: None):
+                 device_state: Callable[[str], DeviceState | None] = lambda _: None,
+                 backlog_age: Callable[[], float | None] = lambda: None):
         self.plant = plant
         self.device_state = device_state
+        self.backlog_age = backlog_age  # age (s) of the oldest unsent point; None: no spool to watch
         self.listeners: list[Callable[[AlarmEvent], None]] = []
         self.alarms: dict[str, Alarm] = {}
         keys = plant.tag_by_key()
@@ -211,6 +216,12 @@ class AlarmEngine:
                 state = self.device_state(alarm.device)
                 if state is not None:
                     self._update(alarm, "OFFLINE" if state == DeviceState.OFFLINE else None, None, now, ts)
+                    continue
+            if alarm.config.kind == "backlog":
+                age = self.backlog_age()
+                if age is not None:
+                    limit = alarm.config.max_age_s or math.inf
+                    self._update(alarm, "BACKLOG" if age > limit else None, age, now, ts)
                     continue
             if alarm.pending is not None:
                 self._apply_timers(alarm, now, ts)

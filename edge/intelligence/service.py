@@ -64,7 +64,14 @@ class Intelligence:
     # ------------------------------------------------------------------ building
 
     def _alarm_engine_without_listeners(self, loaded: LoadedConfig) -> AlarmEngine:
-        return AlarmEngine(loaded.plant, loaded.config.alarms or [], self._device_state)
+        return AlarmEngine(loaded.plant, loaded.config.alarms or [], self._device_state, self._backlog_age)
+
+    def _backlog_age(self) -> float | None:
+        """Age of the oldest point not yet sent to the time-series server (None without a forwarder)."""
+        outputs = getattr(self.app, "outputs", None)
+        if outputs is None or outputs.forwarder is None:
+            return None
+        return float(outputs.spool.stats()["oldest_unsent_age_s"])
 
     def _listeners(self) -> list:
         return [self.events.append, self._spool_alarm, self.opcua_events.put]
@@ -161,6 +168,11 @@ class Intelligence:
         if diags and all(d.state == DeviceState.CONNECTING for d in diags):
             return "no device has answered yet"
         return None
+
+    def delivery(self) -> dict | None:
+        """Spool and forwarder status (None when the appliance runs without outputs)."""
+        outputs = getattr(self.app, "outputs", None)
+        return outputs.delivery() if outputs is not None else None
 
     @property
     def url(self) -> str:

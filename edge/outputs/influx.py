@@ -232,7 +232,8 @@ def diagnostics_fields(diag: DeviceDiagnostics) -> dict[str, float]:
         "state": float(int(diag.state)), "polls_ok": diag.polls_ok, "polls_failed": diag.polls_failed,
         "requests": diag.requests, "timeouts": diag.timeouts, "crc_errors": diag.crc_errors,
         "overruns": diag.overruns, "latency_p50_ms": diag.latency_p50_ms, "latency_p99_ms": diag.latency_p99_ms,
-        "jitter_p99_ms": diag.jitter_p99_ms, "hook_errors": diag.hook_errors,
+        "jitter_p99_ms": diag.jitter_p99_ms, "hook_errors": diag.hook_errors, "holes": diag.holes,
+        "unreadable_points": diag.unreadable_points, "holes_healed": diag.holes_healed,
         "exceptions": sum(diag.exceptions.values()),
     }
     fields.update({f"exception_{code}": n for code, n in diag.exceptions.items()})

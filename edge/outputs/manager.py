@@ -26,6 +26,10 @@ from edge.storage.spool import Spool
 
 log = logging.getLogger("edge.outputs.manager")
 DRAIN_ON_STOP_S = 5.0
+#: ``influx_state_code`` in edge_health: the forwarder's state as a number for dashboards
+FORWARDER_STATE_CODES = {"ok": 0, "retrying": 1, "refused": 2, "stopped": 3, "starting": 4}
+#: a backlog whose oldest point is older than this (and the live window) still counts as degraded
+BACKLOG_DEGRADED_S = 10.0
 
 
 def aggregate_configs(loaded: LoadedConfig) -> dict:
@@ -131,6 +135,41 @@ class Outputs:
             finally:
                 self.pipeline.add("opcua", self.opcua)
 
+    # ------------------------------------------------------------------ store-and-forward status
+
+    def delivery(self) -> dict:
+        """Spool and forwarder figures for the status table, ``/api/status``, ``/metrics``, OPC UA and
+        ``edge_health``; ``degraded`` says in words why data are not reaching the time-series server
+        (None when they are). Reads counters only: cheap enough for the loop at any rate."""
+        spool = self.spool.stats()
+        fw = self.forwarder.stats() if self.forwarder is not None else None
+        crashes = int(spool["writer"]["crashes"]) + (int(fw["thread"]["crashes"]) if fw else 0)
+        return {"spool": spool, "forwarder": fw, "degraded": self._degraded(spool, fw), "thread_crashes": crashes}
+
+    def _degraded(self, spool: dict, fw: dict | None) -> str | None:
+        waiting = f"{spool['unsent_points']} points waiting in the spool, oldest {spool['oldest_unsent_age_s']:.0f} s"
+        if spool["writer"]["state"] in ("restarting", "given_up"):
+            return f"spool writer {spool['writer']['state']}: {spool['writer']['last_crash']}"
+        if fw is None:
+            return None
+        if fw["thread"]["state"] in ("restarting", "given_up"):
+            return f"forwarder thread {fw['thread']['state']}: {fw['thread']['last_crash']}"
+        if fw["state"] in ("retrying", "refused"):
+            return f"time-series server {fw['state']}: {fw['last_error']}; {waiting}"
+        live_s = self.forwarder.config.live_window_ms / 1e3 if self.forwarder is not None else 0.0
+        if spool["unsent_points"] and spool["oldest_unsent_age_s"] > max(BACKLOG_DEGRADED_S, live_s):
+            return f"draining a backlog: {waiting}"
+        return None
+
+    def delivery_health(self, delivery: dict) -> dict[str, float]:
+        """The ``edge_health`` fields of :meth:`delivery` that are not in the spool/forwarder stats."""
+        fw = delivery["forwarder"]
+        out = {"degraded": float(delivery["degraded"] is not None), "thread_crashes": float(delivery["thread_crashes"])}
+        if fw is not None:
+            out["influx_state_code"] = float(FORWARDER_STATE_CODES.get(fw["state"], -1))
+            out["influx_down_s"] = (time.time_ns() - fw["down_since_ns"]) / 1e9 if fw["down_since_ns"] else 0.0
+        return out
+
     # ------------------------------------------------------------------ periodic work
 
     async def _periodic(self) -> None:
@@ -145,6 +184,7 @@ class Outputs:
                 if self.opcua is not None:
                     for diag in self.diagnostics():
                         self.opcua.update_device(diag)
+                    self.opcua.update_appliance(self.delivery())
                 if time.monotonic() >= next_health:
                     next_health = time.monotonic() + runtime.health_interval_s
                     self._record_health(now_ns)
@@ -176,9 +216,11 @@ class Outputs:
     def _record_health(self, now_ns: int) -> None:
         for diag in self.diagnostics():
             self.spool.append_health(diag.name, now_ns, diagnostics_fields(diag))
-        fields = health_fields(self.appliance_stats()) | health_fields(self.spool.stats(), "spool_")
-        if self.forwarder is not None:
-            fields |= health_fields(self.forwarder.stats(), "influx_")
+        delivery = self.delivery()
+        fields = health_fields(self.appliance_stats()) | health_fields(delivery["spool"], "spool_")
+        if delivery["forwarder"] is not None:
+            fields |= health_fields(delivery["forwarder"], "influx_")
+        fields |= self.delivery_health(delivery)
         if self.mqtt is not None:
             fields |= health_fields(self.mqtt.stats(), "mqtt_")
         fields["aggregator_memory_bytes"] = float(self.aggregator.memory_bytes())

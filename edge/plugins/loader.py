@@ -41,6 +41,7 @@ class LoadedPlugin:
     source: YamlSource | None = None
     hooks: list[Hook] = field(default_factory=list)
     error: str | None = None
+    issues: list[ConfigIssue] = field(default_factory=list)  # every problem, each with its file and line
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -74,11 +75,12 @@ def load_plugin(folder: Path, name: str, env: dict[str, str] | None) -> LoadedPl
         if _version(manifest.min_appliance_version) > _version(__version__):
             issues.append(msource.issue(("min_appliance_version",),
                                         f"needs appliance {manifest.min_appliance_version}, this is {__version__}"))
-    if points is not None and not issues:
+    if points is not None:
         issues += _check_derived(points, psource)
     if issues:
-        more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
+        more = f" (+{len(issues) - 1} more, listed below)" if len(issues) > 1 else ""
         plugin.error = f"plugin {name!r} is broken: {issues[0]}{more}"
+        plugin.issues = issues
         return plugin
     plugin.manifest, plugin.points, plugin.source = manifest, points, psource
     if points is not None and points.derived:

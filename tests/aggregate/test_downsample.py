@@ -102,3 +102,27 @@ def test_downsample_errors(store_cls):
     with pytest.raises(ValueError, match="empty time range"):
         s.downsample(1, T0, T0, 8)
     assert [a.tolist() for a in s.downsample(1, 0, 10, 8)] == [[], [], []]
+
+
+@pytest.mark.parametrize("method", ["m4", "minmaxlttb"])
+def test_downsample_arrays_equals_the_ring_and_the_twin(cyring, method):
+    """The arrays entry point (the history API's) selects what the ring's downsample selects, in
+    both implementations, whatever the input order; samples outside [t0, t1) are ignored."""
+    from edge.aggregate import pyring
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    ts = T0 + np.sort(rng.choice(10 * n, n, replace=False)).astype(np.int64) * 1000
+    vs = np.cumsum(rng.normal(size=n))
+    qs = (rng.random(n) < 0.1).astype(np.uint8)
+    t0, t1 = int(ts[100]), int(ts[-100])
+    ring = filled(cyring.RingStore, ts, vs, qs).downsample(1, t0, t1, 200, method)
+    shuffled = rng.permutation(n)
+    for impl in (cyring, pyring):
+        got = impl.downsample_arrays(ts[shuffled], vs[shuffled], qs[shuffled], t0, t1, 200, method)
+        for a, b in zip(got, ring, strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="differ in length"):
+        cyring.downsample_arrays(ts, vs[:-1], qs, t0, t1, 200, method)
+    with pytest.raises(ValueError, match="n_out must be >= 4"):
+        pyring.downsample_arrays(ts, vs, qs, t0, t1, 3, method)

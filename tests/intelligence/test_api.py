@@ -115,7 +115,7 @@ async def test_tags_devices_history_and_health(make_room):
         r = await v.get("/api/ready")
         assert r.status_code in (200, 503)
         assert await wait_until(lambda: site.diag("room").polls_ok > 3 and site.diag("fancoil").polls_ok > 0, 5)
-        assert (await v.get("/api/ready")).json() == {"ready": True, "reason": None}
+        assert (await v.get("/api/ready")).json() == {"ready": True, "status": "ready", "reason": None}
         tag = (await v.get("/api/tags/room.temperature")).json()
         assert (tag["value"], tag["quality"], tag["unit"], tag["writable"]) == (21.0, "Good", "degC", False)
         assert abs(tag["ts_ns"] - time.time_ns()) < 5e9

@@ -185,8 +185,8 @@ def check_plugin(folder: Path, name: str) -> tuple[list[str], bool]:
     """Validate, simulate and poll one plugin; lines to print and whether everything was Good."""
     path = folder / name
     plugin = load_plugin(path, name, None)
-    if plugin.error:
-        return [plugin.error], False
+    if plugin.error:  # every problem, one per line (the first in the summary line)
+        return [plugin.error, *(f"  {issue}" for issue in plugin.issues[1:])], False
     assert plugin.manifest is not None and plugin.points is not None
     driver = registry.drivers()[plugin.manifest.driver]
     problems = driver.plugin_problems(plugin)

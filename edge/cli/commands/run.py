@@ -38,6 +38,25 @@ def format_value(value: float | str, unit: str | None, quality: Quality) -> str:
     return f"{text} {unit}" if unit else text
 
 
+def delivery_lines(delivery: dict) -> list[str]:
+    """The store-and-forward rows of the status table: backlog, disk, drops, forwarder, degraded."""
+    sp, fw = delivery["spool"], delivery["forwarder"]
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(sp["dropped_points"].items())) or "none"
+    rows = [f"spool: {sp['unsent_points']} points unsent ({sp['unsent_bytes'] / 1024:.0f} KiB), oldest "
+            f"{sp['oldest_unsent_age_s']:.0f} s; disk {sp['disk_bytes'] / 1024:.0f} of "
+            f"{sp['disk_budget_bytes'] / 1024:.0f} KiB; dropped: {drops}"]
+    if fw is not None:
+        line = f"forwarder: {fw['state'].upper()} -> {fw['url']} ({fw['api']}), {fw['points_sent']} points sent"
+        if fw["state"] != "ok" and fw["last_error"]:
+            line += f"; {fw['last_error']}"
+        rows.append(line)
+    if delivery["thread_crashes"]:
+        rows.append(f"threads: {delivery['thread_crashes']} crashes (restarted)")
+    if delivery["degraded"]:
+        rows.append(f"DEGRADED: {delivery['degraded']}")
+    return rows
+
+
 class StatusTable:
     """Renders one status table per interval: devices, state, polls/s, errors, a few values."""
 
@@ -67,9 +86,14 @@ class StatusTable:
                         f"{d.latency_p50_ms:>7.1f}  {', '.join(values)}")
             if d.state != DeviceState.ONLINE and d.last_error:
                 rows.append(f"{'':<14} last error: {d.last_error}")
+            if d.holes:
+                rows.append(f"{'':<14} holes (re-probed): {'; '.join(d.holes_detail)}")
         util = ", ".join(f"{k} {v:.0f}%" for k, v in app.line_utilisation().items())
         rows.append(f"lines: {util}")
         rows.append(f"samples: {app.pipeline.samples}  batches: {app.pipeline.batches}")
+        outputs = getattr(app, "outputs", None)
+        if outputs is not None:
+            rows.extend(delivery_lines(outputs.delivery()))
         return "\n".join(rows)
 
     def show(self) -> None:
@@ -82,7 +106,7 @@ class StatusTable:
 
 async def run_appliance(config: str, duration_s: float | None, show_status: bool, out: TextIO = sys.stdout,
                         log_level: str | None = None, log_json: bool = False) -> None:
-    loaded = load_config(config, strict_plugins=False)
+    loaded = load_config(config, strict_plugins=False, discover=True)  # SunSpec devices: ask them now
     runtime = loaded.config.runtime
     setup_logging(log_level or runtime.log_level, log_json or runtime.log_format == "json", runtime.log_levels)
     for issue in loaded.issues:

@@ -97,6 +97,22 @@ STATUS_FIELDS: dict[str, tuple[int, ua.VariantType]] = {
     "PluginVersion": (ua.ObjectIds.String, VT.String),
 }
 
+#: The site's appliance-level ``Status`` object (``#site#status.<Field>``): store-and-forward figures,
+#: filled from :meth:`edge.outputs.manager.Outputs.delivery` (see appliance_status_values).
+APPLIANCE_STATUS_FIELDS: dict[str, tuple[int, ua.VariantType]] = {
+    "Degraded": (ua.ObjectIds.String, VT.String),
+    "SpoolUnsentPoints": (ua.ObjectIds.UInt64, VT.UInt64),
+    "SpoolUnsentBytes": (ua.ObjectIds.UInt64, VT.UInt64),
+    "SpoolOldestUnsentAgeS": (ua.ObjectIds.Double, VT.Double),
+    "SpoolDiskBytes": (ua.ObjectIds.UInt64, VT.UInt64),
+    "SpoolDroppedPoints": (ua.ObjectIds.UInt64, VT.UInt64),
+    "SpoolDropReasons": (ua.ObjectIds.String, VT.String),
+    "ForwarderState": (ua.ObjectIds.String, VT.String),
+    "ForwarderUrl": (ua.ObjectIds.String, VT.String),
+    "ForwarderLastError": (ua.ObjectIds.String, VT.String),
+    "ThreadCrashes": (ua.ObjectIds.UInt64, VT.UInt64),
+}
+
 READ = 1 << ua.AccessLevel.CurrentRead
 WRITE = 1 << ua.AccessLevel.CurrentWrite
 HISTORY_READ = 1 << ua.AccessLevel.HistoryRead
@@ -372,6 +388,15 @@ class NodeFactory:
             self.add_property(nd, "ValueAsText", ua.ObjectIds.LocalizedText,
                               ua.Variant(ua.LocalizedText(""), VT.LocalizedText))
 
+    def add_appliance_status(self, site: NodeData) -> dict[str, NodeData]:
+        """The site's appliance-level Status object (spool, forwarder, threads)."""
+        status = self.add_object(site.nodeid, status_nodeid(self.ns, "#site"), "Status", folder=False,
+                                 reftype="HasComponent", description="store-and-forward and thread health")
+        defaults = appliance_status_values({})
+        return {field: self.add_variable(status, status_nodeid(self.ns, "#site", field), field, datatype,
+                                         ua.Variant(defaults[field], vtype))
+                for field, (datatype, vtype) in APPLIANCE_STATUS_FIELDS.items()}
+
     def add_status(self, device: NodeData, info: DeviceInfo) -> dict[str, NodeData]:
         """The device's Status object with one variable per diagnostics field."""
         status = self.add_object(device.nodeid, status_nodeid(self.ns, info.name), "Status", folder=False,
@@ -419,6 +444,26 @@ def status_values(diag: DeviceDiagnostics) -> dict[str, object]:
         "LatencyP99Ms": float(diag.latency_p99_ms), "Holes": diag.holes,
         "UnreadablePoints": diag.unreadable_points, "Plugin": diag.plugin or "",
         "PluginVersion": diag.plugin_version or "",
+    }
+
+
+def appliance_status_values(delivery: dict) -> dict[str, object]:
+    """The appliance Status variables from :meth:`edge.outputs.manager.Outputs.delivery` ({} for defaults)."""
+    spool = delivery.get("spool", {})
+    fw = delivery.get("forwarder") or {}
+    drops = spool.get("dropped_points", {})
+    return {
+        "Degraded": delivery.get("degraded") or "",
+        "SpoolUnsentPoints": int(spool.get("unsent_points", 0)),
+        "SpoolUnsentBytes": int(spool.get("unsent_bytes", 0)),
+        "SpoolOldestUnsentAgeS": float(spool.get("oldest_unsent_age_s", 0.0)),
+        "SpoolDiskBytes": int(spool.get("disk_bytes", 0)),
+        "SpoolDroppedPoints": int(spool.get("dropped_points_total", 0)),
+        "SpoolDropReasons": ", ".join(f"{k}: {v}" for k, v in sorted(drops.items())),
+        "ForwarderState": fw.get("state", "none"),
+        "ForwarderUrl": fw.get("url", ""),
+        "ForwarderLastError": fw.get("last_error", ""),
+        "ThreadCrashes": int(delivery.get("thread_crashes", 0)),
     }
 
 

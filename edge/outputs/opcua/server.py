@@ -64,7 +64,14 @@ from edge.outputs.opcua.conditions import install as install_conditions
 from edge.outputs.opcua.fastpath import FastPublisher
 from edge.outputs.opcua.history import HistoryService
 from edge.outputs.opcua.history import install as install_history
-from edge.outputs.opcua.model import STATUS_FIELDS, WRITE, NodeFactory, status_values
+from edge.outputs.opcua.model import (
+    APPLIANCE_STATUS_FIELDS,
+    STATUS_FIELDS,
+    WRITE,
+    NodeFactory,
+    appliance_status_values,
+    status_values,
+)
 from edge.outputs.opcua.security import EdgeUserManager, SecuritySetup, make_user_manager
 from edge.security.trust import TrustListValidator
 from edge.storage.history import HistoryArrays
@@ -243,6 +250,7 @@ class OpcUaServer:
                 ua.NodeId(ua.ObjectIds.ObjectsFolder), _sid(self.ns, "#site"), plant.site,
                 description=f"site {plant.site}",
             )
+            self._status_nodes["#site"] = f.add_appliance_status(self._site_node)
         historizing = self.history is not None
         tags_by_device: dict[str, list[TagInfo]] = {}
         for t in plant.tags:
@@ -320,6 +328,20 @@ class OpcUaServer:
             last[field] = value
             vtype = STATUS_FIELDS[field][1]
             dv = ua.DataValue(ua.Variant(value, vtype), ua.StatusCode(), now, now)
+            self.publisher.set_value(nodes[field].attributes[ua.AttributeIds.Value], dv)
+
+    def update_appliance(self, delivery: dict) -> None:
+        """Refresh the site's appliance Status object (spool, forwarder); only changes notify."""
+        nodes = self._status_nodes.get("#site")
+        if nodes is None:
+            return
+        last = self._status_last.setdefault("#site", {})
+        now = datetime.now(UTC)
+        for field, value in appliance_status_values(delivery).items():
+            if last.get(field) == value:
+                continue
+            last[field] = value
+            dv = ua.DataValue(ua.Variant(value, APPLIANCE_STATUS_FIELDS[field][1]), ua.StatusCode(), now, now)
             self.publisher.set_value(nodes[field].attributes[ua.AttributeIds.Value], dv)
 
     def tag_for_nodeid(self, nodeid: ua.NodeId) -> TagInfo | None:

@@ -121,7 +121,8 @@ async def test_reload_adds_and_removes_nodes_without_dropping_sessions(users_fil
                 ua.AttributeIds.BrowseName, raise_on_bad_status=False)
             assert gone.StatusCode.value == ua.StatusCodes.BadNodeIdUnknown
             site = await c.nodes.objects.get_child([f"{srv.ns}:plant1"])
-            assert [(await n.read_browse_name()).Name for n in await site.get_children()] == ["line1"]
+            # the site keeps its appliance Status object (issue 17) and only bus line1
+            assert [(await n.read_browse_name()).Name for n in await site.get_children()] == ["Status", "line1"]
             await sub.delete()
     finally:
         await srv.stop()
