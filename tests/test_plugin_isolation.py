@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from harness import wait_until
 
@@ -123,15 +124,74 @@ async def _only_the_hook_tag_fails(site, caplog, problem: str) -> None:
     assert len(logged) == 1  # logged once, counted every time
 
 
-async def test_slow_hook_is_reported_and_keeps_its_value(make_site, tmp_path, caplog):
+async def test_slow_hook_is_reported_then_disabled(make_site, tmp_path, caplog):
+    """A hook over its budget is reported (its value kept); five overruns in a row disable it: its
+    tag goes Bad_ConfigurationError saying why, and it is not called again (issue 17)."""
     hooks = ("import time\nfrom edge.plugin_api import hook\n\n@hook(budget_ms=1)\ndef double(x):\n"
              "    time.sleep(0.005)\n    return 2 * x\n")
     caplog.set_level(logging.WARNING, logger="edge.hooks")
     site = await make_site(site_config(make_plugin(tmp_path, hooks=hooks)))
     app = site.app
-    assert await wait_until(lambda: app.devices["dev_x"].diag.hook_slow >= 3, 5)
-    assert app.store.get(app.plant.tag_by_key()["dev_x.doubled"].id)[:2] == (42.0, Quality.GOOD)
+    tag = app.plant.tag_by_key()["dev_x.doubled"]
+    diag = app.devices["dev_x"].diag
+    assert await wait_until(lambda: app.store.get(tag.id)[:2] == (42.0, Quality.GOOD), 5)  # slow, still served
+    assert await wait_until(lambda: diag.hooks_disabled == 1, 5)
+    assert await wait_until(lambda: app.store.get(tag.id)[1] == Quality.BAD_CONFIG_ERROR, 2)
+    assert "disabled: took longer than its budget 5 times in a row" in diag.last_error
+    slow = diag.hook_slow
+    await wait_until(lambda: False, 0.5)
+    assert diag.hook_slow == slow == 5  # not called again
     assert any("took" in r.getMessage() and "budget 1.0 ms" in r.getMessage() for r in caplog.records)
+    assert app.store.get(app.plant.tag_by_key()["dev_x.raw"].id)[:2] == (21.0, Quality.GOOD)
+
+
+EXIT_HOOKS = "import sys\nfrom edge.plugin_api import hook\n\n@hook\ndef double(x):\n    sys.exit(3)\n"
+SLEEPY_HOOKS = ("import time\nfrom edge.plugin_api import hook\n\n@hook\ndef double(x):\n"
+                "    time.sleep(0.5)\n    return 2 * x\n")
+
+
+def good_p99_ms(app, seconds_of_samples: int) -> float:
+    poller = app.devices["good"].runtime.poller
+    n = min(poller._latency_n, len(poller._latency))
+    samples = np.sort(poller._latency[:n])
+    assert n >= seconds_of_samples * 5, n
+    return float(samples[int(0.99 * (n - 1))]) * 1e3
+
+
+@pytest.mark.parametrize("hooks", [EXIT_HOOKS, SLEEPY_HOOKS], ids=["sys_exit", "sleep_0_5_s"])
+async def test_hook_cannot_stop_or_stall_the_appliance(make_site, tmp_path, hooks):
+    """Before: sys.exit() in a hook ended the appliance; a 0.5 s hook ran on the event loop and
+    pushed another device's p99 from 22 to 508 ms. Now hooks run off the loop with an enforced
+    budget: the appliance runs on, the hook is disabled (its tag Bad_ConfigurationError), the other
+    device's p99 stays within 2x of its normal (the same site with a well-behaved hook)."""
+    site = await make_site(site_config(make_plugin(tmp_path / "ok")))
+    app = site.app
+    assert await wait_until(lambda: app.devices["good"].diag.polls_ok >= 5, 5)
+    await wait_until(lambda: False, 3.0)
+    normal = good_p99_ms(app, 3)
+    await app.stop()
+    from edge.config.loader import load_config
+    from edge.runtime.app import Appliance
+
+    bad = make_plugin(tmp_path / "bad", hooks=hooks)
+    path = site.loaded.path
+    path.write_text(path.read_text().replace(str(tmp_path / "ok" / "plugins"), str(bad)))
+    app = site.app = Appliance(load_config(path, strict_plugins=False))
+    await app.start()
+    try:
+        diag = app.devices["dev_x"].diag
+        tag = app.plant.tag_by_key()["dev_x.doubled"]
+        assert await wait_until(lambda: diag.hooks_disabled == 1, 6), diag.last_error
+        assert await wait_until(lambda: app.store.get(tag.id)[1] == Quality.BAD_CONFIG_ERROR, 2)
+        assert "disabled" in diag.last_error
+        await wait_until(lambda: False, 3.0)
+        assert app.devices["good"].task is not None and not app.devices["good"].task.done()
+        assert app.store.get(app.plant.tag_by_key()["good.v"].id)[:2] == (5.0, Quality.GOOD)
+        assert app.store.get(app.plant.tag_by_key()["dev_x.raw"].id)[:2] == (21.0, Quality.GOOD)
+        p99 = good_p99_ms(app, 3)
+        assert p99 <= 2 * max(normal, 10.0), f"good device p99 {p99:.1f} ms, normal {normal:.1f} ms"
+    finally:
+        await app.stop()
 
 
 async def test_hook_input_gone_bad_propagates_its_quality(make_site, tmp_path):

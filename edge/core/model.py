@@ -241,6 +241,7 @@ class DeviceDiagnostics:
     overruns: int = 0  # polls that started late by more than one interval
     hook_errors: int = 0  # plugin hook calls that raised or returned nonsense
     hook_slow: int = 0  # plugin hook calls that outran their budget
+    hooks_disabled: int = 0  # hooks switched off (repeated overruns, SystemExit, hung): their tags Bad_ConfigurationError
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     jitter_p99_ms: float = 0.0  # how late poll cycles start against their schedule

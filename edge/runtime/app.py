@@ -112,6 +112,7 @@ class Appliance:
         self.writes = WriteService(self.plant, self.store, audit_log)
         self.started_at = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._stages: dict[str, DerivedStage] = {}  # devices with plugin hooks
         for dev in loaded.devices:
             self._add_device(dev)
         self.outputs = Outputs(loaded, self.pipeline, self.writes, self.diagnostics, self.stats) if outputs else None
@@ -158,10 +159,15 @@ class Appliance:
 
     def _publisher(self, dev: ResolvedDevice, diag: DeviceDiagnostics, loaded: LoadedConfig) -> Publish:
         """Where a device's batches go: through its derived-tag hooks, if any, into the pipeline."""
+        old = self._stages.pop(dev.name, None)
+        if old is not None:
+            old.close()
         if not dev.hooks:
             return self.pipeline.publish
         ids = self._tag_ids(dev.name, loaded.plant)
-        return DerivedStage(dev.name, dev.hooks, ids, self.pipeline.publish, diag).publish
+        stage = DerivedStage(dev.name, dev.hooks, ids, self.pipeline.publish, diag, offload=True)
+        self._stages[dev.name] = stage  # hooks run in its worker thread, off the loop
+        return stage.publish
 
     @staticmethod
     def _writer(runner: DeviceRunner, tag_id: int):
@@ -325,6 +331,8 @@ class Appliance:
                 log.exception("outputs did not stop cleanly")
         for session in self.sessions.values():
             session.close()
+        for stage in self._stages.values():
+            stage.close()
         self._tasks.clear()
 
     def line_utilisation(self) -> dict[str, float]:

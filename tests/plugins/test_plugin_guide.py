@@ -67,7 +67,7 @@ async def test_following_the_guide_gives_a_working_device(make_site, tmp_path: P
     assert code == 0, out
     rows = tag_lines(out)
     assert rows["temperature_ch1"] == ("36.5 degC", "Good", "float32", "input 0..1 CDAB")
-    assert rows["signal_ch2"] == ("91", "Good", "float32", "input 6..7 CDAB")
+    assert rows["signal_ch2"] == ("91.0", "Good", "float32", "input 6..7 CDAB")  # full precision: the float as it reads back (issue 16)
     assert rows["relay1_alarm_setpoint"] == ("35 degC", "Good", "int16", "holding 65")
     assert rows["ch1_enabled"] == ("true", "Good", "bool", "holding 148 bit 0")
     assert rows["ch2_enabled"] == ("false", "Good", "bool", "holding 148 bit 1")

@@ -25,6 +25,7 @@ async def test_plugin_check_polls_every_point_good(name: str):
     assert plugin.error is None, plugin.error
     assert plugin.points is not None
     expected = [p.name for p in plugin.points.points] + [d.name for d in plugin.points.derived]
+    expected += [f"{p.name}_{label}" for p in plugin.points.points for label in (p.bits or {}).values()]
     code, out = await edge("plugin", "check", name)
     assert code == 0, out
     rows = tag_lines(out)

@@ -26,6 +26,7 @@ from edge.core.model import QUALITY_NAMES, Quality, TagInfo
 from edge.driver import registry
 from edge.plugins.loader import LoadedPlugin, load_plugin
 from edge.runtime.app import Appliance
+from edge.storage.history import format_value
 
 PROJECT_PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
 TEMPLATE = "_template"
@@ -149,7 +150,7 @@ def format_row(tag: TagInfo, value: float | str, quality: Quality, at: str) -> s
     elif tag.dtype == "bool":
         shown = "true" if value else "false"
     else:
-        shown = f"{value:.7g}" + (f" {tag.unit}" if tag.unit else "")
+        shown = format_value(value, tag.dtype) + (f" {tag.unit}" if tag.unit else "")  # full precision
         if tag.enum is not None and float(value).is_integer():
             shown += f" ({tag.enum.get(int(value), 'not in enum')})"
     return f"  {tag.name:<28} {shown:<30} {QUALITY_NAMES[quality]:<26} {at}"

@@ -17,7 +17,7 @@ import pytest
 
 from drivers.modbus.sim.physics import DT_S, FAULT, RUNNING, STARTING, STOPPED, STOPPING, PlantPhysics, gauss
 from drivers.modbus.sim.plant import SimPlant
-from edge.cli.commands.simulate import plant_specs
+from drivers.modbus.simulation import plant_specs
 from edge.config.loader import LoadedConfig, load_config
 from edge.core.model import SampleBatch
 from edge.intelligence import alarms as alarms_module
