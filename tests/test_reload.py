@@ -73,7 +73,7 @@ async def test_reload_keeps_unchanged_devices_polling_without_a_gap(make_site, t
     path.write_text(path.read_text().replace("interval_ms: 200", "interval_ms: 300").replace(
         "value: 3}}", "value: 3}}\n      - {name: extra, address: 0, scale: 2}"))
     report = await app.reload(load_config(path))
-    assert report == {"kept": ["a", "s"], "started": ["b"], "removed": []}
+    assert report == {"kept": ["a", "s"], "started": ["b"], "removed": [], "outputs": []}
     assert app.devices["a"].runtime is poller_a and app.devices["a"].task is task_a
     assert app.devices["s"].runtime is poller_s
     await asyncio.sleep(1.0)

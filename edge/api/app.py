@@ -438,6 +438,7 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
                 "alarms": [_clean_dict(a) for a in intel.alarms.snapshot() if a["state"] != "NORMAL"],
                 "tags": [tag_out(intel, t).model_dump() for t in intel.app.plant.tags],
                 "delivery": _clean_nested(intel.delivery()),
+                "reload": intel.app.last_reload.as_dict() if intel.app.last_reload is not None else None,
                 "refresh_ms": intel.config.status_refresh_ms}
 
     @api.get("/", include_in_schema=False)

@@ -169,6 +169,12 @@ class Intelligence:
             return "no device has answered yet"
         return None
 
+    async def rebind_opcua(self, opcua) -> None:
+        """After a reload restarted the OPC UA server: alarm conditions move to the new one."""
+        await self.opcua_events.stop()
+        self.opcua_events._nodes.clear()
+        self.opcua_events.start(opcua)
+
     def delivery(self) -> dict | None:
         """Spool and forwarder status (None when the appliance runs without outputs)."""
         outputs = getattr(self.app, "outputs", None)

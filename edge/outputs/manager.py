@@ -40,6 +40,16 @@ def aggregate_configs(loaded: LoadedConfig) -> dict:
             if rp.point.aggregate is not None and f"{dev.name}.{rp.point.name}" in keys}
 
 
+class _Holding:
+    """A stand-in sink while the spool is swapped on reload: keeps the batches for the new one."""
+
+    def __init__(self) -> None:
+        self.batches: list = []
+
+    def consume(self, batch) -> None:
+        self.batches.append(batch)
+
+
 class Outputs:
     def __init__(self, loaded: LoadedConfig, pipeline: Pipeline, writes: WriteService,
                  diagnostics: Callable[[], list[DeviceDiagnostics]], appliance_stats: Callable[[], dict]):
@@ -116,11 +126,15 @@ class Outputs:
             self.spool.new_data.set()
             await asyncio.sleep(0.05)
 
-    async def reload(self, loaded: LoadedConfig) -> None:
-        """New plant: the spool records a new plant version, rings are rebuilt, OPC UA nodes updated."""
+    async def reload(self, loaded: LoadedConfig) -> list[str]:
+        """New configuration: outputs whose settings changed are restarted (the spool, the InfluxDB
+        forwarder, the OPC UA server, MQTT), each alone and without stopping the polling; then the new
+        plant: the spool records a new plant version, rings are rebuilt, OPC UA nodes updated.
+        Returns the names of the outputs restarted."""
+        self._close_windows(time.time_ns())  # closed under the plant they were collected with
+        restarted = await self._restart_changed(loaded)
         self.loaded = loaded
         self.spool.set_plant(loaded.plant)
-        self._close_windows(time.time_ns())
         self.aggregator = Aggregator.from_tags(loaded.plant.tags, aggregate_configs(loaded),
                                                loaded.config.outputs.aggregator)
         self.pipeline.remove("aggregator")
@@ -134,6 +148,83 @@ class Outputs:
                 await self.opcua.reload(loaded.plant, aggregates=self.aggregator.opcua_specs())
             finally:
                 self.pipeline.add("opcua", self.opcua)
+        return restarted
+
+    async def _restart_changed(self, loaded: LoadedConfig) -> list[str]:
+        """Restart the outputs whose configuration differs (called before the plant is swapped)."""
+        old, new = self.loaded.config.outputs, loaded.config.outputs
+        influx_old, influx_new = old.influxdb, new.influxdb
+        restarted: list[str] = []
+        if old.spool != new.spool or (influx_old is None) != (influx_new is None):
+            await self._restart_storage(loaded)
+            restarted += ["spool"] + (["influxdb"] if influx_old or influx_new else [])
+        elif influx_old != influx_new:
+            await self._restart_forwarder(influx_new)
+            restarted.append("influxdb")
+        if old.opcua != new.opcua:
+            await self._restart_opcua(loaded)
+            restarted.append("opcua")
+        if old.mqtt != new.mqtt or ("spool" in restarted and self.mqtt is not None):
+            await self._restart_mqtt(loaded)
+            restarted.append("mqtt")
+        return restarted
+
+    async def _restart_forwarder(self, cfg) -> None:
+        """A new InfluxDB target or settings: the old forwarder finishes its request and stops; the new
+        one sends everything unsent (the spool keeps it meanwhile)."""
+        if self.forwarder is not None:
+            await self.forwarder.stop()
+        self.forwarder = InfluxForwarder(self.spool, cfg) if cfg is not None else None
+        if self.forwarder is not None:
+            self.forwarder.start()
+        log.warning("reload: InfluxDB forwarder restarted -> %s", cfg.url if cfg is not None else "none")
+
+    async def _restart_storage(self, loaded: LoadedConfig) -> None:
+        """New spool settings: batches polled meanwhile are held in RAM and handed to the new spool."""
+        held = _Holding()
+        self.pipeline.add("spool", held)  # replaces the old spool as a sink: nothing polled is lost
+        if self.forwarder is not None:
+            await self.forwarder.stop()
+        await self.spool.stop()
+        self.spool, self.forwarder = open_storage(self.loaded.plant, loaded.config.outputs.spool,
+                                                  loaded.config.outputs.influxdb)
+        self.spool.start()
+        for batch in held.batches:
+            self.spool.append_samples(batch)
+        self.pipeline.add("spool", self.spool)
+        if self.forwarder is not None:
+            self.forwarder.start()
+        log.warning("reload: spool restarted (%d batches held during the switch)", len(held.batches))
+
+    async def _restart_opcua(self, loaded: LoadedConfig) -> None:
+        self.pipeline.remove("opcua")
+        if self.opcua is not None:
+            await self.opcua.stop()
+            self.opcua = None
+        cfg = loaded.config.outputs.opcua
+        if cfg is not None and cfg.enabled:
+            from edge.outputs.opcua.server import OpcUaServer
+
+            self.opcua = OpcUaServer(self.loaded.plant, loaded.config.outputs.opcua, writer=self._opcua_write,
+                                     history=self.history, aggregates=self.aggregator.opcua_specs())
+            await self.opcua.start()
+            self.pipeline.add("opcua", self.opcua)
+        log.warning("reload: OPC UA server restarted")
+
+    async def _restart_mqtt(self, loaded: LoadedConfig) -> None:
+        self.pipeline.remove("mqtt")
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+            self.mqtt = None
+        cfg = loaded.config.outputs.mqtt
+        if cfg is not None and cfg.enabled:
+            from edge.outputs.mqtt.output import MqttOutput
+
+            self.mqtt = MqttOutput(cfg, self.loaded.plant, self.spool, self.writes, self.diagnostics,
+                                   self.node_health, loaded.data_dir, loaded.base_dir)
+            await self.mqtt.start()
+            self.pipeline.add("mqtt", self.mqtt)
+        log.warning("reload: MQTT output restarted")
 
     # ------------------------------------------------------------------ store-and-forward status
 

@@ -113,6 +113,7 @@ class Appliance:
         self.started_at = 0.0
         self._tasks: list[asyncio.Task] = []
         self._stages: dict[str, DerivedStage] = {}  # devices with plugin hooks
+        self.last_reload = None  # edge.runtime.reload.ReloadOutcome of the latest reload
         for dev in loaded.devices:
             self._add_device(dev)
         self.outputs = Outputs(loaded, self.pipeline, self.writes, self.diagnostics, self.stats) if outputs else None
@@ -266,8 +267,9 @@ class Appliance:
         for name in kept:
             self._renumber(self.devices[name], new_by_name[name], id_map, new)
         self._swap_plant(new)
+        outputs_restarted: list[str] = []
         if self.outputs is not None:
-            await self.outputs.reload(new)
+            outputs_restarted = await self.outputs.reload(new)
         self._release_unused_lines()
         added = [d.name for d in new.devices if d.name not in kept]
         for name in added:
@@ -277,13 +279,16 @@ class Appliance:
         self.devices = {d.name: self.devices[d.name] for d in new.devices}  # site order
         if self.intelligence is not None:
             await self.intelligence.reload(new)
+            if "opcua" in outputs_restarted and self.outputs is not None and self.outputs.opcua is not None:
+                await self.intelligence.rebind_opcua(self.outputs.opcua)
         # The old configuration's objects are frozen: hand them back to the collector now, and
         # settle (one full collection, then freeze) later, away from the reload itself.
         gc.unfreeze()
         self._tasks.append(asyncio.create_task(self._settle_later(RESETTLE_AFTER_RELOAD_S), name="gc-settle"))
         log.warning("configuration reloaded: %d devices kept running, %d restarted or added, %d removed",
                     len(kept), len(added), len([n for n in gone if n not in new_by_name]))
-        return {"kept": kept, "started": added, "removed": [n for n in gone if n not in new_by_name]}
+        return {"kept": kept, "started": added, "removed": [n for n in gone if n not in new_by_name],
+                "outputs": outputs_restarted}
 
     def _renumber(self, runner: DeviceRunner, dev: ResolvedDevice, id_map: np.ndarray, new: LoadedConfig) -> None:
         if runner.runtime is not None:

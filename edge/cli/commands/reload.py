@@ -6,7 +6,7 @@ import os
 import signal
 
 from edge.cli.commands import CliError
-from edge.config.loader import load_config
+from edge.runtime.reload import check_config
 
 
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_config(args.config)  # errors are printed and nothing is sent
+    loaded = check_config(args.config)  # the appliance's own reload check: errors printed, nothing sent
     pid_file = loaded.data_dir / "edge.pid"
     try:
         pid = int(pid_file.read_text().strip())

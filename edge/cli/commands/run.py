@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import math
 import os
 import signal
@@ -12,11 +11,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from edge.config.errors import ConfigError
 from edge.config.loader import load_config
 from edge.core.model import QUALITY_NAMES, DeviceState, Quality
 from edge.runtime.app import Appliance
 from edge.runtime.logs import setup_logging
+from edge.runtime.reload import reload_appliance
 from edge.runtime.systemd import Notifier
 
 
@@ -94,6 +93,9 @@ class StatusTable:
         outputs = getattr(app, "outputs", None)
         if outputs is not None:
             rows.extend(delivery_lines(outputs.delivery()))
+        if app.last_reload is not None:
+            at = time.strftime("%H:%M:%S", time.localtime(app.last_reload.ts_ns / 1e9))
+            rows.append(f"last reload {at}: {app.last_reload.summary()}")
         return "\n".join(rows)
 
     def show(self) -> None:
@@ -162,19 +164,9 @@ def write_pid_file(data_dir: Path) -> Path:
     return path
 
 
-async def reload_config(app: Appliance, config: str) -> bool:
-    """Load the configuration again; a configuration with any error is rejected whole."""
-    log = logging.getLogger("edge.reload")
-    try:
-        loaded = load_config(config, strict_plugins=False)
-    except ConfigError as exc:
-        log.error("reload rejected, the running configuration stays: %s", exc)
-        return False
-    except Exception as exc:  # noqa: BLE001 - a reload must never stop the running appliance
-        log.error("reload rejected, the running configuration stays: %s: %s", type(exc).__name__, exc)
-        return False
-    await app.reload(loaded)
-    return True
+async def reload_config(app: Appliance, config: str, source: str = "sighup") -> bool:
+    """Check the configuration (the same path as ``edge reload``) and apply it whole, or refuse it whole."""
+    return (await reload_appliance(app, config, source)).result == "applied"
 
 
 def run(args: argparse.Namespace) -> int:
