@@ -7,14 +7,17 @@ Writes go through the appliance's one write path (role check, audit log) and are
 per token. Errors are JSON ``{"detail": "..."}`` saying what is wrong and what is allowed;
 nothing the caller sends can produce a 5xx, except a device that fails a write (502/504).
 """
+import asyncio
+import json
 import math
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -27,6 +30,7 @@ from edge.security.users import Role
 
 if TYPE_CHECKING:
     from edge.intelligence.service import Intelligence
+    from edge.outputs.manager import Outputs
 
 STATIC = Path(__file__).parent / "static"
 MAX_NS = 2**62
@@ -335,19 +339,20 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         if outputs is None:
             raise HTTPException(404, "this appliance keeps no history (outputs disabled)")
         if max_points is not None:
-            return await downsampled_history(t, max(start, 0), end, max_points, method)
+            return await downsampled_history(outputs, t, max(start, 0), end, max_points, method)
         h = await outputs.history(t.id, max(start, 0), end, min(max_values, intel.config.history_max_values))
         return HistoryOut(tag=t.key, ts_ns=[int(x) for x in h.ts], values=history_values(t, h.values, h.texts),
                           quality=[int(q) for q in h.quality])
 
-    async def downsampled_history(t: TagInfo, start: int, end: int, max_points: int, method: str) -> HistoryOut:
+    async def downsampled_history(outputs: "Outputs", t: TagInfo, start: int, end: int, max_points: int,
+                                  method: str) -> HistoryOut:
         """At most ``max_points`` good samples of [start, end) that draw like all of them (a trend)."""
         if t.dtype == "string":
             raise HTTPException(422, f"{t.key} is a string tag: max_points downsamples numbers; leave it out")
         if end <= start:
             return HistoryOut(tag=t.key, ts_ns=[], values=[], quality=[], raw_samples=0)
         cap = intel.config.history_downsample_max_samples
-        h = await intel.app.outputs.history(t.id, start, end, cap)
+        h = await outputs.history(t.id, start, end, cap)
         n = len(h.ts)
         ts, values, quality = downsample_arrays(h.ts, h.values, h.quality, start, end, max_points, method)
         return HistoryOut(tag=t.key, ts_ns=ts.tolist(), values=history_values(t, values, None),
@@ -429,8 +434,7 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
 
     # -------------------------------------------------------------- status page
 
-    @api.get("/api/status", tags=["status"], summary="everything the status page shows, in one call")
-    def status(who: Viewer) -> dict[str, Any]:
+    def status_body(who: Caller) -> dict[str, Any]:
         now = time.time_ns()
         return {"site": intel.app.plant.site, "time_ns": now, "caller": who.model_dump(),
                 "devices": [device_out(intel, d).model_dump() for d in intel.app.diagnostics()],
@@ -440,6 +444,30 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
                 "delivery": _clean_nested(intel.delivery()),
                 "reload": intel.app.last_reload.as_dict() if intel.app.last_reload is not None else None,
                 "refresh_ms": intel.config.status_refresh_ms}
+
+    @api.get("/api/status", tags=["status"], summary="everything the status page shows, in one call")
+    def status(who: Viewer) -> dict[str, Any]:
+        return status_body(who)
+
+    @api.get("/api/status/stream", tags=["status"], response_class=StreamingResponse,
+             summary="the same, pushed: server-sent events (text/event-stream), one 'status' event every "
+                     "status_refresh_ms until the client goes away",
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def status_stream(request: Request, who: Viewer) -> StreamingResponse:
+        return StreamingResponse(status_events(request, who), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def status_events(request: Request, who: Caller) -> AsyncIterator[str]:
+        """``status`` events until the client disconnects or the appliance stops (checked every 0.2 s)."""
+        yield "retry: 2000\n\n"
+        while intel.started:
+            body = json.dumps(status_body(who), separators=(",", ":"), allow_nan=False)
+            yield f"event: status\ndata: {body}\n\n"
+            deadline = time.monotonic() + intel.config.status_refresh_ms / 1000
+            while intel.started and time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     @api.get("/", include_in_schema=False)
     def index() -> FileResponse:

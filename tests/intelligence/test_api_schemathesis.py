@@ -8,6 +8,8 @@ dependency urllib3-future replaces ``urllib3`` in the environment; so the cases 
 and handed to schemathesis' ``Case.validate_response`` (its documented path for other transports).
 Its ``ignored_auth`` check is left out because it sends its own probes with ``requests``; token
 enforcement is tested directly in test_api.py (no token, unknown token, viewer writing).
+The server-sent event stream (/api/status/stream) is left out: it answers with an endless body that a
+request/response check cannot read to its end; test_status_stream.py reads it as a browser does.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import ignored_auth
 
 EXAMPLES = 20
+STREAMS = {"/api/status/stream"}  # endless bodies (server-sent events)
 
 
 class Run:
@@ -66,6 +69,8 @@ def run_schemathesis(url: str, token: str) -> Run:
         run = Run(url, token, client)
         for result in schema.get_all_operations():
             op = result.ok()
+            if op.path in STREAMS:
+                continue
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 try:
                     run.test_for(op, mode)()
