@@ -12,6 +12,7 @@ want_test=0
 apt_pkgs=(socat)
 [ $want_test = 1 ] && apt_pkgs+=(mbpoll victoria-metrics influxdb chromium chromium-driver)  # chromium: status page test
 [ $want_test = 1 ] && apt_pkgs+=(mosquitto)  # the MQTT tests start their own broker (a child process)
+[ $want_test = 1 ] && apt_pkgs+=(tmux)  # the live status table is tested in a real terminal
 command -v node >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 # systemd-analyze checks the service unit in the tests (the package only installs tools here)
 [ $want_test = 1 ] && { command -v systemd-analyze >/dev/null 2>&1 || apt_pkgs+=(systemd); }

@@ -5,9 +5,11 @@ import argparse
 import asyncio
 import math
 import os
+import shutil
 import signal
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import TextIO
 
@@ -56,25 +58,98 @@ def delivery_lines(delivery: dict) -> list[str]:
     return rows
 
 
+class PollRate:
+    """Polls per second of one device over a sliding window, timed by the polls' own timestamps.
+
+    Counting polls between two refreshes gives 0, 1 or 2 for a device polled every second
+    (a count per refresh); dividing the polls by the time between the first and the last of
+    them (``last_ok_ns`` of the diagnostics) gives 1.0. When polls stop, the time since the
+    last one counts too, so the rate falls to 0 within the window.
+    """
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_ns = int(window_s * 1e9)
+        self.samples: deque[tuple[int, int, int]] = deque()  # (now_ns, polls_ok, last_ok_ns)
+
+    def update(self, now_ns: int, polls_ok: int, last_ok_ns: int) -> float:
+        """Record the device's counters at ``now_ns`` (wall clock) and return its rate."""
+        samples = self.samples
+        if samples and polls_ok < samples[-1][1]:
+            samples.clear()  # counters restarted (a reload rebuilt the device)
+        samples.append((now_ns, polls_ok, last_ok_ns))
+        while len(samples) > 2 and now_ns - samples[1][0] >= self.window_ns:
+            samples.popleft()
+        first_now, first_polls, first_ok = samples[0]
+        polls = polls_ok - first_polls
+        if polls <= 0:
+            return 0.0
+        span_ns = last_ok_ns - first_ok
+        if span_ns <= 0:
+            return polls * 1e9 / max(now_ns - first_now, 1)
+        silent_ns = now_ns - last_ok_ns
+        if silent_ns > 2 * span_ns / polls:  # overdue: the wait since the last poll counts
+            span_ns += silent_ns
+        return polls * 1e9 / span_ns
+
+
+class TerminalView:
+    """Where the table goes: redrawn in place on a terminal, plain tables one after another when piped.
+
+    On a terminal the table is drawn on the alternate screen (no scrollback fills up), each line
+    cut to the width and the table to the height, cursor hidden; ``close`` restores the screen
+    and prints the last table once, so it stays visible after the appliance stops.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.active = False
+        self.last = ""
+
+    def show(self, text: str) -> None:
+        self.last = text
+        if not self.tty:
+            self.out.write(text + "\n\n")
+            self.out.flush()
+            return
+        size = shutil.get_terminal_size((100, 40))
+        lines = text.split("\n")
+        if len(lines) > size.lines - 1:
+            hidden = len(lines) - (size.lines - 2)
+            lines = lines[: size.lines - 2] + [f"... {hidden} more line(s): a taller terminal shows them"]
+        body = "".join(line[: size.columns] + "\x1b[K\n" for line in lines)
+        start = "" if self.active else "\x1b[?1049h\x1b[?25l"  # alternate screen, no cursor
+        self.active = True
+        self.out.write(start + "\x1b[H" + body + "\x1b[J")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.active:
+            self.out.write("\x1b[?25h\x1b[?1049l" + self.last + "\n")  # back to the normal screen
+            self.out.flush()
+            self.active = False
+
+
 class StatusTable:
-    """Renders one status table per interval: devices, state, polls/s, errors, a few values."""
+    """One status table per interval: devices, state, polls/s, errors, latency, a few values, and a
+    footer with the lines' load, the spool, the forwarder and the last reload."""
 
     def __init__(self, app: Appliance, out: TextIO, values_per_device: int = 3):
         self.app = app
-        self.out = out
+        self.view = TerminalView(out)
         self.values_per_device = values_per_device
-        self._last = {name: (rt.diag.polls_ok, time.monotonic()) for name, rt in app.devices.items()}
+        self.rates: dict[str, PollRate] = {}
 
     def render(self) -> str:
         app = self.app
-        rows = [f"{'device':<14} {'bus':<10} {'state':<11} {'polls/s':>7} {'errors':>6} {'p50 ms':>7}  values",
+        now_ns = time.time_ns()
+        rows = [f"{app.plant.site}  {time.strftime('%H:%M:%S', time.localtime(now_ns / 1e9))}  "
+                f"{len(app.devices)} devices",
+                f"{'device':<14} {'bus':<10} {'state':<11} {'polls/s':>7} {'errors':>6} {'p50 ms':>7}  values",
                 "-" * 100]
-        now = time.monotonic()
         for name, rt in app.devices.items():
             d = rt.diag
-            prev_ok, prev_t = self._last[name]
-            rate = (d.polls_ok - prev_ok) / max(now - prev_t, 1e-9)
-            self._last[name] = (d.polls_ok, now)
+            rate = self.rates.setdefault(name, PollRate()).update(now_ns, d.polls_ok, d.last_ok_ns)
             errors = d.polls_failed + sum(d.exceptions.values())
             values = []
             for tag_id in app.plant.device(name).tag_ids[: self.values_per_device]:
@@ -87,23 +162,26 @@ class StatusTable:
                 rows.append(f"{'':<14} last error: {d.last_error}")
             if d.holes:
                 rows.append(f"{'':<14} holes (re-probed): {'; '.join(d.holes_detail)}")
+        rows.append("-" * 100)
         util = ", ".join(f"{k} {v:.0f}%" for k, v in app.line_utilisation().items())
         rows.append(f"lines: {util}")
         rows.append(f"samples: {app.pipeline.samples}  batches: {app.pipeline.batches}")
         outputs = getattr(app, "outputs", None)
         if outputs is not None:
-            rows.extend(delivery_lines(outputs.delivery()))
+            delivery = outputs.delivery()
+            rows.extend(delivery_lines(delivery))
+            if delivery["forwarder"] is None:
+                rows.append("forwarder: none configured (the spool is the local historian: edge history)")
         if app.last_reload is not None:
             at = time.strftime("%H:%M:%S", time.localtime(app.last_reload.ts_ns / 1e9))
             rows.append(f"last reload {at}: {app.last_reload.summary()}")
         return "\n".join(rows)
 
     def show(self) -> None:
-        text = self.render()
-        if self.out.isatty():
-            self.out.write("\x1b[2J\x1b[H")
-        self.out.write(text + "\n\n")
-        self.out.flush()
+        self.view.show(self.render())
+
+    def close(self) -> None:
+        self.view.close()
 
 
 async def run_appliance(config: str, duration_s: float | None, show_status: bool, out: TextIO = sys.stdout,
@@ -149,6 +227,7 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
             if deadline is not None and time.monotonic() >= deadline:
                 break
     finally:
+        table.close()
         notifier.stopping()
         watchdog.cancel()
         await app.stop()
