@@ -64,3 +64,11 @@ def test_other_benches_start(script):
     out = subprocess.run([sys.executable, f"bench/{script}", "--help"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "usage" in out.stdout
+
+
+def test_mqtt_bench_runs():
+    r = result_of("bench/mqtt.py", "--devices", "4", "--tags", "10", "--seconds", "1")
+    assert r["metrics_per_s"] > 0 and r["cpu_ratio"] > 0 and r["delivered_ratio"] > 0.9
+    assert r["appliance"]["sink_errors"] == 0 and r["appliance"]["disconnects"] == 0
+    for key in ("metrics_per_s", "cpu_cores", "cpu_ratio"):
+        assert key in r

@@ -439,6 +439,8 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         return {"site": intel.app.plant.site, "time_ns": now, "caller": who.model_dump(),
                 "devices": [device_out(intel, d).model_dump() for d in intel.app.diagnostics()],
                 "lines": {k: round(v, 2) for k, v in intel.app.line_utilisation().items()},
+                "outputs": ({k: _clean_dict(v) for k, v in intel.app.outputs.status().items()}
+                            if intel.app.outputs is not None else {}),
                 "alarms": [_clean_dict(a) for a in intel.alarms.snapshot() if a["state"] != "NORMAL"],
                 "tags": [tag_out(intel, t).model_dump() for t in intel.app.plant.tags],
                 "delivery": _clean_nested(intel.delivery()),

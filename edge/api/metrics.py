@@ -73,6 +73,7 @@ class ApplianceCollector:
             blocked.add_metric([r.name], r.blocked)
             badq.add_metric([r.name], r.bad_quality)
         yield from (actions, blocked, badq)
+        yield from output_families(app.outputs.status() if app.outputs is not None else {})
         writes = CounterMetricFamily("edge_api_writes", "API writes by result", labels=["result"])
         for result, n in self.intel.api_counters.items():
             writes.add_metric([result], n)
@@ -120,6 +121,30 @@ def delivery_metrics(delivery: dict) -> Iterator[Metric]:
                                   value=fw["points_sent"])
         yield CounterMetricFamily("edge_forwarder_retries", "failed attempts (server down)", value=fw["retries"])
     yield crashes
+
+
+#: States in which an output is delivering (edge_output_up 1).
+UP_STATES = {"online", "connected", "idle", "sending"}
+MQTT_COUNTERS = ("connects", "connect_failures", "disconnects", "messages", "metrics", "historical_metrics",
+                 "births", "rebirths", "device_deaths", "replayed_rows", "commands_ok", "commands_refused",
+                 "commands_failed", "lost_points")
+
+
+def output_families(status: dict[str, dict]) -> Iterator[Metric]:
+    """``edge_output_up`` per output that talks to a server, and the MQTT output's own figures."""
+    up = GaugeMetricFamily("edge_output_up", "1 while the output delivers to its server (state online/idle/"
+                           "sending), 0 while it is down, refused or waiting", labels=["output", "state"])
+    for name, st in status.items():
+        up.add_metric([name, str(st.get("state", ""))], float(st.get("state") in UP_STATES))
+    yield up
+    mqtt = status.get("mqtt")
+    if mqtt is None:
+        return
+    for key in MQTT_COUNTERS:
+        yield CounterMetricFamily(f"edge_mqtt_{key}", f"MQTT output: {key.replace('_', ' ')}", value=mqtt[key])
+    yield GaugeMetricFamily("edge_mqtt_backlog_points", "MQTT: samples held for the Sparkplug host",
+                            value=mqtt["backlog_points"])
+    yield GaugeMetricFamily("edge_mqtt_bd_seq", "MQTT: Sparkplug bdSeq of the current connection", value=mqtt["bd_seq"])
 
 
 def metrics_text(intel: Intelligence) -> bytes:

@@ -18,6 +18,11 @@ with a ``name`` merges item by item by name (``remove: true`` deletes one); any 
 lists included, replaces the template's. ``${ENV}`` references are kept as written: they are
 resolved where the appliance runs. A relative ``plugins_dir`` is rewritten relative to the
 output folder, so it still points at the same plugins.
+
+MQTT (``outputs.mqtt``): an appliance without ``sparkplug.edge_node_id`` gets its appliance name,
+so every appliance is its own Sparkplug edge node in the template's group; two appliances with the
+same group and edge node id, or the same MQTT client id, are an error on both (a broker lets only
+one client per id connect, and a Sparkplug host could not tell them apart).
 """
 from __future__ import annotations
 
@@ -204,9 +209,42 @@ def render_fleet(inventory_path: str | Path, out_dir: str | Path) -> list[Render
             result.issues = [f"{entry.name}: the merged configuration is not a mapping"]
             continue
         _relocate_plugins_dir(merged, template_path.parent, target.parent)
+        merged = copy.deepcopy(merged)  # deep_merge shares the template's untouched sub-mappings
+        _fill_mqtt(merged, entry.name)
         _write(target, merged, inventory_path, template_path, entry.name)
         result.loaded, result.issues = check_rendered(target, entry.name)
+    _unique_mqtt_ids(results)
     return results
+
+
+def _fill_mqtt(config: dict, appliance: str) -> None:
+    """The appliance name as the Sparkplug edge node id, unless the configuration names one."""
+    outputs = config.get("outputs")
+    mqtt = outputs.get("mqtt") if isinstance(outputs, dict) else None
+    if not isinstance(mqtt, dict):
+        return
+    sparkplug = mqtt.setdefault("sparkplug", {})
+    if isinstance(sparkplug, dict) and not sparkplug.get("edge_node_id"):
+        sparkplug["edge_node_id"] = appliance
+
+
+def _unique_mqtt_ids(results: list[Rendered]) -> None:
+    """Sparkplug (group, edge node) and MQTT client ids must be unique across the fleet."""
+    seen: dict[tuple[str, str], list[Rendered]] = {}
+    for r in results:
+        cfg = r.loaded.config.outputs.mqtt if r.loaded is not None else None
+        if cfg is None or not cfg.enabled:
+            continue
+        site = r.loaded.site  # type: ignore[union-attr]
+        if cfg.sparkplug.enabled:
+            seen.setdefault(("Sparkplug edge node", f"{cfg.group_id(site)}/{cfg.edge_node_id()}"), []).append(r)
+        seen.setdefault(("MQTT client id", cfg.resolved_client_id(site)), []).append(r)
+    for (what, value), rs in seen.items():
+        if len(rs) > 1:
+            names = ", ".join(x.name for x in rs)
+            for r in rs:
+                r.issues.append(f"{r.name}: {r.path}: outputs.mqtt: {what} {value!r} is used by {len(rs)} appliances "
+                                f"({names}); each appliance needs its own")
 
 
 def _read_template(path: Path) -> dict:

@@ -343,13 +343,9 @@ class Outputs:
         return out
 
     def status(self) -> dict[str, dict]:
-        """State of each output that talks to a server (status table, /api/status, /metrics)."""
-        out: dict[str, dict] = {}
-        if self.forwarder is not None:
-            out["influxdb"] = dict(self.forwarder.stats())
-        if self.mqtt is not None:
-            out["mqtt"] = self.mqtt.stats()
-        return out
+        """State of the outputs with a connection of their own beyond the spool and its forwarder
+        (those are in :meth:`delivery`): the MQTT output. Status table, /api/status, /metrics."""
+        return {"mqtt": self.mqtt.stats()} if self.mqtt is not None else {}
 
     # ------------------------------------------------------------------ services for the OPC UA server
 

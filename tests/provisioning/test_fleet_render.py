@@ -150,3 +150,32 @@ appliances:
     err = capsys.readouterr().err
     assert "other: " in err and "nowhere.yaml" in err and "cannot read file" in err
     assert (tmp_path / "out" / "fine" / "edge.yaml").exists()
+
+
+def test_every_appliance_is_its_own_sparkplug_edge_node_in_the_fleet_group(tmp_path):
+    results = {r.name: r for r in render_fleet(INVENTORY, tmp_path)}
+    assert all(r.ok for r in results.values()), [r.issues for r in results.values()]
+    ids = {}
+    for name, r in results.items():
+        mqtt = r.loaded.config.outputs.mqtt
+        assert mqtt.sparkplug.edge_node_id == name  # filled in by the render
+        ids[name] = (mqtt.group_id(r.loaded.site), mqtt.edge_node_id(), mqtt.resolved_client_id(r.loaded.site))
+        assert yaml.safe_load((tmp_path / name / "edge.yaml").read_text())["outputs"]["mqtt"]["sparkplug"][
+            "edge_node_id"] == name
+    assert {g for g, _, _ in ids.values()} == {"packaging"}
+    assert len({c for _, _, c in ids.values()}) == 3
+
+
+def test_two_appliances_with_one_edge_node_id_are_refused(tmp_path):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(f"""template: {INVENTORY.parent / 'template.yaml'}
+appliances:
+  - {{name: a, overrides: {{site: {{name: a}}, outputs: {{mqtt: {{sparkplug: {{edge_node_id: line1}}}}}}}}}}
+  - {{name: b, overrides: {{site: {{name: b}}, outputs: {{mqtt: {{sparkplug: {{edge_node_id: line1}}}}}}}}}}
+  - {{name: c, overrides: {{site: {{name: c}}}}}}
+""")
+    results = {r.name: r for r in render_fleet(inv, tmp_path / "out")}
+    assert results["c"].ok
+    for name in ("a", "b"):
+        assert any("Sparkplug edge node 'packaging/line1' is used by 2 appliances (a, b)" in i
+                   for i in results[name].issues), results[name].issues

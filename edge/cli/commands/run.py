@@ -172,6 +172,7 @@ class StatusTable:
             rows.extend(delivery_lines(delivery))
             if delivery["forwarder"] is None:
                 rows.append("forwarder: none configured (the spool is the local historian: edge history)")
+            rows.extend(output_rows(outputs.status()))
         if app.last_reload is not None:
             at = time.strftime("%H:%M:%S", time.localtime(app.last_reload.ts_ns / 1e9))
             rows.append(f"last reload {at}: {app.last_reload.summary()}")
@@ -182,6 +183,22 @@ class StatusTable:
 
     def close(self) -> None:
         self.view.close()
+
+
+def output_rows(status: dict[str, dict]) -> list[str]:
+    """One line per output that talks to a server: its state, and the last error while it is not up."""
+    rows = []
+    for name, st in status.items():
+        state = str(st.get("state", ""))
+        if name == "mqtt":
+            line = (f"mqtt: {state}  {st['url']}  messages {st['messages']}  backlog {st['backlog_points']} points"
+                    f"  reconnects {max(st['connects'] - 1, 0)}")
+        else:
+            line = f"{name}: {state}  points sent {st.get('points_sent', 0)}"
+        rows.append(line)
+        if state not in ("online", "connected", "idle", "sending") and st.get("last_error"):
+            rows.append(f"{'':<6}last error: {st['last_error']}")
+    return rows
 
 
 async def run_appliance(config: str, duration_s: float | None, show_status: bool, out: TextIO = sys.stdout,

@@ -25,28 +25,40 @@ class ChangeFilter:
         self.value = np.full(n_tags, np.nan, dtype=np.float64)
         self.quality = np.zeros(n_tags, dtype=QUALITY_DTYPE)
         self.known = np.zeros(n_tags, dtype=bool)
+        self.all_known = n_tags == 0
         self.text: dict[int, str | None] = {}
         self.deadband = deadband
+        self.any_deadband = bool((deadband > 0).any())
         self.string_ids = string_ids
 
     def reset(self) -> None:
         """Nothing reported yet: the next sample of every tag is a change."""
         self.known[:] = False
+        self.all_known = len(self.known) == 0
         self.text.clear()
 
     def changes(self, ids: np.ndarray, values: np.ndarray, quality: np.ndarray,
                 texts: dict[int, str] | None) -> np.ndarray:
         """Boolean mask of the samples that are changes; the filter then holds them as reported."""
         pv = self.value[ids]
-        with np.errstate(invalid="ignore"):
-            moved = (values != pv) & ~(np.isnan(values) & np.isnan(pv)) & ~(np.abs(values - pv) <= self.deadband[ids])
-        changed = ~self.known[ids] | (quality != self.quality[ids]) | moved
+        changed = values != pv  # NaN != NaN: corrected below when both are NaN
+        nan = np.isnan(values)
+        if nan.any():
+            changed &= ~(nan & np.isnan(pv))
+        if self.any_deadband:
+            with np.errstate(invalid="ignore"):
+                changed &= ~(np.abs(values - pv) <= self.deadband[ids])
+        changed |= quality != self.quality[ids]
+        if not self.all_known:
+            changed |= ~self.known[ids]
         if self.string_ids:
             self._text_changes(ids, texts, changed)
         sel = ids[changed]
         self.value[sel] = values[changed]
         self.quality[sel] = quality[changed]
-        self.known[sel] = True
+        if not self.all_known:
+            self.known[sel] = True
+            self.all_known = bool(self.known.all())
         return changed
 
     def _text_changes(self, ids: np.ndarray, texts: dict[int, str] | None, changed: np.ndarray) -> None:
@@ -62,6 +74,7 @@ class ChangeFilter:
         self.value[ids] = values
         self.quality[ids] = quality
         self.known[ids] = True
+        self.all_known = bool(self.known.all())
         for tag_id in ids.tolist():
             if tag_id in self.string_ids:
                 self.text[tag_id] = texts.get(tag_id)

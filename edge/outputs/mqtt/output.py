@@ -41,7 +41,9 @@ from edge.storage.spool import Row, Spool, decode_samples
 log = logging.getLogger("edge.outputs.mqtt")
 CURSOR = "mqtt"
 BARRIER_INTERVAL_S = 0.1
-MAX_UNWRITTEN = 20_000  # messages queued in paho but not written: beyond it the connection is stalled
+BARRIER_MIN_GAP_S = 0.005  # at high rates one barrier per 5 ms covers many messages (each costs a round trip)
+STALL_S = 10.0  # no barrier acknowledged for this long while data flow: the connection is stalled
+REPLAY_MAX_UNCONFIRMED = 50  # the replay waits while more barriers than this are unacknowledged
 REPLAY_ROWS = 500
 STOP_CONFIRM_S = 2.0
 
@@ -118,6 +120,8 @@ class MqttOutput:
         self.live = False  # births sent, data flowing
         self.paused = False  # live, but no more data: the session is about to end (everything is being confirmed)
         self._barrier_due = False
+        self._last_barrier = 0.0
+        self._dirty = False
         self.backlog = Backlog()
         self.live_last = 0  # spool seq of the last batch handled live
         self.live_confirmed = 0  # every live batch up to this seq reached the broker
@@ -202,9 +206,6 @@ class MqttOutput:
                 self.live_last = seq
             if self.node.stats.messages != sent:
                 self._barrier_soon()
-            if t.unwritten > MAX_UNWRITTEN:
-                self.c.stalls += 1
-                self._lose(t, f"{t.unwritten} messages not written: the broker or the network does not keep up")
 
     # ------------------------------------------------------------------ sessions
 
@@ -241,7 +242,8 @@ class MqttOutput:
         t = Transport(cfg, self.client_id, self.base_dir, self._on_message, lambda why: self._lose(t, why))
         t.barrier_topic = f"$edge/sync/{self.client_id.replace('+', '_').replace('#', '_')}"
         will = Will(node.topics.node_topic("NDEATH"), sp.death_payload(bd), 1, False) if self.sparkplug else None
-        self.c.state = "connecting"
+        if self.c.state not in ("broker_down", "refused", "error"):
+            self.c.state = "connecting"  # after a failure the state stays what went wrong until a connection holds
         try:
             await t.connect(will)
         except ConnectError:
@@ -389,14 +391,22 @@ class MqttOutput:
     # ------------------------------------------------------------------ confirmation (barriers)
 
     def _barrier_soon(self) -> None:
-        """A barrier right after this loop step's data: the broker's acknowledgement follows them closely,
-        so a broker that dies leaves at most microseconds of data taken but not confirmed (sent twice)."""
-        if not self._barrier_due:
-            self._barrier_due = True
-            asyncio.get_running_loop().call_soon(self._barrier)
+        """A barrier right after this loop step's data (at most one per ``BARRIER_MIN_GAP_S``): the broker's
+        acknowledgement follows the data closely, so a broker that dies leaves at most that much data
+        taken but not confirmed (replayed, so sent twice); at a few messages per 5 ms, microseconds."""
+        if self._barrier_due:
+            return
+        self._barrier_due = True
+        wait = self._last_barrier + BARRIER_MIN_GAP_S - time.monotonic()
+        loop = asyncio.get_running_loop()
+        if wait <= 0:
+            loop.call_soon(self._barrier)
+        else:
+            loop.call_later(wait, self._barrier)
 
     def _barrier(self) -> None:
         self._barrier_due = False
+        self._last_barrier = time.monotonic()
         t = self.transport
         if t is None or not t.connected or not self.live:
             return
@@ -413,7 +423,7 @@ class MqttOutput:
             self.live_confirmed = max(self.live_confirmed, live_mark)
             if replay_mark and self.forward:
                 self.backlog.confirm(replay_mark)
-            self._persist()
+            self._dirty = True  # persisted by the periodic task (the spool commits it at its next commit anyway)
 
         t.barrier(confirmed)
 
@@ -473,8 +483,8 @@ class MqttOutput:
                         await asyncio.sleep(debt)
                         debt = 0.0
                     t = self.transport
-                    while t is not None and self.live and t.unwritten > MAX_UNWRITTEN // 4:
-                        await asyncio.sleep(0.01)
+                    while t is not None and self.live and t.unconfirmed > REPLAY_MAX_UNCONFIRMED:
+                        await asyncio.sleep(0.01)  # the broker does not keep up: do not pile the backlog on it
                 await asyncio.sleep(0)
 
     def _next_work(self) -> tuple[int, int] | None:
@@ -528,6 +538,10 @@ class MqttOutput:
             await asyncio.sleep(BARRIER_INTERVAL_S)
             try:
                 self._barrier()
+                self._check_stall()
+                if self._dirty:
+                    self._dirty = False
+                    self._persist()
                 now = time.monotonic()
                 if self.live:
                     self.node.check_devices()
@@ -539,6 +553,14 @@ class MqttOutput:
                     self.c.backlog_points = await asyncio.to_thread(self._count_backlog)
             except Exception:  # noqa: BLE001 - keep the output running; the error is logged
                 log.exception("MQTT: periodic work failed")
+
+    def _check_stall(self) -> None:
+        """A connection whose broker stopped acknowledging (a silent network) is dropped and redone;
+        without this, paho would queue data in memory until the keep-alive notices."""
+        t = self.transport
+        if t is not None and self.live and t.oldest_barrier_age() > STALL_S:
+            self.c.stalls += 1
+            self._lose(t, f"no acknowledgement from the broker for {STALL_S:g} s")
 
     def _count_backlog(self) -> int:
         total = 0
@@ -579,7 +601,7 @@ class MqttOutput:
             "replay_skipped_rows": c.replay_skipped_rows, "unspooled_batches": c.unspooled_batches,
             "lost_points": int(self.spool.c.pinned_dropped_points) if self.forward else 0,
             "commands_ok": n.commands_ok, "commands_refused": n.commands_refused, "commands_failed": n.commands_failed,
-            "last_command": n.last_command, "unwritten": t.unwritten if t is not None else 0,
+            "last_command": n.last_command, "unconfirmed_barriers": t.unconfirmed if t is not None else 0,
             "uns_messages": self.uns.messages if self.uns else 0,
         }
 

@@ -164,7 +164,9 @@ class EdgeNode:
         self.stats.rebirths += rebirth
 
     def _all_no_comm(self, ids: np.ndarray) -> bool:
-        return bool(len(ids)) and bool((self.cur_quality[ids] == NO_COMM).all())
+        """The device's last samples were all Bad_NoCommunication (a device never polled yet is not dead)."""
+        seen = self.cur_ms[ids] > 0
+        return bool(seen.any()) and bool((self.cur_quality[ids][seen] == NO_COMM).all())
 
     def _dbirth(self, device: str, now_ms: int) -> None:
         dev = self.layout.devices[device]

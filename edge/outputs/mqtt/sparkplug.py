@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -245,11 +246,11 @@ class Layout:
         n = len(tag_ids)
         if n == 0:
             return
-        stamps = np.broadcast_to(np.asarray(stamps_ms, dtype=np.int64), (n,))
         good = quality == 0
-        if good.all() and not historical:
-            self._add_good(p, tag_ids, values, stamps, texts)
+        if not historical and good.all():
+            self._add_good(p, tag_ids, values, stamps_ms, texts)
             return
+        stamps = np.broadcast_to(np.asarray(stamps_ms, dtype=np.int64), (n,))
         for sel in (good, ~good):
             if sel.any():
                 ids, vals, q, ts = tag_ids[sel], values[sel], quality[sel], stamps[sel]
@@ -261,15 +262,18 @@ class Layout:
             for m in p.metrics:
                 m.is_historical = True
 
-    def _add_good(self, p: Payload, ids: np.ndarray, vals: np.ndarray, stamps: np.ndarray,
+    def _add_good(self, p: Payload, ids: np.ndarray, vals: np.ndarray, stamps: np.ndarray | int,
                   texts: dict[int, str] | None) -> None:
         kinds = self.kind[ids]
         aliases = self.alias[ids]
-        present = np.unique(kinds).tolist()
+        one_kind = kinds.min() == kinds.max()
+        present = [int(kinds[0])] if one_kind else np.unique(kinds).tolist()
         add = p.metrics.add
+        scalar = np.ndim(stamps) == 0
         for kind in present:
-            sel = slice(None) if len(present) == 1 else kinds == kind
-            a, t, v = aliases[sel].tolist(), stamps[sel].tolist(), vals[sel]
+            sel = slice(None) if one_kind else kinds == kind
+            a, v = aliases[sel].tolist(), vals[sel]
+            t = repeat(int(stamps), len(a)) if scalar else np.asarray(stamps)[sel].tolist()  # type: ignore[arg-type]
             if kind == K_DOUBLE:
                 for x, y, z in zip(a, t, v.tolist(), strict=True):
                     add(alias=x, timestamp=y, double_value=z)

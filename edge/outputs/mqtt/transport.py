@@ -22,6 +22,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +75,11 @@ class Transport:
         self._misc: asyncio.Task | None = None
         self._connack: asyncio.Future = self._loop.create_future()
         self._acks: dict[int, asyncio.Future] = {}  # SUBACK waiters by mid
-        self._barriers: dict[int, Callable[[], None]] = {}  # UNSUBACK callbacks by mid
+        self._barriers: dict[int, tuple[float, Callable[[], None]]] = {}  # mid -> (sent, UNSUBACK callback)
         self.connected = False
         self.connect_sent = False  # the CONNECT packet (with the will) went out
         self.lost = False
         self.published = 0  # messages handed to paho
-        self.written = 0  # messages written to the socket (paho's on_publish for QoS 0)
         self.barrier_topic = ""
 
     # ------------------------------------------------------------------ connect
@@ -96,8 +96,7 @@ class Transport:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
-        c.on_unsubscribe = self._on_unsubscribe
-        c.on_publish = self._on_publish
+        c.on_unsubscribe = self._on_unsubscribe  # no on_publish: paho builds two objects per call for it
 
     def _tls_context(self) -> ssl.SSLContext:
         tls = self.config.tls
@@ -235,12 +234,9 @@ class Transport:
                 fut.set_result(None)
 
     def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        done = self._barriers.pop(mid, None)
-        if done is not None:
-            done()
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self.written += 1
+        entry = self._barriers.pop(mid, None)
+        if entry is not None:
+            entry[1]()
 
     # ------------------------------------------------------------------ operations
 
@@ -265,13 +261,19 @@ class Transport:
         rc, mid = self._client.unsubscribe(self.barrier_topic or f"{BARRIER_TOPIC_SUFFIX}/{self.client_id}")
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             return False
-        self._barriers[mid] = done
+        self._barriers[mid] = (time.monotonic(), done)
         return True
 
     @property
-    def unwritten(self) -> int:
-        """Messages queued in paho but not yet written to the socket."""
-        return self.published - self.written
+    def unconfirmed(self) -> int:
+        """Barriers sent and not acknowledged yet."""
+        return len(self._barriers)
+
+    def oldest_barrier_age(self) -> float:
+        """Seconds the oldest unacknowledged barrier has waited (0 if none): a stalled connection grows it."""
+        if not self._barriers:
+            return 0.0
+        return time.monotonic() - min(t for t, _ in self._barriers.values())
 
     async def disconnect(self, timeout_s: float = 2.0) -> None:
         """Write what is queued, send DISCONNECT (the will is not published), close."""
