@@ -160,11 +160,8 @@ class MqttOutput:
         if t is not None and t.connected:
             if self.live:
                 await self._confirm_now(min(timeout_s, STOP_CONFIRM_S))
-            if self.sparkplug:
-                t.publish(self.node.topics.node_topic("NDEATH"),
-                          sp.death_payload(self.node.bd_seq, time.time_ns() // 1_000_000), 1, False)
             with contextlib.suppress(Exception):
-                await t.disconnect(min(timeout_s, 2.0))
+                await self._death_and_disconnect(t, min(timeout_s, 2.0))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -216,7 +213,11 @@ class MqttOutput:
             try:
                 await self._session()
                 backoff = cfg.retry_initial_ms / 1000
-                continue  # the primary host went offline: reconnect at once and wait for it
+                # the primary host went offline: reconnect and wait for it, but only after the broker has
+                # surely read our DISCONNECT: a new connection with the same client id arriving first would
+                # take the old one over, and the broker would publish its will (a second NDEATH)
+                await asyncio.sleep(max(backoff, 0.1))
+                continue
             except ConnectError as exc:
                 self._error("refused" if exc.refused else "broker_down", str(exc))
                 self.c.connect_failures += 1
@@ -315,10 +316,19 @@ class MqttOutput:
         """Intended end (the primary host went offline): hold the data, NDEATH, then DISCONNECT (spec 3.0)."""
         self.transport = self.node.transport = None  # no data after this point
         self._offline("primary host offline")
+        await self._death_and_disconnect(t, STOP_CONFIRM_S)
+
+    async def _death_and_disconnect(self, t: Transport, timeout_s: float) -> None:
+        """NDEATH (QoS 1, acknowledged by the broker), then DISCONNECT: the will is not published.
+
+        Waiting for the PUBACK first keeps DISCONNECT out of the read that holds the NDEATH and any
+        acknowledgement still queued: Mosquitto 2.0.11 was seen to drop such a connection as "out
+        of memory" and publish the will as a second NDEATH.
+        """
         if self.sparkplug:
-            t.publish(self.node.topics.node_topic("NDEATH"),
-                      sp.death_payload(self.node.bd_seq, time.time_ns() // 1_000_000), 1, False)
-        await t.disconnect()
+            await t.publish_acked(self.node.topics.node_topic("NDEATH"),
+                                  sp.death_payload(self.node.bd_seq, time.time_ns() // 1_000_000), timeout_s)
+        await t.disconnect(timeout_s)
 
     def _lose(self, t: Transport, why: str) -> None:
         """The connection is gone (or stalled): end the session; the run loop reconnects."""
@@ -429,12 +439,15 @@ class MqttOutput:
 
     async def _confirm_now(self, timeout_s: float) -> None:
         """Send a barrier for everything published so far and wait (bounded) for its acknowledgement."""
-        target = self.live_last
+        t = self.transport
+        if t is None or not t.connected:
+            return
         self._barrier_marks = (-1, -1)
         self._barrier()
-        deadline = time.monotonic() + timeout_s
-        while self.live and self.live_confirmed < target and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        acked = asyncio.Event()
+        t.barrier(acked.set)  # acknowledged after the one above (and every packet queued before it)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(acked.wait(), timeout_s)
 
     def _persist(self) -> None:
         if not self.forward:

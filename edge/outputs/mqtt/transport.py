@@ -256,6 +256,18 @@ class Transport:
         self.published += 1
         return True
 
+    async def publish_acked(self, topic: str, payload: bytes, timeout_s: float) -> bool:
+        """Publish with QoS 1 and wait (bounded) for the broker's PUBACK; True when it came."""
+        info = self._client.publish(topic, payload, 1, False)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        self.published += 1
+        for _ in range(int(timeout_s / 0.01) + 1):
+            if info.is_published() or not self.connected:
+                break
+            await asyncio.sleep(0.01)
+        return info.is_published()
+
     def barrier(self, done: Callable[[], None]) -> bool:
         """Call ``done`` (on the loop) once the broker has taken everything published before this call."""
         rc, mid = self._client.unsubscribe(self.barrier_topic or f"{BARRIER_TOPIC_SUFFIX}/{self.client_id}")
