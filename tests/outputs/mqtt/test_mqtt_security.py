@@ -3,6 +3,8 @@ a broker that refuses the credentials is visible in the output's status, /api/st
 and the output connects by itself once the credentials are right."""
 from __future__ import annotations
 
+import io
+
 import httpx
 from harness import wait_until
 from mqtt_broker import Mosquitto
@@ -67,7 +69,7 @@ async def test_refused_credentials_are_visible_and_heal(tmp_path, make_site, hos
         assert 'edge_output_up{output="mqtt",state="online"} 1.0' in metrics_text(site.app.intelligence).decode()
         from edge.cli.commands.run import StatusTable
 
-        table = StatusTable(site.app, None).render()  # type: ignore[arg-type]
+        table = StatusTable(site.app, io.StringIO()).render()
         assert "mqtt: online" in table
     finally:
         broker.stop()
