@@ -87,7 +87,8 @@ class InfluxConfig(_Model):
     batch_max_bytes: Annotated[int, Field(ge=1024, le=256 << 20)] = Field(
         8 << 20, description="bound on one request's uncompressed line protocol")
     batch_max_age_ms: Annotated[int, Field(ge=0, le=600_000)] = Field(
-        1000, description="live data wait at most this long for a fuller batch")
+        0, description="live data wait at most this long (from their poll) for a fuller batch; 0: each spool "
+        "commit is sent as soon as it is on disk (the spool's commit_interval_ms already batches)")
     backfill_points_per_s: Annotated[float, Field(ge=0)] = Field(
         100_000.0, description="rate for the backlog after an outage, on top of live data (0: unlimited)")
     live_window_ms: Annotated[int, Field(ge=0, le=3_600_000)] = Field(
