@@ -25,6 +25,8 @@ from edge.grafana import panels
 from edge.grafana.influxql import DATASOURCE_TYPE, ident, literal
 from edge.grafana.plantview import DeviceType, SiteView, TagView, uid_for
 from edge.outputs.influx import ALARM_MEASUREMENT
+from edge.outputs.manager import FORWARDER_STATE_CODES
+from edge.runtime.app import RELOAD_RESULT_CODES
 
 SCHEMA_TAG = "edge"  # every generated dashboard carries it (search, links)
 REFRESH = "10s"
@@ -60,7 +62,8 @@ def _dashboard(view: SiteView, uid: str, title: str, extra_tags: list[str]) -> d
 
 
 def overview(view: SiteView) -> db.Dashboard:
-    """Every device's state, comm errors and poll latency; spool depth and drops; bus utilisation."""
+    """Every device's state, comm errors and poll latency; spool depth and drops; the forwarder and
+    reloads; bus utilisation; alarms."""
     ds = datasource_ref(view)
     health = _from(view, view.health_measurement)
     site = f"{ident('site')} = {literal(view.site)}"
@@ -109,6 +112,8 @@ def overview(view: SiteView) -> db.Dashboard:
         'SELECT non_negative_difference(last("spool_dropped_points_total")) AS "dropped" '
         f"FROM {health} WHERE {appliance} AND $timeFilter GROUP BY time($__interval) fill(none)", "$col",
         span=8, draw_bars=True))
+    for panel in delivery_panels(view, ds, health, appliance):
+        dash.with_panel(panel)
     if view.lines:
         fields = ", ".join(f'mean({ident("line_utilisation_pct." + line)}) AS {ident(line)}' for line in view.lines)
         dash.with_panel(panels.series(
@@ -120,6 +125,43 @@ def overview(view: SiteView) -> db.Dashboard:
     for annotation in alarm_annotations(view, ds):
         dash.annotation(annotation)
     return dash
+
+
+FORWARDER_COLOURS = {"ok": "green", "retrying": "orange", "refused": "red", "stopped": "gray", "starting": "blue"}
+RELOAD_COLOURS = {"applied": "green", "refused": "orange", "failed": "red"}
+
+
+def delivery_panels(view: SiteView, ds: DataSourceRef, health: str, appliance: str) -> list[Builder[Panel]]:
+    """The forwarder (state now and over time, points delivered, time down) and reloads (counts,
+    the last outcome over time), from the appliance's ``edge_health`` records."""
+    where = f"FROM {health} WHERE {appliance} AND $timeFilter"
+    out: list[Builder[Panel]] = []
+    if view.forwarding:
+        codes = {c: (name, FORWARDER_COLOURS[name]) for name, c in FORWARDER_STATE_CODES.items()}
+        out.append(panels.coded_state("Forwarder now", ds, f'SELECT last("influx_state_code") AS "forwarder" {where}',
+                                      codes, span=6))
+        out.append(panels.coded_state(
+            "Forwarder state", ds,
+            f'SELECT last("influx_state_code") AS "forwarder" {where} GROUP BY time($__interval) fill(previous)',
+            codes, span=18, timeline=True))
+        out.append(panels.series(
+            "Points delivered (per interval)", ds,
+            f'SELECT non_negative_difference(last("influx_points_sent")) AS "points sent" {where} '
+            "GROUP BY time($__interval) fill(none)", "$col", span=12, draw_bars=True))
+        out.append(panels.series(
+            "Server down for", ds,
+            f'SELECT last("influx_down_s") AS "down" {where} GROUP BY time($__interval) fill(none)', "$col",
+            unit="s", span=12))
+    codes = {c: (name, RELOAD_COLOURS[name]) for name, c in RELOAD_RESULT_CODES.items()}
+    out.append(panels.numbers(
+        "Reloads applied / refused / failed", ds,
+        f'SELECT last("reloads.applied") AS "applied", last("reloads.refused") AS "refused", '
+        f'last("reloads.failed") AS "failed" {where}', "$col", span=8))
+    out.append(panels.coded_state(
+        "Last reload", ds,
+        f'SELECT last("last_reload_result") AS "last reload" {where} GROUP BY time($__interval) fill(previous)',
+        codes, span=16, timeline=True))
+    return out
 
 
 def alarm_panels(view: SiteView, ds: DataSourceRef) -> list[Builder[Panel]]:
@@ -174,6 +216,12 @@ class TypeQueries:
                 f"WHERE {self.where} AND {ident('q_' + tag.name)} = 0 AND $timeFilter "
                 "GROUP BY time($__interval) fill(none)")
 
+    def increase(self, tag: TagView) -> str:
+        """A counter's increase per interval (a drop, e.g. a counter reset or wrap, is left out)."""
+        return (f"SELECT non_negative_difference(last({ident(tag.name)})) FROM {self.meas} "
+                f"WHERE {self.where} AND {ident('q_' + tag.name)} = 0 AND $timeFilter "
+                "GROUP BY time($__interval) fill(none)")
+
     def state(self, tag: TagView) -> str:
         return (f"SELECT last({ident(tag.name)}) FROM {self.meas} WHERE {self.where} AND $timeFilter "
                 "GROUP BY time($__interval) fill(previous)")
@@ -193,13 +241,17 @@ def device_type(view: SiteView, dtype: DeviceType) -> db.Dashboard:
     dash.with_variable(db.CustomVariable("device").label("Device").values(",".join(dtype.devices))
                        .current(_option(dtype.devices[0])).multi(False).include_all(False))
     for group, tags in dtype.panels().items():
-        numeric = [t for t in tags if not t.is_discrete and not t.is_string]
+        numeric = [t for t in tags if not t.is_discrete and not t.is_string and not t.is_counter]
+        counters = [t for t in tags if t.is_counter]
         discrete = [t for t in tags if t.is_discrete]
         strings = [t for t in tags if t.is_string]
         dash.with_row(db.Row(group))
         if numeric:
             dash.with_panel(panels.latest_values(f"{group}: latest", ds, numeric, q.latest))
             dash.with_panel(panels.band_series(f"{group}: mean with min/max", ds, numeric, q.band))
+        if counters:
+            dash.with_panel(panels.latest_values(f"{group}: readings", ds, counters, q.latest))
+            dash.with_panel(panels.increases(f"{group}: increase per interval", ds, counters, q.increase))
         if discrete:
             dash.with_panel(panels.states(f"{group}: states", ds, discrete, q.state))
         if strings:

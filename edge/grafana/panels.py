@@ -210,6 +210,33 @@ def device_states(title: str, ds: DataSourceRef, query: str, rows: int) -> state
     return _targets(panel, ds, [InfluxQL(query).alias("$tag_source")])
 
 
+def coded_state(title: str, ds: DataSourceRef, query: str, codes: dict[int, tuple[str, str]], span: int = 8,
+                timeline: bool = False) -> stat.Panel | statetimeline.Panel:
+    """The latest code of an appliance state (forwarder, last reload) as its name and colour, or
+    its history as a state timeline."""
+    mapping = value_map(codes)
+    panel: stat.Panel | statetimeline.Panel
+    if timeline:
+        panel = (statetimeline.Panel().title(title).height(5).span(span).show_value(cm.VisibilityMode.AUTO)
+                 .merge_values(True).fill_opacity(80).mappings([mapping]))
+    else:
+        panel = (stat.Panel().title(title).height(4).span(span).mappings([mapping])
+                 .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+                 .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.NONE)
+                 .text_mode(cm.BigValueTextMode.VALUE))
+    return _targets(panel, ds, [InfluxQL(query).alias("$col")])
+
+
+def increases(title: str, ds: DataSourceRef, tags: list[TagView], query_for) -> timeseries.Panel:
+    """Bars of each counter's increase per interval (energy used, parts made, hours run)."""
+    panel = (timeseries.Panel().title(title).height(8).span(16).line_width(1).fill_opacity(60)
+             .draw_style(cm.GraphDrawStyle.BARS).legend(_legend()))
+    units = {t.unit for t in tags}
+    if len(units) == 1 and (unit := grafana_unit(next(iter(units)))):
+        panel.unit(unit)
+    return _targets(panel, ds, [InfluxQL(query_for(t)).alias(t.name) for t in tags])
+
+
 def numbers(title: str, ds: DataSourceRef, query: str, alias: str, unit: str | None = None,
             span: int = 6, red_above: float | None = None) -> stat.Panel:
     panel = (stat.Panel().title(title).height(4).span(span)

@@ -18,6 +18,11 @@ from edge.config.models import GrafanaOutput
 from edge.core.model import TagInfo
 
 DEFAULT_DATABASE = "edge"
+#: units of cumulative energy meters: drawn as the increase per interval (consumption), not a level
+ENERGY_UNITS = frozenset({"Wh", "kWh", "MWh", "varh", "kvarh", "Mvarh", "VAh", "kVAh"})
+#: names of cumulative counters among unscaled integers (parts made, starts, pulses, a heartbeat)
+COUNTER_NAME = re.compile(r"(^|_)(count|counter|parts|starts|pulses|heartbeat)(_|$)")
+INTEGER_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,18 @@ class TagView:
     def is_discrete(self) -> bool:
         """Status bits and enumerations: drawn as a state timeline, not a curve."""
         return self.dtype == "bool" or bool(self.enum)
+
+    @property
+    def is_counter(self) -> bool:
+        """A cumulative counter (an energy register, parts made, run hours): what matters is its
+        increase per interval, drawn as bars; its reading is in the latest-values panel."""
+        if self.is_discrete or self.is_string:
+            return False
+        if self.unit in ENERGY_UNITS:
+            return True
+        if self.unit == "h" and "hours" in self.name:
+            return True
+        return self.dtype in INTEGER_TYPES and not self.unit and bool(COUNTER_NAME.search(self.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +92,7 @@ class SiteView:
     alarms: tuple[str, ...] = ()  # names of the configured alarms (edge_alarms records)
     database: str = DEFAULT_DATABASE
     retention_policy: str | None = None
+    forwarding: bool = False  # an InfluxDB output: the forwarder's state is in edge_health
 
     @property
     def datasource_uid(self) -> str:
@@ -151,7 +169,7 @@ def site_view(loaded: LoadedConfig) -> SiteView:
     return SiteView(site=view.site, devices=view.devices, lines=lines, types=types,
                     window_measurement=influx.window_measurement, health_measurement=influx.health_measurement,
                     grafana=view.grafana, influx_url=influx.url, database=db, retention_policy=rp or None,
-                    alarms=alarms)
+                    alarms=alarms, forwarding=True)
 
 
 def alarm_name(alarm) -> str:

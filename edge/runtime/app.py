@@ -97,6 +97,10 @@ def _id_map(old: Plant, new: Plant) -> np.ndarray:
     return np.array([new_ids.get(t.key, -1) for t in old.tags], dtype=np.int32)
 
 
+#: edge_health ``last_reload_result``: 0 no reload yet or applied, 1 refused, 2 failed while applying
+RELOAD_RESULT_CODES = {"applied": 0, "refused": 1, "failed": 2}
+
+
 class Appliance:
     """Everything that runs for one loaded configuration."""
 
@@ -114,6 +118,7 @@ class Appliance:
         self._tasks: list[asyncio.Task] = []
         self._stages: dict[str, DerivedStage] = {}  # devices with plugin hooks
         self.last_reload = None  # edge.runtime.reload.ReloadOutcome of the latest reload
+        self.reloads = {"applied": 0, "refused": 0, "failed": 0}  # reloads by outcome, for edge_health
         for dev in loaded.devices:
             self._add_device(dev)
         self.outputs = Outputs(loaded, self.pipeline, self.writes, self.diagnostics, self.stats) if outputs else None
@@ -201,7 +206,8 @@ class Appliance:
                 "output_errors": sum(s.errors for s in self.pipeline.stats.values()),
                 "devices_online": sum(rt.diag.state == DeviceState.ONLINE for rt in self.devices.values()),
                 "devices_offline": sum(rt.diag.state == DeviceState.OFFLINE for rt in self.devices.values()),
-                "line_utilisation_pct": self.line_utilisation()}
+                "line_utilisation_pct": self.line_utilisation(), "reloads": dict(self.reloads),
+                "last_reload_result": RELOAD_RESULT_CODES.get(self.last_reload.result if self.last_reload else "", 0)}
 
     async def start(self) -> None:
         self.started_at = time.monotonic()

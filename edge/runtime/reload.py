@@ -75,5 +75,6 @@ async def reload_appliance(app: Appliance, config: str | Path, source: str = "si
             outcome = ReloadOutcome(now, source, "applied", "", changes["kept"], changes["started"],
                                     changes["removed"], changes.get("outputs", []))
     app.last_reload = outcome
+    app.reloads[outcome.result] = app.reloads.get(outcome.result, 0) + 1
     (log.warning if outcome.result == "applied" else log.error)("%s (via %s)", outcome.summary(), source)
     return outcome

@@ -9,6 +9,7 @@ returns the line protocol the InfluxDB exporter (``LineEncoder``) would send.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,11 @@ def poll_batch(plant: Plant, device: str, poll: int, ts_ns: int) -> SampleBatch:
     return SampleBatch(device, ts_ns, ids, values, quality, texts)
 
 
-def exporter_lines(loaded: LoadedConfig, base_ns: int, polls: int = POLLS) -> list[str]:
-    """Run ``polls`` simulated poll cycles through the appliance's outputs; the exporter's lines."""
+def exporter_lines(loaded: LoadedConfig, base_ns: int, polls: int = POLLS,
+                   on_poll: Callable[[Appliance, int], None] | None = None) -> list[str]:
+    """Run ``polls`` simulated poll cycles through the appliance's outputs; the exporter's lines.
+
+    ``on_poll(app, poll)`` runs before each poll (a test changes the forwarder's or reloads' state)."""
     app = Appliance(loaded, audit=False, outputs=True)
     out = app.outputs
     assert out is not None
@@ -120,6 +124,8 @@ def exporter_lines(loaded: LoadedConfig, base_ns: int, polls: int = POLLS) -> li
         app.started_at = 1.0
         for p in range(polls):
             ts = base_ns + p * STEP_NS
+            if on_poll is not None:
+                on_poll(app, p)
             for rt in app.devices.values():
                 app.pipeline.publish(poll_batch(loaded.plant, rt.name, p, ts))
                 _count(rt.diag, p)

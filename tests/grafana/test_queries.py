@@ -150,3 +150,70 @@ def test_band_of_a_raw_tag_leaves_out_stale_and_bad_samples(tmp_path: Path, infl
     assert [r[0] for r in rows] == [BASE_NS + p * STEP_NS for p in good]
     raw = influxdb1.query(f'SELECT count("{first_tag}") FROM "th_room1"', db=view.database)["results"][0]
     assert raw["series"][0]["values"][0][1] > len(good)  # the stale values are stored, just not plotted
+
+
+def test_overview_shows_the_forwarder_and_reload_state(tmp_path: Path, influxdb1):
+    """The overview's delivery panels follow the appliance: the forwarder starts, then retries (its
+    server gone), a reload is refused; the panels' value mappings name the codes the appliance writes."""
+    from edge.outputs.manager import FORWARDER_STATE_CODES
+    from edge.runtime.reload import ReloadOutcome
+
+    def on_poll(app, poll: int) -> None:
+        if poll == 40:
+            app.outputs.forwarder.c.state = "ok"
+        if poll == 60:
+            app.outputs.forwarder.c.state = "retrying"
+        if poll == 80:
+            app.reloads["refused"] += 1
+            app.last_reload = ReloadOutcome(BASE_NS + poll * STEP_NS, "sighup", "refused", "unknown plugin")
+
+    site = make_site("demo", tmp_path)
+    loaded = load(site)
+    view = site_view(loaded)
+    influxdb1.create_database(view.database)
+    influxdb1.write_lines(view.database, "\n".join(exporter_lines(loaded, BASE_NS, on_poll=on_poll)))
+    overview = build_dashboards(view)["overview.json"]
+    by_title = {p["title"]: p for p in overview["panels"]}
+
+    def series_of(title: str) -> list[list]:
+        q = interpolate(by_title[title]["targets"][0]["query"], BASE_NS, BASE_NS + POLLS * STEP_NS, INTERVAL, {})
+        return influxdb1.query(q, db=view.database)["results"][0]["series"]
+
+    codes = [row[1] for row in series_of("Forwarder state")[0]["values"] if row[1] is not None]
+    seen = [c for i, c in enumerate(codes) if i == 0 or c != codes[i - 1]]
+    assert seen == [FORWARDER_STATE_CODES[s] for s in ("starting", "ok", "retrying")], codes
+    mapping = by_title["Forwarder state"]["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert mapping[str(FORWARDER_STATE_CODES["retrying"])]["text"] == "retrying"
+    assert series_of("Forwarder now")[0]["values"][-1][1] == FORWARDER_STATE_CODES["retrying"]
+    reloads = [row[1] for row in series_of("Last reload")[0]["values"] if row[1] is not None]
+    assert reloads[0] == 0 and reloads[-1] == 1  # applied/none, then refused
+    counts = series_of("Reloads applied / refused / failed")[0]
+    assert dict(zip(counts["columns"][1:], counts["values"][-1][1:], strict=True)) == {
+        "applied": 0, "refused": 1, "failed": 0}
+
+
+def test_counters_are_drawn_as_increase_per_interval(tmp_path: Path, influxdb1):
+    """Energy registers, parts counters and run hours: bars of what was added per interval, their
+    readings in a stat panel; levels (voltages, speeds, temperatures) keep the mean/min/max band."""
+    site = make_site("demo", tmp_path)
+    view = site_view(load(site))
+    boards = build_dashboards(view)
+    titles = {name: {p["title"]: p for p in model["panels"]} for name, model in boards.items()}
+    meter, plc = titles["eastron_sdm630.json"], titles["siemens_s7_1200.json"]
+    assert {"kWh: increase per interval", "kWh: readings", "kvarh: increase per interval"} <= set(meter)
+    assert "kWh: mean with min/max" not in meter and "V: mean with min/max" in meter
+    bars = meter["kWh: increase per interval"]
+    assert bars["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "bars"
+    assert {t["alias"] for t in bars["targets"]} == {"energy_import", "energy_export", "energy_total"}
+    assert all("non_negative_difference(last(" in t["query"] for t in bars["targets"])
+    increased = {t["alias"] for p in plc.values() if p["title"].endswith("increase per interval") for t in p["targets"]}
+    assert increased == {"parts_good", "parts_rejected", "shift_counter", "heartbeat", "runtime_hours", "batch_energy"}
+    # a meter's increase is what it counted: load a counter that rises 0.5 kWh per 5 s poll
+    lines = [f"meter_main,site=demo,device=meter_main energy_import={1000 + 0.5 * i},q_energy_import=0i "
+             f"{BASE_NS + i * STEP_NS}" for i in range(POLLS)]
+    influxdb1.create_database(view.database)
+    influxdb1.write_lines(view.database, "\n".join(lines))
+    target = next(t for t in bars["targets"] if t["alias"] == "energy_import")
+    q = interpolate(target["query"], BASE_NS, BASE_NS + POLLS * STEP_NS, INTERVAL, {"device": "meter_main"})
+    values = [row[1] for row in influxdb1.query(q, db=view.database)["results"][0]["series"][0]["values"]]
+    assert values and all(v == pytest.approx(3.0) for v in values[1:-1]), values  # 6 polls of 0.5 kWh per 30 s
