@@ -165,8 +165,9 @@ class Holes:
         hole.next_probe = now + hole.interval_s
 
     def postpone(self, hole: LearnedHole, now: float | None = None) -> None:
-        """The re-probe got no verdict (timeout, busy): ask again after the same interval."""
-        hole.next_probe = (time.monotonic() if now is None else now) + hole.interval_s
+        """The re-probe got no verdict (timeout, busy, a bad frame): ask again soon (the first
+        re-probe period at most), not after the whole back-off: the device may be answering."""
+        hole.next_probe = (time.monotonic() if now is None else now) + min(hole.interval_s, self.policy.first_s)
 
     def forget(self, hole: LearnedHole) -> None:
         """The span was read again: the hole is gone (the device must be re-planned)."""
