@@ -82,15 +82,13 @@ def alarm_problems(a: AlarmConfig) -> list[str]:
     """Rules between the fields of one alarm (each problem says what is allowed)."""
     out: list[str] = []
     limits = (a.hh, a.h, a.l, a.ll)
+    if a.kind != "backlog" and a.max_age_s is not None:
+        out.append(f"'max_age_s' is only for backlog alarms, not {a.kind}")
     if a.kind == "backlog":
         if a.max_age_s is None:
             out.append("a backlog alarm needs 'max_age_s': the age of the oldest unsent point that raises it")
         if a.tag is not None or a.device is not None:
             out.append("a backlog alarm watches the spool: no 'tag' or 'device'")
-    elif a.max_age_s is not None:
-        out.append(f"'max_age_s' is only for backlog alarms, not {a.kind}")
-    if a.kind == "backlog":
-        pass
     elif a.kind == "offline":
         if a.device is None:
             out.append("an offline alarm needs 'device'")

@@ -171,3 +171,22 @@ def test_batches_of_other_tags_cost_one_mask(monkeypatch):
     e.consume(SampleBatch("x", 1, np.array([1, 2], np.int32), np.array([99.0, 1.0]), np.zeros(2, np.uint8)))
     e.consume(SampleBatch("x", 1, np.array([7], np.int32), np.array([99.0]), np.zeros(1, np.uint8)))  # newer plant
     assert not events
+
+
+def test_backlog_alarm_follows_the_age_of_the_oldest_unsent_point():
+    """Issue 17: an alarm kind for an outage that lasts (the oldest point not yet delivered)."""
+    age = {"s": 0.0}
+    eng = AlarmEngine(PLANT, [AlarmConfig(kind="backlog", max_age_s=60, priority="high")],
+                      backlog_age=lambda: age["s"])
+    events = []
+    eng.listeners.append(events.append)
+    alarm = eng.alarms["spool.backlog"]
+    eng.tick(1.0)
+    assert not alarm.active
+    age["s"] = 75.0
+    eng.tick(2.0)
+    assert alarm.active and alarm.value == 75.0 and "75 s old (limit 60 s)" in alarm.text()
+    age["s"] = 0.0
+    eng.tick(3.0)
+    assert not alarm.active
+    assert [e.state for e in events][:1] == ["UNACK"]
