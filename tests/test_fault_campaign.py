@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 FAULTS = ("silence", "busy", "illegal_address", "garbage", "bad_crc", "slow", "offline")
 
 
+@pytest.mark.slow
 def test_short_fault_campaign(tmp_path):
     report = tmp_path / "faults.md"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "faults.py"), "--report", str(report)],
