@@ -60,7 +60,8 @@ class TagOut(BaseModel):
     quality: str = Field(description="OPC UA quality name, e.g. Good, Bad_NoCommunication")
     quality_code: int
     ts_ns: int | None = Field(description="source timestamp, ns since the epoch (UTC)")
-    state: str | None = Field(None, description="enum name of the value, for enumerated tags")
+    state: str | None = Field(None, description="enum name of the value, for enumerated tags; the names of the "
+                              "set bits (comma-separated), for tags with named bits")
     resolution: float | None = Field(None, description="smallest step of a scaled value (0.1: one decimal)")
 
 
@@ -143,8 +144,8 @@ def clean(v: Any) -> Any:
 def tag_out(intel: "Intelligence", tag: TagInfo) -> TagOut:
     value, quality, ts = intel.app.store.get(tag.id)
     state = None
-    if tag.enum and isinstance(value, float) and math.isfinite(value):
-        state = tag.enum.get(int(value))
+    if (tag.enum or tag.bits) and isinstance(value, float) and math.isfinite(value):
+        state = tag.text_of(value)
     return TagOut(key=tag.key, device=tag.device, name=tag.name, dtype=tag.dtype, unit=tag.unit,
                   writable=tag.writable, value=clean(value), quality=QUALITY_NAMES[int(quality)],
                   quality_code=int(quality), ts_ns=ts or None, state=state,

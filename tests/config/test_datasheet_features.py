@@ -131,6 +131,14 @@ async def test_sentinels_factors_and_bits_through_the_real_poller(tmp_path):
         assert got["temp"][1] is Quality.BAD_SENSOR_FAILURE
         assert got["events"] == (float(0x8002_0021), Quality.GOOD)
         assert [got[n][0] for n in names[5:]] == [1.0, 1.0, 1.0, 1.0]
+        # the HTTP API's view of the same store: the sentinel's quality name, the set bits' names
+        from types import SimpleNamespace
+
+        from edge.api.app import tag_out
+        intel = SimpleNamespace(app=app)
+        tags = {t.name: t for t in app.plant.tags}
+        assert tag_out(intel, tags["temp"]).quality == "Bad_SensorFailure" and tag_out(intel, tags["temp"]).value is None
+        assert tag_out(intel, tags["events"]).state == "ground_fault,over_temp,manual_stop"
         # the inverter changes its factor at run time; then reports it not implemented; then the word is invalid
         regs[11] = 0  # W_SF 0
         regs[10] = 1234
