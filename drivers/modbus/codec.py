@@ -493,7 +493,7 @@ def raw_value(point: RegisterPoint, registers: Registers) -> bool | int | float 
     if point.dtype == "bool":
         wire = _point_wire_bytes(point, registers)
         word = int.from_bytes(bytes(wire[i] for i in _value_bytes(point)), "big")
-        return bool((word >> point.bit) & 1)
+        return bool((word >> (point.bit or 0)) & 1)  # check_point: a register bool has its bit
     wire = _point_wire_bytes(point, registers)
     if point.dtype == "string":
         return _bytes_to_text(wire, point.order)
@@ -752,7 +752,7 @@ def encode_bits(point: RegisterPoint, current: Sequence[int], value: object) -> 
         raise EncodeError(f"current registers {list(current)}: need {point.count}, each 0..65535")
     on = _as_bool(point, _parse(point, value))
     word = raw_pattern(point, [int(r) for r in current])
-    mask = 1 << point.bit
+    mask = 1 << (point.bit or 0)
     word = (word | mask) if on else (word & ~mask)
     value_bytes = word.to_bytes(2 * point.count, "big")
     wire = bytearray(len(value_bytes))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,7 +109,7 @@ def _float_evidence(dtype: str, floats: Sequence[float], why: list[str]) -> floa
     return score
 
 
-def _integer_evidence(dtype: str, order: str, ints: Sequence[int], float_twins: dict[str, Sequence[float]],
+def _integer_evidence(dtype: str, order: str, ints: Sequence[int], float_twins: Mapping[str, Sequence[float]],
                       why: list[str]) -> float:
     """Magnitude and counter evidence of an integer reading (``float_twins``: the same bytes as a
     float in each order; the integer's own order is tried first)."""
@@ -169,7 +169,7 @@ def _range_evidence(floats: Sequence[float], low: float | None, high: float | No
     return -30.0
 
 
-def _evidence(dtype: str, order: str, values: Sequence[float | int], float_twins: dict[str, Sequence[float]],
+def _evidence(dtype: str, order: str, values: Sequence[float | int], float_twins: Mapping[str, Sequence[float]],
               low: float | None, high: float | None) -> tuple[float, list[str]]:
     """Score and reasons for one candidate's decoded values."""
     floats = [float(v) for v in values]

@@ -225,7 +225,8 @@ class SunSpecSim:
     def spec(self, name: str = "inverter", unit_id: int = 1, port: int = 0) -> SimDeviceSpec:
         """A simulated device sized to the image (its registers are written by :meth:`flush`)."""
         points = [RegisterPoint(0, "sunspec_end", Table.HOLDING, self.end - 1, "uint16", writable=True)]
-        return SimDeviceSpec(name=name, unit_id=unit_id, transport=TcpTransport(port=port), points=points)
+        return SimDeviceSpec(name=name, unit_id=unit_id, transport=TcpTransport(port=port), points=points,
+                             update_interval_ms=1000)
 
     async def serve(self, name: str = "inverter", unit_id: int = 1, port: int = 0) -> SimPlant:
         """Start a :class:`SimPlant` serving this device; stop it with ``await plant.stop()``."""

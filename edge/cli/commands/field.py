@@ -89,7 +89,7 @@ class ReadRow:
             "tag": self.tag, "value": value, "quality": QUALITY_NAMES[self.quality],
             "unit": self.info.unit if self.info is not None else None,
             "ts": str(np.datetime64(self.ts_ns, "ns")) + "Z", "ts_ns": self.ts_ns}
-        if self.info is not None and value is not None and not isinstance(value, (str, bool)):
+        if self.info is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
             text = self.info.text_of(float(value))
             if text is not None:
                 out["text"] = text
