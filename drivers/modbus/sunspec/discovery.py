@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.modbus.client import ModbusExceptionResponse
 from drivers.modbus.sunspec.models import END_MODEL, ModelInstance, SunSpecError, lay_out, model_definition
 
 MARKER = [0x5375, 0x6E53]  # "SunS"
@@ -68,15 +69,13 @@ async def _read_span(read: Reader, address: int, count: int) -> list[int]:
 
 
 async def discover(read: Reader, bases: tuple[int, ...] = BASES) -> Discovery:
-    """Find the marker and walk the chain; raises :class:`SunSpecNotFound` (the reader's own
-    errors, e.g. a timeout, propagate from the first base that is not simply absent)."""
+    """Find the marker and walk the chain; raises :class:`SunSpecNotFound`. An exception answer
+    means "no marker here"; the reader's other errors (a timeout, no connection) propagate."""
     base = None
     for candidate in bases:
         try:
             regs = await read(candidate, 2)
-        except Exception as exc:  # noqa: BLE001 - exception answers (illegal address) mean "not here"
-            if type(exc).__name__ in ("ModbusTimeout", "ModbusConnectionError"):
-                raise
+        except ModbusExceptionResponse:  # illegal data address and the like: no marker here
             continue
         if [int(v) for v in regs] == MARKER:
             base = candidate

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sunspec2.modbus.client as sunspec_client
 
+from drivers.modbus.client import ModbusExceptionResponse
 from drivers.modbus.points import Table
 from drivers.modbus.sunspec.discovery import SunSpecNotFound, discover
 from drivers.modbus.sunspec.models import ModelInstance, config_points, lay_out
@@ -32,7 +33,7 @@ UNKNOWN = (64999, 8)  # a vendor model pysunspec2 has no definition for
 def reader(sim: SunSpecSim):
     async def read(address: int, count: int) -> list[int]:
         if address not in sim.regs:
-            raise ValueError("illegal data address")
+            raise ModbusExceptionResponse(3, 2)  # illegal data address, as a device answers
         return [sim.regs.get(a, 0) for a in range(address, address + count)]
     return read
 
