@@ -53,7 +53,7 @@ SLOT_S = 15.0  # each fault's slot: active for ACTIVE_S, then RECOVERY_MAX_S to 
 ACTIVE_S = 5.0
 RECOVERY_MAX_S = 10.0
 AVAILABILITY_MIN = 0.99
-RESTART_GRACE_S = 8.0  # after the appliance (re)starts, devices are given this long to come up
+RESTART_GRACE_S = 15.0  # after the appliance (re)starts, devices are given this long to come up (a loaded 2-core machine takes several seconds to start it)
 SAMPLE_S = 0.25
 
 
@@ -119,7 +119,7 @@ async def run_campaign(duration: float, tmp: Path) -> dict:
 
     from drivers.modbus.sim.plant import free_port
     from drivers.modbus.sim.process import SimPlantProcess
-    from edge.cli.commands.simulate import plant_specs
+    from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
     vm = VictoriaMetrics(tmp / "vm")
@@ -131,7 +131,9 @@ async def run_campaign(duration: float, tmp: Path) -> dict:
     os.environ.update({k: v for k, v in env.items() if k.startswith("EDGE_")})
     config = campaign_config(tmp, vm.url)
     loaded = load_config(config)
-    timeouts = {d.name: d.timeout_ms() for d in loaded.devices}
+    from drivers.modbus.resolve import timeout_ms
+
+    timeouts = {d.name: timeout_ms(d) for d in loaded.devices}
     (tmp / "run").mkdir(parents=True, exist_ok=True)
     sim = SimPlantProcess(plant_specs(loaded))
     await sim.start()
