@@ -18,9 +18,10 @@ convention Sparkplug hosts follow ("no quality property: Good").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def tag_properties(tag: TagInfo, quality: int) -> PropertySet:
     return PropertySet(keys=keys, values=values)
 
 
-def set_value(metric: Metric, datatype: int, value: object) -> None:
+def set_value(metric: Metric, datatype: int, value: Any) -> None:
     """Put a Python value into the right field of ``metric`` for ``datatype`` (None: null)."""
     if value is None or (isinstance(value, float) and math.isnan(value) and datatype not in FLOAT_TYPES):
         metric.is_null = True
@@ -206,7 +207,7 @@ class Layout:
     # ------------------------------------------------------------------ births
 
     def dbirth(self, device: str, seq: int, ts_ms: int, values: np.ndarray, quality: np.ndarray,
-               stamps_ms: np.ndarray, texts: dict[int, str]) -> bytes:
+               stamps_ms: np.ndarray, texts: Mapping[int, str | None]) -> bytes:
         """DBIRTH of ``device``: every tag with name, alias, datatype, current value, properties.
 
         ``values``, ``quality`` and ``stamps_ms`` are indexed by tag id (the latest sample of each tag).

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -110,7 +111,7 @@ class Transport:
                 ctx.check_hostname = False
         return ctx
 
-    def _path(self, value: str) -> Path:
+    def _path(self, value: str | Path) -> Path:
         p = Path(value)
         return p if p.is_absolute() or self.base_dir is None else self.base_dir / p
 
@@ -147,7 +148,7 @@ class Transport:
             raise ConnectError("the connection closed during the handshake")
         self._fd = sock.fileno()
         with contextlib.suppress(OSError, AttributeError):  # small packets (barriers) go out at once, no Nagle
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            cast(socket.socket, sock).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.on_socket_close = self._on_socket_close
         c.on_socket_register_write = self._on_register_write
         c.on_socket_unregister_write = self._on_unregister_write

@@ -121,3 +121,30 @@ async def test_device_death_on_offline_and_birth_on_return(broker, make_site, ho
     assert not host.errors
     assert site.app.outputs.mqtt.stats()["device_deaths"] == 1
     assert np.isfinite(site.value("pump", "speed")[0])
+
+
+async def test_reload_rebirths_with_the_new_metrics(broker, make_site, hosts):
+    from edge.config.loader import load_config
+
+    host = SpbHost(broker.port).start()
+    hosts.append(host)
+    site = await make_site(site_yaml(broker.url))
+    assert await wait_until(lambda: len(host.of_kind("DBIRTH")) == 2 and len(host.of_kind("DDATA")) > 10, 10)
+    path = site.loaded.path
+    path.write_text(path.read_text().replace(
+        "      - {name: current, address: 1,",
+        "      - {name: pressure, address: 1, type: int16, scale: 0.01, unit: bar}\n"  # the current's register
+        "      - {name: current, address: 1,"))
+    await site.app.reload(load_config(path))
+    assert await wait_until(lambda: len(host.of_kind("NBIRTH")) == 2 and len(host.of_kind("DBIRTH")) == 4, 10)
+    pump = {m.name: m for m in host.of_kind("DBIRTH", "pump")[-1].payload.metrics}
+    assert set(pump) == {"speed", "pressure", "current"} and pump["pressure"].datatype == DT["Double"]
+    def same_as_current() -> bool:
+        got = host.delivered()
+        current = {d.ts: d.value for d in got if d.name == "current"}
+        return any(d.name == "pressure" and d.quality == 192 and current.get(d.ts) == d.value for d in got)
+
+    assert await wait_until(same_as_current, 10)
+    n = len(host.delivered())
+    assert await wait_until(lambda: len(host.delivered()) > n + 10, 5)
+    assert not host.errors and seqs_in_order(host.all()) == []
