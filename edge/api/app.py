@@ -56,7 +56,9 @@ class TagOut(BaseModel):
     dtype: str
     unit: str | None
     writable: bool
-    value: float | str | None = Field(description="latest value; null when there is none (never polled or NaN)")
+    value: bool | int | float | str | None = Field(
+        description="latest value in the tag's type (bools true/false, unscaled integers whole numbers, as in the "
+        "history); null when there is none (never polled or NaN)")
     quality: str = Field(description="OPC UA quality name, e.g. Good, Bad_NoCommunication")
     quality_code: int
     ts_ns: int | None = Field(description="source timestamp, ns since the epoch (UTC)")
@@ -147,7 +149,8 @@ def tag_out(intel: "Intelligence", tag: TagInfo) -> TagOut:
     if (tag.enum or tag.bits) and isinstance(value, float) and math.isfinite(value):
         state = tag.text_of(value)
     return TagOut(key=tag.key, device=tag.device, name=tag.name, dtype=tag.dtype, unit=tag.unit,
-                  writable=tag.writable, value=clean(value), quality=QUALITY_NAMES[int(quality)],
+                  writable=tag.writable, value=value if isinstance(value, str) else engineering(tag, value),
+                  quality=QUALITY_NAMES[int(quality)],
                   quality_code=int(quality), ts_ns=ts or None, state=state,
                   resolution=tag.resolution if tag.raw_dtype is not None else None)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -155,8 +156,10 @@ def format_value(value: float, dtype: str, text: str | None = None) -> str:
     return repr(value)
 
 
-def history_json(tag_key: str, h: HistoryArrays, dtype: str) -> list[dict[str, object]]:
-    """``edge history --json``: one object per sample (ts_ns, time, value, quality)."""
+def history_json(tag_key: str, h: HistoryArrays, dtype: str,
+                 text_of: Callable[[float], str | None] | None = None) -> list[dict[str, object]]:
+    """``edge history --json``: one object per sample (ts_ns, time, value, quality; with ``text_of``,
+    e.g. ``TagInfo.text_of``, also ``text``: the state name of an enumeration, the set bits' names)."""
     from edge.core.model import QUALITY_NAMES
 
     stamps = np.asarray(h.ts, "datetime64[ns]").astype(str)
@@ -174,8 +177,11 @@ def history_json(tag_key: str, h: HistoryArrays, dtype: str) -> list[dict[str, o
             value = int(v)
         else:
             value = v
-        out.append({"tag": tag_key, "ts_ns": t, "time": stamp + "Z", "value": value,
-                    "quality": QUALITY_NAMES.get(int(q), str(q))})
+        row = {"tag": tag_key, "ts_ns": t, "time": stamp + "Z", "value": value,
+               "quality": QUALITY_NAMES.get(int(q), str(q))}
+        if text_of is not None:
+            row["text"] = text_of(v) if v == v else None
+        out.append(row)
     return out
 
 

@@ -15,6 +15,7 @@ range for integers.
 """
 from __future__ import annotations
 
+import decimal
 import math
 from collections.abc import Sequence
 
@@ -145,6 +146,55 @@ def decode_value(point: RegisterPoint, words: Sequence[int]) -> float | int | st
     if isinstance(raw, int) and point.scale == 1 and point.offset == 0:
         return raw  # exact, also for 64-bit values beyond float precision
     return float(raw) * point.scale + point.offset
+
+
+_EXACT = decimal.Context(prec=80)  # wide enough for any int64 x scale + offset without rounding
+
+
+def exact_engineering(point: RegisterPoint, raw: float | int) -> float:
+    """The double nearest to ``raw * scale + offset`` computed exactly, scale and offset as written
+    (97 x 0.1 -> 9.7, not 97 * 0.1 = 9.700000000000001): what a register *means*, independent of
+    how any decoder computes it."""
+    if point.scale == 1 and point.offset == 0:
+        return float(raw)
+    exact = _EXACT.add(_EXACT.multiply(decimal.Decimal(raw), decimal.Decimal(repr(point.scale))),
+                       decimal.Decimal(repr(point.offset)))
+    return float(exact)
+
+
+def held_value(point: RegisterPoint, value: float) -> float:
+    """The engineering value a point's registers hold once the signal update has stored ``value``.
+
+    The same steps as :meth:`SignalBank.tick` and :func:`encode_array` (raw = (value - offset) /
+    scale, rounded half to even and clipped for integers, rounded to float32, a bit set when raw
+    is not 0), then the registers' meaning by :func:`exact_engineering`.
+    """
+    raw = (float(value) - point.offset) / point.scale
+    if point.table.is_bits or point.dtype == "bool":
+        return 1.0 if raw != 0 else 0.0
+    if point.dtype in INT_LIMITS:
+        if not math.isfinite(raw):
+            raise ValueError(f"point {point.name!r}: {value!r} cannot be stored in {point.dtype}")
+        lo, hi = raw_limits(point.dtype)
+        return exact_engineering(point, int(min(max(round(raw), lo), hi)))
+    if point.dtype == "float32":
+        raw = float(np.float32(min(max(raw, -_FLOAT32_MAX), _FLOAT32_MAX)))
+    return exact_engineering(point, raw)
+
+
+def held_text(point: RegisterPoint, value: object) -> str:
+    """The text a string point's registers hold once :func:`encode_value` stored ``value``."""
+    text = str(value).encode("ascii", errors="replace")[: 2 * point.length]
+    return text.decode("latin-1").rstrip("\x00")
+
+
+def decode_exact(point: RegisterPoint, words: Sequence[int]) -> float | str:
+    """Like :func:`decode_value`, with scaled values by :func:`exact_engineering`."""
+    if point.dtype in ("string", "bool"):
+        return decode_value(point, words)
+    raw = ModbusClientMixin.convert_from_registers(permute([int(w) for w in words], point.order),
+                                                   PYMODBUS_TYPES[point.dtype])
+    return exact_engineering(point, raw)  # type: ignore[arg-type]
 
 
 def encode_array(dtype: str, order: str, raw: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from pymodbus.constants import ExcCodes
 
 from drivers.modbus.points import RegisterPoint, Table
 
-from .encoding import decode_value, encode_value, permute
+from .encoding import decode_exact, decode_value, encode_value, permute
 
 UNMAPPED, READ_ONLY, WRITABLE = 0, 1, 2
 
@@ -165,3 +165,10 @@ class DeviceImage:
         if point.table.is_bits:
             return float(view[point.address])
         return decode_value(point, view[point.address : point.end].tolist())
+
+    def held_point(self, point: RegisterPoint) -> float | str:
+        """The point's current registers read exactly (:func:`~.encoding.decode_exact`: 97 x 0.1 is 9.7)."""
+        view = self.view(point.table)
+        if point.table.is_bits:
+            return float(view[point.address])
+        return decode_exact(point, view[point.address : point.end].tolist())

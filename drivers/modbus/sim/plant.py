@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 
 from drivers.modbus.points import RegisterPoint, Table
 
+from .encoding import held_text, held_value
 from .faults import Fault, FaultSpec
 from .image import DeviceImage, PlantMemory
 from .physics import Drive, PlantPhysics
@@ -53,8 +54,8 @@ def endpoint_key(spec: SimDeviceSpec) -> tuple:
     t = spec.transport
     if isinstance(t, SerialTransport):
         return ("serial", t.path)
-    if t.port == 0:
-        return (t.kind, t.host, 0, spec.name)  # a free port of its own
+    if t.port == 0:  # a free port of its own, or shared by the devices naming the same share
+        return (t.kind, t.host, 0, ("share", t.share) if t.share else spec.name)
     return ("tcp", t.host, t.port)
 
 
@@ -87,16 +88,20 @@ class SimPlant:
     """Simulated Modbus devices served from this process's asyncio loop.
 
     ``specs`` are :class:`SimDeviceSpec` objects (or dicts validated into them). ``seed`` makes
-    the default signals and the noise reproducible. Points with ``kind: model`` signals take
+    the default signals and the noise reproducible; ``start_s`` is the simulated time at which the
+    plant starts (0: the line's first start comes after 20 s). Points with ``kind: model`` signals take
     their values from the devices' physical models (``self.physics``), which read the devices'
     writable points (setpoints, commands) as inputs.
     """
 
-    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0) -> None:
+    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0, start_s: float = 0.0) -> None:
         self.specs: list[SimDeviceSpec] = _SPECS.validate_python(list(specs))
         self._check_names(self.specs)
         self.groups = group_endpoints(self.specs)
         self.seed = seed
+        if not (math.isfinite(start_s) and start_s >= 0):
+            raise ValueError(f"start_s must be a finite number of seconds >= 0, got {start_s!r}")
+        self.start_s = float(start_s)  # simulated time at start(): a test can begin with the line running
         self.memory = PlantMemory([s.points for s in self.specs])
         self.devices: dict[str, SimDevice] = {}
         self._pins: dict[tuple[str, str], tuple[SignalBank, int]] = {}
@@ -131,6 +136,9 @@ class SimPlant:
         self.banks = {ms: SignalBank(entries, seed + ms, self.physics) for ms, entries in banks.items()}
         self._bind_inputs()
         self._index_pins()
+        self._defaults = self._non_signal_values(static)
+        self._changes: dict[tuple[str, str], list[tuple[int, float | str | None]]] = {}
+        self._bind_clocks()
         self.endpoints: list[Endpoint] = []
         self._by_device: dict[str, Endpoint] = {}
         self._tasks: list[asyncio.Task] = []
@@ -205,13 +213,47 @@ class SimPlant:
             for i, e in enumerate(bank.entries):
                 self._pins[(owner[id(e.image)], e.point.name)] = (bank, i)
 
+    def _non_signal_values(self, static: list[BankEntry]) -> dict[tuple[str, str], float | str]:
+        """What the points without a regenerated signal hold from the start (until a write)."""
+        owner = {id(d.image): name for name, d in self.devices.items()}
+        out: dict[tuple[str, str], float | str] = {}
+        for e, value in zip(static, self._static.values(self.start_s).tolist(), strict=True):
+            out[(owner[id(e.image)], e.point.name)] = held_value(e.point, value)
+        for image, point, value in self._texts:
+            key = (owner[id(image)], point.name)
+            out[key] = held_text(point, value) if point.dtype == "string" else (1.0 if float(value) else 0.0)
+        return out
+
+    def _bind_clocks(self) -> None:
+        """Each device reports the simulated time of its signals with every answered read, and
+        its accepted writes, so that :meth:`value_served` knows what a client was given."""
+        for bank in self.banks.values():
+            for e in bank.entries:
+                device = next(d for d in self.devices.values() if d.image is e.image)
+                device.clock = self._clock_of(bank)
+        for name, device in self.devices.items():
+            device.on_write = self._writer_log(name)
+
+    @staticmethod
+    def _clock_of(bank: SignalBank) -> Callable[[], float]:
+        return lambda: bank.last_t
+
+    def _writer_log(self, device: str) -> Callable[[str, int, int], None]:
+        def written(table: str, address: int, count: int) -> None:
+            image = self.devices[device].image
+            now = time.time_ns()
+            for p in image.points.values():
+                if p.table.value == table and p.address < address + count and address < p.end:
+                    self._changes.setdefault((device, p.name), []).append((now, image.held_point(p)))
+        return written
+
     def _initialise_values(self) -> None:
         """Write every static value and one tick of every signal, so registers hold data at once."""
-        self._static.tick(0.0, self.memory.regs, self.memory.bits)
+        self._static.tick(self.start_s, self.memory.regs, self.memory.bits)
         for image, point, text in self._texts:
             image.set_point(point, text)
         for bank in self.banks.values():
-            bank.tick(0.0, self.memory.regs, self.memory.bits)
+            bank.tick(self.start_s, self.memory.regs, self.memory.bits)
 
     # --- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -270,7 +312,7 @@ class SimPlant:
             if now - next_t > interval_s:
                 stats.late_ticks += 1
                 next_t = now
-            bank.tick(now - self._t0, self.memory.regs, self.memory.bits)
+            bank.tick(now - self._t0 + self.start_s, self.memory.regs, self.memory.bits)
             spent = time.monotonic() - now
             stats.ticks += 1
             stats.busy_s += spent
@@ -325,6 +367,7 @@ class SimPlant:
             bank, i = pin
             bank.active[i] = False
         dev.image.set_point(point, value)
+        self._changes.setdefault((device, tag), []).append((time.time_ns(), dev.image.held_point(point)))
 
     def release(self, device: str, tag: str) -> None:
         """Let a pinned signal point follow its signal again."""
@@ -332,6 +375,46 @@ class SimPlant:
         if pin := self._pins.get((device, tag)):
             bank, i = pin
             bank.active[i] = True
+            self._changes.setdefault((device, tag), []).append((time.time_ns(), None))
+
+    # --- ground truth ------------------------------------------------------------------------
+    def value_at(self, device: str, tag: str, t: float) -> float | str:
+        """The engineering value a point's registers hold at simulated time ``t`` (seconds after
+        the start) by its signal alone: the signal's value (a pure function of ``t`` and the seed;
+        models read their inputs as :class:`PlantPhysics` logged them), stored as the tick stores
+        it and read exactly (:func:`~.encoding.held_value`: 97 x 0.1 is 9.7). Points without a
+        signal (constants, writable points, strings) give the value they started with; writes and
+        pinned values are left out here (:meth:`value_served` applies them)."""
+        dev = self.device(device)
+        point = dev.image.point(tag)
+        pin = self._pins.get((device, tag))
+        if pin is None:
+            return self._defaults[(device, tag)]
+        bank, i = pin
+        return held_value(point, float(bank.values(t)[i]))
+
+    def value_served(self, device: str, tag: str, ts_ns: int) -> float | str:
+        """The engineering value of a point in the last answer the device gave before ``ts_ns``
+        (wall clock, ns): the instant a client stamps a response when it arrives is after the
+        device read its registers, and a signal update may fall in between, so the device's own
+        log of answered reads (when, which registers, at which simulated time) says which values
+        went out. A client write or a pinned value in force then wins over the signal.
+
+        Raises LookupError when no answer covering the point is remembered before ``ts_ns``."""
+        dev = self.device(device)
+        point = dev.image.point(tag)
+        table = point.table.value
+        read = next((r for r in reversed(dev.reads)
+                     if r.ns <= ts_ns and r.table == table and r.start <= point.address and point.end <= r.end), None)
+        if read is None:
+            raise LookupError(f"{device}.{tag}: no answer covering {table} {point.address} is remembered before "
+                              f"{ts_ns} ns")
+        for ns, value in reversed(self._changes.get((device, tag), [])):
+            if ns <= read.ns:
+                if value is not None:
+                    return value
+                break
+        return self.value_at(device, tag, read.t)
 
     def get_value(self, device: str, tag: str) -> float | str:
         """The point's current engineering value, decoded from its registers."""

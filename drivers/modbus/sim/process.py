@@ -30,7 +30,7 @@ from .spec import SimDeviceSpec
 
 _SPECS = TypeAdapter(list[SimDeviceSpec])
 _ERRORS: dict[str, type[Exception]] = {
-    e.__name__: e for e in (KeyError, ValueError, IndexError, TypeError, RuntimeError)
+    e.__name__: e for e in (KeyError, ValueError, IndexError, TypeError, RuntimeError, LookupError)
 }
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
@@ -40,6 +40,7 @@ CALL_TIMEOUT_S = 30.0
 _CALLS = {
     "set_fault": False, "clear_fault": False, "set_value": False, "release": False,
     "get_value": False, "get_registers": False, "stats": False, "update_stats": False,
+    "value_at": False, "value_served": False,
     "unplug_line": True, "plug_line": True, "stop": True,
 }
 
@@ -219,6 +220,12 @@ class SimPlantProcess:
 
     def get_value(self, device: str, tag: str) -> float | str:
         return self._device_call("get_value", device, tag)
+
+    def value_at(self, device: str, tag: str, t: float) -> float | str:
+        return self._device_call("value_at", device, tag, t)
+
+    def value_served(self, device: str, tag: str, ts_ns: int) -> float | str:
+        return self._device_call("value_served", device, tag, ts_ns)
 
     def get_registers(self, device: str, table: Table | str, address: int, count: int) -> list[int]:
         return self._device_call("get_registers", device, str(Table(table).value), address, count)

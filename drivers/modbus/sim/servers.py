@@ -18,8 +18,10 @@ import socket
 import termios
 import time
 import tty
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
@@ -34,6 +36,18 @@ log = logging.getLogger(__name__)
 MAX_ADU = 260  # the largest Modbus frame (MBAP: 7 + 253)
 SOCAT_START_TIMEOUT_S = 5.0
 BROADCAST_FUNCTIONS = (5, 6, 15, 16)  # writes: the only requests a broadcast may carry
+READ_LOG_SIZE = 20_000  # answered reads remembered per device (the ground truth of SimPlant.value_served)
+
+
+class ServedRead(NamedTuple):
+    """One read the device answered: when its registers were taken, which ones, and the simulated
+    time of the signal values they held then."""
+
+    ns: int  # wall clock (time.time_ns()) when the registers were read for the reply
+    table: str  # Table value
+    start: int
+    end: int  # exclusive
+    t: float  # simulated seconds of the device's last signal update
 
 
 @dataclass(slots=True)
@@ -56,14 +70,24 @@ class SimDevice:
         self.image = image
         self.faults = FaultSet(rng)
         self.stats = DeviceStats()
+        self.clock: Callable[[], float] = _no_signals  # simulated time of the signal registers (SimPlant sets it)
+        self.reads: deque[ServedRead] = deque(maxlen=READ_LOG_SIZE)
+        self.on_write: Callable[[str, int, int], None] | None = None  # (table, address, count) after a client write
 
     @property
     def name(self) -> str:
         return self.spec.name
 
 
+def _no_signals() -> float:
+    return 0.0
+
+
 class _Datastore:
-    """The two methods pymodbus PDUs call in ``datastore_update``, backed by one device image."""
+    """The two methods pymodbus PDUs call in ``datastore_update``, backed by one device image.
+
+    Every answered read is remembered (:class:`ServedRead`) and every accepted write reported,
+    so that the plant can say which value a client was given at any instant."""
 
     def __init__(self, device: SimDevice) -> None:
         self.device = device
@@ -72,15 +96,22 @@ class _Datastore:
         table = FUNCTION_TABLES.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
-        return self.device.image.read(table, address, count)
+        device = self.device
+        values = device.image.read(table, address, count)
+        if not isinstance(values, ExcCodes):
+            device.reads.append(ServedRead(time.time_ns(), table.value, address, address + count, device.clock()))
+        return values
 
     async def async_setValues(self, device_id: int, func_code: int, address: int, values):  # noqa: N802
         table = FUNCTION_TABLES.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
-        rc = self.device.image.write(table, address, list(values))
+        values = list(values)
+        rc = self.device.image.write(table, address, values)
         if rc is None:
             self.device.stats.writes += 1
+            if self.device.on_write is not None:
+                self.device.on_write(table.value, address, len(values))
         return rc
 
 

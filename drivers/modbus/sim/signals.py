@@ -103,6 +103,7 @@ class SignalBank:
         if physics is None and (self.slot >= 0).any():
             raise ValueError("model signals need the plant's PlantPhysics")
         self.active = np.ones(n, dtype=bool)  # False once a point is pinned by set_value
+        self.last_t = 0.0  # simulated time of the values the last tick wrote
         f = np.zeros
         self.kind = np.array([KIND_CODES[e.signal.kind] for e in entries], dtype=np.int8)
         self.mean, self.amp, self.noise = f(n), f(n), f(n)
@@ -193,6 +194,7 @@ class SignalBank:
     def tick(self, t: float, regs: np.ndarray, bits: np.ndarray) -> np.ndarray:
         """Compute all values at ``t``, write the active ones into the plant memory, return them all."""
         eng = self.values(t)
+        self.last_t = t
         if not len(eng):
             return eng
         raw = (eng - self.offset) / self.scale

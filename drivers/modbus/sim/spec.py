@@ -20,22 +20,26 @@ class _Frozen(BaseModel):
 
 
 class TcpTransport(_Frozen):
-    """Modbus TCP (MBAP framing). Port 0 binds a free port that is not shared with other devices."""
+    """Modbus TCP (MBAP framing). Port 0 binds a free port that is not shared with other devices,
+    unless devices name the same ``share``: then they are served together on one free port."""
 
     kind: Literal["tcp"] = "tcp"
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
+    share: str | None = None
 
 
 class RtuOverTcpTransport(_Frozen):
     """RTU framing (address + PDU + CRC) on a TCP socket, like a serial-to-Ethernet gateway.
 
-    With ``baud`` set, replies are paced as if the gateway's serial side ran at that rate.
+    With ``baud`` set, replies are paced as if the gateway's serial side ran at that rate. Port 0
+    and ``share`` as for :class:`TcpTransport` (the devices behind one gateway share a free port).
     """
 
     kind: Literal["rtu_over_tcp"] = "rtu_over_tcp"
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
+    share: str | None = None
     baud: int | None = Field(None, ge=300, le=4_000_000)
     parity: Literal["N", "E", "O"] = "N"
     data_bits: Literal[7, 8] = 8

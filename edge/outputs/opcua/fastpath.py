@@ -30,7 +30,7 @@ import math
 import struct
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,15 @@ _TRIGGER_STATUS = int(ua.DataChangeTrigger.Status)
 _ABSOLUTE = int(ua.DeadbandType.Absolute)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ua_time(ns: int) -> datetime:
+    """A sample's time as the server sends it: the whole microseconds of ``ns`` (exact integer
+    arithmetic; the same as HistoryRead, so a client finds a live value's sample in history)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
 class PublisherStats:
     """Counters of the hot path, shown by the server's diagnostics."""
 
@@ -89,14 +98,19 @@ class FastPublisher:
         self._last_srv = np.zeros(0, dtype=np.int64)
         self._last_text: dict[int, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._as_text: dict[int, AttributeValue] = {}  # enumerations' and bit fields' ValueAsText records
+        self._text_of: dict[int, Callable[[float], str | None]] = {}
 
     # ------------------------------------------------------------------ binding to a plant
 
     def bind(self, tags: Sequence[TagInfo], attvals: Sequence[AttributeValue | None],
-             carry: dict[str, tuple[float, int, str | None, int, int]] | None = None) -> None:
+             carry: dict[str, tuple[float, int, str | None, int, int]] | None = None,
+             as_text: dict[int, AttributeValue] | None = None) -> None:
         """Bind to a plant's tags (by id) and their Value records; ``carry`` maps tag keys to the
         (value, quality, text, source ns, server ns) last reported before a reload (from
-        :meth:`snapshot`), so a reload loses no value and sends no duplicates.
+        :meth:`snapshot`), so a reload loses no value and sends no duplicates. ``as_text`` maps the
+        ids of enumerations and bit fields to the Value record of their ValueAsText property, which
+        then follows the value (the state's name, the set bits' names; the number for an unknown state).
 
         Each Value record gets a read callback: the latest value lives in numpy arrays and a
         DataValue is built only when a client reads the node or a monitored item needs it, so
@@ -124,17 +138,46 @@ class FastPublisher:
             if attval is not None:
                 attval.value = None
                 attval.value_callback = self._reader(tid)
+        by_id = {t.id: t for t in tags}
+        self._as_text = dict(as_text or {})
+        self._text_of = {tid: by_id[tid].text_of for tid in self._as_text}
+        for tid, attval in self._as_text.items():
+            attval.value = None
+            attval.value_callback = self._text_reader(tid)
 
     def _reader(self, tid: int) -> Callable[[Any, Any], ua.DataValue]:
         return lambda nodeid, attr: self.read_value(tid)
+
+    def _text_reader(self, tid: int) -> Callable[[Any, Any], ua.DataValue]:
+        return lambda nodeid, attr: self.read_text(tid)
+
+    def read_text(self, tid: int) -> ua.DataValue:
+        """The ValueAsText of an enumeration or bit field now: its value's text, with the value's
+        StatusCode and timestamps."""
+        q = int(self._last_q[tid])
+        if q == NEVER:
+            return ua.DataValue(_NULL, _WAITING)
+        src = ua_time(int(self._last_src[tid])) if self._last_src[tid] else None
+        srv = ua_time(int(self._last_srv[tid])) if self._last_srv[tid] else None
+        return self._text_datavalue(tid, float(self._last_v[tid]), q, src, srv)
+
+    def _text_datavalue(self, tid: int, val: float, q: int, src: datetime | None,
+                        srv: datetime | None) -> ua.DataValue:
+        sc = _STATUS[q] if q < len(_STATUS) else _BAD_CONFIG
+        if q >= Quality.BAD_NO_COMMUNICATION or math.isnan(val):
+            return ua.DataValue(_NULL, sc, src, srv)
+        text = self._text_of[tid](val)
+        if text is None:  # a state the configuration does not name: its number, never a blank
+            text = str(int(val)) if val.is_integer() else repr(val)
+        return ua.DataValue(ua.Variant(ua.LocalizedText(text), ua.VariantType.LocalizedText), sc, src, srv)
 
     def read_value(self, tid: int) -> ua.DataValue:
         """The tag's current value as a DataValue (what Read and new monitored items get)."""
         q = int(self._last_q[tid])
         if q == NEVER:
             return ua.DataValue(_NULL, _WAITING)
-        src = datetime.fromtimestamp(int(self._last_src[tid]) / 1e9, UTC) if self._last_src[tid] else None
-        srv = datetime.fromtimestamp(int(self._last_srv[tid]) / 1e9, UTC) if self._last_srv[tid] else None
+        src = ua_time(int(self._last_src[tid])) if self._last_src[tid] else None
+        srv = ua_time(int(self._last_srv[tid])) if self._last_srv[tid] else None
         return self._datavalue(tid, float(self._last_v[tid]), q, src, srv, self._last_text.get(tid))
 
     def _datavalue(self, tid: int, val: float, q: int, src: datetime | None, srv: datetime | None,
@@ -227,16 +270,23 @@ class FastPublisher:
                 texts: dict[int, str] | None) -> None:
         """DataValues for the changed tags that have monitored items, delivered to them."""
         attvals = self._attvals
+        as_text = self._as_text.get if self._as_text else None
         src = srv = None
         for tid, val, q in zip(ids, vals, qs, strict=True):
             attval = attvals[tid]
-            if attval is None or not attval.datachange_callbacks:
+            text_attval = as_text(tid) if as_text is not None else None
+            value_wanted = attval is not None and attval.datachange_callbacks
+            text_wanted = text_attval is not None and text_attval.datachange_callbacks
+            if not (value_wanted or text_wanted):
                 continue
             if src is None:
-                src = datetime.fromtimestamp(ts_ns / 1e9, UTC)
-                srv = datetime.fromtimestamp(srv_ns / 1e9, UTC)
-            text = texts.get(tid) if texts else self._last_text.get(tid)
-            self.deliver(attval, self._datavalue(tid, val, q, src, srv, text))
+                src = ua_time(ts_ns)
+                srv = ua_time(srv_ns)
+            if value_wanted:
+                text = texts.get(tid) if texts else self._last_text.get(tid)
+                self.deliver(attval, self._datavalue(tid, val, q, src, srv, text))  # type: ignore[arg-type]
+            if text_wanted:
+                self.deliver(text_attval, self._text_datavalue(tid, val, q, src, srv))  # type: ignore[arg-type]
 
     def set_value(self, attval: AttributeValue, dv: ua.DataValue) -> None:
         """Store a node's value and deliver it (status variables and other non-tag nodes)."""
@@ -255,26 +305,30 @@ class FastPublisher:
             mdata = mis._monitored_items.get(mid) if mid is not None else None
             if mdata is None or mdata.mode == _DISABLED:
                 continue
-            mv = mdata.mvalue
-            flt = mdata.filter
-            if flt is not None and not _filter_passes(flt, mv.current_dvalue, dv):
-                continue
-            mv.old_dvalue = mv.current_dvalue
-            mv.current_dvalue = dv
-            notif = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=dv)
-            isub = mis.isub
-            queue = isub._triggered_datachanges
-            items = queue.get(mid)
-            if items is None:
-                queue[mid] = [notif]
-                if isub.data.RevisedPublishingInterval <= 0.0:
-                    self._spawn(isub._trigger_publish())
-            else:
-                size = mdata.queue_size
-                if size and len(items) >= size:
-                    del items[: len(items) - size + 1]
-                items.append(notif)
-            self.stats.notifications += 1
+            self._enqueue(mis, mid, mdata, dv)
+
+    def _enqueue(self, mis: MonitoredItemService, mid: int, mdata: Any, dv: ua.DataValue) -> None:
+        """The item's DataChangeFilter, then onto the subscription's queue (capped at the item's size)."""
+        mv = mdata.mvalue
+        flt = mdata.filter
+        if flt is not None and not _filter_passes(flt, mv.current_dvalue, dv):
+            return
+        mv.old_dvalue = mv.current_dvalue
+        mv.current_dvalue = dv
+        notif = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=dv)
+        isub = mis.isub
+        queue = isub._triggered_datachanges
+        items = queue.get(mid)
+        if items is None:
+            queue[mid] = [notif]
+            if isub.data.RevisedPublishingInterval <= 0.0:
+                self._spawn(isub._trigger_publish())
+        else:
+            size = mdata.queue_size
+            if size and len(items) >= size:
+                del items[: len(items) - size + 1]
+            items.append(notif)
+        self.stats.notifications += 1
 
     def _call_library(self, callback: Callable[..., Any], handle: int, dv: ua.DataValue) -> None:
         result = callback(handle, dv)

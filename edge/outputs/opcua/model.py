@@ -147,6 +147,11 @@ def tag_nodeid(ns: int, tag: TagInfo) -> ua.NodeId:
     return ua.NodeId(tag.key, ns, ua.NodeIdType.String)
 
 
+def property_nodeid(ns: int, tag: TagInfo, name: str) -> ua.NodeId:
+    """A tag's property (``<device>.<tag>#<Property>``), as :meth:`NodeFactory.add_property` names it."""
+    return ua.NodeId(f"{tag.key}#{name}", ns, ua.NodeIdType.String)
+
+
 def status_nodeid(ns: int, device: str, field: str | None = None) -> ua.NodeId:
     return ua.NodeId(f"{device}#status" + (f".{field}" if field else ""), ns, ua.NodeIdType.String)
 
@@ -373,6 +378,9 @@ class NodeFactory:
             if tag.unit:  # a unitless tag has no EngineeringUnits (not an empty EUInformation)
                 self.add_property(nd, "EngineeringUnits", ua.ObjectIds.EUInformation,
                                   ua.Variant(unece_unit(tag.unit), VT.ExtensionObject))
+            if tag.bits is not None:  # a bit field: the names of its set bits (kept current by the fast path)
+                self.add_property(nd, "ValueAsText", ua.ObjectIds.LocalizedText,
+                                  ua.Variant(ua.LocalizedText(""), VT.LocalizedText))
         elif typedef == "TwoStateDiscreteType":
             states = tag.enum or {0: "false", 1: "true"}
             self.add_property(nd, "FalseState", ua.ObjectIds.LocalizedText,

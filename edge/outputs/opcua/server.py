@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 from asyncua import Server, ua
@@ -70,6 +71,7 @@ from edge.outputs.opcua.model import (
     WRITE,
     NodeFactory,
     appliance_status_values,
+    property_nodeid,
     status_values,
 )
 from edge.outputs.opcua.security import EdgeUserManager, SecuritySetup, make_user_manager
@@ -165,7 +167,7 @@ class OpcUaServer:
         self.build_s = asyncio.get_running_loop().time() - t0
         await server.start()
         security.after_start(server)  # before the loop runs again: no client has seen the endpoints
-        self.endpoint_url = cfg.endpoint
+        self.endpoint_url = _bound_endpoint(server, cfg.endpoint)
         log.info("OPC UA server on %s: %d tags, address space built in %.2f s",
                  cfg.endpoint, len(self.plant.tags), self.build_s)
 
@@ -282,8 +284,20 @@ class OpcUaServer:
             if tag.id != len(attvals) and not (0 <= tag.id < len(attvals)):
                 raise ValueError(f"tag {tag.key} has id {tag.id} outside 0..{len(plant.tags) - 1}")
             attvals[tag.id] = self._tag_nodes[tag.key].attributes[ua.AttributeIds.Value]
-        self.publisher.bind(plant.tags, attvals, carry)
+        self.publisher.bind(plant.tags, attvals, carry, self._value_as_text(plant))
         self._tag_by_nodeid = {node.nodeid: self._tags_by_key[k] for k, node in self._tag_nodes.items()}
+
+    def _value_as_text(self, plant: Plant) -> dict[int, AttributeValue]:
+        """The Value records of the ValueAsText properties (enumerations, bit fields) by tag id."""
+        assert self.server is not None
+        aspace = self.server.iserver.aspace
+        out = {}
+        for tag in plant.tags:
+            if tag.enum is not None or tag.bits is not None:
+                nd = aspace.get(property_nodeid(self.ns, tag, "ValueAsText"))
+                if nd is not None:
+                    out[tag.id] = nd.attributes[ua.AttributeIds.Value]
+        return out
 
     def _freeze_gc(self) -> None:
         """Move the address space out of the collector's sight (it never becomes garbage), and
@@ -485,6 +499,20 @@ def build_info() -> tuple[str, str, str, str, str, datetime]:
         version = "0+unknown"
     built = datetime.fromtimestamp(Path(__file__).stat().st_mtime, UTC)
     return PRODUCT_URI, MANUFACTURER, PRODUCT_NAME, version, version, built
+
+
+def _bound_endpoint(server: Server, endpoint: str) -> str:
+    """The endpoint URL with the port the server listens on: port 0 in the configuration picks a free
+    one (tests bind port 0 instead of guessing a free port); the advertised endpoints follow."""
+    url = urlparse(endpoint)
+    if url.port != 0 or server.bserver is None:
+        return endpoint
+    bound = url._replace(netloc=f"{url.hostname}:{server.bserver.port}").geturl()
+    server.endpoint = urlparse(bound)
+    for edp in server.iserver.endpoints:
+        edp.EndpointUrl = bound
+        edp.Server.DiscoveryUrls = [bound]
+    return bound
 
 
 def _shape(tag: TagInfo) -> tuple[str, bool]:

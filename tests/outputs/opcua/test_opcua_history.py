@@ -13,6 +13,7 @@ import pytest
 from asyncua import Client, ua
 from opcua_helpers import PASSWORDS, HistoryStandIn, config, make_plant, node_ua, tag_id
 
+from edge.core.model import SampleBatch
 from edge.outputs.opcua.server import OpcUaServer
 
 S = 1_000_000_000
@@ -241,3 +242,23 @@ async def test_history_with_node_opcua(historian, tmp_path: Path) -> None:
     for k, got in enumerate(interp["values"]):
         t = start + STEP // 2 + k * S
         assert abs(got["value"] - float(np.interp(t, ts, ai))) < 1e-9 and got["dataType"] == "Double"
+
+
+async def test_a_live_value_carries_the_timestamp_of_its_history_entry(historian) -> None:
+    """A SCADA client finds the live value's sample in HistoryRead by its SourceTimestamp. The live path
+    rounded ns to the nearest microsecond (float seconds) while history truncated: a sample stamped
+    x.7 us read live as x+1 us and was not in history at that time. Both now carry the truncated us."""
+    srv, hist, ts = historian
+    tid = tag_id(srv.plant, "meter1.ai0")
+    stamp = int(ts[-1]) + 10 * STEP + 321_700  # 700 ns past a whole microsecond
+    t_all, v_all, q_all = hist.data[tid]
+    hist.data[tid] = (np.append(t_all, stamp), np.append(v_all, 12.5), np.append(q_all, 0))
+    srv.consume(SampleBatch("meter1", stamp, np.array([tid], np.int32), np.array([12.5]), np.zeros(1, np.uint8)))
+    node = ua.NodeId("meter1.ai0", srv.ns, ua.NodeIdType.String)
+    async with client_for(srv) as c:
+        live = await c.get_node(node).read_data_value()
+        r = await history_read(c, node, raw_details(stamp - S, stamp + S, 0))
+    assert live.Value.Value == 12.5
+    assert live.SourceTimestamp == dt(stamp)  # 100 ns ticks: the whole microseconds of the sample
+    entry = [d for d in r.HistoryData.DataValues if d.Value.Value == 12.5]
+    assert [d.SourceTimestamp for d in entry] == [live.SourceTimestamp]

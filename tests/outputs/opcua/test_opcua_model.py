@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from asyncua import Client, ua
-from opcua_helpers import PASSWORDS, node_ua
+from opcua_helpers import PASSWORDS, config, make_plant, node_ua
 
 from edge.outputs.opcua.model import READ, WRITE, unece_unit
 from edge.outputs.opcua.server import OpcUaServer
@@ -71,3 +72,18 @@ def test_every_unit_of_the_shipped_plugins_has_a_unece_code() -> None:
         units |= {u.strip().strip('"') for u in re.findall(r"unit: *([^,}\n]+)", path.read_text())}
     missing = sorted(u for u in units if unece_unit(u).UnitId == -1)
     assert units and not missing, f"units without a UNECE code: {missing}"
+
+
+async def test_port_zero_listens_on_a_free_port_and_advertises_it(users_file: Path) -> None:
+    """Tests bind port 0 instead of guessing a free port: the server reports and advertises the bound one."""
+    srv = OpcUaServer(make_plant(), config(users_file, endpoint="opc.tcp://127.0.0.1:0/edge"))
+    await srv.start()
+    try:
+        port = urlparse(srv.endpoint_url).port
+        assert port and port != 0
+        async with client(srv, "victor") as c:
+            endpoints = await c.get_endpoints()
+            assert {urlparse(e.EndpointUrl).port for e in endpoints} == {port}
+            assert await c.get_node(ua.NodeId("meter1.voltage", srv.ns, ua.NodeIdType.String)).read_browse_name()
+    finally:
+        await srv.stop()

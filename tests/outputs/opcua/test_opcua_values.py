@@ -7,9 +7,10 @@ from datetime import UTC
 
 import numpy as np
 from asyncua import Client, ua
-from opcua_helpers import PASSWORDS, config, make_plant, tag_id
+from opcua_helpers import PASSWORDS, config, make_plant, node_ua, tag_id
 
-from edge.core.model import Quality, SampleBatch
+from edge.core.model import Quality, SampleBatch, TagInfo
+from edge.outputs.opcua.fastpath import ua_time
 from edge.outputs.opcua.server import OpcUaServer
 
 
@@ -167,3 +168,59 @@ async def test_unknown_tag_ids_are_counted_not_raised(running: OpcUaServer) -> N
     b = good("meter1", [0, n + 5, -1], [1.0, 2.0, 3.0])
     assert running.consume(b) == 1
     assert running.publisher.stats.dropped_unknown_tag == 2
+
+
+async def test_value_as_text_follows_the_enumeration(running: OpcUaServer, tmp_path) -> None:  # noqa: ANN001
+    """Issue 14: ValueAsText of enumerations was empty. It is the state's name, kept current (Read and
+    subscriptions), with the value's StatusCode and SourceTimestamp; a state the configuration does not
+    name shows its number. Read with asyncua and node-opcua."""
+    plant = running.plant
+    mode = tag_id(plant, "meter1.mode")  # {0: off, 1: auto, 3: manual}
+    key = "meter1.mode#ValueAsText"
+    rec = Recorder()
+    async with client(running) as c:
+        node = c.get_node(f"ns={running.ns};s={key}")
+        waiting = await node.read_data_value(raise_on_bad_status=False)
+        assert waiting.StatusCode.value == ua.StatusCodes.BadWaitingForInitialData
+        t_manual = time.time_ns()
+        running.consume(good("meter1", [mode], [3.0], t_manual))
+        dv = await node.read_data_value()
+        assert dv.Value.Value.Text == "manual" and dv.StatusCode.is_good()
+        assert dv.SourceTimestamp == ua_time(t_manual)
+        sub = await c.create_subscription(20, rec)
+        await sub.subscribe_data_change(node)
+        await rec.wait_for(key, 1)
+        running.consume(good("meter1", [mode], [1.0]))
+        assert (await rec.wait_for(key, 2))[-1].Value.Value.Text == "auto"
+        running.consume(good("meter1", [mode], [7.0]))
+        assert (await rec.wait_for(key, 3))[-1].Value.Value.Text == "7"
+        running.consume(good("meter1", [mode], [0.0]))
+        assert (await rec.wait_for(key, 4))[-1].Value.Value.Text == "off"
+        (read,) = await node_ua(running.endpoint_url, "victor", PASSWORDS["victor"],
+                                [{"op": "read", "nodeId": f"ns={running.ns};s={key}"}], tmp_path / "pki")
+        assert read["value"] == "off" and read["dataType"] == "LocalizedText"
+        running.consume(SampleBatch("meter1", time.time_ns(), np.array([mode], np.int32), np.array([np.nan]),
+                                    np.array([int(Quality.BAD_NO_COMMUNICATION)], np.uint8)))
+        last = (await rec.wait_for(key, 5))[-1]
+        assert last.StatusCode.value == ua.StatusCodes.BadNoCommunication and last.Value.Value is None
+
+
+async def test_value_as_text_of_a_bit_field_names_the_set_bits(users_file) -> None:  # noqa: ANN001
+    """A status word with named bits (plugins' ``bits:``) has a ValueAsText too: the set bits' names."""
+    plant = make_plant(devices=1, analog_per_device=0)
+    tid = len(plant.tags)
+    plant.tags.append(TagInfo(id=tid, device="meter1", name="events", bus="line1", dtype="uint16",
+                              bits={0: "ground_fault", 3: "over_temp", 9: "fan_fault"}))
+    dev = plant.devices[0]
+    plant.devices[0] = type(dev)(dev.name, dev.bus, dev.address, dev.plugin, dev.plugin_version, (*dev.tag_ids, tid))
+    srv = OpcUaServer(plant, config(users_file))
+    await srv.start()
+    try:
+        srv.consume(good("meter1", [tid], [float(1 | 8)]))
+        async with client(srv) as c:
+            node = c.get_node(f"ns={srv.ns};s=meter1.events#ValueAsText")
+            assert (await node.read_value()).Text == "ground_fault,over_temp"
+            srv.consume(good("meter1", [tid], [0.0]))
+            assert (await node.read_value()).Text == ""
+    finally:
+        await srv.stop()

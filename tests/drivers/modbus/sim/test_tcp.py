@@ -240,3 +240,17 @@ async def test_a_lone_tcp_device_also_answers_units_0_and_255(start_plant, conne
     for unit in (17, 0, 255):
         assert (await client.read_holding_registers(0, count=1, device_id=unit)).registers == [5]
     assert (await client.read_holding_registers(0, count=1, device_id=3)).exception_code == 11
+
+
+async def test_port_zero_shared_by_the_devices_behind_one_gateway(start_plant, connect) -> None:
+    """Tests bind port 0; the drives behind one simulated gateway share its (free) port, others get their own."""
+    gw = RtuOverTcpTransport(share="gateway")
+    point = RegisterPoint(0, "v", Table.HOLDING, 0, "uint16")
+    specs = [SimDeviceSpec(name=f"drive{u}", unit_id=u, transport=gw, points=[point],
+                           signals={"v": SignalSpec(kind="constant", value=float(u))}) for u in (1, 2)]
+    specs.append(SimDeviceSpec(name="alone", unit_id=1, transport=RtuOverTcpTransport(), points=[point]))
+    plant = await start_plant(specs)
+    assert plant.address("drive1") == plant.address("drive2") != plant.address("alone")
+    client = await connect(plant.address("drive1"), rtu=True)
+    for unit in (1, 2):
+        assert (await client.read_holding_registers(0, count=1, device_id=unit)).registers == [unit]
