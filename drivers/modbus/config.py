@@ -144,6 +144,10 @@ def point_problems(p: ModbusPoint) -> list[str]:
         out.append("enum needs an integer type")
     if p.type in ("bool", "string") and (p.scale != 1.0 or p.offset != 0.0):
         out.append(f"scale and offset do not apply to type {p.type}")
+    scaled = p.scale != 1.0 or p.offset != 0.0 or p.scale_factor is not None
+    if p.value_type is not None and (not scaled or p.type in ("bool", "string", "float64") or p.bit is not None):
+        out.append(f"value_type is for a scaled value (an integer or float32 with scale, offset or scale_factor); "
+                   f"this {p.type} {'is not scaled' if not scaled else 'keeps its type'}: leave value_type out")
     return out
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers.modbus import checks, cli, resolve, runtime, simulation
+from drivers.modbus.codec import INT_RANGES
 from drivers.modbus.config import BUS_MODELS, ModbusDevice, ModbusManifest, ModbusPluginPoints, ModbusPoint
+from drivers.modbus.points import scaling_of
 from drivers.modbus.sim.plant import SimPlant, free_port
 from edge.config.errors import ConfigIssue
 from edge.driver.protocol import Command, DriverSession, LineLoad, ResolveContext
@@ -53,18 +55,33 @@ class ModbusDriver:
 
     def tag_type(self, point: PointConfig) -> tuple[str, float | None]:
         """A scaled or offset value is a Double everywhere downstream (OPC UA, history, API), never
-        its raw integer type: 97 x 0.1 is 9.7, not 9. Unscaled integers keep their type (step 1)."""
+        its raw integer type: 97 x 0.1 is 9.7, not 9 (a Float with ``value_type: float32``).
+        Unscaled integers keep their type (step 1)."""
         assert isinstance(point, ModbusPoint)
+        engineering = point.value_type or "float64"
         if point.bit is not None:
             return "bool", None
         if point.scale_factor is not None:  # 10**sf, read with the value: the step changes at run time
-            return "float64", None
+            return engineering, None
         scaled = point.scale != 1.0 or point.offset != 0.0
         if point.type in _INTEGER_TYPES:
-            return ("float64", abs(point.scale)) if scaled else (point.type, 1.0)
+            return (engineering, abs(point.scale)) if scaled else (point.type, 1.0)
         if point.type == "float32" and scaled:
-            return "float64", None
+            return engineering, None
         return point.type, None
+
+    def type_range(self, point: PointConfig) -> tuple[float, float] | None:
+        """A scaled integer's raw limits x scale + offset, each the double nearest the exact decimal
+        (uint16 x 0.1: 0..6553.5). None for unscaled integers (their OPC UA DataType says it), floats,
+        bits and points with a scale-factor register (the factor changes at run time)."""
+        assert isinstance(point, ModbusPoint)
+        if point.type not in _INTEGER_TYPES or point.bit is not None or point.scale_factor is not None:
+            return None
+        if point.scale == 1.0 and point.offset == 0.0:
+            return None
+        scaling = scaling_of(point.scale, point.offset)  # the codec's arithmetic: its values lie inside
+        lo, hi = (scaling.apply(float(raw)) for raw in INT_RANGES[point.type])
+        return (lo, hi) if lo <= hi else (hi, lo)
 
     def device_address(self, dev: ResolvedDevice) -> str:
         return f"unit {resolve.config(dev).unit_id}"

@@ -43,7 +43,10 @@ class SystemDriver:
         return []
 
     def tag_type(self, point: PointConfig) -> tuple[str, float | None]:
-        return "float64", None
+        return point.value_type or "float64", None
+
+    def type_range(self, point: PointConfig) -> tuple[float, float] | None:
+        return None
 
     def device_address(self, dev: ResolvedDevice) -> str:
         return "this host"

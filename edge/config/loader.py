@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from edge.config.checks import run_checks
 from edge.config.errors import ConfigError, ConfigIssue
-from edge.config.models import BusConfig, DeviceConfig, PollGroup, SiteConfig
+from edge.config.models import BusConfig, DeviceConfig, PointConfig, PollGroup, SiteConfig
 from edge.config.paths import absolute, resolve_paths
 from edge.config.resolved import LoadedConfig, ResolvedDevice, ResolvedPoint
 from edge.config.validation import validate
@@ -314,6 +314,7 @@ def build_plant(loaded: LoadedConfig) -> Plant:
                 writable=p.writable, deadband=p.deadband, description=p.description, enum=p.enum, bits=p.bits,
                 interval_ms=dev.interval_ms(p.group), group=p.panel or p.unit or "values",
                 plugin=dev.config.plugin, raw_dtype=_raw_type(p, eng), resolution=resolution,
+                type_range=_type_range(dev, p) if p.range is None else None,
             )
             plant.tags.append(tag)
             ids.append(tag.id)
@@ -333,6 +334,12 @@ def build_plant(loaded: LoadedConfig) -> Plant:
                                         dev.manifest.version if dev.manifest else None, tuple(ids)))
     plant.buses = [BusInfo(b.name, b.type, tuple(bus_devices[b.name])) for b in loaded.config.buses]
     return plant
+
+
+def _type_range(dev: ResolvedDevice, point: PointConfig) -> tuple[float, float] | None:
+    """What the point's type on the device can hold, from its driver (optional in the protocol)."""
+    type_range = getattr(dev.driver, "type_range", None)
+    return type_range(point) if type_range is not None else None
 
 
 def _raw_type(point: object, engineering: str) -> str | None:

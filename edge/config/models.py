@@ -73,6 +73,8 @@ class PointConfig(Model):
     aggregate: TagAggregateConfig | None = None  # raw ring + window statistics for this tag
     panel: str | None = None  # dashboard panel group; default: by unit
     sim: dict[str, Any] | None = None  # signal hints for the simulator
+    value_type: Literal["float32", "float64"] | None = Field(
+        None, description="the type a scaled value is served in (OPC UA Float or Double); default float64")
 
 
 def common_point_problems(p: PointConfig) -> list[str]:
@@ -94,6 +96,7 @@ class PointOverride(Model):
     description: str | None = None
     aggregate: TagAggregateConfig | None = None
     sim: dict[str, Any] | None = None  # simulator hints for this device (e.g. its model's parameters)
+    value_type: Literal["float32", "float64"] | None = None  # the type a scaled value is served in
 
 
 class PollGroup(Model):

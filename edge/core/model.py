@@ -81,6 +81,8 @@ class TagInfo:
     plugin: str | None = None
     raw_dtype: str | None = None  # the type the device holds, when it differs (a scaled int16 is float64 here)
     resolution: float | None = None  # smallest step of the value (a scale of 0.1: 0.1); None: continuous
+    type_range: tuple[float, float] | None = None  # what the device's type can hold, in engineering units,
+    # when no range is configured (a uint16 x 0.1: 0..6553.5; from the driver): the OPC UA EURange
 
     @property
     def key(self) -> str:

@@ -168,6 +168,11 @@ class Driver(Protocol):
         """The engineering value's type of a point (``float64`` for a scaled integer) and its
         resolution (the smallest step, or None for a continuous value)."""
 
+    def type_range(self, point: PointConfig) -> tuple[float, float] | None:
+        """The engineering values the point's type on the device can represent, when that bounds a
+        scaled value (a uint16 x 0.1: 0..6553.5); None when the engineering type says it already
+        (unscaled integers), for floats and for what the driver cannot tell. Optional for a driver."""
+
     def device_address(self, dev: ResolvedDevice) -> str:
         """Where the device is on its bus, in words (``unit 3``): shown by OPC UA and the status page."""
 

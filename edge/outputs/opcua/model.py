@@ -372,9 +372,10 @@ class NodeFactory:
         """EURange + EngineeringUnits (analog), FalseState/TrueState (two-state), EnumValues (multi-state)."""
         typedef = tag_typedef(tag)
         if typedef in ("AnalogItemType", "BaseAnalogType"):
-            if tag.low is not None and tag.high is not None:  # only a known range: never the type's limits
+            known = eu_range(tag)
+            if known is not None:  # a configured range, or what a scaled value's type can hold
                 self.add_property(nd, "EURange", ua.ObjectIds.Range,
-                                  ua.Variant(ua.Range(Low=tag.low, High=tag.high), VT.ExtensionObject))
+                                  ua.Variant(ua.Range(Low=known[0], High=known[1]), VT.ExtensionObject))
             if tag.unit:  # a unitless tag has no EngineeringUnits (not an empty EUInformation)
                 self.add_property(nd, "EngineeringUnits", ua.ObjectIds.EUInformation,
                                   ua.Variant(unece_unit(tag.unit), VT.ExtensionObject))
@@ -425,7 +426,16 @@ def tag_typedef(tag: TagInfo) -> str:
     if tag.dtype == "string":
         return "BaseDataVariableType"
     # AnalogItemType makes EURange mandatory: a tag without a known range is a BaseAnalogType
-    return "AnalogItemType" if tag.low is not None and tag.high is not None else "BaseAnalogType"
+    return "AnalogItemType" if eu_range(tag) is not None else "BaseAnalogType"
+
+
+def eu_range(tag: TagInfo) -> tuple[float, float] | None:
+    """A tag's EURange: its configured range, else what its type on the device can hold when that
+    bounds a scaled value (``TagInfo.type_range``: a uint16 x 0.1 is 0..6553.5); never an unscaled
+    type's own limits (the DataType says those)."""
+    if tag.low is not None and tag.high is not None:
+        return tag.low, tag.high
+    return tag.type_range
 
 
 def tag_access(tag: TagInfo, historizing: bool) -> int:

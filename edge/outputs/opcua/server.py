@@ -73,6 +73,7 @@ from edge.outputs.opcua.model import (
     appliance_status_values,
     property_nodeid,
     status_values,
+    tag_typedef,
 )
 from edge.outputs.opcua.security import EdgeUserManager, SecuritySetup, make_user_manager
 from edge.security.trust import TrustListValidator
@@ -474,6 +475,8 @@ def _check_write_value(tag: TagInfo, dv: ua.DataValue) -> tuple[Any, int]:
         value = float(raw)
         if not math.isfinite(value):
             return None, ua.StatusCodes.BadOutOfRange
+        if vt == ua.VariantType.Float:  # a Float means its shortest decimal (9.7f is 9.7): on a 0.1 grid
+            value = float(str(np.float32(value)))
     if tag.enum is not None and int(value) not in tag.enum:
         return None, ua.StatusCodes.BadOutOfRange
     if (tag.low is not None and value < tag.low) or (tag.high is not None and value > tag.high):
@@ -515,9 +518,10 @@ def _bound_endpoint(server: Server, endpoint: str) -> str:
     return bound
 
 
-def _shape(tag: TagInfo) -> tuple[str, bool]:
-    """What fixes a tag node's type: its dtype and whether it is an enumeration."""
-    return tag.dtype, tag.enum is not None
+def _shape(tag: TagInfo) -> tuple[str, str]:
+    """What fixes a tag node's type: its dtype and its variable type (a reload that gives a tag a
+    range makes it an AnalogItemType: a new node)."""
+    return tag.dtype, tag_typedef(tag)
 
 
 def _sid(ns: int, s: str) -> ua.NodeId:

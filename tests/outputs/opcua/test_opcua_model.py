@@ -87,3 +87,105 @@ async def test_port_zero_listens_on_a_free_port_and_advertises_it(users_file: Pa
             assert await c.get_node(ua.NodeId("meter1.voltage", srv.ns, ua.NodeIdType.String)).read_browse_name()
     finally:
         await srv.stop()
+
+
+SCALED_SITE = """
+site: {name: ranges}
+buses: [{name: net, type: modbus_tcp, port: 1502}]
+devices:
+  - name: drive
+    bus: net
+    points:
+      - {name: current, address: 0, type: uint16, scale: 0.1, unit: A}
+      - {name: temp, address: 1, type: int16, scale: 0.1, offset: -40, unit: degC}
+      - {name: ranged, address: 2, type: uint16, scale: 0.1, range: [0, 100], unit: "%"}
+      - {name: counter, address: 3, type: uint32, unit: h}
+      - {name: level, address: 5, type: float32, unit: m}
+      - {name: setpoint, address: 7, type: int16, scale: 0.1, value_type: float32, writable: true, unit: Hz}
+"""
+
+
+def scaled_site(tmp_path: Path, text: str = SCALED_SITE):  # noqa: ANN201 - a LoadedConfig
+    from edge.config.loader import load_config
+
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    return load_config(path, env={})
+
+
+async def test_eurange_of_a_scaled_value_without_a_range_is_its_type_range(users_file: Path, tmp_path: Path) -> None:
+    """Point 6: EURange where a range is known, configured or raw limits x scale (+ offset): a uint16 x 0.1
+    holds 0..6553.5. Unscaled integers (the DataType says it) and floats get none. asyncua and node-opcua."""
+    plant = scaled_site(tmp_path).plant
+    srv = OpcUaServer(plant, config(users_file))
+    await srv.start()
+    try:
+        ranges = {}
+        async with client(srv, "victor") as c:
+            for name in ("current", "temp", "ranged", "counter", "level", "setpoint"):
+                node = c.get_node(ua.NodeId(f"drive.{name}", srv.ns, ua.NodeIdType.String))
+                props = {(await p.read_browse_name()).Name: p for p in await node.get_properties()}
+                typedef = (await node.read_type_definition()).Identifier
+                rng = await props["EURange"].read_value() if "EURange" in props else None
+                ranges[name] = ((rng.Low, rng.High) if rng else None, typedef)
+        analog, base = ua.ObjectIds.AnalogItemType, ua.ObjectIds.BaseAnalogType
+        assert ranges == {"current": ((0.0, 6553.5), analog), "temp": ((-3316.8, 3236.7), analog),
+                          "ranged": ((0.0, 100.0), analog), "counter": (None, base), "level": (None, base),
+                          "setpoint": ((-3276.8, 3276.7), analog)}
+        reads = await node_ua(srv.endpoint_url, "victor", PASSWORDS["victor"],
+                              [{"op": "read", "nodeId": f"ns={srv.ns};s=drive.current#EURange"}], tmp_path / "pki")
+        assert reads[0]["value"]["low"] == 0 and reads[0]["value"]["high"] == 6553.5
+    finally:
+        await srv.stop()
+
+
+async def test_value_type_float32_serves_a_scaled_value_as_float(users_file: Path, tmp_path: Path) -> None:
+    """Point 1: "Float where the tag's config says so": ``value_type: float32`` on a scaled point serves
+    it as Float (DataType and values, asyncua and node-opcua); a Float written by a client is its
+    shortest decimal, so 9.7f lands on the 0.1 grid as 9.7."""
+    import numpy as np
+
+    from edge.core.model import SampleBatch, WriteResult, WriteStatus
+
+    plant = scaled_site(tmp_path).plant
+    sp = plant.tag_by_key()["drive.setpoint"]
+    assert (sp.dtype, sp.raw_dtype, sp.resolution) == ("float32", "int16", 0.1)
+    written: list[object] = []
+
+    async def writer(tag_id: int, value: object, user: str, source: str) -> WriteResult:
+        written.append(value)
+        return WriteResult(WriteStatus.GOOD)
+
+    srv = OpcUaServer(plant, config(users_file), writer=writer)
+    await srv.start()
+    try:
+        srv.consume(SampleBatch("drive", 1_767_225_600_000_000_000, np.array([sp.id], np.int32), np.array([9.7]),
+                                np.zeros(1, np.uint8)))
+        async with client(srv, "olga") as c:
+            node = c.get_node(ua.NodeId("drive.setpoint", srv.ns, ua.NodeIdType.String))
+            assert await node.read_data_type() == ua.NodeId(ua.ObjectIds.Float)
+            dv = await node.read_data_value()
+            assert dv.Value.VariantType == ua.VariantType.Float and dv.Value.Value == float(np.float32(9.7))
+            await node.write_value(ua.DataValue(ua.Variant(float(np.float32(3276.7)), ua.VariantType.Float)))
+        assert written == [3276.7]
+        (read,) = await node_ua(srv.endpoint_url, "victor", PASSWORDS["victor"],
+                                [{"op": "read", "nodeId": f"ns={srv.ns};s=drive.setpoint"}], tmp_path / "pki")
+        assert read["dataType"] == "Float" and read["value"] == float(np.float32(9.7))
+    finally:
+        await srv.stop()
+
+
+def test_value_type_is_for_scaled_values_only(tmp_path: Path) -> None:
+    """A value_type on a value that is not scaled is a configuration error naming the file, line and key."""
+    import pytest
+
+    from edge.config.errors import ConfigError
+
+    text = SCALED_SITE.replace("{name: counter, address: 3, type: uint32, unit: h}",
+                               "{name: counter, address: 3, type: uint32, unit: h, value_type: float32}")
+    with pytest.raises(ConfigError) as err:
+        scaled_site(tmp_path, text)
+    message = str(err.value)
+    assert "value_type is for a scaled value" in message and "edge.yaml:11" in message, message
+    doubles = scaled_site(tmp_path, SCALED_SITE.replace("value_type: float32", "value_type: float64"))
+    assert doubles.plant.tag_by_key()["drive.setpoint"].dtype == "float64"
