@@ -305,6 +305,9 @@ class FastPublisher:
             mdata = mis._monitored_items.get(mid) if mid is not None else None
             if mdata is None or mdata.mode == _DISABLED:
                 continue
+            interval = getattr(mdata, "edge_sampling_ns", 0)
+            if interval and not self._sampled(mis, mid, mdata, interval, dv):
+                continue
             self._enqueue(mis, mid, mdata, dv)
 
     def _enqueue(self, mis: MonitoredItemService, mid: int, mdata: Any, dv: ua.DataValue) -> None:
@@ -330,6 +333,32 @@ class FastPublisher:
             items.append(notif)
         self.stats.notifications += 1
 
+    def _sampled(self, mis: MonitoredItemService, mid: int, mdata: Any, interval: int, dv: ua.DataValue) -> bool:
+        """A monitored item sampling slower than its node changes (a client asked 2 s of a 250 ms tag):
+        True when the item may report now; otherwise ``dv`` waits as the item's latest value and is
+        reported when the interval since the last report is over (at most one report per interval,
+        always the newest value)."""
+        now = time.monotonic_ns()
+        due = getattr(mdata, "edge_sampled_ns", 0) + interval
+        if now >= due and getattr(mdata, "edge_pending", None) is None:
+            mdata.edge_sampled_ns = now
+            return True
+        if getattr(mdata, "edge_pending", None) is None:
+            asyncio.get_running_loop().call_later(max(due - now, 0) / 1e9, self._report_sample, mis, mid)
+        mdata.edge_pending = dv
+        return False
+
+    def _report_sample(self, mis: MonitoredItemService, mid: int) -> None:
+        """End of a sampling interval: the newest value that waited, if the item still exists."""
+        mdata = mis._monitored_items.get(mid)
+        if mdata is None:
+            return
+        dv, mdata.edge_pending = getattr(mdata, "edge_pending", None), None
+        if dv is None or mdata.mode == _DISABLED:
+            return
+        mdata.edge_sampled_ns = time.monotonic_ns()
+        self._enqueue(mis, mid, mdata, dv)
+
     def _call_library(self, callback: Callable[..., Any], handle: int, dv: ua.DataValue) -> None:
         result = callback(handle, dv)
         if asyncio.iscoroutine(result):
@@ -339,6 +368,78 @@ class FastPublisher:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+# ----------------------------------------------------------------------------- sampling intervals
+#
+# asyncua 2.1 revises every monitored item's sampling interval to the subscription's publishing
+# interval and delivers every change. This server honours what a client asks (Part 4, 5.12.1.2):
+# -1 is the publishing interval, 0 the fastest the node changes (its MinimumSamplingInterval: the
+# tag's poll interval), anything else at least that; an item whose revised interval is slower than
+# its node changes gets at most one notification per interval, the newest value (``_sampled``).
+# A modified item's queue size is capped like a new one's (the library took any size, 0 unbounded).
+# The two creation/modification methods are wrapped here, installed at import (``install_sampling``;
+# ``uninstall_sampling`` restores the library's), pinned with asyncua's tested minor version.
+
+_library_create = MonitoredItemService._create_data_change_monitored_item
+_library_modify = MonitoredItemService._modify_monitored_item
+
+
+def revised_sampling_ms(aspace: Any, item: ua.ReadValueId, requested: float, publishing_ms: float) -> float:
+    """The sampling interval an item gets: -1 (or any negative) the publishing interval, 0 the
+    node's MinimumSamplingInterval, otherwise at least that."""
+    fastest = 0.0
+    try:
+        dv = aspace.read_attribute_value(item.NodeId, ua.AttributeIds.MinimumSamplingInterval)
+        if dv.Value is not None and isinstance(dv.Value.Value, int | float) and dv.Value.Value > 0:
+            fastest = float(dv.Value.Value)
+    except Exception:  # noqa: BLE001 - a node without the attribute samples as fast as it changes
+        fastest = 0.0
+    wanted = publishing_ms if requested is None or requested < 0 else float(requested)
+    return max(wanted, fastest)
+
+
+def _apply_sampling(mis: MonitoredItemService, mdata: Any, item: ua.ReadValueId, requested: float) -> float:
+    revised = revised_sampling_ms(mis.aspace, item, requested, mis.isub.data.RevisedPublishingInterval)
+    fastest = revised_sampling_ms(mis.aspace, item, 0.0, 0.0)
+    slower = revised > fastest and item.AttributeId == ua.AttributeIds.Value
+    mdata.edge_sampling_ns = int(revised * 1e6) if slower else 0
+    mdata.edge_sampled_ns = time.monotonic_ns()  # the initial value counts as this interval's report
+    return revised
+
+
+async def _create_with_sampling(self: MonitoredItemService, params: ua.MonitoredItemCreateRequest
+                                ) -> ua.MonitoredItemCreateResult:
+    result = await _library_create(self, params)
+    mdata = self._monitored_items.get(result.MonitoredItemId) if result.StatusCode.is_good() else None
+    if mdata is not None:
+        result.RevisedSamplingInterval = _apply_sampling(self, mdata, params.ItemToMonitor,
+                                                         params.RequestedParameters.SamplingInterval)
+    return result
+
+
+def _modify_with_sampling(self: MonitoredItemService, params: ua.MonitoredItemModifyRequest
+                          ) -> ua.MonitoredItemModifyResult:
+    result = _library_modify(self, params)
+    mdata = self._monitored_items.get(params.MonitoredItemId)
+    if mdata is not None and result.StatusCode.is_good() and mdata.read_value_id is not None:
+        result.RevisedSamplingInterval = _apply_sampling(self, mdata, mdata.read_value_id,
+                                                         params.RequestedParameters.SamplingInterval)
+        # the library takes the requested queue size as is (0: unbounded); the cap holds here too
+        mdata.queue_size = result.RevisedQueueSize = self._revise_queue_size(params.RequestedParameters.QueueSize)
+    return result
+
+
+def install_sampling() -> None:
+    """Honour requested sampling intervals (see above)."""
+    MonitoredItemService._create_data_change_monitored_item = _create_with_sampling  # type: ignore[method-assign]
+    MonitoredItemService._modify_monitored_item = _modify_with_sampling  # type: ignore[method-assign]
+
+
+def uninstall_sampling() -> None:
+    """asyncua's own behaviour (every change, the publishing interval as sampling interval)."""
+    MonitoredItemService._create_data_change_monitored_item = _library_create  # type: ignore[method-assign]
+    MonitoredItemService._modify_monitored_item = _library_modify  # type: ignore[method-assign]
 
 
 def _filter_passes(flt: Any, last: ua.DataValue | None, dv: ua.DataValue) -> bool:
@@ -461,3 +562,4 @@ def install_notification_encoder() -> None:
 
 
 install_notification_encoder()
+install_sampling()
