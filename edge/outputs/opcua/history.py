@@ -490,6 +490,44 @@ def _result(code: int) -> ua.HistoryReadResult:
     return result
 
 
+# ----------------------------------------------------------------------------- capabilities
+
+_CAP = "HistoryServerCapabilities_"
+#: What this historian does (Part 11, 5.4.2): raw and processed reads of data; nothing it writes.
+_HISTORY_FLAGS = {
+    "AccessHistoryDataCapability": True, "AccessHistoryEventsCapability": False,
+    "InsertDataCapability": False, "ReplaceDataCapability": False, "UpdateDataCapability": False,
+    "DeleteRawCapability": False, "DeleteAtTimeCapability": False, "InsertEventCapability": False,
+    "ReplaceEventCapability": False, "UpdateEventCapability": False, "DeleteEventCapability": False,
+    "InsertAnnotationCapability": False,
+    "ServerTimestampSupported": False,  # a sample has one time: its ServerTimestamp is its SourceTimestamp
+}
+
+
+async def advertise(server: Any, max_values: int | None) -> None:
+    """Fill the Server object's HistoryServerCapabilities (asyncua leaves them null): access to data
+    history (when a history source is wired: ``max_values`` not None), MaxReturnDataValues, the
+    continuation points kept, and the aggregates of processed reads under both AggregateFunctions
+    folders (HistoryServerCapabilities' and ServerCapabilities')."""
+    def node(name: str) -> Any:
+        return server.get_node(ua.NodeId(getattr(ua.ObjectIds, name)))
+
+    enabled = max_values is not None
+    for name, flag in _HISTORY_FLAGS.items():
+        await node(_CAP + name).write_value(ua.Variant(flag and enabled, ua.VariantType.Boolean))
+    await node(_CAP + "MaxReturnDataValues").write_value(ua.Variant(max_values or 0, ua.VariantType.UInt32))
+    await node(_CAP + "MaxReturnEventValues").write_value(ua.Variant(0, ua.VariantType.UInt32))
+    await node("Server_ServerCapabilities_MaxHistoryContinuationPoints").write_value(
+        ua.Variant(MAX_CONTINUATION_POINTS if enabled else 0, ua.VariantType.UInt16))
+    if not enabled:
+        return
+    for folder in (_CAP + "AggregateFunctions", "Server_ServerCapabilities_AggregateFunctions"):
+        present = {ref.NodeId for ref in await node(folder).get_references(ua.ObjectIds.Organizes)}
+        for function in AGGREGATES:
+            if function not in present:
+                await node(folder).add_reference(function, ua.ObjectIds.Organizes, forward=True, bidirectional=False)
+
+
 # ----------------------------------------------------------------------------- the asyncua fence
 
 

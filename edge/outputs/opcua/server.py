@@ -64,6 +64,7 @@ from edge.outputs.opcua.channel_guard import ChannelPolicy
 from edge.outputs.opcua.conditions import install as install_conditions
 from edge.outputs.opcua.fastpath import FastPublisher
 from edge.outputs.opcua.history import HistoryService
+from edge.outputs.opcua.history import advertise as advertise_history
 from edge.outputs.opcua.history import install as install_history
 from edge.outputs.opcua.model import (
     APPLIANCE_STATUS_FIELDS,
@@ -157,6 +158,7 @@ class OpcUaServer:
         if self.history is not None:
             self.history_service = HistoryService(self, self.history, cfg.history_max_values)
             install_history(iserver, self.history_service)
+        await advertise_history(server, cfg.history_max_values if self.history is not None else None)
         self.ns = await server.register_namespace(cfg.namespace_for(self.plant.site))
         self._factory = NodeFactory(iserver.aspace, self.ns)
         self.aggregates.factory = self._factory

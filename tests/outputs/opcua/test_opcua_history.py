@@ -262,3 +262,46 @@ async def test_a_live_value_carries_the_timestamp_of_its_history_entry(historian
     assert live.SourceTimestamp == dt(stamp)  # 100 ns ticks: the whole microseconds of the sample
     entry = [d for d in r.HistoryData.DataValues if d.Value.Value == 12.5]
     assert [d.SourceTimestamp for d in entry] == [live.SourceTimestamp]
+
+
+async def test_history_capabilities_are_advertised_and_hold(historian, tmp_path: Path) -> None:
+    """Point 6: the Server object's HistoryServerCapabilities were null. A client now learns that data
+    history can be read (not events, nothing written), MaxReturnDataValues, and the aggregates; each
+    advertised aggregate then works in a processed read. asyncua, and node-opcua for the flags."""
+    srv, hist, ts = historian
+    caps = "HistoryServerCapabilities"
+    async with client_for(srv) as c:
+        def node(name: str):  # noqa: ANN202
+            return c.get_node(ua.NodeId(getattr(ua.ObjectIds, name)))
+
+        assert await node(f"{caps}_AccessHistoryDataCapability").read_value() is True
+        assert await node(f"{caps}_AccessHistoryEventsCapability").read_value() is False
+        assert await node(f"{caps}_InsertDataCapability").read_value() is False
+        assert await node(f"{caps}_DeleteRawCapability").read_value() is False
+        assert await node(f"{caps}_MaxReturnDataValues").read_value() == srv.config.history_max_values
+        assert await node("Server_ServerCapabilities_MaxHistoryContinuationPoints").read_value() == 500
+        advertised = {}
+        for folder in (f"{caps}_AggregateFunctions", "Server_ServerCapabilities_AggregateFunctions"):
+            children = await node(folder).get_children(refs=ua.ObjectIds.Organizes)
+            advertised[folder] = {(await n.read_browse_name()).Name: n.nodeid for n in children}
+        assert set(advertised[f"{caps}_AggregateFunctions"]) == {"Average", "Minimum", "Maximum", "Count",
+                                                                 "Interpolative"}
+        assert advertised[f"{caps}_AggregateFunctions"] == advertised["Server_ServerCapabilities_AggregateFunctions"]
+        volt = ua.NodeId("meter1.voltage", srv.ns, ua.NodeIdType.String)
+        for name, function in advertised[f"{caps}_AggregateFunctions"].items():
+            d = ua.ReadProcessedDetails()
+            d.StartTime, d.EndTime, d.ProcessingInterval = dt(int(ts[0])), dt(int(ts[-1])), 5000.0
+            d.AggregateType = [function]
+            r = await history_read(c, volt, d)
+            assert r.StatusCode.is_good() and len(r.HistoryData.DataValues) == 6, name
+    reads = await node_ua(srv.endpoint_url, "victor", PASSWORDS["victor"],
+                          [{"op": "read", "nodeId": f"i={ua.ObjectIds.HistoryServerCapabilities_AccessHistoryDataCapability}"},
+                           {"op": "read", "nodeId": f"i={ua.ObjectIds.HistoryServerCapabilities_MaxReturnDataValues}"}],
+                          tmp_path / "pki")
+    assert [r["value"] for r in reads] == [True, srv.config.history_max_values]
+
+
+async def test_without_a_history_source_no_history_is_advertised(running: OpcUaServer) -> None:
+    async with client_for(running) as c:
+        flag = ua.NodeId(ua.ObjectIds.HistoryServerCapabilities_AccessHistoryDataCapability)
+        assert await c.get_node(flag).read_value() is False
