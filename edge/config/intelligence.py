@@ -169,9 +169,9 @@ class ApiConfig(_Model):
         65_536, description="largest request body; larger ones get 413 before they are read")
     max_connections: Annotated[int, Field(ge=1, le=10_000)] = Field(
         64, description="connections served at once; more get 503 (uvicorn's limit_concurrency)")
-    tls_cert_file: str | None = Field(
+    tls_cert_file: ConfigPath | None = Field(
         None, description="PEM certificate for HTTPS (edge provision certs makes one); relative to the config")
-    tls_key_file: str | None = Field(None, description="its PEM private key; relative to the config")
+    tls_key_file: ConfigPath | None = Field(None, description="its PEM private key; relative to the config")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiConfig:

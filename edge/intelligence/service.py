@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.api.ratelimit import RateLimiter
@@ -93,7 +94,7 @@ class Intelligence:
     def _tokens(loaded: LoadedConfig, config: ApiConfig) -> TokenTable:
         if not config.tokens_file:
             return TokenTable({})
-        path = loaded.resolve_path(config.tokens_file)
+        path = Path(config.tokens_file)
         if not path.exists():  # edge check warns: no token is accepted until 'edge provision token' makes one
             return TokenTable({})
         return TokenTable(load_tokens(path))
@@ -144,8 +145,7 @@ class Intelligence:
             from edge.api.server import ApiServer
 
             cfg = self.config
-            tls = (self.loaded.resolve_path(cfg.tls_cert_file), self.loaded.resolve_path(cfg.tls_key_file)) \
-                if cfg.tls_cert_file and cfg.tls_key_file else None
+            tls = (Path(cfg.tls_cert_file), Path(cfg.tls_key_file)) if cfg.tls_cert_file and cfg.tls_key_file else None
             self.api = ApiServer(create_app(self), cfg.host, cfg.port, tls=tls, max_connections=cfg.max_connections)
             await self.api.start()
         self.started = True

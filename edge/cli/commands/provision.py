@@ -119,9 +119,9 @@ class Layout:
             secure=bool(opcua and opcua.needs_certificate),
             application_uri=opcua.application_uri_for(loaded.plant.site) if opcua else "",
             endpoint_host=opcua.host if opcua else "",
-            tokens_file=loaded.resolve_path(api.tokens_file) if api and api.tokens_file else None,
-            tls_cert=loaded.resolve_path(api.tls_cert_file) if api and api.tls_cert_file else None,
-            tls_key=loaded.resolve_path(api.tls_key_file) if api and api.tls_key_file else None,
+            tokens_file=Path(api.tokens_file) if api and api.tokens_file else None,
+            tls_cert=Path(api.tls_cert_file) if api and api.tls_cert_file else None,
+            tls_key=Path(api.tls_key_file) if api and api.tls_key_file else None,
             api_host=api.host if api else "",
         )
 
