@@ -13,16 +13,21 @@ import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import numpy as np
+import swagger_ui_bundle
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from edge.aggregate import downsample_arrays
+from edge.api.limits import BodyLimit
 from edge.core.model import QUALITY_NAMES, DeviceState, TagInfo, WriteStatus
 from edge.intelligence.alarms import AlarmError
 from edge.intelligence.expressions import INTEGER_TYPES
@@ -33,12 +38,15 @@ if TYPE_CHECKING:
     from edge.outputs.manager import Outputs
 
 STATIC = Path(__file__).parent / "static"
+SWAGGER_UI = Path(str(swagger_ui_bundle.swagger_ui_path))  # the swagger-ui dist files, shipped by the package
+SWAGGER_URL = "/static/swagger-ui"
 MAX_NS = 2**62
 INT_BOUNDS = {"int16": (-2**15, 2**15 - 1), "uint16": (0, 2**16 - 1), "int32": (-2**31, 2**31 - 1),
               "uint32": (0, 2**32 - 1), "int64": (-2**63, 2**63 - 1), "uint64": (0, 2**64 - 1)}
 WRITE_HTTP = {WriteStatus.GOOD: 200, WriteStatus.BAD_USER_ACCESS_DENIED: 403, WriteStatus.BAD_NOT_WRITABLE: 409,
               WriteStatus.BAD_OUT_OF_RANGE: 422, WriteStatus.BAD_TYPE_MISMATCH: 422,
-              WriteStatus.BAD_CONFIG_ERROR: 409, WriteStatus.BAD_COMM_ERROR: 502, WriteStatus.BAD_TIMEOUT: 504}
+              WriteStatus.BAD_CONFIG_ERROR: 409, WriteStatus.BAD_COMM_ERROR: 502, WriteStatus.BAD_TIMEOUT: 504,
+              WriteStatus.BAD_TOO_MANY_OPERATIONS: 429, WriteStatus.BAD_NODE_ID_UNKNOWN: 404}
 
 
 # ----------------------------------------------------------------------------- models
@@ -118,6 +126,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no token or an unknown token"},
     403: {"model": ErrorOut, "description": "the token's role may not do this"},
     422: {"model": ErrorOut, "description": "the request does not match the schema, or the value cannot be used"},
+    413: {"model": ErrorOut, "description": "the request body is larger than api.max_body_bytes"},
 }
 
 
@@ -219,7 +228,7 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-def strict_query(request: Request) -> None:
+async def strict_query(request: Request) -> None:
     """Reject undeclared or repeated query parameters (a typo or a duplicate must not be silently ignored)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
@@ -238,23 +247,27 @@ def strict_query(request: Request) -> None:
 
 def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are listed in one place
     api = FastAPI(dependencies=[Depends(strict_query)], title="Edge appliance API", version="1", description=__doc__,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, responses=ERRORS)
+                  openapi_url="/openapi.json", docs_url=None, redoc_url=None, responses=ERRORS)
+    api.add_middleware(BodyLimit, limit=lambda: intel.config.max_body_bytes, count=intel.count_refused)
     bearer = HTTPBearer(auto_error=False, description="an API token (edge.api.tokens)")
 
-    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    async def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
         if creds is not None:
             entry = intel.tokens.find(creds.credentials)
             if entry is None:
                 intel.api_counters["auth_failed"] = intel.api_counters.get("auth_failed", 0) + 1
+                intel.count_refused("unknown_token")
                 raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
             return Caller(name=entry.name, role=entry.role.value)
         if intel.config.anonymous_role == "viewer":
             return Caller(name="anonymous", role=Role.VIEWER.value)
+        intel.count_refused("no_token")
         raise HTTPException(401, "a token is required: send 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
 
-    def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    async def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if who.role != Role.OPERATOR.value:
+            intel.count_refused("role")
             raise HTTPException(403, f"role {who.role!r} may not do this: the operator role is needed")
         return who
 
@@ -270,12 +283,12 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
     # -------------------------------------------------------------- health
 
     @api.get("/api/health", tags=["health"], summary="liveness: the process answers")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok", "uptime_s": intel.app.stats()["uptime_s"]}
 
     @api.get("/api/ready", tags=["health"], summary="readiness: started and polling; 'degraded' while data "
              "do not reach the time-series server", responses={503: {"description": "not ready yet"}})
-    def ready() -> JSONResponse:
+    async def ready() -> JSONResponse:
         why = intel.not_ready()
         delivery = intel.delivery()
         degraded = delivery["degraded"] if delivery is not None else None
@@ -285,9 +298,9 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
 
     @api.get("/metrics", tags=["health"], summary="Prometheus metrics (text format)",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
         if not intel.config.metrics_public:
-            caller(bearer_credentials(request))
+            await caller(bearer_credentials(request))
         from edge.api.metrics import metrics_text
 
         return Response(metrics_text(intel), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -297,28 +310,28 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         return HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme.lower() == "bearer" else None
 
     @api.get("/api/whoami", tags=["health"])
-    def whoami(who: Viewer) -> Caller:
+    async def whoami(who: Viewer) -> Caller:
         return who
 
     # -------------------------------------------------------------- devices and tags
 
     @api.get("/api/devices", tags=["devices"], summary="devices with state and diagnostics")
-    def devices(who: Viewer) -> list[DeviceOut]:
+    async def devices(who: Viewer) -> list[DeviceOut]:
         return [device_out(intel, d) for d in intel.app.diagnostics()]
 
     @api.get("/api/devices/{name}", tags=["devices"], responses={404: {"description": "no such device"}})
-    def device(name: str, who: Viewer) -> DeviceOut:
+    async def device(name: str, who: Viewer) -> DeviceOut:
         for d in intel.app.diagnostics():
             if d.name == name:
                 return device_out(intel, d)
         raise HTTPException(404, f"no device {name!r}; devices: {', '.join(intel.app.devices)}")
 
     @api.get("/api/tags", tags=["tags"], summary="tags with latest value, quality and timestamp")
-    def tags(who: Viewer, device: Annotated[str | None, Query(max_length=200)] = None) -> list[TagOut]:
+    async def tags(who: Viewer, device: Annotated[str | None, Query(max_length=200)] = None) -> list[TagOut]:
         return [tag_out(intel, t) for t in intel.app.plant.tags if device is None or t.device == device]
 
     @api.get("/api/tags/{key}", tags=["tags"], responses={404: {"description": "no such tag"}})
-    def tag(key: str, who: Viewer) -> TagOut:
+    async def tag(key: str, who: Viewer) -> TagOut:
         return tag_out(intel, find_tag(key))
 
     @api.get("/api/tags/{key}/history", tags=["tags"], summary="raw history from the ring buffer or the spool",
@@ -368,29 +381,66 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
                          422: {"description": "value of the wrong type or out of range"},
                          429: {"description": "rate limit"}, 502: {"description": "the device refused or failed"},
                          504: {"description": "the device did not answer"}})
-    async def write(key: str, body: WriteIn, who: Operator) -> JSONResponse:
-        t = find_tag(key)
+    async def write(key: str, body: WriteIn, request: Request,
+                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> JSONResponse:
+        """Every attempt is in the audit log, refused ones too (issue 15): the checks run here, in
+        order, and each refusal is recorded with the caller's address before it is answered."""
+        address = request.client.host if request.client else ""
+        user, role = "anonymous", ""
+
+        def refuse(code: int, status: WriteStatus, detail: str, headers: dict[str, str] | None = None) -> NoReturn:
+            intel.app.writes.refuse(key, body.value, user, "api", role, status, detail, address=address,
+                                    http_status=code)
+            raise HTTPException(code, detail, headers=headers)
+
+        try:
+            who = await operator(await caller(creds))
+        except HTTPException as exc:
+            entry = intel.tokens.find(creds.credentials) if creds is not None else None
+            user = entry.name if entry else ("unknown token" if creds is not None else "anonymous")
+            role = entry.role.value if entry else ""
+            refuse(exc.status_code, WriteStatus.BAD_USER_ACCESS_DENIED, str(exc.detail), exc.headers)
+        user, role = who.name, who.role
+        t = intel.app.plant.tag_by_key().get(key)
+        if t is None:
+            refuse(404, WriteStatus.BAD_NODE_ID_UNKNOWN, f"no tag {key!r}: write 'device.tag' (GET /api/tags lists them)")
         if not t.writable:
-            raise HTTPException(409, f"{t.key} is not writable")
+            refuse(409, WriteStatus.BAD_NOT_WRITABLE, f"{t.key} is not writable")
         problem = value_problem(t, body.value)
         if problem:
-            raise HTTPException(422, problem)
+            refuse(422, WriteStatus.BAD_TYPE_MISMATCH if "send" in problem else WriteStatus.BAD_OUT_OF_RANGE, problem)
         wait = intel.limiter.take(who.name)
         if wait:
             intel.count("rate_limited")
-            raise HTTPException(429, f"write rate limit: {intel.config.write_rate_per_min}/min, "
-                                f"burst {intel.config.write_burst}; retry in {wait:.1f} s",
-                                headers={"Retry-After": str(math.ceil(wait))})
+            intel.count_refused("rate_limited")
+            refuse(429, WriteStatus.BAD_TOO_MANY_OPERATIONS,
+                   f"write rate limit: {intel.config.write_rate_per_min}/min, burst {intel.config.write_burst}; "
+                   f"retry in {wait:.1f} s", headers={"Retry-After": str(math.ceil(wait))})
         value = bool(body.value) if t.dtype == "bool" else body.value
         try:
-            result = await intel.app.writes.write(t.id, value, user=who.name, source="api", role=who.role)
+            result = await intel.app.writes.write(t.id, value, user=who.name, source="api", role=who.role,
+                                                  address=address)
         except (ValueError, TypeError, OverflowError) as exc:
             intel.count("rejected")
-            raise HTTPException(422, f"{t.key}: cannot encode {body.value!r}: {exc}") from None
+            refuse(422, WriteStatus.BAD_TYPE_MISMATCH, f"{t.key}: cannot encode {body.value!r}: {exc}")
         intel.count(result.status.name)
         out = WriteOut(tag=t.key, ok=result.ok, status=result.status.name, message=result.message,
                        read_back=clean(result.read_back))
         return JSONResponse(out.model_dump(), status_code=WRITE_HTTP.get(result.status, 502))
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A write whose body does not match the schema is a refused write attempt too: audited."""
+        route = request.scope.get("route")
+        if getattr(route, "name", None) == "write" and request.method == "POST":
+            key = request.path_params.get("key", "?")
+            creds = bearer_credentials(request)
+            entry = intel.tokens.find(creds.credentials) if creds is not None else None
+            intel.app.writes.refuse(
+                key, None, entry.name if entry else "anonymous", "api", entry.role.value if entry else "",
+                WriteStatus.BAD_TYPE_MISMATCH, f"the request does not match the schema: {exc.errors()[:3]}",
+                address=request.client.host if request.client else "", http_status=422)
+        return await request_validation_exception_handler(request, exc)
 
     # -------------------------------------------------------------- alarms and rules
 
@@ -403,37 +453,37 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         return _clean_dict(alarm.snapshot(time.time_ns()))
 
     @api.get("/api/alarms", tags=["alarms"], summary="alarms with their ISA-18.2 state")
-    def alarms(who: Viewer, active: bool | None = None) -> list[dict[str, Any]]:
+    async def alarms(who: Viewer, active: bool | None = None) -> list[dict[str, Any]]:
         rows = [_clean_dict(a) for a in intel.alarms.snapshot()]
         if active is not None:
             rows = [a for a in rows if (a["state"] != "NORMAL") == active]
         return rows
 
     @api.get("/api/alarms/events", tags=["alarms"], summary="latest alarm state changes, newest first")
-    def alarm_events(who: Viewer, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+    async def alarm_events(who: Viewer, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
         return [_clean_dict(e.to_dict()) for e in list(intel.events)[::-1][:limit]]
 
     @api.get("/api/alarms/{name}", tags=["alarms"], responses={404: {"description": "no such alarm"}})
-    def alarm(name: str, who: Viewer) -> dict[str, Any]:
+    async def alarm(name: str, who: Viewer) -> dict[str, Any]:
         return alarm_call(intel.alarms.get, name)
 
     @api.post("/api/alarms/{name}/ack", tags=["alarms"], summary="acknowledge (operator role)",
               responses={404: {"description": "no such alarm"}, 409: {"description": "nothing to acknowledge"}})
-    def ack(name: str, who: Operator, body: AckIn | None = None) -> dict[str, Any]:
+    async def ack(name: str, who: Operator, body: AckIn | None = None) -> dict[str, Any]:
         return alarm_call(intel.alarms.acknowledge, name, who.name, body.comment if body else "")
 
     @api.post("/api/alarms/{name}/shelve", tags=["alarms"], summary="shelve for a time (operator role)",
               responses={404: {"description": "no such alarm"}})
-    def shelve(name: str, body: ShelveIn, who: Operator) -> dict[str, Any]:
+    async def shelve(name: str, body: ShelveIn, who: Operator) -> dict[str, Any]:
         return alarm_call(intel.alarms.shelve, name, body.duration_s, who.name, body.comment)
 
     @api.post("/api/alarms/{name}/unshelve", tags=["alarms"], summary="unshelve (operator role)",
               responses={404: {"description": "no such alarm"}, 409: {"description": "not shelved"}})
-    def unshelve(name: str, who: Operator) -> dict[str, Any]:
+    async def unshelve(name: str, who: Operator) -> dict[str, Any]:
         return alarm_call(intel.alarms.unshelve, name, who.name)
 
     @api.get("/api/rules", tags=["rules"], summary="rules with state, status and counters")
-    def rules(who: Viewer) -> list[dict[str, Any]]:
+    async def rules(who: Viewer) -> list[dict[str, Any]]:
         return intel.rules.snapshot()
 
     # -------------------------------------------------------------- status page
@@ -452,7 +502,7 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
                 "refresh_ms": intel.config.status_refresh_ms}
 
     @api.get("/api/status", tags=["status"], summary="everything the status page shows, in one call")
-    def status(who: Viewer) -> dict[str, Any]:
+    async def status(who: Viewer) -> dict[str, Any]:
         return status_body(who)
 
     @api.get("/api/status/stream", tags=["status"], response_class=StreamingResponse,
@@ -475,10 +525,23 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
                     return
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
+    @api.get("/api/security", tags=["status"], summary="security policy and counters (OPC UA and API)")
+    async def security(who: Viewer) -> dict[str, Any]:
+        return intel.security_snapshot()
+
     @api.get("/", include_in_schema=False)
-    def index() -> FileResponse:
+    async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @api.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """Swagger UI from the files of the swagger-ui-bundle-v2 package: no CDN (air-gapped plants)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{api.title} - Swagger UI",
+                                   swagger_js_url=f"{SWAGGER_URL}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_URL}/swagger-ui.css",
+                                   swagger_favicon_url=f"{SWAGGER_URL}/favicon-32x32.png")
+
+    api.mount(SWAGGER_URL, StaticFiles(directory=str(SWAGGER_UI)), name="swagger-ui")
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     return api
 

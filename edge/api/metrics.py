@@ -88,6 +88,7 @@ class ApplianceCollector:
         delivery = self.intel.delivery()
         if delivery is not None:
             yield from delivery_metrics(delivery)
+        yield from security_metrics(self.intel.security_snapshot())
 
 
 def delivery_metrics(delivery: dict) -> Iterator[Metric]:
@@ -145,6 +146,36 @@ def output_families(status: dict[str, dict]) -> Iterator[Metric]:
     yield GaugeMetricFamily("edge_mqtt_backlog_points", "MQTT: samples held for the Sparkplug host",
                             value=mqtt["backlog_points"])
     yield GaugeMetricFamily("edge_mqtt_bd_seq", "MQTT: Sparkplug bdSeq of the current connection", value=mqtt["bd_seq"])
+
+
+def security_metrics(snap: dict) -> Iterator[Metric]:
+    """The counters of GET /api/security as Prometheus families (docs/security.md explains each)."""
+    refused = CounterMetricFamily("edge_api_refused", "API requests refused before they did anything",
+                                  labels=["reason"])
+    for reason, n in snap["api"]["refused"].items():
+        refused.add_metric([reason], n)
+    yield refused
+    opcua = snap.get("opcua") or {}
+    if not opcua:
+        return
+    logins = CounterMetricFamily("edge_opcua_logins", "OPC UA password checks by result", labels=["result"])
+    for result, n in opcua["logins"]["counters"].items():
+        logins.add_metric([result], n)
+    yield logins
+    yield GaugeMetricFamily("edge_opcua_lockouts_active", "user name and address pairs locked out now",
+                            value=opcua["logins"]["locked_count"])
+    channel = CounterMetricFamily("edge_opcua_refused", "OPC UA requests and connections refused on the wire",
+                                  labels=["what", "reason"])
+    channels = opcua["channels"]
+    for service, n in channels["none_channel_refused"].items():
+        channel.add_metric(["none_channel", service], n)
+    for why, n in channels["user_tokens_refused"].items():
+        channel.add_metric(["user_token", why], n)
+    for why, n in channels["connections_closed"].items():
+        channel.add_metric(["connection", why], n)
+    for why, n in (opcua.get("certificates") or {}).get("reasons", {}).items():
+        channel.add_metric(["certificate", why], n)
+    yield channel
 
 
 def metrics_text(intel: Intelligence) -> bytes:

@@ -3,8 +3,9 @@
 One token per line, ``name:role:sha256$<hex>``, comments with ``#``; the same roles as the
 OPC UA users file (:mod:`edge.security.users`). Tokens are 32 random bytes (``secrets.token_urlsafe``),
 so a plain SHA-256 is enough (no password stretching is needed for high-entropy secrets) and
-each request is checked in microseconds. Only hashes are stored; :func:`add_token` prints the
-token once. The file is rewritten atomically with mode 0600.
+each request is checked in microseconds. Only hashes are stored; :func:`add_token` returns the
+token once (``edge provision token CONFIG NAME --role R`` prints it; ``--list``, ``--revoke``).
+The file is rewritten atomically with mode 0600.
 """
 from __future__ import annotations
 
@@ -72,6 +73,29 @@ class TokenTable:
         return found
 
 
+def list_tokens(path: Path) -> list[TokenEntry]:
+    """The tokens of a file (names and roles; the tokens themselves are not stored)."""
+    path = Path(path)
+    return list(load_tokens(path).values()) if path.exists() else []
+
+
+def revoke_token(path: Path, name: str) -> bool:
+    """Remove token ``name``; False if there was none. A running appliance stops accepting it at its
+    next reload (SIGHUP / ``edge reload``)."""
+    path = Path(path)
+    entries = load_tokens(path) if path.exists() else {}
+    if entries.pop(name, None) is None:
+        return False
+    _write(path, entries)
+    return True
+
+
+def _write(path: Path, entries: dict[str, TokenEntry]) -> None:
+    text = "# edge API tokens: name:role:sha256 of the token (edit with 'edge provision token')\n"
+    text += "".join(f"{e.name}:{e.role.value}:sha256${e.digest}\n" for e in entries.values())
+    write_secret_file(path, text)
+
+
 def add_token(path: Path, name: str, role: str) -> str:
     """Create (or replace) token ``name`` with ``role``; returns the new token, stored only as a hash."""
     if not NAME_RE.match(name):
@@ -84,14 +108,13 @@ def add_token(path: Path, name: str, role: str) -> str:
     entries = load_tokens(path) if path.exists() else {}
     token = secrets.token_urlsafe(32)
     entries[name] = TokenEntry(name, r, token_digest(token))
-    text = "# edge API tokens: name:role:sha256 of the token\n"
-    text += "".join(f"{e.name}:{e.role.value}:sha256${e.digest}\n" for e in entries.values())
-    write_secret_file(path, text)
+    _write(path, entries)
     return token
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edge.api.tokens FILE NAME ROLE``: add a token and print it once."""
+    """``python -m edge.api.tokens FILE NAME ROLE``: add a token and print it once (``edge provision token``
+    does the same from the site's configuration, and lists and revokes tokens)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m edge.api.tokens", description=main.__doc__)

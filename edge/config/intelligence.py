@@ -163,3 +163,20 @@ class ApiConfig(_Model):
     history_downsample_max_samples: Annotated[int, Field(ge=1000, le=50_000_000)] = Field(
         2_000_000, description="raw samples a history with max_points reads at most (a week at 3 Hz; ~34 MB)")
     status_refresh_ms: Annotated[int, Field(ge=200, le=60_000)] = 1000
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        65_536, description="largest request body; larger ones get 413 before they are read")
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        64, description="connections served at once; more get 503 (uvicorn's limit_concurrency)")
+    tls_cert_file: ConfigPath | None = Field(
+        None, description="PEM certificate for HTTPS (edge provision certs makes one); relative to the config")
+    tls_key_file: ConfigPath | None = Field(None, description="its PEM private key; relative to the config")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None

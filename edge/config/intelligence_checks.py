@@ -62,14 +62,18 @@ def _check_api(loaded: LoadedConfig, api, issues: list[ConfigIssue]) -> None:
         if api.anonymous_role == "none":
             issues.append(loaded.source.issue(
                 ("api",), "no tokens_file and anonymous_role none: every API request will be refused (401); "
-                "add tokens with 'python -m edge.api.tokens FILE NAME ROLE'", None, "warning"))
+                "set tokens_file and add tokens with 'edge provision token CONFIG NAME --role R'", None, "warning"))
         return
     path = api.tokens_file
     try:
         load_tokens(path)
+    except FileNotFoundError:
+        issues.append(loaded.source.issue(("api", "tokens_file"), f"{path} does not exist yet: no token is accepted; "
+                                          "add tokens with 'edge provision token CONFIG NAME --role R'",
+                                          api.tokens_file, "warning"))
     except OSError as exc:
-        issues.append(loaded.source.issue(("api", "tokens_file"), f"cannot read {path}: {exc.strerror}; create it "
-                                          "with 'python -m edge.api.tokens FILE NAME ROLE'", api.tokens_file))
+        issues.append(loaded.source.issue(("api", "tokens_file"), f"cannot read {path}: {exc.strerror}",
+                                          api.tokens_file))
     except TokensFileError as exc:
         issues.append(loaded.source.issue(("api", "tokens_file"), str(exc), api.tokens_file))
 

@@ -158,6 +158,10 @@ class Runtime(Model):
     log_format: Literal["text", "json"] = "text"
     log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(
         default_factory=dict, description="per component, e.g. {drivers.modbus.poller: debug, asyncua: warning}")
+    audit_max_bytes: Annotated[int, Field(ge=64 * 1024, le=2**34)] = Field(
+        10 * 1024 * 1024, description="the audit log (data_dir/audit.log) is rotated beyond this size")
+    audit_backups: Annotated[int, Field(ge=0, le=1000)] = Field(
+        5, description="rotated audit logs kept (audit.log.1 ... audit.log.N); the oldest is deleted")
 
 
 class SiteConfig(Model):

@@ -52,6 +52,10 @@ class OpcUaConfig(BaseModel):
     )
     max_unacked_per_subscription: Annotated[int, Field(ge=1, le=10_000)] = 100
     max_sessions: Annotated[int, Field(ge=1, le=1000)] = 50
+    max_pending_per_address: Annotated[int, Field(ge=1, le=1000)] = Field(
+        8, description="connections without an activated session from one client address")
+    max_request_bytes: Annotated[int, Field(ge=65_536, le=256 * 1024 * 1024)] = Field(
+        16 * 1024 * 1024, description="largest request a client may send (asyncua's default: 100 MB)")
     write_timeout_ms: Annotated[int, Field(ge=100, le=60_000)] = 5000
     history_max_values: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         10_000, description="most values one HistoryRead returns per node (then a continuation point)"

@@ -188,6 +188,8 @@ class WriteStatus(IntEnum):
     BAD_NOT_WRITABLE = 5  # the tag is not writable
     BAD_TYPE_MISMATCH = 6  # the value cannot be converted to the tag's type
     BAD_CONFIG_ERROR = 7  # the device or its plugin is in error
+    BAD_TOO_MANY_OPERATIONS = 8  # refused by a rate limit (HTTP 429)
+    BAD_NODE_ID_UNKNOWN = 9  # no such tag
 
 
 @dataclass(frozen=True, slots=True)

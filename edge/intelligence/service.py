@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.api.ratelimit import RateLimiter
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.intelligence.service")
 EVENT_LOG_SIZE = 1000
+
+
+def _slow_heads() -> dict[str, int]:
+    from edge.api.server import HeadTimeoutH11
+
+    return {"slow_request_head": HeadTimeoutH11.closed_slow} if HeadTimeoutH11.closed_slow else {}
 
 
 def alarm_record(e: AlarmEvent) -> dict[str, object]:
@@ -54,6 +61,7 @@ class Intelligence:
         self.alarms = self._alarm_engine_without_listeners(self.loaded)
         self.opcua_events = OpcUaConditions(lambda: self.alarms, self._audit)
         self.alarms.listeners = self._listeners()
+        self.refused: dict[str, int] = {}  # why -> API requests refused (body too large, no token, role...)
         self.rules = RuleEngine(app.plant, self.loaded.config.rules or [], lambda: self.app.store, app.writes)
         self.limiter = RateLimiter(self.config.write_rate_per_min, self.config.write_burst)
         self.tokens = self._tokens(self.loaded, self.config)
@@ -86,7 +94,10 @@ class Intelligence:
     def _tokens(loaded: LoadedConfig, config: ApiConfig) -> TokenTable:
         if not config.tokens_file:
             return TokenTable({})
-        return TokenTable(load_tokens(config.tokens_file))
+        path = Path(config.tokens_file)
+        if not path.exists():  # edge check warns: no token is accepted until 'edge provision token' makes one
+            return TokenTable({})
+        return TokenTable(load_tokens(path))
 
     def _device_state(self, name: str) -> DeviceState | None:
         rt = self.app.devices.get(name)
@@ -99,6 +110,26 @@ class Intelligence:
 
     def count(self, key: str) -> None:
         self.api_counters[key] = self.api_counters.get(key, 0) + 1
+
+    def count_refused(self, reason: str) -> None:
+        """One API request refused before it did anything (``edge_api_refused_total{reason}``)."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def security_snapshot(self) -> dict[str, object]:
+        """Policies and counters of the appliance's security (``GET /api/security``, docs/security.md)."""
+        cfg = self.config
+        out: dict[str, object] = {"api": {
+            "policy": {"tls": cfg.tls, "max_body_bytes": cfg.max_body_bytes, "max_connections": cfg.max_connections,
+                       "anonymous_role": cfg.anonymous_role, "metrics_public": cfg.metrics_public,
+                       "write_rate_per_min": cfg.write_rate_per_min, "write_burst": cfg.write_burst,
+                       "tokens": len(self.tokens.entries)},
+            "refused": dict(self.refused) | _slow_heads()}}
+        outputs = self.app.outputs
+        if outputs is not None and outputs.opcua is not None:
+            from edge.outputs.opcua.security import snapshot
+
+            out["opcua"] = snapshot(outputs.opcua.security)
+        return out
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -113,7 +144,9 @@ class Intelligence:
             from edge.api.app import create_app
             from edge.api.server import ApiServer
 
-            self.api = ApiServer(create_app(self), self.config.host, self.config.port)
+            cfg = self.config
+            tls = (Path(cfg.tls_cert_file), Path(cfg.tls_key_file)) if cfg.tls_cert_file and cfg.tls_key_file else None
+            self.api = ApiServer(create_app(self), cfg.host, cfg.port, tls=tls, max_connections=cfg.max_connections)
             await self.api.start()
         self.started = True
 

@@ -68,6 +68,7 @@ class Outputs:
             from edge.outputs.opcua.server import OpcUaServer
 
             self.opcua = OpcUaServer(loaded.plant, outputs.opcua, writer=self._opcua_write,
+                                     refuse=self.writes.refuse,
                                      history=self.history, aggregates=self.aggregator.opcua_specs())
         self.mqtt = None
         if outputs.mqtt is not None and outputs.mqtt.enabled:
@@ -315,6 +316,8 @@ class Outputs:
         if self.mqtt is not None:
             fields |= health_fields(self.mqtt.stats(), "mqtt_")
         fields["aggregator_memory_bytes"] = float(self.aggregator.memory_bytes())
+        if self.writes.audit is not None:
+            fields |= health_fields(self.writes.audit.stats(), "audit_")
         if self.opcua is not None and self.opcua.users is not None:
             from edge.outputs.opcua.security import snapshot
 
@@ -350,7 +353,11 @@ class Outputs:
     # ------------------------------------------------------------------ services for the OPC UA server
 
     async def _opcua_write(self, tag_id: int, value, user: str, source: str):
-        return await self.writes.write(tag_id, value, user=user, source=source, role="operator")
+        from edge.outputs.opcua.channel_guard import current_channel
+
+        channel = current_channel()  # the Write request's channel: the client's address for the audit log
+        return await self.writes.write(tag_id, value, user=user, source=source, role="operator",
+                                       address=channel.peer if channel is not None else "")
 
     async def history(self, tag_id: int, t0_ns: int, t1_ns: int, max_values: int,
                       newest_first: bool = False) -> HistoryArrays:

@@ -112,7 +112,9 @@ class Appliance:
         self.pipeline.add("store", self.store)
         self.sessions: dict[str, DriverSession] = {}  # driver name -> its session (lines it owns)
         self.devices: dict[str, DeviceRunner] = {}
-        audit_log = AuditLog(loaded.data_dir / "audit.log") if audit else None
+        rt_cfg = loaded.config.runtime
+        audit_log = AuditLog(loaded.data_dir / "audit.log", max_bytes=rt_cfg.audit_max_bytes,
+                             backups=rt_cfg.audit_backups) if audit else None
         self.writes = WriteService(self.plant, self.store, audit_log)
         self.started_at = 0.0
         self._tasks: list[asyncio.Task] = []
@@ -344,6 +346,8 @@ class Appliance:
             session.close()
         for stage in self._stages.values():
             stage.close()
+        if self.writes.audit is not None:  # every queued audit entry on disk before the process ends
+            await asyncio.to_thread(self.writes.audit.close, timeout_s)
         self._tasks.clear()
 
     def line_utilisation(self) -> dict[str, float]:

@@ -209,3 +209,35 @@ def _write_key_and_cert(cert_path: Path, key_path: Path, cert: x509.Certificate,
     with os.fdopen(fd, "wb") as f:
         f.write(cert_gen.dump_private_key_as_pem(key))  # type: ignore[arg-type]
     cert_path.write_bytes(cert.public_bytes(Encoding.DER))
+
+
+def create_tls_certificate(cert_pem: Path, key_pem: Path, hostname: str, *, days: int = 3650) -> None:
+    """A self-signed HTTPS certificate (PEM, SAN: ``hostname``, its IP if it is one, and localhost)
+    and its key (PEM, 0600) for the HTTP API (``api.tls_cert_file`` / ``api.tls_key_file``)."""
+    from datetime import timedelta
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = cert_gen.generate_private_key()
+    sans: list[x509.GeneralName] = [x509.DNSName(hostname), x509.DNSName("localhost")]
+    for ip in {hostname, "127.0.0.1"}:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
+        except ValueError:
+            pass
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_pem.parent.mkdir(parents=True, exist_ok=True)
+    cert_pem.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(cert_gen.dump_private_key_as_pem(key))
+    cert_pem.write_bytes(cert.public_bytes(Encoding.PEM))

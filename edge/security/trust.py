@@ -76,7 +76,7 @@ class CertificateRefused(ServiceError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{ua.StatusCode(self.code).name}: {self.reason}"
+        return f"{ua.StatusCode(ua.UInt32(self.code)).name}: {self.reason}"
 
 
 def _now() -> datetime:
@@ -245,7 +245,7 @@ class TrustListValidator:
 
     def _count(self, refused: CertificateRefused) -> None:
         self.rejected += 1
-        name = ua.StatusCode(refused.code).name
+        name = ua.StatusCode(ua.UInt32(refused.code)).name
         self.reasons[name] = self.reasons.get(name, 0) + 1
 
     def _refuse(self, der: bytes, refused: CertificateRefused) -> None:
@@ -305,7 +305,8 @@ class TrustListValidator:
         cas = state.anchors + state.intermediates
         for folder in (self.paths.trusted_crl, self.paths.issuers_crl):
             for crl, path in _read_crls(folder, state.problems):
-                signer = next((ca for ca in cas if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key())),
+                signer = next((ca for ca in cas if ca.subject == crl.issuer
+                               and crl.is_signature_valid(ca.public_key())),  # type: ignore[arg-type]
                               None)
                 if signer is None:
                     state.problems.append(f"{path}: not signed by a CA of the trust list or issuers: ignored")

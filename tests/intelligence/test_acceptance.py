@@ -118,6 +118,8 @@ async def test_limit_alarm_everywhere_and_ack_through_the_api(make_room, victori
 
 
 def audit(site) -> list[dict]:
+    """The audit log's entries (once the writer thread has put every queued one on disk)."""
+    assert site.app.writes.audit.flush(5)
     path = site.loaded.data_dir / "audit.log"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

@@ -18,6 +18,8 @@ from edge.api.tokens import TokensFileError, TokenTable, load_tokens
 
 
 def audit(site) -> list[dict]:
+    """The audit log's entries (once the writer thread has put every queued one on disk)."""
+    assert site.app.writes.audit.flush(5)
     path = site.loaded.data_dir / "audit.log"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -35,7 +37,9 @@ async def test_tokens_and_roles(make_room):
         assert (await viewer.post("/api/alarms/fancoil.offline/ack", json={})).status_code == 403
         assert (await anon.get("/api/health")).status_code == 200  # liveness needs no token
         assert (await anon.get("/metrics")).status_code == 200  # metrics_public
-    assert not [e for e in audit(room.site) if e["source"] == "api"], "a refused caller never reaches the write path"
+    # a refused caller never reaches the write path, and the attempt is in the audit log (issue 15)
+    assert [(e["user"], e["result"], e["http_status"]) for e in audit(room.site) if e["source"] == "api"] == [
+        ("view", "BAD_USER_ACCESS_DENIED", 403)]
 
 
 async def test_anonymous_viewer_when_configured(make_room):
@@ -68,8 +72,11 @@ async def test_write_goes_to_the_device_through_the_audited_write_path(make_room
             r = await op.post(f"/api/tags/{key}/write", json={"value": value})
             assert (r.status_code, text in r.json()["detail"]) == (code, True), (key, r.text)
     entries = [e for e in audit(site) if e["source"] == "api"]
-    assert [(e["tag"], e["new"], e["user"], e["role"], e["result"]) for e in entries] == [
+    assert [(e["tag"], e["new"], e["user"], e["role"], e["result"]) for e in entries if e["result"] == "GOOD"] == [
         ("fancoil.setpoint", 21.5, "op", "operator", "GOOD"), ("fancoil.fan", True, "op", "operator", "GOOD")]
+    # the refused attempts are in the log too, with the answer the caller got (issue 15)
+    assert [(e["tag"], e["http_status"]) for e in entries if e["result"] != "GOOD"] == [
+        (key, code) for key, _, code, _ in cases]
 
 
 async def test_scaled_tag_takes_values_on_its_resolution_grid_and_names_it_when_refusing(make_room):
@@ -105,7 +112,8 @@ async def test_writes_are_rate_limited_per_token(make_room):
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert "60/min, burst 3" in r.json()["detail"]
     assert room.intel.api_counters["rate_limited"] == 3
-    assert len([e for e in audit(room.site) if e["source"] == "api"]) == 3
+    assert [e["result"] for e in audit(room.site) if e["source"] == "api"] == ["GOOD"] * 3 + [
+        "BAD_TOO_MANY_OPERATIONS"] * 3
 
 
 async def test_tags_devices_history_and_health(make_room):

@@ -169,8 +169,10 @@ def test_edge_check_command_reports_a_bad_rule(tmp_path):
 
 
 def test_api_tokens_file_is_checked(tmp_path):
-    out = problems(tmp_path, "api: {tokens_file: missing.txt}\n")
-    assert any(":18: error: api.tokens_file: cannot read" in p and "python -m edge.api.tokens" in p for p in out), out
+    # a missing file is a warning (issue 15: 'edge provision' runs on the configuration before any token exists)
+    loaded = load(tmp_path, "api: {tokens_file: missing.txt}\n")
+    assert any("api.tokens_file" in str(i) and "does not exist yet" in str(i) and "edge provision token" in str(i)
+               for i in loaded.issues if i.severity == "warning"), loaded.issues
     (tmp_path / "tokens.txt").write_text("x:viewer:md5$abc\n")
     out = problems(tmp_path, "api: {tokens_file: tokens.txt}\n")
     assert any("api.tokens_file:" in p and "tokens.txt:1: the hash of 'x' must be 'sha256$'" in p for p in out), out

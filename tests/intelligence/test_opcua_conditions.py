@@ -22,6 +22,8 @@ LIMIT, STATE, BIT = "room.temperature.limit", "room.mode.state", "fancoil.mainte
 
 
 def audit(site) -> list[dict]:
+    """The audit log's entries (once the writer thread has put every queued one on disk)."""
+    assert site.app.writes.audit.flush(5)
     path = site.loaded.data_dir / "audit.log"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

@@ -224,3 +224,54 @@ def test_a_none_only_site_with_users_gets_a_certificate_for_encrypted_passwords(
     config = write_site(tmp_path, none_users)
     assert main(["provision", str(config)]) != 0
     assert "passwords would cross the network in clear" in capsys.readouterr().err
+
+
+API_TOKENS = """
+api:
+  port: 0
+  tokens_file: secrets/api-tokens
+  tls_cert_file: tls/api-cert.pem
+  tls_key_file: tls/private/api-key.pem
+"""
+
+
+def test_api_tokens_are_made_listed_and_revoked_with_edge_provision_token(tmp_path: Path, capsys) -> None:
+    """Issue 15: tokens were made with 'python -m edge.api.tokens'; now 'edge provision token' prints a
+    new token once, lists names and roles (never tokens) and revokes."""
+    from edge.api.tokens import TokenTable, load_tokens
+
+    config = write_site(tmp_path, OPCUA_NONE + API_TOKENS)
+    assert main(["provision", str(config)]) == 0
+    tokens_file = tmp_path / "secrets" / "api-tokens"
+    assert mode(tokens_file) == 0o600 and load_tokens(tokens_file) == {}
+    capsys.readouterr()
+    assert main(["provision", "token", str(config), "scada", "--role", "operator"]) == 0
+    out = capsys.readouterr()
+    token = out.out.strip()
+    assert len(token) >= 40 and "shown once" in out.err and token not in tokens_file.read_text()
+    assert TokenTable(load_tokens(tokens_file)).find(token).role.value == "operator"
+    assert main(["provision", "token", str(config), "grafana", "--role", "viewer"]) == 0
+    capsys.readouterr()
+    assert main(["provision", "token", str(config), "--list"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert listed == ["scada", "operator", "grafana", "viewer"] and token not in listed
+    assert main(["provision", "token", str(config), "scada", "--revoke"]) == 0
+    assert TokenTable(load_tokens(tokens_file)).find(token) is None
+    assert main(["provision", "token", str(config), "scada", "--revoke"]) == 1
+    assert "no token named 'scada'" in capsys.readouterr().err
+    assert main(["provision", "token", str(config), "x"]) == 2  # no --role
+    assert mode(tokens_file) == 0o600
+
+
+def test_provision_makes_the_api_https_certificate(tmp_path: Path) -> None:
+    config = write_site(tmp_path, OPCUA_NONE + API_TOKENS)
+    assert main(["provision", str(config), "--hostname", "edge-test.local"]) == 0
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls" / "api-cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "edge-test.local" in san.get_values_for_type(x509.DNSName)
+    assert mode(tmp_path / "tls" / "private" / "api-key.pem") == 0o600
+    first = (tmp_path / "tls" / "api-cert.pem").read_bytes()
+    assert main(["provision", "certs", str(config)]) == 0
+    assert (tmp_path / "tls" / "api-cert.pem").read_bytes() == first  # kept unless --overwrite
+    assert main(["provision", "certs", str(config), "--overwrite"]) == 0
+    assert (tmp_path / "tls" / "api-cert.pem").read_bytes() != first

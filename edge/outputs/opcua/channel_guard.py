@@ -15,14 +15,22 @@ process, and :func:`uninstall` restores the library's plain path:
     certificate, and the ApplicationUri the client announces must be the URI in that
     certificate (BadCertificateUriInvalid). asyncua checks this only when the client sends a
     certificate in CreateSession, and only with the validator the application installs.
-  - CreateSession and ActivateSession run with :func:`current_channel` set (peer address,
-    security mode), which the user manager and the token decryption below read: asyncua passes
-    neither to them.
+  - CreateSession, ActivateSession, Write and Call run with :func:`current_channel` set (peer
+    address, security mode), which the user manager, the token decryption below and the audit
+    log of writes read: asyncua passes none of them the client's address.
 
 * ``UaProcessor.process`` (every message): a client certificate is checked when the client
   opens a SecureChannel (trust list, validity, key usage, chains and revocation lists:
   :mod:`edge.security.trust`), not only later at CreateSession as asyncua does. A refused
   certificate gets an Error message with the StatusCode, and the connection is closed.
+
+  Before a session is activated, a message in several chunks closes the connection: every
+  request of that phase fits one chunk, and asyncua would otherwise assemble up to the maximum
+  request size (100 MB by default; ``max_request_bytes`` here) for anybody.
+
+* ``OPCUAProtocol.connection_made``: one client address may hold at most
+  ``max_pending_per_address`` connections without an activated session (asyncua only caps all
+  connections together, so one machine could use them all up for 30 s at a time).
 
 * ``OPCUAProtocol.data_received`` (bytes off the socket): asyncua buffers a message until the
   size its header claims has arrived, without a limit, so a header claiming 4 GB makes the
@@ -59,14 +67,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+def _nid(identifier: int) -> ua.NodeId:
+    return ua.NodeId(ua.Int32(identifier))
+
+
 #: Services a None channel always serves: discovery (OPC UA Part 4, 5.4).
 DISCOVERY = frozenset({
-    ua.NodeId(ua.ObjectIds.GetEndpointsRequest_Encoding_DefaultBinary),
-    ua.NodeId(ua.ObjectIds.FindServersRequest_Encoding_DefaultBinary),
-    ua.NodeId(ua.ObjectIds.FindServersOnNetworkRequest_Encoding_DefaultBinary),
+    _nid(ua.ObjectIds.GetEndpointsRequest_Encoding_DefaultBinary),
+    _nid(ua.ObjectIds.FindServersRequest_Encoding_DefaultBinary),
+    _nid(ua.ObjectIds.FindServersOnNetworkRequest_Encoding_DefaultBinary),
 })
-CREATE_SESSION = ua.NodeId(ua.ObjectIds.CreateSessionRequest_Encoding_DefaultBinary)
-ACTIVATE_SESSION = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
+CREATE_SESSION = _nid(ua.ObjectIds.CreateSessionRequest_Encoding_DefaultBinary)
+ACTIVATE_SESSION = _nid(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
+#: Requests processed with :func:`current_channel` set: logins, and what is audited (writes, method calls).
+WITH_CHANNEL = frozenset({CREATE_SESSION, ACTIVATE_SESSION, _nid(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary),
+                          _nid(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)})
 MESSAGE_TYPES = frozenset({b"HEL", b"OPN", b"MSG", b"CLO", b"ERR", b"RHE"})
 #: Password encryptions accepted in UserName tokens (RSA 1.5 is not: Basic128Rsa15 is deprecated).
 PASSWORD_DECRYPT = {
@@ -90,7 +105,7 @@ _channel: contextvars.ContextVar[ChannelInfo | None] = contextvars.ContextVar("e
 
 
 def current_channel() -> ChannelInfo | None:
-    """The channel of the CreateSession/ActivateSession being processed (None elsewhere)."""
+    """The channel of the CreateSession/ActivateSession/Write/Call being processed (None elsewhere)."""
     return _channel.get()
 
 
@@ -100,6 +115,7 @@ class ChannelPolicy:
 
     allow_none_sessions: bool
     validator: TrustListValidator | None = None
+    max_pending_per_address: int = 8
     refused: dict[str, int] = field(default_factory=dict)  # service name -> refusals on None channels
     tokens_refused: dict[str, int] = field(default_factory=dict)  # why -> UserName tokens refused
     transport_closed: dict[str, int] = field(default_factory=dict)  # why -> connections closed
@@ -141,9 +157,11 @@ def install() -> None:
     _ORIGINALS["_process_message"] = UaProcessor._process_message
     _ORIGINALS["process"] = UaProcessor.process
     _ORIGINALS["data_received"] = OPCUAProtocol.data_received
+    _ORIGINALS["connection_made"] = OPCUAProtocol.connection_made
     UaProcessor._process_message = _guarded_process_message  # type: ignore[method-assign]
     UaProcessor.process = _guarded_process  # type: ignore[method-assign]
     OPCUAProtocol.data_received = _guarded_data_received  # type: ignore[method-assign]
+    OPCUAProtocol.connection_made = _guarded_connection_made  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -153,6 +171,7 @@ def uninstall() -> None:
     UaProcessor._process_message = _ORIGINALS.pop("_process_message")  # type: ignore[method-assign]
     UaProcessor.process = _ORIGINALS.pop("process")  # type: ignore[method-assign]
     OPCUAProtocol.data_received = _ORIGINALS.pop("data_received")  # type: ignore[method-assign]
+    OPCUAProtocol.connection_made = _ORIGINALS.pop("connection_made")  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------- service requests
@@ -173,7 +192,7 @@ async def _guarded_process_message(self: UaProcessor, typeid: ua.NodeId, request
             log.warning("OPC UA: %s from %s refused on a SecurityPolicy None channel (discovery only; "
                         "%d refused so far)", name, self.name, total)
         raise ua.UaStatusCodeError(ua.StatusCodes.BadSecurityPolicyRejected)
-    if typeid != CREATE_SESSION and typeid != ACTIVATE_SESSION:
+    if typeid not in WITH_CHANNEL:
         return await original(self, typeid, requesthdr, seqhdr, body)
     info = ChannelInfo(_host(self.name), int(security.Mode), security.peer_certificate)
     if typeid == CREATE_SESSION and info.peer_certificate and policy.validator is not None:
@@ -203,13 +222,19 @@ async def _check_session_certificate(validator: TrustListValidator, channel_cert
 
 async def _guarded_process(self: UaProcessor, header: Any, body: Buffer) -> bool:
     policy: ChannelPolicy | None = getattr(self.iserver, _ATTR, None)
+    if policy is not None and header.ChunkType == ua.ChunkType.Intermediate and not _activated(self):
+        # before a session is activated every request fits one chunk (Hello, OpenSecureChannel,
+        # discovery, CreateSession, ActivateSession): a multi-chunk message there only makes the
+        # server buffer up to max_request_bytes for somebody who has not logged in
+        policy.count_transport("chunked request before a session", self.name)
+        self._transport.write(_error(ua.StatusCodes.BadRequestTooLarge, "log in first"))
+        return False
     if (policy is not None and policy.validator is not None and header.MessageType == ua.MessageType.SecureOpen
             and not self._connection.is_open()):
         code = await _check_open(policy.validator, body, header.body_size)
         if code is not None:
             policy.certificates_refused_at_open += 1
-            err = ua.ErrorMessage(ua.StatusCode(code), ua.StatusCode(code).name)
-            self._transport.write(uatcp_to_binary(ua.MessageType.Error, err))
+            self._transport.write(_error(code, ua.StatusCode(ua.UInt32(code)).name))
             return False  # asyncua closes the connection
     return await _ORIGINALS["process"](self, header, body)
 
@@ -232,6 +257,27 @@ async def _check_open(validator: TrustListValidator, body: Buffer, size: int) ->
 
 
 # ---------------------------------------------------------------------- bytes off the socket
+
+
+def _guarded_connection_made(self: OPCUAProtocol, transport: Any) -> None:
+    """At most ``max_pending_per_address`` connections without an activated session per client
+    address: one machine holding connections open cannot use up ``max_sessions`` for everybody."""
+    policy: ChannelPolicy | None = getattr(self.iserver, _ATTR, None)
+    if policy is not None:
+        host = _host(transport.get_extra_info("peername"))
+        pending = sum(1 for c in self.clients if _host(c.peer_name) == host
+                      and (c.processor is None or not _activated(c.processor)))
+        if pending >= policy.max_pending_per_address:
+            self.peer_name = transport.get_extra_info("peername")
+            policy.count_transport("too many connections without a session from one address", host)
+            transport.close()
+            return
+    _ORIGINALS["connection_made"](self, transport)
+
+
+def _activated(processor: UaProcessor) -> bool:
+    session = processor.session
+    return session is not None and session.is_activated()
 
 
 def _guarded_data_received(self: OPCUAProtocol, data: bytes) -> None:
@@ -309,6 +355,12 @@ def restrict_user_token_policies(iserver: Any) -> None:
                 token.SecurityPolicyUri = SecurityPolicyBasic256Sha256.URI
             kept.append(token)
         endpoint.UserIdentityTokens = kept
+
+
+def _error(code: int, reason: str) -> bytes:
+    """An OPC UA TCP Error message (the connection is closed after it)."""
+    err = ua.ErrorMessage(ua.StatusCode(ua.UInt32(code)), ua.String(reason))
+    return uatcp_to_binary(ua.MessageType.Error, err)  # type: ignore[arg-type]
 
 
 def _host(peername: object) -> str:

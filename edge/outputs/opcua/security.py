@@ -9,11 +9,13 @@ in :mod:`edge.security.login_guard`. docs/security.md says who can reach what.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
+from asyncua.common.connection import TransportLimits
 from asyncua.crypto.permission_rules import User, UserRole
 
 from edge.config.opcua import OpcUaConfig
@@ -26,6 +28,8 @@ from edge.security.users import Role, UserEntry, load_users
 
 log = logging.getLogger("edge.outputs.opcua.server")
 
+#: A connection that has not activated a session this long after it was made is closed (asyncua: 30 s).
+PENDING_ACTIVATION_S = 10.0
 POLICIES = {
     "None": ua.SecurityPolicyType.NoSecurity,
     "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
@@ -104,7 +108,13 @@ async def configure(server: Server, cfg: OpcUaConfig, users: EdgeUserManager) ->
         await server.load_certificate(str(paths.cert))
         await server.load_private_key(str(paths.key))
         validator = TrustListValidator(paths.root, max_rejected=cfg.max_rejected_certificates)
-    policy = ChannelPolicy(allow_none_sessions="None" in cfg.security_policies, validator=validator)
+    chunk = server.limits.max_recv_buffer
+    server.limits = TransportLimits(max_recv_buffer=chunk, max_send_buffer=server.limits.max_send_buffer,
+                                    max_chunk_count=math.ceil(cfg.max_request_bytes / chunk),
+                                    max_message_size=cfg.max_request_bytes)
+    server.iserver.max_pending_activation_seconds = PENDING_ACTIVATION_S
+    policy = ChannelPolicy(allow_none_sessions="None" in cfg.security_policies, validator=validator,
+                           max_pending_per_address=cfg.max_pending_per_address)
     attach_channel_policy(server.iserver, policy)
     return SecuritySetup(users, policy, validator)
 

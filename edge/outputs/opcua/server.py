@@ -60,7 +60,7 @@ from edge.core.model import (
 )
 from edge.outputs.opcua import security
 from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
-from edge.outputs.opcua.channel_guard import ChannelPolicy
+from edge.outputs.opcua.channel_guard import ChannelPolicy, current_channel
 from edge.outputs.opcua.conditions import install as install_conditions
 from edge.outputs.opcua.fastpath import FastPublisher
 from edge.outputs.opcua.history import HistoryService
@@ -83,6 +83,9 @@ from edge.storage.history import HistoryArrays
 log = logging.getLogger(__name__)
 
 Writer = Callable[[int, float | int | bool | str, str, str], Awaitable[WriteResult]]
+#: ``refuse(target, value, user, source, role, status, reason, address=..., **extra)``: audits a write
+#: refused before the write path (:meth:`edge.core.writes.WriteService.refuse`).
+Refuser = Callable[..., object]
 History = Callable[[int, int, int, int, bool], HistoryArrays | Awaitable[HistoryArrays]]
 
 WRITE_STATUS_CODES: dict[WriteStatus, int] = {
@@ -105,10 +108,12 @@ class OpcUaServer:
 
     def __init__(self, plant: Plant, config: OpcUaConfig, *, writer: Writer | None = None,
                  history: History | None = None, tune_gc: bool = True,
-                 aggregates: Mapping[int, AggregateSpec | tuple] | None = None) -> None:
+                 aggregates: Mapping[int, AggregateSpec | tuple] | None = None,
+                 refuse: Refuser | None = None) -> None:
         self.plant = plant
         self.config = config
         self.writer = writer
+        self.refuse = refuse
         self.history = history
         self.tune_gc = tune_gc
         self.publisher = FastPublisher()
@@ -394,7 +399,10 @@ class OpcUaServer:
             tag = self._tag_by_nodeid.get(wv.NodeId)
             if tag is None or wv.AttributeId != ua.AttributeIds.Value:
                 if wv.NodeId.NamespaceIndex == self.ns:
-                    results.append(ua.StatusCode(ua.StatusCodes.BadNotWritable))
+                    who = user.name or ANONYMOUS
+                    results.append(ua.StatusCode(self._refuse(
+                        str(wv.NodeId.Identifier), wv, who, self.users.role(user).value if self.users else "",
+                        ua.StatusCodes.BadNotWritable, "only the values of writable tags can be written")))
                     continue
                 one = ua.WriteParameters(NodesToWrite=[wv])
                 results.extend(await self._original_write(one, user))
@@ -403,26 +411,35 @@ class OpcUaServer:
             results.append(ua.StatusCode(status))
         return results
 
+    def _refuse(self, target: str, wv: ua.WriteValue, who: str, role: str, status: int, reason: str) -> int:
+        """A write refused before the write path: counted and, with ``refuse``, audited (issue 15)."""
+        self.writes["refused"] += 1
+        if self.refuse is not None:
+            channel = current_channel()
+            variant = wv.Value.Value if wv.Value is not None else None
+            self.refuse(target, variant.Value if variant is not None else None, who, "opcua", role,
+                        _REFUSED_AS.get(status, WriteStatus.BAD_CONFIG_ERROR), reason,
+                        address=channel.peer if channel is not None else "", status_code=ua.StatusCode(status).name)
+        return status
+
     async def _write_tag(self, tag: TagInfo, wv: ua.WriteValue, user: User) -> int:
         assert self.users is not None
         who = user.name or ANONYMOUS
+        role = self.users.role(user).value if user.name else ANONYMOUS
         if not tag.writable:
-            self.writes["refused"] += 1
-            return ua.StatusCodes.BadNotWritable
+            return self._refuse(tag.key, wv, who, role, ua.StatusCodes.BadNotWritable, f"{tag.key} is not writable")
         if not self.users.role(user).may_write:
-            self.writes["refused"] += 1
             log.info("OPC UA write to %s refused: %s may not write", tag.key, who)
-            return ua.StatusCodes.BadUserAccessDenied
+            return self._refuse(tag.key, wv, who, role, ua.StatusCodes.BadUserAccessDenied,
+                                f"{who} ({role}) may not write: the operator role is needed")
         if wv.IndexRange:
-            self.writes["refused"] += 1
-            return ua.StatusCodes.BadIndexRangeInvalid
+            return self._refuse(tag.key, wv, who, role, ua.StatusCodes.BadIndexRangeInvalid,
+                                "an IndexRange cannot be written")
         value, status = _check_write_value(tag, wv.Value)
         if status != ua.StatusCodes.Good:
-            self.writes["refused"] += 1
-            return status
+            return self._refuse(tag.key, wv, who, role, status, _refusal_reason(tag, wv, status))
         if self.writer is None:
-            self.writes["refused"] += 1
-            return ua.StatusCodes.BadNotWritable
+            return self._refuse(tag.key, wv, who, role, ua.StatusCodes.BadNotWritable, "no write path")
         try:
             result = await asyncio.wait_for(self.writer(tag.id, value, who, "opcua"),
                                             self.config.write_timeout_ms / 1000)
@@ -436,6 +453,21 @@ class OpcUaServer:
             return ua.StatusCodes.BadCommunicationError
         self.writes["ok" if result.ok else "failed"] += 1
         return WRITE_STATUS_CODES.get(result.status, ua.StatusCodes.BadCommunicationError)
+
+
+_REFUSED_AS = {code: status for status, code in WRITE_STATUS_CODES.items()} | {
+    ua.StatusCodes.BadIndexRangeInvalid: WriteStatus.BAD_TYPE_MISMATCH}
+
+
+def _refusal_reason(tag: TagInfo, wv: ua.WriteValue, status: int) -> str:
+    """Why a value was refused, in words, for the audit log."""
+    variant = wv.Value.Value if wv.Value is not None else None
+    sent = f"{variant.VariantType.name} {variant.Value!r}" if variant is not None else "no value"
+    if status == ua.StatusCodes.BadTypeMismatch:
+        return f"{sent} does not fit the {tag.dtype} tag {tag.key}"
+    limits = f" [{tag.low:g}, {tag.high:g}]" if tag.low is not None and tag.high is not None else ""
+    states = f", states {sorted(tag.enum)}" if tag.enum else ""
+    return f"{sent} is outside what {tag.key} ({tag.dtype}{limits}{states}) takes"
 
 
 _NUMERIC_VTYPES = {

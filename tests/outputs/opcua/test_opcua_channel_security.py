@@ -9,6 +9,7 @@ passwords from one address does not lock the operator out at another.
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,112 @@ async def test_rejected_folder_keeps_the_newest_n_and_counts_every_refusal(secur
     assert secure_only.validator is not None
     snap = secure_only.validator.snapshot()
     assert snap["rejected"] == 5 and snap["rejected_pruned"] == 2
+
+
+# ---------------------------------------------------------------------- the wire
+
+
+def _fuzz_module():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import fuzz  # bench/fuzz.py: asyncua-encoded messages for raw sockets
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return fuzz
+
+
+async def _send_and_wait_close(url: str, parts: list[bytes], timeout_s: float = 5.0) -> tuple[bytes, float, int]:
+    """Send ``parts`` (stopping if the server hangs up); what came back, when it closed, bytes sent."""
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    t0 = asyncio.get_running_loop().time()
+    sent = 0
+    got = b""
+    try:
+        for part in parts:
+            writer.write(part)
+            sent += len(part)
+            try:
+                await asyncio.wait_for(writer.drain(), 1)
+            except (OSError, TimeoutError):
+                break
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout_s)
+            if not chunk:
+                break
+            got += chunk
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+    return got, asyncio.get_running_loop().time() - t0, sent
+
+
+async def test_a_header_claiming_50_mb_closes_the_connection(running: OpcUaServer) -> None:
+    """Before: asyncua buffered whatever size a header claimed, without a limit."""
+    import struct
+
+    fuzz = _fuzz_module()
+    header = b"MSG" + b"F" + struct.pack("<I", 50 * 1024 * 1024) + struct.pack("<I", 1)
+    parts = [fuzz._hello(running.endpoint_url), header] + [bytes(65536)] * 64  # 4 MB offered
+    _, took, sent = await _send_and_wait_close(running.endpoint_url, parts)
+    assert took < 3 and sent < 4 * 1024 * 1024
+    assert running.channel_policy is not None and running.channel_policy.transport_closed == {"oversized chunk": 1}
+
+
+async def test_a_multi_chunk_request_before_login_closes_the_connection(running: OpcUaServer) -> None:
+    """Before: a client that had not logged in could make the server assemble a 100 MB request."""
+    from asyncua import ua as _ua
+
+    fuzz = _fuzz_module()
+    channel = fuzz.Channel()
+    url = running.endpoint_url
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    try:
+        writer.write(fuzz._hello(url))
+        await reader.read(65536)
+        writer.write(channel.open_request())
+        assert channel.accept(await asyncio.wait_for(reader.read(65536), 5))
+        big = _ua.GetEndpointsRequest()
+        big.Parameters.EndpointUrl = "x" * 60_000
+        chunk = bytearray(channel.request(big))
+        chunk[3:4] = b"C"  # an intermediate chunk: more would follow
+        writer.write(bytes(chunk))
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+        assert answer[:3] == b"ERR" and await asyncio.wait_for(reader.read(65536), 5) == b""
+    finally:
+        writer.close()
+    assert running.channel_policy is not None
+    assert running.channel_policy.transport_closed == {"chunked request before a session": 1}
+
+
+async def test_idle_connections_from_one_address_do_not_use_up_the_server(users_file: Path) -> None:
+    """asyncua caps all connections together (max_sessions): one machine holding idle connections
+    locked every other client out for 30 s at a time. Now one address may hold at most
+    max_pending_per_address connections without a session."""
+    from urllib.parse import urlparse
+
+    srv = OpcUaServer(make_plant(), config(users_file, max_sessions=10, max_pending_per_address=4))
+    await srv.start()
+    u = urlparse(srv.endpoint_url)
+    idle = []
+    try:
+        for _ in range(20):
+            idle.append(await asyncio.open_connection(u.hostname, u.port, local_addr=("127.0.0.1", 0)))
+        await asyncio.sleep(0.2)
+        other = client_from(srv.endpoint_url, "127.0.0.2")
+        assert await other.connect_and_get_server_endpoints()  # another machine still gets in
+        operator = client_from(srv.endpoint_url, "127.0.0.2", "olga", PASSWORDS["olga"])
+        async with operator:
+            assert (await operator.get_node(ua.NodeId("meter1.setpoint", srv.ns)).read_browse_name()).Name == "setpoint"
+    finally:
+        for _, w in idle:
+            w.close()
+        await srv.stop()
+    assert srv.channel_policy is not None
+    assert srv.channel_policy.transport_closed == {"too many connections without a session from one address": 16}
