@@ -43,7 +43,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 import urllib3
-from influxdb_client import InfluxDBClient, WriteOptions, WriteService
+from influxdb_client import InfluxDBClient, WriteService
 from influxdb_client.rest import ApiException
 
 from edge.config.storage import InfluxConfig, SpoolConfig
@@ -704,11 +704,6 @@ def _retry_after(e: Exception) -> float:
         return float(headers.get("Retry-After", 0))
     except (TypeError, ValueError):
         return 0.0
-
-
-def direct_write_api(client: InfluxDBClient, batch_size: int = 5000, flush_interval_ms: int = 1000):
-    """influxdb-client's own batching writer (the benchmark's baseline)."""
-    return client.write_api(write_options=WriteOptions(batch_size=batch_size, flush_interval=flush_interval_ms))
 
 
 def open_storage(

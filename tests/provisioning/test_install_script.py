@@ -4,6 +4,7 @@ passing `systemd-analyze verify`, the installed `edge` checking the demo and pro
 a service user created inside the scratch root's own /etc."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -68,6 +69,30 @@ def test_the_installed_edge_runs_from_its_own_virtual_environment(installed):
     for line in ("ok   aggregator implementation: cython", "ok   Modbus block decoder: compiled",
                  "ok   latest-value store: compiled"):
         assert line in doctor.stdout, doctor.stdout
+
+
+def test_the_runtime_install_has_the_real_urllib3_and_the_pinned_libraries(installed):
+    """`pip install CHECKOUT` (install.sh) into a fresh venv: no urllib3 replacement (urllib3-future, pulled by
+    niquests, replaces urllib3's files: the InfluxDB forwarder would run on a fork); pymodbus at the tested
+    minor version; the Grafana SDK only with the [grafana] extra, and `edge grafana` says so in one line."""
+    venv = installed["prefix"] / "venv"
+    listed = sh(venv / "bin" / "python", "-m", "pip", "list", "--format=json", "--disable-pip-version-check")
+    assert listed.returncode == 0, listed.stderr
+    versions = {p["name"].lower(): p["version"] for p in json.loads(listed.stdout)}
+    assert not {"urllib3-future", "niquests", "grafana-client"} & set(versions), sorted(versions)
+    assert "urllib3" in versions and versions["pymodbus"].startswith("3.16."), versions
+    assert versions["asyncua"].startswith("2.1."), versions
+    assert "grafana-foundation-sdk" not in versions and "grafana_foundation_sdk" not in versions
+    where = sh(venv / "bin" / "python", "-c", "import urllib3, importlib.metadata as m; "
+               "print(m.distribution('urllib3').read_text('RECORD').count('urllib3/__init__.py'), urllib3.__version__)")
+    assert where.stdout.split() == ["1", versions["urllib3"]], where.stdout + where.stderr
+    out = installed["base"] / "grafana-out"
+    r = sh(venv / "bin" / "edge", "grafana", "build", DEMO, "--out", out)
+    assert r.returncode == 1 and not out.exists(), r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "grafana-foundation-sdk" in r.stderr, r.stderr
+    assert "pip install 'ot-edge-appliance[grafana]'" in r.stderr and "Traceback" not in r.stderr
+    doctor = sh(venv / "bin" / "edge", "doctor")
+    assert "ok   urllib3 is the real one" in doctor.stdout, doctor.stdout
 
 
 def test_the_shipped_plugins_are_installed_and_a_site_using_them_checks(installed):
