@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 from asyncua import Server, ua
@@ -57,7 +58,7 @@ from edge.core.model import (
     WriteResult,
     WriteStatus,
 )
-from edge.outputs.opcua import security
+from edge.outputs.opcua import asyncua_adapter
 from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
 from edge.outputs.opcua.channel_guard import ChannelPolicy
 from edge.outputs.opcua.conditions import install as install_conditions
@@ -107,7 +108,7 @@ class OpcUaServer:
         self.writer = writer
         self.history = history
         self.tune_gc = tune_gc
-        self.publisher = FastPublisher()
+        self.publisher = FastPublisher(fast=config.fast_path)
         self.aggregates = AggregateSpace(self.publisher)
         self._agg_specs = AggregateSpace.specs_by_key(plant, aggregates)
         self.server: Server | None = None
@@ -163,16 +164,35 @@ class OpcUaServer:
         t0 = asyncio.get_running_loop().time()
         self._build(self.plant, carry=None, agg_carry=None)
         self.build_s = asyncio.get_running_loop().time() - t0
-        await server.start()
-        security.after_start(server)  # before the loop runs again: no client has seen the endpoints
-        self.endpoint_url = cfg.endpoint
-        log.info("OPC UA server on %s: %d tags, address space built in %.2f s",
-                 cfg.endpoint, len(self.plant.tags), self.build_s)
+        self.publisher.fast = asyncua_adapter.acquire(cfg.fast_path)  # library patches: now, not at import
+        try:
+            await server.start()
+        except BaseException:
+            asyncua_adapter.release(self.publisher.fast)
+            self.server = None
+            raise
+        self.endpoint_url = self._bound_endpoint(server)
+        log.info("OPC UA server on %s: %d tags, address space built in %.2f s, %s path",
+                 self.endpoint_url, len(self.plant.tags), self.build_s,
+                 "fast" if self.publisher.fast else "library's plain")
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (the bound one when the endpoint asked for port 0)."""
+        return urlparse(self.endpoint_url).port or 0
+
+    def _bound_endpoint(self, server: Server) -> str:
+        """The configured endpoint with the port the listener got (port 0 in the configuration: any free port)."""
+        url = urlparse(self.config.endpoint)
+        port = server.bserver.port if server.bserver is not None else url.port
+        host = url.hostname or "127.0.0.1"
+        return url._replace(netloc=f"[{host}]:{port}" if ":" in host else f"{host}:{port}").geturl()
 
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+            asyncua_adapter.release(self.publisher.fast)
             if self.tune_gc:
                 gc.unfreeze()
                 if self._gc_threshold is not None:

@@ -15,6 +15,7 @@ from edge.core.model import BusInfo, DeviceInfo, Plant, TagInfo  # noqa: E402
 from edge.storage.history import HistoryArrays  # noqa: E402
 
 PASSWORDS = {"olga": "operator-pass-1", "victor": "viewer-pass-1"}
+FAST_PATH = True  # outputs.opcua.fast_path of the servers config() describes; the opcua_path fixture sets it
 
 
 def free_port() -> int:
@@ -82,6 +83,7 @@ def config(users_file: Path, pki_dir: Path | None = None, **kw: object) -> OpcUa
         "security_policies": ["None"],
         "allow_security_none": True,
         "pki_dir": shared_pki(),
+        "fast_path": FAST_PATH,
     }
     if pki_dir is not None:
         base.update(pki_dir=pki_dir, security_policies=["None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"])
