@@ -155,24 +155,27 @@ def health(url: str, source: str, field: str, start: float, end: float) -> tuple
 async def run_soak(duration: float, tmp: Path) -> dict:
     from tsdb import VictoriaMetrics
 
-    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.plant import listening_socket
     from drivers.modbus.sim.process import SimPlantProcess
     from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
     vm = VictoriaMetrics(tmp / "vm")
     vm.start()
+    plc, gateway = listening_socket(), listening_socket()  # held until the simulator serves on them
     env = {**os.environ, "EDGE_RUN_DIR": str(tmp / "run"), "EDGE_DATA_DIR": str(tmp / "data"),
-           "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
-           "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(free_port())}
+           "EDGE_DEMO_PLC_PORT": str(plc.getsockname()[1]), "EDGE_DEMO_GATEWAY_PORT": str(gateway.getsockname()[1]),
+           "EDGE_DEMO_OPCUA_PORT": "0", "EDGE_DEMO_API_PORT": "0"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("EDGE_")})
     config = soak_config(tmp, vm.url)
     good_config = config.read_text()
     loaded = load_config(config)
     (tmp / "run").mkdir(parents=True, exist_ok=True)
     serial = next(b.port for b in loaded.config.buses if b.type == "modbus_rtu")
-    sim = SimPlantProcess(plant_specs(loaded))
+    sim = SimPlantProcess(plant_specs(loaded), sockets={s.getsockname()[1]: s for s in (plc, gateway)})
     await sim.start()
+    plc.close()  # the simulator's child has its own copies
+    gateway.close()
     app = Appliance(config, env, tmp / "appliance.log")
     events: list[dict] = []
     crashed: list[str] = []

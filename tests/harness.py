@@ -41,3 +41,26 @@ def server_pki(folder: Path) -> Path:
     if not PkiPaths(pki).cert.exists():
         create_server_certificate(pki, "urn:edge:opcua-server", "127.0.0.1")
     return pki
+
+
+class DemoEnv(dict):
+    """Environment for a child ``edge demo``/``simulate``/``run`` of the demo plant in a scratch folder.
+
+    The simulated PLC and serial gateway listen on sockets this process binds and holds
+    (:func:`drivers.modbus.sim.plant.listening_socket`); the child simulator inherits them
+    (``EDGE_SIM_LISTEN_FDS``; pass ``fds`` as ``pass_fds``), so the ports are held from their
+    choice to their use. OPC UA and the API take port 0 (any free port). ``close()`` at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        from drivers.modbus.sim.plant import LISTEN_FDS_ENV, listening_socket
+
+        self.sockets = {"EDGE_DEMO_PLC_PORT": listening_socket(), "EDGE_DEMO_GATEWAY_PORT": listening_socket()}
+        ports = {name: str(sock.getsockname()[1]) for name, sock in self.sockets.items()}
+        super().__init__(EDGE_RUN_DIR=str(folder / "run"), EDGE_DATA_DIR=str(folder / "data"),
+                         EDGE_DEMO_OPCUA_PORT="0", EDGE_DEMO_API_PORT="0", **ports)
+        self[LISTEN_FDS_ENV] = ",".join(f"{ports[n]}:{s.fileno()}" for n, s in self.sockets.items())
+        self.fds = tuple(s.fileno() for s in self.sockets.values())
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import DemoEnv
 
-from drivers.modbus.sim.plant import free_port
 from edge.cli.main import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,8 +22,10 @@ DEMO = REPO / "provisioning" / "sites" / "demo" / "edge.yaml"
 
 
 def edge(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``edge ARGS`` in a child; a DemoEnv's held listening sockets are handed to it."""
     return subprocess.run([sys.executable, "-m", "edge.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO,
+                          pass_fds=getattr(env, "fds", ()))
 
 
 def test_help_lists_every_subcommand_with_a_description():
@@ -64,9 +66,9 @@ def test_errors_are_one_line_without_traceback(tmp_path):
 
 @pytest.fixture
 def demo_env(tmp_path):
-    return {"EDGE_RUN_DIR": str(tmp_path / "run"), "EDGE_DATA_DIR": str(tmp_path / "data"),
-            "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
-            "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(free_port())}
+    env = DemoEnv(tmp_path)
+    yield env
+    env.close()
 
 
 def test_demo_shows_every_device_online(demo_env):
@@ -91,7 +93,8 @@ def test_demo_shows_every_device_online(demo_env):
 def test_simulated_tcp_device_read_by_mbpoll(demo_env):
     """`edge simulate` + an independent C master: the PLC's registers hold the encoded values."""
     sim = subprocess.Popen([sys.executable, "-m", "edge.cli.main", "simulate", str(DEMO)], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, env={**os.environ, **demo_env}, cwd=REPO)
+                           stderr=subprocess.STDOUT, text=True, env={**os.environ, **demo_env}, cwd=REPO,
+                           pass_fds=demo_env.fds)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

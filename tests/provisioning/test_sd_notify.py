@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import DemoEnv
 
-from drivers.modbus.sim.plant import free_port
 from edge.runtime.systemd import Notifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,14 +104,14 @@ async def test_watchdog_loop_pings_at_half_the_timeout(tmp_path):
 
 @pytest.fixture
 def demo_env(tmp_path):
-    return {"EDGE_RUN_DIR": str(tmp_path / "run"), "EDGE_DATA_DIR": str(tmp_path / "data"),
-            "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
-            "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(free_port())}
+    env = DemoEnv(tmp_path)
+    yield env
+    env.close()
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+def start(args: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "edge.cli.main", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=REPO)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=REPO, pass_fds=pass_fds)
 
 
 def wait_reload(peer: NotifySocket, n_before: int) -> list[str]:
@@ -127,7 +127,7 @@ def wait_reload(peer: NotifySocket, n_before: int) -> list[str]:
 def test_edge_run_under_a_notify_socket(demo_env, tmp_path):
     config = tmp_path / "edge.yaml"  # a copy, so that the test can break it for a rejected reload
     config.write_text(DEMO.read_text().replace("plugins_dir: ../../../plugins", f"plugins_dir: {REPO / 'plugins'}"))
-    sim = start(["simulate", str(config)], demo_env)
+    sim = start(["simulate", str(config)], demo_env, pass_fds=demo_env.fds)
     peer = NotifySocket()
     app = None
     try:

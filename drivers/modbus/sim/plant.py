@@ -4,7 +4,7 @@ Usage (from an asyncio loop)::
 
     plant = SimPlant(specs, seed=1)
     await plant.start()
-    host, port = plant.address("meter1")
+    host, port = plant.address("meter1")   # a TCP transport with port 0 gets a free port of its own
     plant.set_fault("meter1", "busy", probability=0.5)
     ...
     await plant.stop()
@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,11 +90,17 @@ class SimPlant:
     ``specs`` are :class:`SimDeviceSpec` objects (or dicts validated into them). ``seed`` makes
     the default signals and the noise reproducible. Points with ``kind: model`` signals take
     their values from the devices' physical models (``self.physics``), which read the devices'
-    writable points (setpoints, commands) as inputs.
+    writable points (setpoints, commands) as inputs. ``sockets`` maps TCP ports of the specs to
+    listening sockets already bound to them (:func:`listening_socket`); ports held with
+    :func:`hold_port` in this process are taken too. Those endpoints serve on the socket they are
+    given instead of binding, so a port chosen before the configuration is written stays held
+    from its choice to its use.
     """
 
-    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0) -> None:
+    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0,
+                 sockets: Mapping[int, socket.socket] | None = None) -> None:
         self.specs: list[SimDeviceSpec] = _SPECS.validate_python(list(specs))
+        self._held = dict(sockets or {})
         self._check_names(self.specs)
         self.groups = group_endpoints(self.specs)
         self.seed = seed
@@ -228,7 +235,11 @@ class SimPlant:
                 self.endpoints.append(endpoint)
                 for s in specs:
                     self._by_device[s.name] = endpoint
-                await endpoint.start()
+                if isinstance(endpoint, TcpEndpoint):
+                    held = self._held.pop(endpoint.port, None) or _HELD.pop(endpoint.port, None)
+                    await endpoint.start(sock=held)
+                else:
+                    await endpoint.start()
         except BaseException:
             await self.stop()
             raise
@@ -363,8 +374,63 @@ class SimPlant:
         await self.serial_line(path).plug()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (for devices that must share a known port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket listening on a free port of ``host``: its port is known at once and stays held
+    until a server adopts the socket (``SimPlant(..., sockets={port: sock})``). Connections made
+    before that wait in the backlog. Never bind-and-close to find a port: another process may
+    take it before the server binds (a flaky test found exactly that)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # as asyncio's servers do: a device that goes offline and comes back rebinds the port while
+        # its old connections are in TIME_WAIT, which Linux allows only if both sockets set it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(100)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+LISTEN_FDS_ENV = "EDGE_SIM_LISTEN_FDS"
+
+
+def inherited_sockets(env: Mapping[str, str] | None = None) -> dict[int, socket.socket]:
+    """Listening sockets a parent process held for this simulator, by port (like systemd's socket
+    activation): ``EDGE_SIM_LISTEN_FDS=PORT:FD,...`` names inherited descriptors. A test holds a
+    free port from its choice to its use this way, across processes."""
+    spec = (os.environ if env is None else env).get(LISTEN_FDS_ENV, "")
+    out: dict[int, socket.socket] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        port, sep, fd = item.partition(":")
+        if not sep or not port.isdigit() or not fd.isdigit():
+            raise ValueError(f"{LISTEN_FDS_ENV} takes PORT:FD[,PORT:FD...], got {item!r}")
+        out[int(port)] = socket.socket(fileno=int(fd))
+    return out
+
+
+_HELD: dict[int, socket.socket] = {}  # port -> listening socket held for a SimPlant of this process
+
+
+def hold_port(host: str = "127.0.0.1") -> int:
+    """A free port of ``host`` for a simulated device, held (a listening socket) until a SimPlant of
+    this process serves it: for code that writes a configuration before the simulator starts
+    (``edge plugin check``'s one-device site)."""
+    sock = listening_socket(host)
+    port = int(sock.getsockname()[1])
+    _HELD[port] = sock
+    return port
+
+
+_INHERITED_TAKEN: list[bool] = []  # non-empty once this process took its inherited sockets
+
+
+def adopt_inherited_sockets(env: Mapping[str, str] | None = None) -> None:
+    """Hold the listening sockets a parent handed this process (``EDGE_SIM_LISTEN_FDS``) for the
+    SimPlants it starts (``edge simulate``, ``edge demo``'s simulator). Once per process: each
+    descriptor gets one socket object."""
+    if _INHERITED_TAKEN:
+        return
+    _INHERITED_TAKEN.append(True)
+    _HELD.update(inherited_sockets(env))
+

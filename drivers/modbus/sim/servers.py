@@ -245,8 +245,12 @@ class TcpEndpoint(Endpoint):
         decoder = DecodePDU(is_server=True)
         return FramerRTU(decoder) if self.rtu else FramerSocket(decoder)
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on ``host:port`` (port 0: a free one), or serve on ``sock``, a listening socket held for it."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -58,7 +58,7 @@ from edge.core.model import (
     WriteResult,
     WriteStatus,
 )
-from edge.outputs.opcua import asyncua_adapter
+from edge.outputs.opcua import asyncua_adapter, security
 from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
 from edge.outputs.opcua.channel_guard import ChannelPolicy
 from edge.outputs.opcua.conditions import install as install_conditions
@@ -165,12 +165,17 @@ class OpcUaServer:
         self._build(self.plant, carry=None, agg_carry=None)
         self.build_s = asyncio.get_running_loop().time() - t0
         self.publisher.fast = asyncua_adapter.acquire(cfg.fast_path)  # library patches: now, not at import
+        library_log = logging.getLogger("asyncua.server.server")
+        level = library_log.level
+        library_log.setLevel(logging.CRITICAL)  # a failed listen is reported once, by the caller, not as a traceback
         try:
             await server.start()
         except BaseException:
             asyncua_adapter.release(self.publisher.fast)
             self.server = None
             raise
+        finally:
+            library_log.setLevel(level)
         self.endpoint_url = self._bound_endpoint(server)
         log.info("OPC UA server on %s: %d tags, address space built in %.2f s, %s path",
                  self.endpoint_url, len(self.plant.tags), self.build_s,
