@@ -68,6 +68,23 @@ class HeldPorts:
             sock.close()
 
 
+@pytest.fixture(scope="session")
+def fresh_clone_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The appliance's wheel, built by pip from a fresh clone of this repository (its committed state):
+    one build of the compiled extensions for every test that needs a wheel."""
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("wheel")
+    clone = base / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                          str(base / "dist"), str(clone)], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [wheel] = (base / "dist").glob("*.whl")
+    return wheel
+
+
 @pytest.fixture
 def held_ports() -> Iterator[HeldPorts]:
     held = HeldPorts()

@@ -64,3 +64,28 @@ class DemoEnv(dict):
     def close(self) -> None:
         for sock in self.sockets.values():
             sock.close()
+
+
+def edge_in_process(*args: str, stdin: str = "") -> tuple[int, str, str]:
+    """``edge ARGS`` run by ``edge.cli.main.main`` in this process: (exit code, stdout, stderr).
+
+    Same parser and commands as the child process, without a Python start-up and the imports per
+    call (seconds each on a loaded machine); argparse's exits (usage errors, --help) give their code."""
+    import contextlib
+    import io
+    import sys
+
+    from edge.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdin = saved
+    return code, out.getvalue(), err.getvalue()

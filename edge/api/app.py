@@ -234,11 +234,18 @@ def strict_query(request: Request) -> None:
 
 
 def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are listed in one place
+    """The API over one Intelligence (and its appliance).
+
+    Every route and dependency that reads or changes appliance state (devices, tags, alarms,
+    rules, tokens, counters) is ``async def``: FastAPI runs those on the appliance's loop, which
+    owns that state (docs/decisions.md, "Concurrency contract"); a plain ``def`` would run in
+    FastAPI's worker threads, next to the loop mutating the same objects. Blocking work (the
+    spool's history query) goes to a thread from there (``asyncio.to_thread``)."""
     api = FastAPI(dependencies=[Depends(strict_query)], title="Edge appliance API", version="1", description=__doc__,
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, responses=ERRORS)
     bearer = HTTPBearer(auto_error=False, description="an API token (edge.api.tokens)")
 
-    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    async def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
         if creds is not None:
             entry = intel.tokens.find(creds.credentials)
             if entry is None:
@@ -250,7 +257,7 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         raise HTTPException(401, "a token is required: send 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
 
-    def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    async def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if who.role != Role.OPERATOR.value:
             raise HTTPException(403, f"role {who.role!r} may not do this: the operator role is needed")
         return who
@@ -267,12 +274,12 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
     # -------------------------------------------------------------- health
 
     @api.get("/api/health", tags=["health"], summary="liveness: the process answers")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok", "uptime_s": intel.app.stats()["uptime_s"]}
 
     @api.get("/api/ready", tags=["health"], summary="readiness: started and polling; 'degraded' while data "
              "do not reach the time-series server", responses={503: {"description": "not ready yet"}})
-    def ready() -> JSONResponse:
+    async def ready() -> JSONResponse:
         why = intel.not_ready()
         delivery = intel.delivery()
         degraded = delivery["degraded"] if delivery is not None else None
@@ -282,9 +289,9 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
 
     @api.get("/metrics", tags=["health"], summary="Prometheus metrics (text format)",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
         if not intel.config.metrics_public:
-            caller(bearer_credentials(request))
+            await caller(bearer_credentials(request))
         from edge.api.metrics import metrics_text
 
         return Response(metrics_text(intel), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -294,28 +301,28 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         return HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme.lower() == "bearer" else None
 
     @api.get("/api/whoami", tags=["health"])
-    def whoami(who: Viewer) -> Caller:
+    async def whoami(who: Viewer) -> Caller:
         return who
 
     # -------------------------------------------------------------- devices and tags
 
     @api.get("/api/devices", tags=["devices"], summary="devices with state and diagnostics")
-    def devices(who: Viewer) -> list[DeviceOut]:
+    async def devices(who: Viewer) -> list[DeviceOut]:
         return [device_out(intel, d) for d in intel.app.diagnostics()]
 
     @api.get("/api/devices/{name}", tags=["devices"], responses={404: {"description": "no such device"}})
-    def device(name: str, who: Viewer) -> DeviceOut:
+    async def device(name: str, who: Viewer) -> DeviceOut:
         for d in intel.app.diagnostics():
             if d.name == name:
                 return device_out(intel, d)
         raise HTTPException(404, f"no device {name!r}; devices: {', '.join(intel.app.devices)}")
 
     @api.get("/api/tags", tags=["tags"], summary="tags with latest value, quality and timestamp")
-    def tags(who: Viewer, device: Annotated[str | None, Query(max_length=200)] = None) -> list[TagOut]:
+    async def tags(who: Viewer, device: Annotated[str | None, Query(max_length=200)] = None) -> list[TagOut]:
         return [tag_out(intel, t) for t in intel.app.plant.tags if device is None or t.device == device]
 
     @api.get("/api/tags/{key}", tags=["tags"], responses={404: {"description": "no such tag"}})
-    def tag(key: str, who: Viewer) -> TagOut:
+    async def tag(key: str, who: Viewer) -> TagOut:
         return tag_out(intel, find_tag(key))
 
     @api.get("/api/tags/{key}/history", tags=["tags"], summary="raw history from the ring buffer or the spool",
@@ -400,37 +407,37 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         return _clean_dict(alarm.snapshot(time.time_ns()))
 
     @api.get("/api/alarms", tags=["alarms"], summary="alarms with their ISA-18.2 state")
-    def alarms(who: Viewer, active: bool | None = None) -> list[dict[str, Any]]:
+    async def alarms(who: Viewer, active: bool | None = None) -> list[dict[str, Any]]:
         rows = [_clean_dict(a) for a in intel.alarms.snapshot()]
         if active is not None:
             rows = [a for a in rows if (a["state"] != "NORMAL") == active]
         return rows
 
     @api.get("/api/alarms/events", tags=["alarms"], summary="latest alarm state changes, newest first")
-    def alarm_events(who: Viewer, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+    async def alarm_events(who: Viewer, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
         return [_clean_dict(e.to_dict()) for e in list(intel.events)[::-1][:limit]]
 
     @api.get("/api/alarms/{name}", tags=["alarms"], responses={404: {"description": "no such alarm"}})
-    def alarm(name: str, who: Viewer) -> dict[str, Any]:
+    async def alarm(name: str, who: Viewer) -> dict[str, Any]:
         return alarm_call(intel.alarms.get, name)
 
     @api.post("/api/alarms/{name}/ack", tags=["alarms"], summary="acknowledge (operator role)",
               responses={404: {"description": "no such alarm"}, 409: {"description": "nothing to acknowledge"}})
-    def ack(name: str, who: Operator, body: AckIn | None = None) -> dict[str, Any]:
+    async def ack(name: str, who: Operator, body: AckIn | None = None) -> dict[str, Any]:
         return alarm_call(intel.alarms.acknowledge, name, who.name, body.comment if body else "")
 
     @api.post("/api/alarms/{name}/shelve", tags=["alarms"], summary="shelve for a time (operator role)",
               responses={404: {"description": "no such alarm"}})
-    def shelve(name: str, body: ShelveIn, who: Operator) -> dict[str, Any]:
+    async def shelve(name: str, body: ShelveIn, who: Operator) -> dict[str, Any]:
         return alarm_call(intel.alarms.shelve, name, body.duration_s, who.name, body.comment)
 
     @api.post("/api/alarms/{name}/unshelve", tags=["alarms"], summary="unshelve (operator role)",
               responses={404: {"description": "no such alarm"}, 409: {"description": "not shelved"}})
-    def unshelve(name: str, who: Operator) -> dict[str, Any]:
+    async def unshelve(name: str, who: Operator) -> dict[str, Any]:
         return alarm_call(intel.alarms.unshelve, name, who.name)
 
     @api.get("/api/rules", tags=["rules"], summary="rules with state, status and counters")
-    def rules(who: Viewer) -> list[dict[str, Any]]:
+    async def rules(who: Viewer) -> list[dict[str, Any]]:
         return intel.rules.snapshot()
 
     # -------------------------------------------------------------- status page
@@ -449,7 +456,7 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
                 "refresh_ms": intel.config.status_refresh_ms}
 
     @api.get("/api/status", tags=["status"], summary="everything the status page shows, in one call")
-    def status(who: Viewer) -> dict[str, Any]:
+    async def status(who: Viewer) -> dict[str, Any]:
         return status_body(who)
 
     @api.get("/api/status/stream", tags=["status"], response_class=StreamingResponse,

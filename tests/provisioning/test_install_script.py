@@ -175,7 +175,7 @@ outputs:
     assert again.returncode == 0 and "created" not in again.stdout
 
 
-def test_upgrade_from_a_wheel_with_a_service_user_in_the_scratch_root(installed, tmp_path):
+def test_upgrade_from_a_wheel_with_a_service_user_in_the_scratch_root(installed, fresh_clone_wheel):
     """Second run on the same PREFIX and ROOT: idempotent, from a wheel, creating the user in ROOT/etc."""
     if os.geteuid() != 0:
         pytest.skip("useradd --prefix needs root")  # CI here runs as root
@@ -185,14 +185,8 @@ def test_upgrade_from_a_wheel_with_a_service_user_in_the_scratch_root(installed,
                 if ln.split(":")[0] in ("root", "dialout", "nogroup", "nobody")]
         (root / "etc" / name).write_text("\n".join(keep) + "\n")
     shutil.copy("/etc/login.defs", root / "etc" / "login.defs")
-    wheels = tmp_path / "wheels"
-    src = tmp_path / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "node_modules",
-                                                            ".hypothesis", ".pytest_cache", "*.so", "var"))
-    venv_pip = installed["prefix"] / "venv" / "bin" / "pip"
-    built = sh(venv_pip, "wheel", "-q", "--no-deps", "-w", wheels, src)
-    assert built.returncode == 0, built.stderr
-    (wheel,) = wheels.glob("ot_edge_appliance-*.whl")
+    wheel = fresh_clone_wheel  # built once by pip from a fresh clone (tests/conftest.py)
+    assert wheel.name.startswith("ot_edge_appliance-")
     real_passwd = Path("/etc/passwd").read_text()
     r = sh("bash", INSTALL, "--prefix", installed["prefix"], "--root", root, "--from", wheel, "--user", "edge")
     assert r.returncode == 0, r.stdout + r.stderr
