@@ -46,20 +46,19 @@ def server_pki(folder: Path) -> Path:
 class DemoEnv(dict):
     """Environment for a child ``edge demo``/``simulate``/``run`` of the demo plant in a scratch folder.
 
-    The simulated PLC and serial gateway listen on sockets this process binds and holds
-    (:func:`drivers.modbus.sim.plant.listening_socket`); the child simulator inherits them
-    (``EDGE_SIM_LISTEN_FDS``; pass ``fds`` as ``pass_fds``), so the ports are held from their
-    choice to their use. OPC UA and the API take port 0 (any free port). ``close()`` at the end."""
+    The simulated PLC and serial gateway get free ports reserved by this process for the test's
+    duration (:func:`drivers.modbus.sim.plant.reserve_port`: bound with SO_REUSEPORT, never
+    listening), which the child's simulator binds too; nothing else can take them meanwhile, and
+    no descriptor has to reach the child (a tmux pane gets none). OPC UA and the API take port 0
+    (any free port; ``edge run`` prints the ones it got). ``close()`` at the end."""
 
     def __init__(self, folder: Path) -> None:
-        from drivers.modbus.sim.plant import LISTEN_FDS_ENV, listening_socket
+        from drivers.modbus.sim.plant import reserve_port
 
-        self.sockets = {"EDGE_DEMO_PLC_PORT": listening_socket(), "EDGE_DEMO_GATEWAY_PORT": listening_socket()}
+        self.sockets = {"EDGE_DEMO_PLC_PORT": reserve_port(), "EDGE_DEMO_GATEWAY_PORT": reserve_port()}
         ports = {name: str(sock.getsockname()[1]) for name, sock in self.sockets.items()}
         super().__init__(EDGE_RUN_DIR=str(folder / "run"), EDGE_DATA_DIR=str(folder / "data"),
                          EDGE_DEMO_OPCUA_PORT="0", EDGE_DEMO_API_PORT="0", **ports)
-        self[LISTEN_FDS_ENV] = ",".join(f"{ports[n]}:{s.fileno()}" for n, s in self.sockets.items())
-        self.fds = tuple(s.fileno() for s in self.sockets.values())
 
     def close(self) -> None:
         for sock in self.sockets.values():

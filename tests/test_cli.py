@@ -22,10 +22,8 @@ DEMO = REPO / "provisioning" / "sites" / "demo" / "edge.yaml"
 
 
 def edge(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``edge ARGS`` in a child; a DemoEnv's held listening sockets are handed to it."""
     return subprocess.run([sys.executable, "-m", "edge.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO,
-                          pass_fds=getattr(env, "fds", ()))
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
 
 
 def test_help_lists_every_subcommand_with_a_description(capsys):
@@ -94,8 +92,7 @@ def test_demo_shows_every_device_online(demo_env):
 def test_simulated_tcp_device_read_by_mbpoll(demo_env):
     """`edge simulate` + an independent C master: the PLC's registers hold the encoded values."""
     sim = subprocess.Popen([sys.executable, "-m", "edge.cli.main", "simulate", str(DEMO)], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, env={**os.environ, **demo_env}, cwd=REPO,
-                           pass_fds=demo_env.fds)
+                           stderr=subprocess.STDOUT, text=True, env={**os.environ, **demo_env}, cwd=REPO)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

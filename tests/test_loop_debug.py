@@ -82,7 +82,7 @@ class SlowCallbacks(logging.Handler):
 def start_simulator(env: DemoEnv, config: Path) -> subprocess.Popen:
     sim = subprocess.Popen([sys.executable, "-m", "edge.cli.main", "simulate", str(config)], cwd=REPO,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env={**os.environ, **env}, pass_fds=env.fds)
+                           env={**os.environ, **env})
     assert sim.stdout is not None
     deadline = time.monotonic() + 60
     lines: list[str] = []

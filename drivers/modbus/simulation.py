@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from drivers.modbus.config import ModbusTcpBus, RtuOverTcpBus
 from drivers.modbus.points import RegisterPoint
 from drivers.modbus.resolve import bus, config, data
-from drivers.modbus.sim.plant import SimPlant, adopt_inherited_sockets
+from drivers.modbus.sim.plant import SimPlant
 from drivers.modbus.sim.spec import (
     RtuOverTcpTransport,
     SerialTransport,
@@ -73,7 +73,6 @@ def simulation(devices: Sequence[ResolvedDevice], seed: int = 0) -> SimPlant | N
     for spec in specs:
         if isinstance(spec.transport, SerialTransport):
             Path(spec.transport.path).parent.mkdir(parents=True, exist_ok=True)
-    adopt_inherited_sockets()  # ports a parent (a test) held for this simulator: EDGE_SIM_LISTEN_FDS
     return SimPlant(specs, seed=seed)
 
 

@@ -109,9 +109,9 @@ def demo_env(tmp_path):
     env.close()
 
 
-def start(args: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "edge.cli.main", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=REPO, pass_fds=pass_fds)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=REPO)
 
 
 def wait_reload(peer: NotifySocket, n_before: int) -> list[str]:
@@ -127,7 +127,7 @@ def wait_reload(peer: NotifySocket, n_before: int) -> list[str]:
 def test_edge_run_under_a_notify_socket(demo_env, tmp_path):
     config = tmp_path / "edge.yaml"  # a copy, so that the test can break it for a rejected reload
     config.write_text(DEMO.read_text().replace("plugins_dir: ../../../plugins", f"plugins_dir: {REPO / 'plugins'}"))
-    sim = start(["simulate", str(config)], demo_env, pass_fds=demo_env.fds)
+    sim = start(["simulate", str(config)], demo_env)
     peer = NotifySocket()
     app = None
     try:

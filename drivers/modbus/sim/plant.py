@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import random
 import socket
 import time
@@ -392,21 +391,20 @@ def listening_socket(host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-LISTEN_FDS_ENV = "EDGE_SIM_LISTEN_FDS"
-
-
-def inherited_sockets(env: Mapping[str, str] | None = None) -> dict[int, socket.socket]:
-    """Listening sockets a parent process held for this simulator, by port (like systemd's socket
-    activation): ``EDGE_SIM_LISTEN_FDS=PORT:FD,...`` names inherited descriptors. A test holds a
-    free port from its choice to its use this way, across processes."""
-    spec = (os.environ if env is None else env).get(LISTEN_FDS_ENV, "")
-    out: dict[int, socket.socket] = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        port, sep, fd = item.partition(":")
-        if not sep or not port.isdigit() or not fd.isdigit():
-            raise ValueError(f"{LISTEN_FDS_ENV} takes PORT:FD[,PORT:FD...], got {item!r}")
-        out[int(port)] = socket.socket(fileno=int(fd))
-    return out
+def reserve_port(host: str = "127.0.0.1") -> socket.socket:
+    """A free port held for a simulator in another process (``edge simulate``, ``edge demo``): a
+    socket bound to it with SO_REUSEPORT and never listening. The simulator's TCP servers bind with
+    SO_REUSEPORT too, so they can take the port while this socket holds it; nothing else can (a
+    bind without SO_REUSEPORT is refused, and the kernel never hands the port out for port 0).
+    Connections are refused until the simulator listens. Keep it open while the port is in use."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 _HELD: dict[int, socket.socket] = {}  # port -> listening socket held for a SimPlant of this process
@@ -420,17 +418,3 @@ def hold_port(host: str = "127.0.0.1") -> int:
     port = int(sock.getsockname()[1])
     _HELD[port] = sock
     return port
-
-
-_INHERITED_TAKEN: list[bool] = []  # non-empty once this process took its inherited sockets
-
-
-def adopt_inherited_sockets(env: Mapping[str, str] | None = None) -> None:
-    """Hold the listening sockets a parent handed this process (``EDGE_SIM_LISTEN_FDS``) for the
-    SimPlants it starts (``edge simulate``, ``edge demo``'s simulator). Once per process: each
-    descriptor gets one socket object."""
-    if _INHERITED_TAKEN:
-        return
-    _INHERITED_TAKEN.append(True)
-    _HELD.update(inherited_sockets(env))
-

@@ -250,7 +250,9 @@ class TcpEndpoint(Endpoint):
         if sock is not None:
             self._server = await asyncio.start_server(self._serve, sock=sock)
         else:
-            self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+            # SO_REUSEPORT: a port reserved for this simulator by another process (plant.reserve_port)
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True,
+                                                      reuse_port=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -284,6 +286,7 @@ class TcpEndpoint(Endpoint):
         elif not gone and self._server is None and self._sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as in start()
             sock.bind((self.host, self.port))
             sock.listen(100)
             self._sock = sock

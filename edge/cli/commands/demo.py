@@ -22,18 +22,10 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-status", action="store_true", help="do not print the live status table")
 
 
-def held_fds() -> tuple[int, ...]:
-    """Listening sockets a parent (a test) holds for the simulator: ``EDGE_SIM_LISTEN_FDS=PORT:FD,...``
-    (read by ``edge simulate``); they are handed on to it."""
-    spec = os.environ.get("EDGE_SIM_LISTEN_FDS", "")
-    return tuple(int(item.partition(":")[2]) for item in spec.split(",") if item.strip())
-
-
 def start_simulator(config: str, timeout_s: float = 30.0) -> subprocess.Popen:
     """Start ``edge simulate`` in its own process and wait until it says it is ready."""
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli.main", "simulate", config], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
-                            pass_fds=held_fds())
+                            stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     deadline = time.monotonic() + timeout_s
     lines = []
     assert proc.stdout is not None
