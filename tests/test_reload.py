@@ -150,6 +150,7 @@ async def test_the_configuration_is_loaded_off_the_loop_at_a_reload(make_site, m
     import threading
 
     from edge.cli.commands import run as run_command
+    from edge.runtime import reload as reload_module
 
     site = await make_site(config())
     threads: list[str] = []
@@ -158,7 +159,7 @@ async def test_the_configuration_is_loaded_off_the_loop_at_a_reload(make_site, m
         threads.append(threading.current_thread().name)
         return load_config(*args, **kw)
 
-    monkeypatch.setattr(run_command, "load_config", recording_load)
+    monkeypatch.setattr(reload_module, "load_config", recording_load)
     assert await run_command.reload_config(site.app, str(site.loaded.path)) is True
     assert threads and threads[0] != threading.main_thread().name
 

@@ -176,6 +176,7 @@ class OpcUaServer:
             raise
         finally:
             library_log.setLevel(level)
+        security.after_start(server)  # before the loop runs again: no client has seen the endpoints
         self.endpoint_url = self._bound_endpoint(server)
         log.info("OPC UA server on %s: %d tags, address space built in %.2f s, %s path",
                  self.endpoint_url, len(self.plant.tags), self.build_s,
