@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -88,9 +89,18 @@ class Appliance:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edge.cli.main", "run", str(self.config), "--no-status", cwd=ROOT, env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=logf)
+            stdout=logf, stderr=logf)  # stdout: "appliance started: ... API at URL" (ports chosen at start)
         logf.close()
         self.runs.append({"pid": self.proc.pid, "start": time.time(), "rss": [], "killed": False})
+
+    def api_url(self) -> str | None:
+        """The HTTP API of the running appliance (it takes any free port at each start), from its log."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return None
+        found = re.findall(r"^appliance started: .*API at (http://\S+?)(?:,|$)", text, re.M)
+        return found[-1] if found else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
