@@ -43,7 +43,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["edge", "edge.*", "drivers", "drivers.*"]),
-    package_data={"edge": ["py.typed", "api/static/*", "outputs/mqtt/*.proto", "outputs/mqtt/*.pyi"], "drivers": ["*/*.yaml", "*/README.md"]},
+    package_data={"edge": ["py.typed", "api/static/*", "outputs/mqtt/*.proto", "outputs/mqtt/*.pyi", "aggregate/*.pyi",
+                           "core/*.pyi"],
+                  "drivers": ["*/*.yaml", "*/README.md", "modbus/*.pyi"]},
     ext_modules=ext_modules,
     install_requires=[
         "asyncua>=2.1,<2.2",  # the OPC UA fast path relies on 2.1 internals (docs/decisions/opcua.md)
@@ -72,7 +74,9 @@ setup(
         "grafana": ["grafana-foundation-sdk>=1769699998!10.1.0"],
         "test": ["Cython>=3.0", "pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.2", "hypothesis>=6.90", "ruff>=0.5",
                  "tsdownsample>=0.1.3", "schemathesis>=3.30", "selenium>=4.20", "httpx>=0.27",
-                 "grpcio-tools>=1.85"],  # protoc: checks that sparkplug_b_pb2.py matches sparkplug_b.proto
+                 "grpcio-tools>=1.85",  # protoc: checks that sparkplug_b_pb2.py matches sparkplug_b.proto
+                 # the type check of edge/ and drivers/ (provisioning/test.sh): mypy and the stubs it needs
+                 "mypy>=1.10", "types-PyYAML", "types-psutil", "types-protobuf", "types-pyserial"],
     },
     entry_points={
         "console_scripts": ["edge = edge.cli.main:main"],

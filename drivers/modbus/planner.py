@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -47,6 +48,20 @@ ADDRESS_SPACE = 65536
 
 class PlanError(ValueError):
     """Points that cannot be planned within the limits (the message names the point and the limit)."""
+
+
+
+class _DeviceLimits(Protocol):
+    """The request limits of a device's configuration (drivers.modbus.config.ModbusDevice)."""
+
+    @property
+    def max_registers_per_request(self) -> int: ...
+    @property
+    def max_bits_per_request(self) -> int: ...
+    @property
+    def max_gap(self) -> int: ...
+    @property
+    def one_request_per_tag(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +86,7 @@ class PlanLimits:
             raise ValueError("max_gap and max_gap_bits must be 0 or more")
 
     @classmethod
-    def from_device_config(cls, device: object) -> PlanLimits:
+    def from_device_config(cls, device: _DeviceLimits) -> PlanLimits:
         """From the site config's device model (``max_registers_per_request``, ``max_gap``, ...)."""
         return cls(max_registers=device.max_registers_per_request, max_bits=device.max_bits_per_request,
                    max_gap=device.max_gap, one_per_tag=device.one_request_per_tag)

@@ -181,7 +181,7 @@ def device_out(intel: "Intelligence", d) -> DeviceOut:
                      holes=d.holes, unreadable_points=d.unreadable_points, holes_detail=list(d.holes_detail))
 
 
-def value_problem(tag: TagInfo, value: object) -> str | None:
+def value_problem(tag: TagInfo, value: bool | int | float | str) -> str | None:
     """Why ``value`` cannot be written to ``tag`` (None if it can): checked before the device is asked."""
     if tag.dtype == "string":
         return None if isinstance(value, str) else f"{tag.key} is a string tag: send text"

@@ -36,7 +36,8 @@ class ApiServer:
         self.url = f"http://{host}:{self.port}"
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
         self.server = uvicorn.Server(config)
-        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign] - the appliance owns signals
+        # the appliance owns the signals: uvicorn must not install its handlers
+        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]), name="api")
         for _ in range(200):  # bounded: at most ~2 s for uvicorn to start listening
             if self.server.started or self.task.done():

@@ -16,6 +16,7 @@ import logging
 import marshal
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from edge.core.writes import AuditLog, WriteService, WriteTarget
 from edge.driver.protocol import DeviceContext, DeviceRuntime, DriverSession, Publish
 from edge.intelligence.service import Intelligence
 from edge.outputs.manager import Outputs
+
+if TYPE_CHECKING:
+    from edge.runtime.reload import ReloadOutcome
 
 log = logging.getLogger("edge.runtime.app")
 #: Successive devices start this far apart (as a share of their interval): an even spread of
@@ -121,7 +125,7 @@ class Appliance:
         self.started_at = 0.0
         self._tasks: list[asyncio.Task] = []
         self._stages: dict[str, DerivedStage] = {}  # devices with plugin hooks
-        self.last_reload = None  # edge.runtime.reload.ReloadOutcome of the latest reload
+        self.last_reload: ReloadOutcome | None = None  # of the latest reload (edge.runtime.reload)
         self.reloads = {"applied": 0, "refused": 0, "failed": 0}  # reloads by outcome, for edge_health
         for dev in loaded.devices:
             self._add_device(dev)

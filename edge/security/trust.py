@@ -54,7 +54,7 @@ from asyncua import ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -76,7 +76,7 @@ class CertificateRefused(ServiceError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{ua.StatusCode(self.code).name}: {self.reason}"
+        return f"{ua.StatusCode(ua.UInt32(self.code)).name}: {self.reason}"
 
 
 def _now() -> datetime:
@@ -92,6 +92,15 @@ class _TrustState:
     intermediates: list[x509.Certificate] = field(default_factory=list)  # CA certificates in issuers/certs
     crls: dict[bytes, list[x509.CertificateRevocationList]] = field(default_factory=dict)  # issuer name DER -> CRLs
     problems: list[str] = field(default_factory=list)
+
+
+def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    """Whether ``ca`` signed ``crl`` (a key type that cannot sign, X25519 or X448, never did)."""
+    key = ca.public_key()
+    if not isinstance(key, dsa.DSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+                      | ed448.Ed448PublicKey | rsa.RSAPublicKey):
+        return False
+    return crl.is_signature_valid(key)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -245,7 +254,7 @@ class TrustListValidator:
 
     def _count(self, refused: CertificateRefused) -> None:
         self.rejected += 1
-        name = ua.StatusCode(refused.code).name
+        name = ua.StatusCode(ua.UInt32(refused.code)).name
         self.reasons[name] = self.reasons.get(name, 0) + 1
 
     def _refuse(self, der: bytes, refused: CertificateRefused) -> None:
@@ -305,8 +314,7 @@ class TrustListValidator:
         cas = state.anchors + state.intermediates
         for folder in (self.paths.trusted_crl, self.paths.issuers_crl):
             for crl, path in _read_crls(folder, state.problems):
-                signer = next((ca for ca in cas if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key())),
-                              None)
+                signer = next((ca for ca in cas if ca.subject == crl.issuer and _signed_by(crl, ca)), None)
                 if signer is None:
                     state.problems.append(f"{path}: not signed by a CA of the trust list or issuers: ignored")
                     continue

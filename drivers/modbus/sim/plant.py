@@ -304,7 +304,7 @@ class SimPlant:
     def set_fault(self, device: str, fault: Fault | str, **params: Any) -> None:
         """Switch a fault on (replacing the same kind); params as in :class:`FaultSpec`."""
         dev = self.device(device)
-        spec = FaultSpec(fault=fault, **params)
+        spec = FaultSpec(fault=Fault(fault), **params)
         if spec.fault is Fault.BAD_CRC and isinstance(dev.spec.transport, TcpTransport):
             raise ValueError(
                 f"fault 'bad_crc' needs RTU framing (serial or rtu_over_tcp); device {device!r} speaks "

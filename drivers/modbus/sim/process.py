@@ -137,11 +137,11 @@ class SimPlantProcess:
                 parent, child = ctx.Pipe()
                 ports = {s.transport.port for s in part if isinstance(s.transport, TcpTransport | RtuOverTcpTransport)}
                 held = {port: sock for port, sock in self.sockets.items() if port in ports}
-                proc = ctx.Process(target=_child_main, args=(child, part, self.seed, held), name=f"sim-plant-{index}",
+                child_proc = ctx.Process(target=_child_main, args=(child, part, self.seed, held), name=f"sim-plant-{index}",
                                    daemon=True)
-                proc.start()
+                child_proc.start()
                 child.close()
-                self._children.append((proc, parent, threading.Lock()))
+                self._children.append((child_proc, parent, threading.Lock()))
                 for spec in part:
                     self._owner[spec.name] = index
                     if spec.transport.kind == "serial":

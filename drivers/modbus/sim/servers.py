@@ -237,7 +237,7 @@ class TcpEndpoint(Endpoint):
         self._line = asyncio.Lock()
         self._char_s = (
             _char_time(transport.baud, transport.parity, transport.data_bits, transport.stop_bits)
-            if self.rtu and transport.baud
+            if isinstance(transport, RtuOverTcpTransport) and transport.baud
             else 0.0
         )
 
@@ -321,7 +321,8 @@ class TcpEndpoint(Endpoint):
             pass  # the endpoint stops: end quietly (asyncio's stream callback would log a cancel)
         finally:
             self._writers.discard(writer)
-            self._conns.discard(task)  # type: ignore[arg-type]
+            if task is not None:
+                self._conns.discard(task)
             writer.transport.abort()
 
     async def _answer(

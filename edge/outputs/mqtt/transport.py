@@ -110,7 +110,7 @@ class Transport:
                 ctx.check_hostname = False
         return ctx
 
-    def _path(self, value: str) -> Path:
+    def _path(self, value: str | Path) -> Path:
         p = Path(value)
         return p if p.is_absolute() or self.base_dir is None else self.base_dir / p
 
@@ -146,8 +146,9 @@ class Transport:
         if sock is None:
             raise ConnectError("the connection closed during the handshake")
         self._fd = sock.fileno()
-        with contextlib.suppress(OSError, AttributeError):  # small packets (barriers) go out at once, no Nagle
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(sock, socket.socket):  # small packets (barriers) go out at once, no Nagle
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.on_socket_close = self._on_socket_close
         c.on_socket_register_write = self._on_register_write
         c.on_socket_unregister_write = self._on_unregister_write

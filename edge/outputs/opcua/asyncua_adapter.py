@@ -265,7 +265,7 @@ def _clear_serializer_caches() -> None:
 
 def _install_encoder() -> None:
     if not encoder_installed():
-        ua_binary.create_dataclass_serializer = _dataclass_serializer  # type: ignore[assignment]
+        ua_binary.create_dataclass_serializer = _dataclass_serializer
         _clear_serializer_caches()
 
 

@@ -141,18 +141,18 @@ def install() -> None:
     _ORIGINALS["_process_message"] = UaProcessor._process_message
     _ORIGINALS["process"] = UaProcessor.process
     _ORIGINALS["data_received"] = OPCUAProtocol.data_received
-    UaProcessor._process_message = _guarded_process_message  # type: ignore[method-assign]
-    UaProcessor.process = _guarded_process  # type: ignore[method-assign]
-    OPCUAProtocol.data_received = _guarded_data_received  # type: ignore[method-assign]
+    UaProcessor._process_message = _guarded_process_message
+    UaProcessor.process = _guarded_process
+    OPCUAProtocol.data_received = _guarded_data_received
 
 
 def uninstall() -> None:
     """Back to asyncua's plain path (servers keep their policies, which are then ignored)."""
     if not _ORIGINALS:
         return
-    UaProcessor._process_message = _ORIGINALS.pop("_process_message")  # type: ignore[method-assign]
-    UaProcessor.process = _ORIGINALS.pop("process")  # type: ignore[method-assign]
-    OPCUAProtocol.data_received = _ORIGINALS.pop("data_received")  # type: ignore[method-assign]
+    UaProcessor._process_message = _ORIGINALS.pop("_process_message")
+    UaProcessor.process = _ORIGINALS.pop("process")
+    OPCUAProtocol.data_received = _ORIGINALS.pop("data_received")
 
 
 # ---------------------------------------------------------------------- service requests

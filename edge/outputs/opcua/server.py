@@ -138,7 +138,7 @@ class OpcUaServer:
         """Build the address space from the plant and start listening."""
         cfg = self.config
         self.users = make_user_manager(cfg)
-        server = Server(user_manager=self.users)  # type: ignore[arg-type]
+        server = Server(user_manager=self.users)
         install_conditions(server)  # ConditionRefresh and the caller of method calls (alarms)
         await server.init()
         server.set_endpoint(cfg.endpoint)
@@ -159,7 +159,7 @@ class OpcUaServer:
         self._factory = NodeFactory(iserver.aspace, self.ns)
         self.aggregates.factory = self._factory
         self._original_write = iserver.attribute_service.write
-        iserver.attribute_service.write = self._handle_write  # type: ignore[method-assign]
+        iserver.attribute_service.write = self._handle_write
         self.server = server
         t0 = asyncio.get_running_loop().time()
         self._build(self.plant, carry=None, agg_carry=None)
