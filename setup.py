@@ -43,15 +43,20 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["edge", "edge.*", "drivers", "drivers.*"]),
-    package_data={"edge": ["py.typed", "api/static/*", "outputs/mqtt/*.proto", "outputs/mqtt/*.pyi"], "drivers": ["*/*.yaml", "*/README.md"]},
+    package_data={"edge": ["py.typed", "api/static/*", "outputs/mqtt/*.proto", "outputs/mqtt/*.pyi", "aggregate/*.pyi",
+                           "core/*.pyi"],
+                  "drivers": ["*/*.yaml", "*/README.md", "modbus/*.pyi"]},
     ext_modules=ext_modules,
     install_requires=[
         "asyncua>=2.1,<2.2",  # the OPC UA fast path and channel guard rely on 2.1 internals (docs/decisions/opcua.md)
-        "pymodbus>=3.8",
+        # The driver uses pymodbus's framers, PDU classes and serial-transport internals (drivers/modbus/
+        # client.py, sim/servers.py): pinned to the minor version it was tested with.
+        "pymodbus>=3.16,<3.17",
         "pyserial>=3.5",
         "influxdb-client>=1.40",
-        "grafana-client>=4.0",
-        "grafana-foundation-sdk>=1769699998!10.1.0",
+        # The forwarder and `edge grafana push` speak HTTP through urllib3 (never urllib3-future: a drop-in
+        # fork that replaces urllib3's files, pulled by grafana-client/niquests; docs/decisions.md).
+        "urllib3>=1.26",
         "PyYAML>=6.0",
         "pydantic>=2.6",
         "numpy>=1.26",
@@ -67,9 +72,13 @@ setup(
         "pysunspec2>=1.3.7,<1.4",  # the official SunSpec model definitions (plugin: sunspec)
     ],
     extras_require={
+        # `edge grafana build|push`: dashboards are built with the SDK (only there).
+        "grafana": ["grafana-foundation-sdk>=1769699998!10.1.0"],
         "test": ["Cython>=3.0", "pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.2", "hypothesis>=6.90", "ruff>=0.5",
                  "tsdownsample>=0.1.3", "schemathesis>=3.30", "selenium>=4.20", "httpx>=0.27",
-                 "grpcio-tools>=1.85"],  # protoc: checks that sparkplug_b_pb2.py matches sparkplug_b.proto
+                 "grpcio-tools>=1.85",  # protoc: checks that sparkplug_b_pb2.py matches sparkplug_b.proto
+                 # the type check of edge/ and drivers/ (provisioning/test.sh): mypy and the stubs it needs
+                 "mypy>=1.10", "types-PyYAML", "types-psutil", "types-protobuf", "types-pyserial"],
     },
     entry_points={
         "console_scripts": ["edge = edge.cli.main:main"],

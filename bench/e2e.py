@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -98,19 +99,9 @@ async def client_main(endpoint: str, ns: int, devices: int, tags: int, seconds: 
 # ----------------------------------------------------------------------------- orchestration
 
 
-def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: int, data_dir: Path,
+def site_yaml(ports: list[int], tags: int, interval_ms: int, vm_url: str, data_dir: Path,
               stats_window_s: float = 60.0) -> str:
-    from drivers.modbus.sim.plant import free_port
-
-    ports: set[int] = {opc_port}
-
-    def unique_port() -> int:
-        for _ in range(1000):
-            port = free_port()
-            if port not in ports:
-                ports.add(port)
-                return port
-        raise RuntimeError("no free port")
+    """One device per port (held for the simulator by listening sockets); OPC UA on any free port."""
 
     plugin = data_dir.parent / "plugins" / "bench_device"
     plugin.mkdir(parents=True, exist_ok=True)
@@ -126,13 +117,13 @@ def site_yaml(devices: int, tags: int, interval_ms: int, vm_url: str, opc_port: 
         "log_level: warning}",
         "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 500}]",
         "outputs:",
-        f"  opcua: {{endpoint: 'opc.tcp://127.0.0.1:{opc_port}/edge', security_policies: ['None'], "
+        "  opcua: {endpoint: 'opc.tcp://127.0.0.1:0/edge', security_policies: ['None'], "
         "allow_security_none: true, anonymous: true, max_queue_size: 1}",
         f"  influxdb: {{url: '{vm_url}', token: bench, org: edge, bucket: edge}}",
         "devices:",
     ]
-    for d in range(devices):
-        lines.append(f"  - {{name: dev{d}, bus: net, port: {unique_port()}, interval_ms: {interval_ms}, "
+    for d, port in enumerate(ports):
+        lines.append(f"  - {{name: dev{d}, bus: net, port: {port}, interval_ms: {interval_ms}, "
                      "plugin: bench_device}")
     return "\n".join(lines) + "\n"
 
@@ -213,27 +204,30 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 async def _run_with(args: argparse.Namespace, tmp: Path, vm, tap) -> dict:
-    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.plant import listening_socket
     from drivers.modbus.sim.process import SimPlantProcess
     from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
-    opc_port = free_port()
+    held = {s.getsockname()[1]: s for s in (listening_socket() for _ in range(args.devices))}
     config = tmp / "edge.yaml"
-    config.write_text(site_yaml(args.devices, args.tags, args.interval_ms, tap.url, opc_port, tmp / "data",
+    config.write_text(site_yaml(list(held), args.tags, args.interval_ms, tap.url, tmp / "data",
                                 stats_window_s=args.seconds))
     loaded = load_config(config)
-    sim = SimPlantProcess(plant_specs(loaded), processes=1)
+    sim = SimPlantProcess(plant_specs(loaded), processes=1, sockets=held)
     await sim.start()
+    for sock in held.values():
+        sock.close()  # the simulator's child has its own copy
     t_start = time.monotonic()
     app = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli.main", "run", str(config), "--no-status",
-                                               cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+                                               cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     client = None
     try:
-        ns = await wait_for_server(opc_port, app)
+        url = await opcua_url(app)
+        ns = await wait_for_server(url, app)
         startup_s = time.monotonic() - t_start
         client = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--client", f"opc.tcp://127.0.0.1:{opc_port}/edge", str(ns),
+            sys.executable, __file__, "--client", url, str(ns),
             str(args.devices), str(args.tags), str(args.seconds + args.warmup + 60),
             stdout=asyncio.subprocess.PIPE)
         markers: list[dict] = []
@@ -268,7 +262,17 @@ async def _run_with(args: argparse.Namespace, tmp: Path, vm, tap) -> dict:
         await sim.stop()
 
 
-async def wait_for_server(port: int, app: asyncio.subprocess.Process) -> int:
+async def opcua_url(app: asyncio.subprocess.Process, timeout_s: float = 300) -> str:
+    """The OPC UA endpoint the appliance got (it listens on port 0): from its "appliance started" line."""
+    line = await asyncio.wait_for(app.stdout.readline(), timeout_s)
+    found = re.search(r"OPC UA at (opc\.tcp://\S+?)(,|$)", line.decode().strip())
+    if not found:
+        err = (await app.stderr.read()).decode()[-2000:] if app.returncode is not None else ""
+        raise RuntimeError(f"the appliance did not start: {line.decode().strip()!r} {err}")
+    return found.group(1)
+
+
+async def wait_for_server(url: str, app: asyncio.subprocess.Process) -> int:
     """Wait for the OPC UA endpoint; return the site namespace index."""
     from asyncua import Client
 
@@ -278,7 +282,7 @@ async def wait_for_server(port: int, app: asyncio.subprocess.Process) -> int:
             err = await app.stderr.read()
             raise RuntimeError(f"the appliance exited: {err.decode()[-2000:]}")
         try:
-            async with Client(f"opc.tcp://127.0.0.1:{port}/edge", timeout=5) as c:
+            async with Client(url, timeout=5) as c:
                 return await c.get_namespace_index("urn:edge:e2e")
         except Exception:  # noqa: BLE001 - not up yet
             await asyncio.sleep(0.5)

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,13 +97,16 @@ def schedule(duration: float) -> list[tuple[float, float, str]]:
 class Watcher:
     """Samples /api/status: device states and tag qualities, and when the appliance answered."""
 
-    def __init__(self, api_url: str) -> None:
-        self.url = api_url
+    def __init__(self, api_url: Callable[[], str | None]) -> None:
+        self.url = api_url  # the appliance takes any free port at each (re)start
         self.samples: list[tuple[float, dict[str, str], dict[str, set[str]]]] = []  # t, state, good tags
 
     def sample(self) -> None:
+        url = self.url()
+        if url is None:
+            return
         try:
-            with urllib.request.urlopen(f"{self.url}/api/status", timeout=2) as r:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
                 body = json.loads(r.read())
         except (OSError, ValueError):
             return
@@ -117,17 +121,17 @@ class Watcher:
 async def run_campaign(duration: float, tmp: Path) -> dict:
     from tsdb import VictoriaMetrics
 
-    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.plant import listening_socket
     from drivers.modbus.sim.process import SimPlantProcess
     from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
     vm = VictoriaMetrics(tmp / "vm")
     vm.start()
-    api_port = free_port()
+    plc, gateway = listening_socket(), listening_socket()  # held until the simulator serves on them
     env = {**os.environ, "EDGE_RUN_DIR": str(tmp / "run"), "EDGE_DATA_DIR": str(tmp / "data"),
-           "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
-           "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(api_port)}
+           "EDGE_DEMO_PLC_PORT": str(plc.getsockname()[1]), "EDGE_DEMO_GATEWAY_PORT": str(gateway.getsockname()[1]),
+           "EDGE_DEMO_OPCUA_PORT": "0", "EDGE_DEMO_API_PORT": "0"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("EDGE_")})
     config = campaign_config(tmp, vm.url)
     loaded = load_config(config)
@@ -135,10 +139,12 @@ async def run_campaign(duration: float, tmp: Path) -> dict:
 
     timeouts = {d.name: timeout_ms(d) for d in loaded.devices}
     (tmp / "run").mkdir(parents=True, exist_ok=True)
-    sim = SimPlantProcess(plant_specs(loaded))
+    sim = SimPlantProcess(plant_specs(loaded), sockets={s.getsockname()[1]: s for s in (plc, gateway)})
     await sim.start()
+    plc.close()  # the simulator's child has its own copies
+    gateway.close()
     app = Appliance(config, env, tmp / "appliance.log")
-    watcher = Watcher(f"http://127.0.0.1:{api_port}")
+    watcher = Watcher(app.api_url)
     events: list[dict] = []
     starts: list[float] = []
     crashed: list[str] = []

@@ -52,16 +52,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from drivers.modbus.sim.plant import reserve_port  # noqa: E402 - after the repository is on the path
+
 DEMO = ROOT / "provisioning" / "sites" / "demo" / "edge.yaml"
 PROBE_SOURCE = "127.0.0.2"  # the well-behaved client is another machine than the fuzzer (127.0.0.1)
 PASSWORD = "fuzz-operator-pass"
-
-
-def free_port() -> int:
-    """A port for the child's configuration (the child binds it; nothing else runs here)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------- the appliance under test
@@ -81,6 +76,7 @@ class Appliance:
     opc_url: str = ""
     api_url: str = ""
     log: Path | None = None
+    held: dict[str, socket.socket] = field(default_factory=dict)  # the simulator's ports, for the run
 
     @property
     def config(self) -> Path:
@@ -88,8 +84,11 @@ class Appliance:
 
     def write_site(self) -> None:
         text = DEMO.read_text().replace("plugins_dir: ../../../plugins", f"plugins_dir: {ROOT / 'plugins'}")
-        ports = {k: str(free_port()) for k in ("EDGE_DEMO_PLC_PORT", "EDGE_DEMO_GATEWAY_PORT",
-                                                "EDGE_DEMO_OPCUA_PORT", "EDGE_DEMO_API_PORT")}
+        # the simulator's ports are held by this process (SO_REUSEPORT, never listening: the child's
+        # simulator binds them too); OPC UA and the API take port 0 and are read from the started line
+        self.held = {k: reserve_port() for k in ("EDGE_DEMO_PLC_PORT", "EDGE_DEMO_GATEWAY_PORT")}
+        ports = {k: str(sock.getsockname()[1]) for k, sock in self.held.items()}
+        ports |= {"EDGE_DEMO_OPCUA_PORT": "0", "EDGE_DEMO_API_PORT": "0"}
         self.env = {**os.environ, **ports, "EDGE_RUN_DIR": str(self.folder / "run"),
                     "EDGE_DATA_DIR": str(self.folder / "data")}
         if self.secure:
@@ -104,8 +103,6 @@ class Appliance:
         elif self.tokens:
             text = re.sub(r"(?m)^(api:.*\n)", r"\1  tokens_file: tokens\n", text, count=1)
         self.config.write_text(text)
-        self.opc_url = f"opc.tcp://127.0.0.1:{ports['EDGE_DEMO_OPCUA_PORT']}/edge"
-        self.api_url = f"{'https' if self.secure else 'http'}://127.0.0.1:{ports['EDGE_DEMO_API_PORT']}"
 
     def provision(self) -> None:
         if not (self.secure or self.tokens):
@@ -133,11 +130,24 @@ class Appliance:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the appliance exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            if not self.read_urls():
+                time.sleep(0.3)
+                continue
             polls = self.polls()
             if polls is not None and polls > 0:
                 return
             time.sleep(0.3)
         raise RuntimeError(f"the appliance did not start polling:\n{self.log.read_text()[-3000:]}")
+
+    def read_urls(self) -> bool:
+        """The OPC UA and API addresses from the appliance's "appliance started" line (both listen on port 0)."""
+        assert self.log is not None
+        found = re.search(r"^appliance started: OPC UA at (opc\.tcp://\S+?), API at (https?://\S+?)$",
+                          self.log.read_text(errors="replace"), re.M)
+        if found is None:
+            return False
+        self.opc_url, self.api_url = found.group(1), found.group(2)
+        return True
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -85,7 +85,6 @@ def site_yaml(tmp: Path, devices: int, opc_port: int) -> Path:
 async def stage_main(stage: str, devices: int) -> dict:
     import numpy as np
 
-    from drivers.modbus.sim.plant import free_port
     from edge.config.loader import load_config
     from edge.core.model import SampleBatch
     from edge.outputs.opcua.server import OpcUaServer
@@ -94,8 +93,7 @@ async def stage_main(stage: str, devices: int) -> dict:
     out: dict = {"imports": rss_bytes()}
     upto = STAGES.index(stage)
     tmp = Path(tempfile.mkdtemp(prefix="edge-mem-"))
-    opc_port = free_port()
-    loaded = load_config(site_yaml(tmp, devices, opc_port))
+    loaded = load_config(site_yaml(tmp, devices, 0))  # OPC UA on any free port (read back after the start)
     out["config"] = rss_bytes()
     if upto < 2:
         return out
@@ -111,7 +109,7 @@ async def stage_main(stage: str, devices: int) -> dict:
         await server.stop()
         return out
     client = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--client", f"opc.tcp://127.0.0.1:{opc_port}/edge", str(devices),
+        sys.executable, __file__, "--client", server.endpoint_url, str(devices),
         stdout=asyncio.subprocess.PIPE)
     assert client.stdout is not None
     await asyncio.wait_for(client.stdout.readline(), 300)  # subscribed

@@ -34,7 +34,6 @@ import gc
 import json
 import logging
 import os
-import socket
 import struct
 import sys
 import time
@@ -180,12 +179,6 @@ def make_plant(n_tags: int):
     return Plant("bench", [BusInfo("bus0", "modbus_tcp", tuple(d.name for d in devs))], devs, tags)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _ClientProcess:
     """The measuring client in another process; ``latest`` holds its last reported counters."""
 
@@ -321,7 +314,7 @@ async def run_size(n_tags: int, seconds: float, warmup: float, users_file: Path,
     pki = users_file.parent / "pki"  # the client encrypts its password with the server's certificate
     if not PkiPaths(pki).cert.exists():
         create_server_certificate(pki, "urn:edge:opcua-server", "127.0.0.1")
-    cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/bench", security_policies=["None"],
+    cfg = OpcUaConfig(endpoint="opc.tcp://127.0.0.1:0/bench", security_policies=["None"],
                       allow_security_none=True, users_file=users_file, pki_dir=pki, max_queue_size=QUEUE,
                       max_unacked_per_subscription=20)
     srv = OpcUaServer(make_plant(n_tags), cfg, tune_gc=False)

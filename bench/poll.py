@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
-from drivers.modbus.sim.plant import free_port  # noqa: E402
+from drivers.modbus.sim.plant import listening_socket  # noqa: E402
 from drivers.modbus.sim.process import SimPlantProcess  # noqa: E402
 from drivers.modbus.simulation import plant_specs  # noqa: E402
 from edge.config.loader import load_config  # noqa: E402
@@ -43,13 +43,11 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def site_yaml(devices: int, tags: int, data_dir: str) -> str:
+def site_yaml(ports: list[int], tags: int, data_dir: str) -> str:
+    """One device per port (ports held for the simulator by listening sockets)."""
     lines = ["site: {name: bench}", "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 10}]",
              f"runtime: {{data_dir: {data_dir}}}", "devices:"]
-    ports: set[int] = set()
-    while len(ports) < devices:  # free_port() may hand out the same port twice
-        ports.add(free_port())
-    for d, port in enumerate(sorted(ports)):
+    for d, port in enumerate(ports):
         lines.append(f"  - name: dev{d}\n    bus: net\n    port: {port}\n    unit_id: 1\n"
                      "    interval_ms: 10\n    timeout_ms: 10\n    points:")
         address = 0
@@ -143,10 +141,13 @@ async def main() -> None:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.yaml"
-        path.write_text(site_yaml(args.devices, args.tags, tmp))
+        held = {s.getsockname()[1]: s for s in (listening_socket() for _ in range(args.devices))}
+        path.write_text(site_yaml(list(held), args.tags, tmp))
         loaded = load_config(path)
-        sim = SimPlantProcess(plant_specs(loaded), processes=1)
+        sim = SimPlantProcess(plant_specs(loaded), processes=1, sockets=held)
         await sim.start()
+        for sock in held.values():
+            sock.close()  # the simulator's child has its own copy
         try:
             ours = await run_appliance(loaded, seconds, 2.0)
             base = await run_pymodbus(loaded, seconds, 2.0, paced=True)

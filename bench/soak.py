@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -88,9 +89,18 @@ class Appliance:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edge.cli.main", "run", str(self.config), "--no-status", cwd=ROOT, env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=logf)
+            stdout=logf, stderr=logf)  # stdout: "appliance started: ... API at URL" (ports chosen at start)
         logf.close()
         self.runs.append({"pid": self.proc.pid, "start": time.time(), "rss": [], "killed": False})
+
+    def api_url(self) -> str | None:
+        """The HTTP API of the running appliance (it takes any free port at each start), from its log."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return None
+        found = re.findall(r"^appliance started: .*API at (http://\S+?)(?:,|$)", text, re.M)
+        return found[-1] if found else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
@@ -155,24 +165,27 @@ def health(url: str, source: str, field: str, start: float, end: float) -> tuple
 async def run_soak(duration: float, tmp: Path) -> dict:
     from tsdb import VictoriaMetrics
 
-    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.plant import listening_socket
     from drivers.modbus.sim.process import SimPlantProcess
     from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
     vm = VictoriaMetrics(tmp / "vm")
     vm.start()
+    plc, gateway = listening_socket(), listening_socket()  # held until the simulator serves on them
     env = {**os.environ, "EDGE_RUN_DIR": str(tmp / "run"), "EDGE_DATA_DIR": str(tmp / "data"),
-           "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
-           "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(free_port())}
+           "EDGE_DEMO_PLC_PORT": str(plc.getsockname()[1]), "EDGE_DEMO_GATEWAY_PORT": str(gateway.getsockname()[1]),
+           "EDGE_DEMO_OPCUA_PORT": "0", "EDGE_DEMO_API_PORT": "0"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("EDGE_")})
     config = soak_config(tmp, vm.url)
     good_config = config.read_text()
     loaded = load_config(config)
     (tmp / "run").mkdir(parents=True, exist_ok=True)
     serial = next(b.port for b in loaded.config.buses if b.type == "modbus_rtu")
-    sim = SimPlantProcess(plant_specs(loaded))
+    sim = SimPlantProcess(plant_specs(loaded), sockets={s.getsockname()[1]: s for s in (plc, gateway)})
     await sim.start()
+    plc.close()  # the simulator's child has its own copies
+    gateway.close()
     app = Appliance(config, env, tmp / "appliance.log")
     events: list[dict] = []
     crashed: list[str] = []

@@ -70,7 +70,7 @@ def backlog_age_s(db: Path) -> float:
 async def run(args: argparse.Namespace, tmp: Path) -> dict:
     from tsdb import VictoriaMetrics
 
-    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.plant import listening_socket
     from drivers.modbus.sim.process import SimPlantProcess
     from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
@@ -78,9 +78,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict:
     probe_dir = tmp / "probe"
     vm = VictoriaMetrics(tmp / "vm")
     vm.start()
+    plc, gateway = listening_socket(), listening_socket()  # held until the simulator serves on them
     env = {**os.environ, "EDGE_RUN_DIR": str(tmp / "run"), "EDGE_DATA_DIR": str(tmp / "data"),
-           "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
-           "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(free_port()),
+           "EDGE_DEMO_PLC_PORT": str(plc.getsockname()[1]), "EDGE_DEMO_GATEWAY_PORT": str(gateway.getsockname()[1]),
+           "EDGE_DEMO_OPCUA_PORT": "0", "EDGE_DEMO_API_PORT": "0",
            "EDGE_MEMPROBE_DIR": str(probe_dir)}
     if args.tracemalloc:
         env["EDGE_MEMPROBE_TRACEMALLOC"] = str(args.tracemalloc)
@@ -88,8 +89,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict:
     config = soak.soak_config(tmp, vm.url)
     loaded = load_config(config)
     (tmp / "run").mkdir(parents=True, exist_ok=True)
-    sim = SimPlantProcess(plant_specs(loaded))
+    sim = SimPlantProcess(plant_specs(loaded), sockets={s.getsockname()[1]: s for s in (plc, gateway)})
     await sim.start()
+    plc.close()  # the simulator's child has its own copies
+    gateway.close()
     app = ProbedAppliance(config, env, tmp / "appliance.log")
     control = probe_dir / "control"
     db = tmp / "data" / "spool.db"

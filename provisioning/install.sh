@@ -74,6 +74,9 @@ case "$config_path" in /*) ;; *) die "--config-path must be an absolute path, go
 [ -d "$plugins" ] || die "--plugins: no such directory $plugins"
 root="${root%/}"
 command -v "$python" >/dev/null || die "no Python interpreter $python (pass --python)"
+# before anything is created: a wrong --from must not cost a virtual environment
+{ [ -f "$from" ] && [[ "$from" == *.whl ]]; } || [ -f "$from/setup.py" ] \
+  || die "--from must be a .whl file or a checkout with setup.py, got $from"
 
 venv="$prefix/venv"
 pip_args=(-q --disable-pip-version-check)

@@ -34,8 +34,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-extra=""
-[ $want_test = 1 ] && extra="[test]"
+# An environment made before the Grafana client was dropped holds urllib3-future, which overwrote
+# urllib3's files (docs/decisions.md, "Dependencies"): remove it and put the real urllib3 back.
+if .venv/bin/python -m pip show -q urllib3-future >/dev/null 2>&1; then
+  echo "setup: removing grafana-client, niquests and urllib3-future (a fork that replaced urllib3); restoring urllib3"
+  .venv/bin/python -m pip uninstall -q -y grafana-client niquests urllib3-future
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps "urllib3>=1.26"
+fi
+extra="[grafana]"  # the dashboards' SDK: only `edge grafana` needs it (a plain `pip install .` has no extras)
+[ $want_test = 1 ] && extra="[test,grafana]"
 echo "setup: installing the appliance$extra (builds the Cython aggregator)"
 .venv/bin/python -m pip install -q -e ".$extra"
 

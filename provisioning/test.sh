@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 bash provisioning/setup.sh --test
 echo "test: ruff check"
 .venv/bin/ruff check .
+echo "test: mypy"
+.venv/bin/mypy
 echo "test: pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

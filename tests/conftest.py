@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+import re
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from drivers.modbus.sim.plant import SimPlant
+from drivers.modbus.sim.plant import SimPlant, listening_socket
 from drivers.modbus.simulation import plant_specs
 from edge.config.loader import LoadedConfig, load_config
 from edge.runtime.app import Appliance
@@ -27,6 +29,80 @@ def _no_log_handlers_left_behind():
     yield
     for handler in [h for h in root.handlers if h not in before]:
         root.removeHandler(handler)
+
+
+class HeldPorts:
+    """Free loopback ports for simulated devices, held (a listening socket each) from the moment a
+    test names them until the simulator serves on them: never bind-and-close to find a port.
+
+    ``{port:NAME}`` in a site's YAML text (``make_site``, :meth:`fill`) becomes NAME's port; the
+    same name gives the same port for the whole test."""
+
+    REF = re.compile(r"\{port:([A-Za-z0-9_.-]+)\}")
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, socket.socket] = {}
+        self._adopted: set[int] = set()
+
+    def port(self, name: str) -> int:
+        sock = self.sockets.get(name)
+        if sock is None:
+            sock = self.sockets[name] = listening_socket()
+        return int(sock.getsockname()[1])
+
+    def fill(self, text: str) -> str:
+        return self.REF.sub(lambda m: str(self.port(m.group(1))), text)
+
+    def take(self, ports: set[int]) -> dict[int, socket.socket]:
+        """The held sockets of ``ports`` not yet handed to a server (each is handed over once)."""
+        out = {}
+        for sock in self.sockets.values():
+            port = sock.getsockname()[1]
+            if port in ports and port not in self._adopted:
+                out[port] = sock
+                self._adopted.add(port)
+        return out
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+
+@pytest.fixture(scope="session")
+def fresh_clone_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The appliance's wheel, built by pip from a fresh clone of this repository (its committed state):
+    one build of the compiled extensions for every test that needs a wheel."""
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("wheel")
+    clone = base / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                          str(base / "dist"), str(clone)], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [wheel] = (base / "dist").glob("*.whl")
+    return wheel
+
+
+@pytest.fixture
+def held_ports() -> Iterator[HeldPorts]:
+    held = HeldPorts()
+    yield held
+    held.close()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port where connections are refused for the whole test: bound but not listening,
+    and held, so no other server can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+def tcp_ports(specs: list) -> set[int]:
+    return {s.transport.port for s in specs if hasattr(s.transport, "port") and isinstance(s.transport.port, int)}
 
 
 @dataclass
@@ -47,21 +123,24 @@ class Site:
 
 
 @pytest.fixture
-async def make_site(tmp_path: Path) -> AsyncIterator[Callable]:
+async def make_site(tmp_path: Path, held_ports: HeldPorts) -> AsyncIterator[Callable]:
     """``site = await make_site(yaml_text, start_app=True)``: simulator + appliance for a config.
 
-    ``{tmp}`` in the text is replaced by a temporary folder (serial pty paths, data dir).
+    ``{tmp}`` in the text is replaced by a temporary folder (serial pty paths, data dir),
+    ``{port:NAME}`` by a free loopback port held for the simulator (fixture ``held_ports``).
+    The appliance's own servers (OPC UA, API) take port 0 and report the port they got.
     """
     started: list[tuple[SimPlant, Appliance]] = []
 
     async def make(text: str, start_app: bool = True) -> Site:
         path = tmp_path / "edge.yaml"
-        text = text.replace("{tmp}", str(tmp_path))
+        text = held_ports.fill(text.replace("{tmp}", str(tmp_path)))
         if "runtime:" not in text:
             text += f"\nruntime: {{data_dir: {tmp_path}/data, status_interval_s: 0.2}}\n"
         path.write_text(text)
         loaded = load_config(path)
-        sim = SimPlant(plant_specs(loaded))
+        specs = plant_specs(loaded)
+        sim = SimPlant(specs, sockets=held_ports.take(tcp_ports(specs)))
         await sim.start()
         app = Appliance(loaded)
         started.append((sim, app))

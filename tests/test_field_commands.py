@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.modbus.sim.plant import free_port
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,8 +46,8 @@ devices:
 """
 
 
-async def test_read_write_scan_and_probe(make_site):
-    port = free_port()
+async def test_read_write_scan_and_probe(make_site, held_ports):
+    port = held_ports.port("net")  # held until the simulator serves on it
     site = await make_site(site_text(port), start_app=False)
     config = str(site.loaded.path)
     code, out = await edge("read", config, "meter")
@@ -77,9 +75,9 @@ async def test_read_write_scan_and_probe(make_site):
     assert "float32" in best and "DCBA" in best and "42.25" in best, out
 
 
-async def test_read_computes_the_plugins_derived_tags(make_site):
+async def test_read_computes_the_plugins_derived_tags(make_site, held_ports):
     """`edge read` shows a plugin's derived tags, computed by its hooks from what was just read."""
-    port = free_port()
+    port = held_ports.port("net")  # held until the simulator serves on it
     site = await make_site(f"""
 site: {{name: t}}
 plugins_dir: {REPO / "plugins"}
@@ -104,12 +102,12 @@ devices:
     assert code == 0 and out.strip().startswith("motor_load") and len(out.strip().splitlines()) == 1, out
 
 
-async def test_read_json_over_an_address_hole_full_precision_and_booleans(make_site):
+async def test_read_json_over_an_address_hole_full_precision_and_booleans(make_site, held_ports):
     """Issue 16 point 6 / issue 14 point 7. Before: `edge read` read each block once without the
     poller, so a block spanning a hole the device refuses showed its tags as exception 02 (the
     running appliance learns the hole and reads them all), and it printed 6 significant digits
     (1.96402e+08 Wh)."""
-    port = free_port()
+    port = held_ports.port("net")  # held until the simulator serves on it
     site = await make_site(f"""
 site: {{name: t}}
 buses:

@@ -10,10 +10,9 @@ from pathlib import Path
 from asyncua import Client, ua
 from harness import server_pki, wait_until
 
-from drivers.modbus.sim.plant import free_port
 
-
-def site_text(plc_port: int, opc_port: int, users: str) -> str:
+def site_text(users: str) -> str:
+    """The PLC on a port held for the simulator (``{port:plc}``, see make_site); OPC UA on any free port."""
     pki = server_pki(Path(users).parent)
     return f"""
 site: {{name: line2}}
@@ -21,7 +20,7 @@ buses: [{{name: net, type: modbus_tcp, timeout_ms: 100}}]
 devices:
   - name: plc
     bus: net
-    port: {plc_port}
+    port: {{port:plc}}
     interval_ms: 100
     offline_after_failures: 2
     backoff_max_s: 1
@@ -31,7 +30,7 @@ devices:
       - {{name: setpoint, address: 2, type: float32, unit: degC, range: [0, 200], writable: true}}
 outputs:
   opcua:
-    endpoint: opc.tcp://127.0.0.1:{opc_port}/edge
+    endpoint: opc.tcp://127.0.0.1:0/edge
     security_policies: [None]
     allow_security_none: true
     users_file: {users}
@@ -45,10 +44,9 @@ async def test_client_sees_poll_values_quality_and_writes_reach_the_device(make_
     users = tmp_path / "users.txt"
     add_user(users, "olga", "operator", "operator-password")
     add_user(users, "vic", "viewer", "viewer-password")
-    opc_port = free_port()
-    site = await make_site(site_text(free_port(), opc_port, str(users)))
+    site = await make_site(site_text(str(users)))
     assert await wait_until(lambda: site.diag("plc").polls_ok >= 3, 5)
-    url = f"opc.tcp://127.0.0.1:{opc_port}/edge"
+    url = site.app.outputs.opcua.endpoint_url
     client = Client(url, timeout=10)
     client.set_user("olga")
     client.set_password("operator-password")
@@ -108,7 +106,7 @@ buses: [{{name: net, type: modbus_tcp, timeout_ms: 100}}]
 devices:
   - name: room
     bus: net
-    port: {plc_port}
+    port: {{port:room}}
     interval_ms: 100
     points:
       - {{name: temperature, address: 0, type: int16, scale: 0.1, unit: degC, sim: {{kind: constant, value: 84.6}},
@@ -119,7 +117,7 @@ devices:
       - {{name: count, address: 3, type: uint16, sim: {{kind: constant, value: 7}}}}
 outputs:
   opcua:
-    endpoint: opc.tcp://127.0.0.1:{opc_port}/edge
+    endpoint: opc.tcp://127.0.0.1:0/edge
     security_policies: [None]
     allow_security_none: true
     users_file: {users}
@@ -135,11 +133,9 @@ async def test_scaled_integers_reach_clients_as_doubles_with_their_decimals(make
 
     users = tmp_path / "users.txt"
     add_user(users, "olga", "operator", "operator-password")
-    opc_port = free_port()
-    site = await make_site(SCALED_SITE.format(plc_port=free_port(), opc_port=opc_port, users=users,
-                                              pki=server_pki(tmp_path)))
+    site = await make_site(SCALED_SITE.format(users=users, pki=server_pki(tmp_path)))
     assert await wait_until(lambda: site.diag("room").polls_ok >= 3, 5)
-    client = Client(f"opc.tcp://127.0.0.1:{opc_port}/edge", timeout=10)
+    client = Client(site.app.outputs.opcua.endpoint_url, timeout=10)
     client.set_user("olga")
     client.set_password("operator-password")
     async with client:

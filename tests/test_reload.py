@@ -3,45 +3,47 @@ rejected whole; SIGHUP and `edge reload` drive the same path in a running `edge 
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from harness import wait_until
 
-from drivers.modbus.sim.plant import free_port
 from edge.config.loader import load_config
 from edge.core.model import Quality
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def config(port_a: int, port_b: int) -> str:
-    return f"""
-site: {{name: t}}
+def config() -> str:
+    return """
+site: {name: t}
 buses:
-  - {{name: rs485, type: modbus_rtu, port: '{{tmp}}/ttyR', baud: 38400, timeout_ms: 100}}
-  - {{name: net, type: modbus_tcp, timeout_ms: 100}}
+  - {name: rs485, type: modbus_rtu, port: '{tmp}/ttyR', baud: 38400, timeout_ms: 100}
+  - {name: net, type: modbus_tcp, timeout_ms: 100}
 devices:
   - name: a
     bus: net
-    port: {port_a}
+    port: {port:a}
     interval_ms: 100
     points:
-      - {{name: x, address: 0, sim: {{kind: constant, value: 1}}}}
-      - {{name: y, address: 1, sim: {{kind: constant, value: 2}}}}
+      - {name: x, address: 0, sim: {kind: constant, value: 1}}
+      - {name: y, address: 1, sim: {kind: constant, value: 2}}
   - name: b
     bus: net
-    port: {port_b}
+    port: {port:b}
     interval_ms: 200
     points:
-      - {{name: z, address: 0, sim: {{kind: constant, value: 3}}}}
+      - {name: z, address: 0, sim: {kind: constant, value: 3}}
   - name: s
     bus: rs485
     unit_id: 4
     interval_ms: 100
     points:
-      - {{name: w, address: 0, sim: {{kind: constant, value: 4}}}}
+      - {name: w, address: 0, sim: {kind: constant, value: 4}}
 """
 
 
@@ -58,8 +60,7 @@ class Recorder:
 
 
 async def test_reload_keeps_unchanged_devices_polling_without_a_gap(make_site, tmp_path):
-    pa, pb = free_port(), free_port()
-    site = await make_site(config(pa, pb))
+    site = await make_site(config())
     app = site.app
     assert await wait_until(lambda: all(rt.diag.polls_ok >= 2 for rt in app.devices.values()), 5)
     rec_a, rec_s = Recorder("a"), Recorder("s")
@@ -89,7 +90,7 @@ async def test_reload_keeps_unchanged_devices_polling_without_a_gap(make_site, t
 
 
 async def test_invalid_config_is_rejected_whole_and_the_running_one_stays(make_site):
-    site = await make_site(config(free_port(), free_port()))
+    site = await make_site(config())
     assert await wait_until(lambda: site.diag("a").polls_ok >= 2, 5)
     path = site.loaded.path
     good = path.read_text()
@@ -108,7 +109,7 @@ async def run_edge(*args: str, **kw) -> asyncio.subprocess.Process:
 
 
 async def test_sighup_through_edge_reload(make_site):
-    site = await make_site(config(free_port(), free_port()), start_app=False)
+    site = await make_site(config(), start_app=False)
     path = str(site.loaded.path)
     proc = await run_edge("--log-level", "info", "run", path, "--no-status", "--duration", "20")
     try:
@@ -141,3 +142,77 @@ async def test_sighup_through_edge_reload(make_site):
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
     assert proc.returncode == 0
+
+
+async def test_the_configuration_is_loaded_off_the_loop_at_a_reload(make_site, monkeypatch):
+    """SIGHUP loads and validates the file in a worker thread (about 11 s for 50,000 points in one
+    file), so the loop keeps polling meanwhile; the loaded configuration is then applied on the loop."""
+    import threading
+
+    from edge.cli.commands import run as run_command
+    from edge.runtime import reload as reload_module
+
+    site = await make_site(config())
+    threads: list[str] = []
+
+    def recording_load(*args, **kw):
+        threads.append(threading.current_thread().name)
+        return load_config(*args, **kw)
+
+    monkeypatch.setattr(reload_module, "load_config", recording_load)
+    assert await run_command.reload_config(site.app, str(site.loaded.path)) is True
+    assert threads and threads[0] != threading.main_thread().name
+
+
+def stranger() -> subprocess.Popen:
+    """A process that SIGHUP would end (sleep's default action)."""
+    return subprocess.Popen(["sleep", "60"])
+
+
+def test_edge_reload_does_not_signal_a_process_that_is_not_the_appliance(tmp_path):
+    """Regression (issue 18): a pid file left behind named a pid that another program may get;
+    `edge reload` sent it SIGHUP (which ends most programs)."""
+    site = tmp_path / "edge.yaml"
+    site.write_text(SMALL_SITE.format(data=tmp_path / "data", endpoint=""))
+    other = stranger()
+    try:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "edge.pid").write_text(f"{other.pid}\n")
+        r = subprocess.run([sys.executable, "-m", "edge.cli.main", "reload", str(site)], capture_output=True,
+                           text=True, timeout=60, cwd=REPO)
+        assert r.returncode == 1 and "is not a running edge appliance" in r.stderr, r.stderr
+        time.sleep(0.2)
+        assert other.poll() is None  # still running: nothing was signalled
+    finally:
+        other.kill()
+        other.wait(5)
+
+
+SMALL_SITE = """
+site: {{name: t}}
+buses: [{{name: net, type: modbus_tcp, host: 127.0.0.1, port: 9, timeout_ms: 100}}]
+devices: [{{name: d, bus: net, interval_ms: 1000, points: [{{name: x, address: 0}}]}}]
+runtime: {{data_dir: '{data}'}}
+{endpoint}
+"""
+
+
+def test_a_failed_start_leaves_no_pid_file_and_says_why_in_one_line(tmp_path):
+    """Regression (issue 18): the pid file was written before the start and left behind when it failed,
+    so a later `edge reload` would signal whatever process got that pid."""
+    with socket.socket() as taken:  # the OPC UA port is in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        opcua = (f"outputs: {{opcua: {{endpoint: 'opc.tcp://127.0.0.1:{port}/edge', security_policies: [None], "
+                 "allow_security_none: true, anonymous: true}}")
+        site = tmp_path / "edge.yaml"
+        site.write_text(SMALL_SITE.format(data=tmp_path / "data", endpoint=opcua))
+        r = subprocess.run([sys.executable, "-m", "edge.cli.main", "run", str(site), "--no-status",
+                            "--duration", "30"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert not (tmp_path / "data" / "edge.pid").exists()
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("edge run: error: the appliance did not start:") and str(port) in last, r.stderr
+    assert "Traceback" not in r.stderr
+

@@ -12,7 +12,6 @@ import time
 from harness import wait_until
 from test_reload import Recorder, config, run_edge
 
-from drivers.modbus.sim.plant import free_port
 from edge.runtime.reload import reload_appliance
 from tests.fixtures.tsdb import VictoriaMetrics
 
@@ -22,7 +21,7 @@ async def test_reload_onto_a_new_influxdb_url_delivers_there(make_site, tmp_path
     vm1.start()
     vm2.start()
     try:
-        text = config(free_port(), free_port()) + (
+        text = config() + (
             f"outputs:\n  influxdb: {{url: '{vm1.url}', bucket: edge, batch_max_age_ms: 100}}\n")
         site = await make_site(text)
         app = site.app
@@ -54,7 +53,7 @@ async def test_reload_onto_a_new_influxdb_url_delivers_there(make_site, tmp_path
 
 
 async def test_unknown_plugin_is_refused_in_process_and_the_devices_keep_polling(make_site):
-    site = await make_site(config(free_port(), free_port()))
+    site = await make_site(config())
     app = site.app
     assert await wait_until(lambda: site.diag("b").polls_ok >= 2, 5)
     path = site.loaded.path
@@ -68,7 +67,7 @@ async def test_unknown_plugin_is_refused_in_process_and_the_devices_keep_polling
 
 
 async def test_unknown_plugin_is_refused_by_sighup_as_by_edge_reload(make_site):
-    site = await make_site(config(free_port(), free_port()), start_app=False)
+    site = await make_site(config(), start_app=False)
     path = str(site.loaded.path)
     proc = await run_edge("--log-level", "info", "run", path, "--no-status", "--duration", "30")
     lines: list[str] = []

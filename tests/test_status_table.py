@@ -12,11 +12,12 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import DemoEnv
 
-from drivers.modbus.sim.plant import free_port
 from edge.cli.commands.run import PollRate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,10 +25,10 @@ HEADER = re.compile(r"^device\s+bus\s+state\s+polls/s", re.M)
 
 
 @pytest.fixture
-def demo_env(tmp_path) -> dict[str, str]:
-    return {**os.environ, "EDGE_RUN_DIR": str(tmp_path / "run"), "EDGE_DATA_DIR": str(tmp_path / "data"),
-            "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
-            "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(free_port())}
+def demo_env(tmp_path) -> Iterator[dict[str, str]]:
+    ports = DemoEnv(tmp_path)  # the simulated devices' ports reserved for the test; OPC UA and API on port 0
+    yield {**os.environ, **ports}
+    ports.close()
 
 
 class Tmux:

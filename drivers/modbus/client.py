@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from pymodbus.framer.rtu import FramerRTU
 from pymodbus.framer.socket import FramerSocket
-from pymodbus.pdu import DecodePDU
+from pymodbus.pdu import DecodePDU, ModbusPDU
 from pymodbus.pdu.bit_message import (
     ReadCoilsRequest,
     ReadDiscreteInputsRequest,
@@ -301,6 +301,7 @@ class Transport:
         return np.frombuffer(data, dtype=">u2")  # a view of the frame: the codec gathers bytes from it
 
     async def write_registers(self, unit: int, address: int, values: Sequence[int], timeout_s: float) -> None:
+        request: ModbusPDU
         if len(values) == 1:
             request = WriteSingleRegisterRequest(address=address, registers=[int(values[0])])
         else:
@@ -308,13 +309,14 @@ class Transport:
         await self._write(unit, request, timeout_s)
 
     async def write_coils(self, unit: int, address: int, values: Sequence[bool], timeout_s: float) -> None:
+        request: ModbusPDU
         if len(values) == 1:
             request = WriteSingleCoilRequest(address=address, bits=[bool(values[0])])
         else:
             request = WriteMultipleCoilsRequest(address=address, bits=[bool(v) for v in values])
         await self._write(unit, request, timeout_s)
 
-    async def _write(self, unit: int, request, timeout_s: float) -> None:
+    async def _write(self, unit: int, request: ModbusPDU, timeout_s: float) -> None:
         pdu = bytes([request.function_code]) + request.encode()
         answer = await self.transact(unit, pdu, timeout_s)
         if answer[1:5] != pdu[1:5]:  # FC5/6 echo address+value, FC15/16 echo address+count
@@ -361,7 +363,7 @@ class TcpTransport(Transport):
 class _RtuFraming:
     """RTU framing shared by serial lines and RTU-over-TCP gateways."""
 
-    framer: FramerRTU
+    framer: FramerSocket | FramerRTU  # an FramerRTU (set by the subclasses); declared as Transport declares it
     _protocol: _Protocol | None
 
     def _on_data(self) -> None:
@@ -434,14 +436,16 @@ class SerialTransport(_RtuFraming, Transport):
             transport, protocol = await create_serial_connection(
                 loop, lambda: _Protocol(self), p.port, baudrate=p.baud, bytesize=p.data_bits,
                 parity=p.parity, stopbits=p.stop_bits, timeout=0)
+            assert isinstance(protocol, _Protocol)
             for _ in range(10):  # the transport announces itself through two call_soon hops
                 if protocol.transport is not None:
                     break
                 await asyncio.sleep(0)
         except OSError as exc:
             raise ModbusConnectionError(f"{self.name}: cannot open {p.port}: {exc.strerror}") from None
-        if getattr(transport, "sync_serial", None) is None:
+        serial_port = getattr(transport, "sync_serial", None)  # pymodbus's SerialTransport: the pyserial port
+        if serial_port is None:
             raise ModbusConnectionError(f"{self.name}: cannot open serial port {p.port}")
-        transport.sync_serial.reset_input_buffer()  # bytes left on the line while it was closed
+        serial_port.reset_input_buffer()  # bytes left on the line while it was closed
         self._protocol = protocol
         self.connects += 1

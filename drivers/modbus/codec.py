@@ -21,6 +21,7 @@ import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -64,13 +65,17 @@ _IDENTITY = Scaling(1.0, 0.0, 1.0)
 _TRUE_WORDS = {"1", "true", "on", "yes"}
 _FALSE_WORDS = {"0", "false", "off", "no"}
 
+if TYPE_CHECKING:
+    from drivers.modbus._codec_kernel import RegisterKernel as _Kernel
+
+_kernel_class: type[_Kernel] | None = None  # the compiled decoder, where it is built
 try:  # the compiled block decoder (drivers/modbus/_codec_kernel.pyx); the numpy path is its reference
     from drivers.modbus._codec_kernel import KINDS as _KERNEL_KINDS
     from drivers.modbus._codec_kernel import RegisterKernel, ShortResponse
 
+    _kernel_class = RegisterKernel
     DECODER = "compiled"
 except ImportError as exc:  # not built: every block decodes through numpy (same results, slower)
-    RegisterKernel = None
     DECODER = "numpy"
     warnings.warn(f"drivers.modbus.codec: compiled block decoder not available ({exc}); decoding with numpy, "
                   "which costs several times the CPU. Build with `pip install .`.", RuntimeWarning, stacklevel=2)
@@ -258,15 +263,18 @@ class BlockCodec:
             self._compile_registers()
             self._compile_checks()
         self._compile_scaling()
-        self._kernel = self._compile_kernel() if compiled and RegisterKernel is not None else None
+        self._kernel = self._compile_kernel() if compiled and _kernel_class is not None else None
 
-    def _compile_kernel(self):
+    def _compile_kernel(self) -> _Kernel | None:
         """The compiled decoder's arrays: per point its kind, the wire positions of bytes A..,
         bit shift, sentinel patterns and the position of its scale factor."""
-        if self.table.is_bits:
+        if self.table.is_bits or _kernel_class is None:
             return None
-        kinds, positions, starts, shifts = [], [], [0], []
-        invalid, inv_starts, sf_pos = [], [0], []
+        kinds: list[int] = []
+        positions: list[int] = []
+        starts, shifts = [0], []
+        invalid: list[int] = []
+        inv_starts, sf_pos = [0], []
         for p in self.points:
             base = 2 * (p.address - self.start)
             if p.dtype in _NP_DTYPE:
@@ -282,10 +290,10 @@ class BlockCodec:
             invalid.extend(p.invalid)
             inv_starts.append(len(invalid))
             sf_pos.append(-1 if p.sf_address is None else 2 * (p.sf_address - self.start))
-        return RegisterKernel(kinds, positions, starts, shifts, self._mul, self._add, self._div, self._low, self._high,
-                              self._clip_low, self._clip_high, self._scaled, self._clamps, int(_OUT_OF_RANGE),
-                              2 * self.count, np.array(invalid, dtype=np.uint64), inv_starts, sf_pos, int(_SENSOR),
-                              POW10)
+        return _kernel_class(kinds, positions, starts, shifts, self._mul, self._add, self._div, self._low, self._high,
+                             self._clip_low, self._clip_high, self._scaled, self._clamps, int(_OUT_OF_RANGE),
+                             2 * self.count, np.array(invalid, dtype=np.uint64), inv_starts, sf_pos, int(_SENSOR),
+                             POW10)
 
     def _compile_registers(self) -> None:
         """Lay out the staging array: fixed-size types grouped by type, then bits by word width,

@@ -15,7 +15,7 @@ from drivers.modbus import checks, cli, resolve, runtime, simulation
 from drivers.modbus.codec import INT_RANGES
 from drivers.modbus.config import BUS_MODELS, ModbusDevice, ModbusManifest, ModbusPluginPoints, ModbusPoint
 from drivers.modbus.points import scaling_of
-from drivers.modbus.sim.plant import SimPlant, free_port
+from drivers.modbus.sim.plant import SimPlant, hold_port
 from edge.config.errors import ConfigIssue
 from edge.driver.protocol import Command, DriverSession, LineLoad, ResolveContext
 
@@ -110,12 +110,12 @@ class ModbusDriver:
         return simulation.sim_hint_problems(plugin)
 
     def plugin_test_site(self, plugin: str, plugins_dir: Path, data_dir: Path, timeout_ms: int) -> dict[str, Any]:
-        """Modbus TCP on a loopback port the simulator will serve (chosen by the OS), unit 1."""
+        """Modbus TCP on a free loopback port held until the simulator serves it (``hold_port``), unit 1."""
         return {
             "site": {"name": "plugin_check"},
             "plugins_dir": str(plugins_dir),
             "runtime": {"data_dir": str(data_dir), "status_interval_s": 1},
-            "buses": [{"name": "check_net", "type": "modbus_tcp", "host": "127.0.0.1", "port": free_port(),
+            "buses": [{"name": "check_net", "type": "modbus_tcp", "host": "127.0.0.1", "port": hold_port(),
                        "timeout_ms": timeout_ms}],
             "devices": [{"name": plugin, "bus": "check_net", "unit_id": 1, "plugin": plugin}],
         }

@@ -18,8 +18,9 @@ back-off (:class:`ReprobePolicy`: first after 30 s, doubling up to 10 min); when
 reads again the hole is forgotten and the device re-planned (:meth:`DevicePlan.heal`).
 ``permanent`` holes (an explicit setting) are never re-probed.
 
-Every plan also fixes the order of the poll's output arrays: ``tag_ids`` lists the readable
-points block after block, then the unreadable ones; each block decodes into its ``slot``.
+Each block decodes into a sample batch of its own (its codec's ``tag_ids``); ``tag_ids`` of the
+plan lists every point of the plan (the readable ones block after block, then those refused
+when the plan was built), so that a reload can renumber them in place.
 """
 from __future__ import annotations
 
@@ -27,20 +28,40 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from drivers.modbus.codec import BlockCodec, check_point
 from drivers.modbus.points import MAX_READ_BITS, MAX_READ_REGISTERS, RegisterPoint, Table
 from drivers.modbus.timing import READ_FC, BusTiming
-from edge.core.model import QUALITY_DTYPE, TAG_ID_DTYPE, VALUE_DTYPE, Quality
+from edge.core.model import TAG_ID_DTYPE
 
 _TABLE_ORDER = {Table.COIL: 0, Table.DISCRETE: 1, Table.HOLDING: 2, Table.INPUT: 3}
+
+
+def _point_order(p: RegisterPoint) -> tuple[int, int, int, int]:
+    """Plan order: table, then the registers' span, then tag id."""
+    return (_TABLE_ORDER[p.table], p.span_start, p.span_end, p.tag_id)
 ADDRESS_SPACE = 65536
 
 
 class PlanError(ValueError):
     """Points that cannot be planned within the limits (the message names the point and the limit)."""
+
+
+
+class _DeviceLimits(Protocol):
+    """The request limits of a device's configuration (drivers.modbus.config.ModbusDevice)."""
+
+    @property
+    def max_registers_per_request(self) -> int: ...
+    @property
+    def max_bits_per_request(self) -> int: ...
+    @property
+    def max_gap(self) -> int: ...
+    @property
+    def one_request_per_tag(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +86,7 @@ class PlanLimits:
             raise ValueError("max_gap and max_gap_bits must be 0 or more")
 
     @classmethod
-    def from_device_config(cls, device: object) -> PlanLimits:
+    def from_device_config(cls, device: _DeviceLimits) -> PlanLimits:
         """From the site config's device model (``max_registers_per_request``, ``max_gap``, ...)."""
         return cls(max_registers=device.max_registers_per_request, max_bits=device.max_bits_per_request,
                    max_gap=device.max_gap, one_per_tag=device.one_request_per_tag)
@@ -197,7 +218,6 @@ class ReadBlock:
     start: int
     count: int
     points: tuple[RegisterPoint, ...]
-    first: int  # index of its first point in the plan's output arrays
     codec: BlockCodec
 
     @property
@@ -207,11 +227,6 @@ class ReadBlock:
     @property
     def end(self) -> int:
         return self.start + self.count
-
-    @property
-    def slot(self) -> slice:
-        """Where this block's values go in the poll's arrays (see :attr:`PollPlan.tag_ids`)."""
-        return slice(self.first, self.first + len(self.points))
 
     def __repr__(self) -> str:
         return f"ReadBlock(FC{self.function_code} {self.table} {self.start}+{self.count}, {len(self.points)} points)"
@@ -232,12 +247,12 @@ def _clusters(points: Sequence[RegisterPoint], atomic_points: bool) -> list[_Clu
     return out
 
 
-def _block(cluster_run: Sequence[_Cluster], first: int) -> ReadBlock:
+def _block(cluster_run: Sequence[_Cluster]) -> ReadBlock:
     start = cluster_run[0].start
     end = max(c.end for c in cluster_run)
     points = tuple(p for c in cluster_run for p in c.points)
     table = cluster_run[0].table
-    return ReadBlock(table, start, end - start, points, first, BlockCodec(table, start, end - start, points))
+    return ReadBlock(table, start, end - start, points, BlockCodec(table, start, end - start, points))
 
 
 class PollPlan:
@@ -250,20 +265,15 @@ class PollPlan:
         points = list(points)
         for p in points:
             self._check(p)
-        ordered = sorted(points, key=lambda p: (_TABLE_ORDER[p.table], p.span_start, p.span_end, p.tag_id))
+        ordered = sorted(points, key=_point_order)
         clusters = _clusters(ordered, self.limits.one_per_tag)
         refusal = [self.holes.refuses(c.table, c.start, c.end) for c in clusters]
         readable = [c for c, no in zip(clusters, refusal, strict=True) if not no]
         refused = [p for c, no in zip(clusters, refusal, strict=True) if no for p in c.points]
-        self.blocks: list[ReadBlock] = []
-        first = 0
-        for run in self._merge(readable):
-            block = _block(run, first)
-            self.blocks.append(block)
-            first += len(block.points)
+        self.blocks: list[ReadBlock] = [_block(run) for run in self._merge(readable)]
         self.points: tuple[RegisterPoint, ...] = (*(p for b in self.blocks for p in b.points), *refused)
         self.tag_ids = np.array([p.tag_id for p in self.points], dtype=TAG_ID_DTYPE)
-        self._unreadable: list[int] = list(range(first, len(self.points)))
+        self._unreadable: list[RegisterPoint] = refused
 
     def _check(self, p: RegisterPoint) -> None:
         check_point(p)
@@ -304,13 +314,8 @@ class PollPlan:
 
     @property
     def unreadable(self) -> tuple[RegisterPoint, ...]:
-        """Points the device refused even when read alone (Bad_ConfigurationError)."""
-        return tuple(self.points[i] for i in self._unreadable)
-
-    @property
-    def unreadable_index(self) -> np.ndarray:
-        """Positions of the unreadable points in the poll's arrays."""
-        return np.array(self._unreadable, dtype=np.intp)
+        """Points the device refused even when read alone (Bad_ConfigurationError), in address order."""
+        return tuple(sorted(self._unreadable, key=_point_order))
 
     def split(self, block: ReadBlock) -> list[ReadBlock]:
         """Learn from an illegal-address answer to ``block``: replace it and return its replacements.
@@ -328,27 +333,17 @@ class PollPlan:
             span = (block.table, block.start, block.end)
             self.holes.learn("unreadable", span, span)
             del self.blocks[at]
-            self._unreadable.extend(range(block.first, block.first + len(block.points)))
-            self._unreadable.sort()
+            self._unreadable.extend(block.points)
             return []
         k = _cut_index(clusters)
         left, right = clusters[:k], clusters[k:]
         self.holes.learn("cut", (block.table, block.start, block.end),
                          (block.table, max(c.end for c in left), right[0].start))
-        parts = [_block(left, block.first), _block(right, block.first + sum(len(c.points) for c in left))]
+        parts = [_block(left), _block(right)]
         self.blocks[at:at + 1] = parts
         return parts
 
     # ------------------------------------------------------------------------- outputs
-
-    def new_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Fresh (values, quality) arrays for one poll: NaN and Bad_CommunicationError, unreadable
-        points already Bad_ConfigurationError. Each block's success overwrites its slot."""
-        n = len(self.points)
-        values = np.full(n, np.nan, dtype=VALUE_DTYPE)
-        quality = np.full(n, int(Quality.BAD_COMM_ERROR), dtype=QUALITY_DTYPE)
-        quality[self._unreadable] = Quality.BAD_CONFIG_ERROR
-        return values, quality
 
     def reads(self) -> list[tuple[Table, int]]:
         """(table, count) of each request, for the timing model."""

@@ -87,7 +87,8 @@ def resolve_device(dev: ResolvedDevice, issues: list[ConfigIssue]) -> None:
     order = cfg.order
     if "order" not in cfg.model_fields_set and plugin_points is not None:
         order = plugin_points.order
-    invalid_defaults: dict[str, list[Any]] = dict(plugin_points.invalid) if plugin_points is not None else {}
+    invalid_defaults: dict[str, list[Any]] = \
+        {dtype: list(values) for dtype, values in plugin_points.invalid.items()} if plugin_points is not None else {}
     dev.points = expand_named_bits(dev.points, issues)
     out: list[RegisterPoint] = []
     for rp in dev.points:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from drivers.modbus.points import Table
 
@@ -100,6 +101,21 @@ def inter_frame_gap_s(baud: int, parity: str = "N", data_bits: int = 8, stop_bit
     return 3.5 * char_time_s(baud, parity, data_bits, stop_bits)
 
 
+
+@runtime_checkable
+class _SerialSettings(Protocol):
+    """A serial line's settings as the config models carry them (``parity``, ``data_bits``,
+    ``stop_bits`` and ``inter_frame_gap_ms`` are read where present)."""
+
+    @property
+    def baud(self) -> int: ...
+
+
+class _BusKind(Protocol):
+    @property
+    def type(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SerialLine:
     """Character framing and timing of one RS-485 line (or a gateway's serial side)."""
@@ -114,7 +130,7 @@ class SerialLine:
         char_time_s(self.baud, self.parity, self.data_bits, self.stop_bits)  # validates
 
     @classmethod
-    def from_config(cls, cfg: object) -> SerialLine:
+    def from_config(cls, cfg: _SerialSettings) -> SerialLine:
         """From any object with ``baud``, ``parity``, ``data_bits``, ``stop_bits``, ``inter_frame_gap_ms``."""
         return cls(baud=cfg.baud, parity=getattr(cfg, "parity", "N"), data_bits=getattr(cfg, "data_bits", 8),
                    stop_bits=getattr(cfg, "stop_bits", 1),
@@ -174,10 +190,10 @@ class BusTiming:
             raise ValueError("a modbus_rtu bus needs its serial line (baud, parity, data and stop bits)")
 
     @classmethod
-    def from_bus_config(cls, bus: object, turnaround_ms: float = 0.0) -> BusTiming:
+    def from_bus_config(cls, bus: _BusKind, turnaround_ms: float = 0.0) -> BusTiming:
         """From the site config's bus model (``type`` plus the serial fields where it has them)."""
         kind = bus.type
-        line = SerialLine.from_config(bus) if hasattr(bus, "baud") else None
+        line = SerialLine.from_config(bus) if isinstance(bus, _SerialSettings) else None
         return cls(kind=kind, line=line, turnaround_ms=turnaround_ms)
 
     def transaction_s(self, fc: int, count: int, pause_ms: float = 0.0) -> float:
@@ -186,6 +202,7 @@ class BusTiming:
         if self.kind == "modbus_tcp":
             return tcp_transaction_s(fc, count, self.network_ms, self.turnaround_ms) + pause
         if self.kind == "modbus_rtu":
+            assert self.line is not None  # __post_init__ requires it
             return self.line.transaction_s(fc, count, self.turnaround_ms) + pause
         if self.line is None:
             return tcp_transaction_s(fc, count, self.network_ms, self.turnaround_ms, rtu_framing=True) + pause

@@ -27,10 +27,9 @@ def _disk(point: SystemPoint, field: str) -> float:
 
 
 def _net(point: SystemPoint, field: str) -> float:
-    if point.nic is None:
-        counters = psutil.net_io_counters()
-    else:
-        counters = psutil.net_io_counters(pernic=True).get(point.nic)
+    # one NIC's counters (None if it is gone), or every NIC's together
+    counters = psutil.net_io_counters(pernic=True).get(point.nic) if point.nic is not None else \
+        psutil.net_io_counters()
     if counters is None:
         return math.nan
     if field == "errors":

@@ -25,7 +25,7 @@ try:
 
     ACTIVE_IMPL = "cython"
 except ImportError as exc:  # the extension is not built: fall back to the twin, say so once
-    from edge.aggregate.pyring import RingStore, downsample_arrays  # type: ignore[assignment]
+    from edge.aggregate.pyring import RingStore, downsample_arrays
 
     ACTIVE_IMPL = "python"
     warnings.warn(

@@ -11,7 +11,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
@@ -193,7 +193,7 @@ def device_out(intel: "Intelligence", d) -> DeviceOut:
                      holes=d.holes, unreadable_points=d.unreadable_points, holes_detail=list(d.holes_detail))
 
 
-def value_problem(tag: TagInfo, value: object) -> str | None:
+def value_problem(tag: TagInfo, value: bool | int | float | str) -> str | None:
     """Why ``value`` cannot be written to ``tag`` (None if it can): checked before the device is asked."""
     if tag.dtype == "string":
         return None if isinstance(value, str) else f"{tag.key} is a string tag: send text"
@@ -246,6 +246,13 @@ async def strict_query(request: Request) -> None:
 
 
 def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are listed in one place
+    """The API over one Intelligence (and its appliance).
+
+    Every route and dependency that reads or changes appliance state (devices, tags, alarms,
+    rules, tokens, counters) is ``async def``: FastAPI runs those on the appliance's loop, which
+    owns that state (docs/decisions.md, "Concurrency contract"); a plain ``def`` would run in
+    FastAPI's worker threads, next to the loop mutating the same objects. Blocking work (the
+    spool's history query) goes to a thread from there (``asyncio.to_thread``)."""
     api = FastAPI(dependencies=[Depends(strict_query)], title="Edge appliance API", version="1", description=__doc__,
                   openapi_url="/openapi.json", docs_url=None, redoc_url=None, responses=ERRORS)
     api.add_middleware(BodyLimit, limit=lambda: intel.config.max_body_bytes, count=intel.count_refused)
@@ -388,10 +395,10 @@ def create_app(intel: "Intelligence") -> FastAPI:  # noqa: C901 - the routes are
         address = request.client.host if request.client else ""
         user, role = "anonymous", ""
 
-        def refuse(code: int, status: WriteStatus, detail: str, headers: dict[str, str] | None = None) -> NoReturn:
+        def refuse(code: int, status: WriteStatus, detail: str, headers: Mapping[str, str] | None = None) -> NoReturn:
             intel.app.writes.refuse(key, body.value, user, "api", role, status, detail, address=address,
                                     http_status=code)
-            raise HTTPException(code, detail, headers=headers)
+            raise HTTPException(code, detail, headers=dict(headers) if headers else None)
 
         try:
             who = await operator(await caller(creds))

@@ -33,7 +33,7 @@ class HeadTimeoutH11(H11Protocol):
     head_timeout_s = HEAD_TIMEOUT_S
     closed_slow = 0  # connections closed because their request head did not come in time (all servers)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_expired)
 
@@ -94,7 +94,8 @@ class ApiServer:
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False, http=HeadTimeoutH11,
                                 limit_concurrency=self.max_connections, **ssl)  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
-        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign] - the appliance owns signals
+        # the appliance owns the signals: uvicorn must not install its handlers
+        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]), name="api")
         for _ in range(200):  # bounded: at most ~2 s for uvicorn to start listening
             if self.server.started or self.task.done():

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edge.aggregate.engine import Aggregator
+from edge.config.aggregate import TagAggregateConfig
 from edge.config.errors import ConfigIssue
 from edge.config.intelligence_checks import check_intelligence
 from edge.config.mqtt import check_mqtt
-from edge.config.resolved import LoadedConfig, ResolvedDevice
+from edge.config.resolved import LoadedConfig, ResolvedDevice, ResolvedPoint
 from edge.core.model import TagInfo
 from edge.driver.protocol import Driver, LineLoad
 
@@ -89,7 +90,10 @@ def _files(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
 
 def _aggregates(loaded: LoadedConfig, issues: list[ConfigIssue]) -> None:
     """What the aggregator would refuse at start-up: ring capacity, OPC UA statistics, memory."""
-    tags, configs, where = {}, {}, {}  # the plant is not built yet: number the aggregated tags here
+    # the plant is not built yet: number the aggregated tags here
+    tags: dict[int, TagInfo] = {}
+    configs: dict[int, TagAggregateConfig] = {}
+    where: dict[int, ResolvedPoint] = {}
     for dev in loaded.devices:
         for rp in dev.points:
             if rp.point.aggregate is not None and rp.point.group in dev.poll_groups:

@@ -13,6 +13,7 @@ from edge.config.errors import ConfigIssue
 from edge.intelligence.expressions import INTEGER_TYPES, ExpressionError, TagType, compile_expression
 
 if TYPE_CHECKING:
+    from edge.config.intelligence import WriteValue
     from edge.config.resolved import LoadedConfig
 
 
@@ -125,7 +126,7 @@ def _check_rules(loaded: LoadedConfig, rules, tags: dict[str, TagSpec], issues: 
         if r.name in seen:
             issues.append(src.issue(("rules", i, "name"), f"duplicate rule name (also rules[{seen[r.name]}])", r.name))
         seen.setdefault(r.name, i)
-        exprs = [(("rules", i, "when"), r.when)]
+        exprs: list[tuple[tuple[str | int, ...], str]] = [(("rules", i, "when"), r.when)]
         if r.release_when:
             exprs.append((("rules", i, "release_when"), r.release_when))
         exprs += [(("rules", i, "interlocks", j, "when"), lock.when) for j, lock in enumerate(r.interlocks)]
@@ -141,7 +142,7 @@ def _check_rules(loaded: LoadedConfig, rules, tags: dict[str, TagSpec], issues: 
                     issues.append(src.issue(("rules", i, section, key), problem, value))
 
 
-def write_problem(spec: TagSpec | None, key: str, value: object) -> str | None:
+def write_problem(spec: TagSpec | None, key: str, value: WriteValue) -> str | None:
     """Why a rule may not write ``value`` to ``key`` (None if it may)."""
     if spec is None:
         return f"unknown tag {key}: write 'device.tag' of a configured point"

@@ -55,10 +55,11 @@ def load_config(path: str | Path, env: dict[str, str] | None = None, strict_plug
     if site is None:
         raise ConfigError(issues)
     data_dir = absolute(site.runtime.data_dir, path.parent, site.site.name)
-    site = resolve_paths(site.model_copy(update={"buses": [b for _, b in buses],
-                                                 "devices": [d.config for d in devices]}),
-                         path.parent, data_dir, site.site.name)
-    assert isinstance(site, SiteConfig)
+    site_paths = resolve_paths(site.model_copy(update={"buses": [b for _, b in buses],
+                                                       "devices": [d.config for d in devices]}),
+                               path.parent, data_dir, site.site.name)
+    assert isinstance(site_paths, SiteConfig)
+    site = site_paths
     ctx = ResolveContext(data_dir=data_dir, discover=discover)
     resolved = _resolve_devices(site, source, devices, env, issues, strict_plugins, ctx)
     loaded = LoadedConfig(path, source, site, resolved, Plant(site.site.name), [],
@@ -102,7 +103,7 @@ def _validate_buses(source: YamlSource, raw: list[Any], issues: list[ConfigIssue
     for i, item in enumerate(raw):
         kind = item.get("type") if isinstance(item, dict) else None
         driver = types.get(kind) if isinstance(kind, str) else None
-        if driver is None:
+        if driver is None or not isinstance(kind, str):
             what = "required key is missing" if kind is None else f"unknown bus type {kind!r}"
             issues.append(source.issue(("buses", i, "type"), f"{what}; allowed values: {', '.join(sorted(types))}",
                                        kind if isinstance(kind, str) else None))
@@ -131,7 +132,7 @@ def _validate_devices(source: YamlSource, raw_buses: list[Any], raw: list[Any],
             continue
         kind = bus_type[bus]
         driver = types.get(kind) if isinstance(kind, str) else None
-        if driver is None:  # the bus's own error says why
+        if driver is None or not isinstance(kind, str):  # the bus's own error says why
             continue
         config, kept = validate_salvaged(driver.device_model, item, source, ("devices", i), issues)
         if config is not None:
@@ -178,7 +179,7 @@ def validate_salvaged(model: type[DeviceConfig], data: Any, source: YamlSource, 
             locs = [tuple(e["loc"]) for e in exc.errors(include_url=False)]
             if not all(len(loc) > 1 and loc[0] == "points" and isinstance(loc[1], int) for loc in locs):
                 return None, all_points  # the device itself is wrong, not only some points
-            bad = {kept[loc[1]] for loc in locs if loc[1] < len(kept)}
+            bad = {kept[i] for loc in locs if isinstance(i := loc[1], int) and i < len(kept)}
             kept = [i for i in kept if i not in bad]
     return None, all_points
 

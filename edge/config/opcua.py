@@ -60,6 +60,10 @@ class OpcUaConfig(BaseModel):
     history_max_values: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         10_000, description="most values one HistoryRead returns per node (then a continuation point)"
     )
+    fast_path: bool = Field(
+        True, description="deliver value changes and encode notifications with the appliance's fast path "
+        "(asyncua 2.1 internals, edge/outputs/opcua/asyncua_adapter.py); false: the library's plain path"
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -18,7 +18,7 @@ def validate(model: type[BaseModel], data: Any, source: YamlSource, prefix: tupl
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = _data_path(data, tuple(err["loc"]))
-            issues.append(_issue_from_error(model, source, prefix, loc, err))
+            issues.append(_issue_from_error(model, source, prefix, loc, dict(err)))
         return None
 
 

@@ -16,7 +16,7 @@ log = logging.getLogger("edge.core.pipeline")
 
 
 class Sink(Protocol):
-    def consume(self, batch: SampleBatch) -> None: ...
+    def consume(self, batch: SampleBatch) -> object: ...  # whatever it returns is ignored
 
 
 @dataclass

@@ -5,14 +5,27 @@ pipeline writes one whole batch per poll with fancy indexing (no per-value Pytho
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from edge.core.model import Plant, Quality, SampleBatch
 
-try:  # compiled scatter (edge/core/_latest.pyx); numpy fancy indexing below does the same where it is not built
-    from edge.core._latest import LatestArrays
-except ImportError:
-    LatestArrays = None
+if TYPE_CHECKING:
+    from edge.core._latest import LatestArrays as _LatestArrays
+
+
+def _compiled_scatter() -> type[_LatestArrays] | None:
+    """The compiled scatter (edge/core/_latest.pyx), or None where it is not built (numpy indexing
+    below does the same)."""
+    try:
+        from edge.core._latest import LatestArrays
+    except ImportError:
+        return None
+    return LatestArrays
+
+
+LatestArrays = _compiled_scatter()
 
 _GOOD = int(Quality.GOOD)  # a plain int: numpy compares it without the enum's attribute lookups
 
@@ -26,7 +39,7 @@ class LatestStore:
         self.ts_ns = np.zeros(n, dtype=np.int64)
         self.texts: dict[int, str] = {}
         self.samples = 0
-        self._compiled = LatestArrays(self.values, self.quality, self.ts_ns) if LatestArrays else None
+        self._compiled = LatestArrays(self.values, self.quality, self.ts_ns) if LatestArrays is not None else None
 
     def consume(self, batch: SampleBatch) -> None:
         ids = batch.tag_ids
@@ -38,6 +51,7 @@ class LatestStore:
 
     def _scatter_compiled(self, batch: SampleBatch) -> bool:
         """False when the batch's arrays are not contiguous int32/float64/uint8 (numpy handles those)."""
+        assert self._compiled is not None
         try:
             self._compiled.consume(batch.tag_ids, batch.values, batch.quality, batch.ts_ns)
         except (ValueError, TypeError):

@@ -54,7 +54,7 @@ def plugin_folder(name: str) -> Path | None:
         except Exception as exc:  # noqa: BLE001
             log.error("plugin %s from %s cannot be loaded: %s", ep.name, ep.value, exc)
             return None
-        if isinstance(target, ModuleType) and getattr(target, "__file__", None):
+        if isinstance(target, ModuleType) and target.__file__:
             return Path(target.__file__).parent
         return Path(str(target))
     return None

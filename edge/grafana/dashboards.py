@@ -21,7 +21,7 @@ from grafana_foundation_sdk.models.dashboard import (
     Panel,
 )
 
-from edge.grafana import panels
+from edge.grafana import influxql, panels
 from edge.grafana.influxql import DATASOURCE_TYPE, ident, literal
 from edge.grafana.plantview import DeviceType, SiteView, TagView, uid_for
 from edge.outputs.influx import ALARM_MEASUREMENT
@@ -31,6 +31,8 @@ from edge.runtime.app import RELOAD_RESULT_CODES
 SCHEMA_TAG = "edge"  # every generated dashboard carries it (search, links)
 REFRESH = "10s"
 TIME_FROM = "now-6h"
+
+influxql.register()  # Dashboard.from_json decodes InfluxDB targets as InfluxQLQuery
 
 
 def overview_uid(view: SiteView) -> str:

@@ -161,14 +161,14 @@ def site_view(loaded: LoadedConfig) -> SiteView:
         for key, (plugin, names, tags) in sorted(by_type.items()))
     lines = tuple(sorted({load.line for load in line_loads(loaded)}))
     alarms = tuple(alarm_name(a) for a in (loaded.config.alarms or ()))
-    view = SiteView(site=plant.site, devices=tuple(d.name for d in plant.devices), lines=lines, types=types,
+    base = SiteView(site=plant.site, devices=tuple(d.name for d in plant.devices), lines=lines, types=types,
                     grafana=outputs.grafana or GrafanaOutput(), alarms=alarms)
     if influx is None:
-        return view
-    db, _, rp = influx.bucket.partition("/")
-    return SiteView(site=view.site, devices=view.devices, lines=lines, types=types,
+        return base
+    db, rp = influx.v1_target()  # database/retention policy, from `database:` or the bucket's two parts
+    return SiteView(site=base.site, devices=base.devices, lines=lines, types=types,
                     window_measurement=influx.window_measurement, health_measurement=influx.health_measurement,
-                    grafana=view.grafana, influx_url=influx.url, database=db, retention_policy=rp or None,
+                    grafana=base.grafana, influx_url=influx.url, database=db, retention_policy=rp,
                     alarms=alarms, forwarding=True)
 
 

@@ -1,4 +1,4 @@
-"""Push the generated folder, data source and dashboards to a Grafana server (grafana-client).
+"""Push the generated folder, data source and dashboards to a Grafana server (its HTTP API, :mod:`edge.grafana.api`).
 
 Idempotent: the folder and the data source are created only when their uid is missing (an
 existing data source is left as its owner configured it); dashboards are written with their
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from grafana_client import GrafanaApi
-from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
+import urllib3
 
+from edge.grafana.api import GrafanaApi, GrafanaHttpError
 from edge.grafana.dashboards import build_dashboards
 from edge.grafana.plantview import SiteView
 from edge.grafana.provisioning import datasource
@@ -37,7 +37,7 @@ class PushReport:
 def push_site(view: SiteView, url: str, token: str | None, influx_token: str | None = None,
               timeout_s: float = DEFAULT_TIMEOUT_S) -> PushReport:
     """Create the folder and data source if missing, then write every dashboard of the site."""
-    api = GrafanaApi.from_url(url, credential=token or None, timeout=timeout_s)
+    api = GrafanaApi(url, token or None, timeout_s)
     report = PushReport()
     step = "connect"
     try:
@@ -47,58 +47,49 @@ def push_site(view: SiteView, url: str, token: str | None, influx_token: str | N
         report.datasource = _ensure_datasource(api, view, influx_token)
         for name, model in build_dashboards(view).items():
             step = f"dashboard {name}"
-            api.dashboard.update_dashboard({"dashboard": model, "folderUid": folder_uid, "overwrite": True,
-                                            "message": "edge grafana push"})
+            api.save_dashboard({"dashboard": model, "folderUid": folder_uid, "overwrite": True,
+                                "message": "edge grafana push"})
             report.dashboards.append(model["uid"])
-    except GrafanaUnauthorizedError as exc:
-        raise GrafanaPushError(
-            f"Grafana at {url} refused the token (401) while pushing the {step}: set GRAFANA_TOKEN to a valid "
-            f"service-account token ({_message(exc)})") from exc
-    except GrafanaClientError as exc:
-        if exc.status_code == 403:
-            raise GrafanaPushError(f"Grafana at {url} denied the {step} (403): the token needs the Editor role "
-                                   "(and data source creation rights)") from exc
-        raise GrafanaPushError(f"Grafana at {url} rejected the {step}: {exc.status_code} {_message(exc)}") from exc
-    except GrafanaException as exc:
-        raise GrafanaPushError(f"Grafana at {url} failed on the {step}: {exc}") from exc
-    except OSError as exc:  # connection refused, DNS, TLS: niquests' errors are OSErrors
+    except GrafanaHttpError as exc:
+        raise GrafanaPushError(_refusal(url, step, exc)) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:  # connection refused, DNS, TLS, timeout
         raise GrafanaPushError(f"cannot reach Grafana at {url} ({type(exc).__name__}: {exc}); check "
                                "outputs.grafana.url or --url and that Grafana is running") from exc
     return report
 
 
-def _message(exc: GrafanaException) -> str:
-    resp = exc.response
-    if isinstance(resp, dict) and "message" in resp:
-        return str(resp["message"])
-    return str(exc)
-
-
-def _missing(exc: GrafanaClientError) -> bool:
-    return exc.status_code == 404
+def _refusal(url: str, step: str, exc: GrafanaHttpError) -> str:
+    """What to fix, for a status Grafana answered while pushing ``step``."""
+    if exc.status == 401:
+        return (f"Grafana at {url} refused the token (401) while pushing the {step}: set GRAFANA_TOKEN to a valid "
+                f"service-account token ({exc.message})")
+    if exc.status == 403:
+        return (f"Grafana at {url} denied the {step} (403): the token needs the Editor role "
+                "(and data source creation rights)")
+    return f"Grafana at {url} rejected the {step}: {exc.status} {exc.message}"
 
 
 def _ensure_folder(api: GrafanaApi, view: SiteView) -> tuple[str, str]:
     """("created" | "exists", folder uid): ours by uid, else a folder someone made with the same title."""
     try:
-        api.folder.get_folder(view.folder_uid)
+        api.get_folder(view.folder_uid)
         return "exists", view.folder_uid
-    except GrafanaClientError as exc:
-        if not _missing(exc):
+    except GrafanaHttpError as exc:
+        if exc.status != 404:
             raise
-    for folder in api.folder.get_all_folders():
+    for folder in api.folders():
         if folder.get("title") == view.grafana.folder:
-            return "exists", folder["uid"]
-    api.folder.create_folder(view.grafana.folder, uid=view.folder_uid)
+            return "exists", str(folder["uid"])
+    api.create_folder(view.grafana.folder, uid=view.folder_uid)
     return "created", view.folder_uid
 
 
 def _ensure_datasource(api: GrafanaApi, view: SiteView, influx_token: str | None) -> str:
     try:
-        api.datasource.get_datasource_by_uid(view.datasource_uid)
+        api.get_datasource(view.datasource_uid)
         return "exists"
-    except GrafanaClientError as exc:
-        if not _missing(exc):
+    except GrafanaHttpError as exc:
+        if exc.status != 404:
             raise
-    api.datasource.create_datasource(datasource(view, influx_token or None))
+    api.create_datasource(datasource(view, influx_token or None))
     return "created"

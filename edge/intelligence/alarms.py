@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -191,7 +192,7 @@ class AlarmEngine:
             for alarm in self._by_tag.get(tid, ()):
                 self._update(alarm, self._condition(alarm, value, quality), value, now, batch.ts_ns)
 
-    def _condition(self, alarm: Alarm, value: float, quality: Quality) -> str | None | bool:
+    def _condition(self, alarm: Alarm, value: float, quality: Quality) -> str | None | Literal[False]:
         """The level the alarm's condition asks for (None: normal); False: cannot tell (bad quality)."""
         kind = alarm.config.kind
         if kind == "quality":
@@ -229,7 +230,9 @@ class AlarmEngine:
                 alarm.shelved_until_ns = 0
                 self._emit(alarm, "unshelved", ts, user="timer")
 
-    def _update(self, alarm: Alarm, want: str | None | bool, value: float | None, now: float, ts: int) -> None:
+    def _update(self, alarm: Alarm, want: str | None | Literal[False], value: float | None, now: float,
+                ts: int) -> None:
+        """``want``: the level the value asks for, None for none, False for "quality bad: hold"."""
         if want is False:
             alarm.pending = None  # bad quality: hold the state, restart any delay when it is good again
             return

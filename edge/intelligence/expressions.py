@@ -48,9 +48,10 @@ def convert(value: float | str, ttype: TagType) -> Any:
         return value if isinstance(value, str) else ""
     if ttype.dtype == "bool":
         return bool(value)
-    if (ttype.dtype in INTEGER_TYPES or ttype.enum) and math.isfinite(value):
-        return int(value)
-    return float(value)
+    number = float(value)  # not a string tag: the store holds a float64
+    if (ttype.dtype in INTEGER_TYPES or ttype.enum) and math.isfinite(number):
+        return int(number)
+    return number
 
 
 def _references(tree: ast.AST, text: str) -> list[str]:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from edge.aggregate.engine import Aggregator
 from edge.config.loader import LoadedConfig
@@ -23,6 +24,9 @@ from edge.core.writes import WriteService
 from edge.outputs.influx import InfluxForwarder, diagnostics_fields, health_fields, open_storage
 from edge.storage.history import HistoryArrays, spool_history
 from edge.storage.spool import Spool
+
+if TYPE_CHECKING:
+    from edge.outputs.opcua.server import OpcUaServer
 
 log = logging.getLogger("edge.outputs.manager")
 DRAIN_ON_STOP_S = 5.0
@@ -52,7 +56,7 @@ class _Holding:
 
 class Outputs:
     def __init__(self, loaded: LoadedConfig, pipeline: Pipeline, writes: WriteService,
-                 diagnostics: Callable[[], list[DeviceDiagnostics]], appliance_stats: Callable[[], dict]):
+                 diagnostics: Callable[[], list[DeviceDiagnostics]], appliance_stats: Callable[[], dict[str, Any]]):
         self.loaded = loaded
         self.pipeline = pipeline
         self.writes = writes
@@ -63,7 +67,7 @@ class Outputs:
         self.forwarder: InfluxForwarder | None
         self.spool, self.forwarder = open_storage(loaded.plant, outputs.spool, outputs.influxdb)
         self.aggregator = Aggregator.from_tags(loaded.plant.tags, aggregate_configs(loaded), outputs.aggregator)
-        self.opcua = None
+        self.opcua: OpcUaServer | None = None
         if outputs.opcua is not None and outputs.opcua.enabled:
             from edge.outputs.opcua.server import OpcUaServer
 
@@ -120,9 +124,12 @@ class Outputs:
     async def _drain(self, timeout_s: float) -> None:
         """At shutdown, give the forwarder a bounded moment to send what is left; what it cannot
         send stays in the spool and goes out after the next start."""
+        forwarder = self.forwarder
+        if forwarder is None:
+            return
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.spool.stats()["unsent_points"]:
-            if self.forwarder.stats()["state"] in ("retrying", "refused"):
+            if forwarder.stats()["state"] in ("retrying", "refused"):
                 return  # the server is not taking data now: the spool keeps it
             self.spool.new_data.set()
             await asyncio.sleep(0.05)
@@ -206,7 +213,7 @@ class Outputs:
         if cfg is not None and cfg.enabled:
             from edge.outputs.opcua.server import OpcUaServer
 
-            self.opcua = OpcUaServer(self.loaded.plant, loaded.config.outputs.opcua, writer=self._opcua_write,
+            self.opcua = OpcUaServer(self.loaded.plant, cfg, writer=self._opcua_write,
                                      history=self.history, aggregates=self.aggregator.opcua_specs())
             await self.opcua.start()
             self.pipeline.add("opcua", self.opcua)
@@ -284,24 +291,24 @@ class Outputs:
                 log.exception("periodic output work failed")
 
     def _close_windows(self, now_ns: int) -> None:
-        publish = self.opcua is not None and self.aggregator.has_opcua
+        opcua = self.opcua if self.aggregator.has_opcua else None  # publishes the windows too
         for batch in self.aggregator.collect(now_ns):
             self.windows += len(batch)
             self.spool.append_windows(batch)
-            if publish:
-                self._publish_windows(batch)
-        if publish:
+            if opcua is not None:
+                self._publish_windows(opcua, batch)
+        if opcua is not None:
             try:
-                self.opcua.close_empty_windows(now_ns)
+                opcua.close_empty_windows(now_ns)
             except Exception:  # noqa: BLE001 - the exporter and the next windows go on; the error is logged
                 log.exception("OPC UA: publishing empty aggregation windows failed")
 
-    def _publish_windows(self, batch: WindowBatch) -> None:
+    def _publish_windows(self, opcua: OpcUaServer, batch: WindowBatch) -> None:
         """The newest window of each OPC UA-enabled tag in ``batch``: one call per batch."""
         try:
             wb = self.aggregator.for_opcua(batch)
             if wb is not None:
-                self.opcua.consume_windows(wb, self.aggregator.window_quality(wb))
+                opcua.consume_windows(wb, self.aggregator.window_quality(wb))
         except Exception:  # noqa: BLE001 - the exporter and the next windows go on; the error is logged
             log.exception("OPC UA: publishing %s windows failed", batch.window)
 
@@ -327,10 +334,10 @@ class Outputs:
 
     # ------------------------------------------------------------------ status
 
-    def node_health(self) -> dict[str, object]:
+    def node_health(self) -> dict[str, float | str]:
         """The appliance's figures a Sparkplug NBIRTH/NDATA carries (fixed names, stable types)."""
         a, s = self.appliance_stats(), self.spool.stats()
-        out: dict[str, object] = {
+        out: dict[str, float | str] = {
             "Health/Uptime s": float(a["uptime_s"]), "Health/Samples": float(a["samples"]),
             "Health/Output errors": float(a["output_errors"]), "Health/Devices online": float(a["devices_online"]),
             "Health/Devices offline": float(a["devices_offline"]),

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Libraries that are chatty at INFO; quiet unless a component level says otherwise.
@@ -30,7 +31,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(level: str = "warning", json_lines: bool = False, components: dict[str, str] | None = None) -> None:
+def setup_logging(level: str = "warning", json_lines: bool = False,
+                  components: Mapping[str, str] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()

@@ -167,7 +167,7 @@ def issue_certificate(
     key = cert_gen.generate_private_key()
     csr = cert_gen.generate_app_certificate_signing_request(
         key, common_name or application_uri, {}, _sans(application_uri, hostname), [ExtendedKeyUsageOID.CLIENT_AUTH])
-    cert = cert_gen.sign_certificate_request(csr, issuer, issuer_key, days=days)  # type: ignore[arg-type]
+    cert = cert_gen.sign_certificate_request(csr, issuer, issuer_key, days=days)
     _write_key_and_cert(cert_path, key_path, cert, key)
     return cert
 
@@ -207,7 +207,7 @@ def _write_key_and_cert(cert_path: Path, key_path: Path, cert: x509.Certificate,
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(cert_gen.dump_private_key_as_pem(key))  # type: ignore[arg-type]
+        f.write(cert_gen.dump_private_key_as_pem(key))
     cert_path.write_bytes(cert.public_bytes(Encoding.DER))
 
 

@@ -54,7 +54,7 @@ from asyncua import ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -92,6 +92,15 @@ class _TrustState:
     intermediates: list[x509.Certificate] = field(default_factory=list)  # CA certificates in issuers/certs
     crls: dict[bytes, list[x509.CertificateRevocationList]] = field(default_factory=dict)  # issuer name DER -> CRLs
     problems: list[str] = field(default_factory=list)
+
+
+def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    """Whether ``ca`` signed ``crl`` (a key type that cannot sign, X25519 or X448, never did)."""
+    key = ca.public_key()
+    if not isinstance(key, dsa.DSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+                      | ed448.Ed448PublicKey | rsa.RSAPublicKey):
+        return False
+    return crl.is_signature_valid(key)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -305,9 +314,7 @@ class TrustListValidator:
         cas = state.anchors + state.intermediates
         for folder in (self.paths.trusted_crl, self.paths.issuers_crl):
             for crl, path in _read_crls(folder, state.problems):
-                signer = next((ca for ca in cas if ca.subject == crl.issuer
-                               and crl.is_signature_valid(ca.public_key())),  # type: ignore[arg-type]
-                              None)
+                signer = next((ca for ca in cas if ca.subject == crl.issuer and _signed_by(crl, ca)), None)
                 if signer is None:
                     state.problems.append(f"{path}: not signed by a CA of the trust list or issuers: ignored")
                     continue

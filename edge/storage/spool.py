@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -997,7 +998,7 @@ class Spool:
 
     # ------------------------------------------------------------------ diagnostics
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:  # a status document: numbers, words, nested documents
         """Depth and counters for diagnostics and the ``edge_health`` measurement."""
         with self._lock:
             c = self.c

@@ -108,10 +108,12 @@ async def _poll(app: Appliance, names: list[str], after_ns: int) -> dict[str, tu
 
 
 async def test_sentinels_factors_and_bits_through_the_real_poller(tmp_path):
-    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.plant import listening_socket
 
-    loaded = load_config(site(tmp_path, free_port()))
-    plant = SimPlant(plant_specs(loaded))
+    held = listening_socket()  # the inverter's port, held until the simulator serves on it
+    port = held.getsockname()[1]
+    loaded = load_config(site(tmp_path, port))
+    plant = SimPlant(plant_specs(loaded), sockets={port: held})
     await plant.start()
     regs = plant.device("inv").image.view(Table.HOLDING)
     app = Appliance(loaded, audit=False)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from plantdata import DEMO, ROOT, load, make_site, site_names
 
 from edge.cli.main import main
 from edge.config.loader import load_config
+from edge.grafana import influxql
 from edge.grafana.dashboards import build_dashboards
 from edge.grafana.influxql import InfluxQLQuery, interpolate
 from edge.grafana.plantview import site_view
@@ -63,6 +66,19 @@ def test_cli_build_writes_the_files_and_a_second_run_changes_nothing(tmp_path: P
     assert "0 changed" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("action", ["build", "push"])
+def test_without_the_grafana_extra_the_command_says_what_to_install_in_one_line(action: str, tmp_path: Path):
+    """grafana-foundation-sdk is the optional extra [grafana]; the runtime install has no SDK
+    (tests/provisioning/test_install_script.py checks a real install without it)."""
+    blocked = ("import sys; sys.modules['grafana_foundation_sdk'] = None; from edge.cli.main import main; "
+               f"sys.exit(main(['grafana', {action!r}, {str(DEMO)!r}, '--out', {str(tmp_path / 'out')!r}]))")
+    r = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr == (f"edge grafana: error: edge grafana {action} needs grafana-foundation-sdk, which is not "
+                        "installed (the Grafana tooling is optional): pip install 'ot-edge-appliance[grafana]'\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_build_rejects_a_bad_config_with_the_loader_message(tmp_path: Path, capsys):
     bad = tmp_path / "edge.yaml"
     bad.write_text("site: {name: x}\nbuses: []\ndevices: []\n")
@@ -74,7 +90,7 @@ def test_cli_build_rejects_a_bad_config_with_the_loader_message(tmp_path: Path, 
 @pytest.mark.parametrize("site_name", site_names())
 def test_dashboards_decode_with_the_sdk_model_and_round_trip(site_name: str, tmp_path: Path):
     register_default_plugins()  # the SDK's panel options and field configs
-    import edge.grafana  # noqa: F401 - registers the InfluxQL query variant
+    influxql.register()  # the InfluxQL query variant (edge.grafana.dashboards also registers it at import)
 
     for name, model in build_dashboards(site_view(load(make_site(site_name, tmp_path)))).items():
         decoded = Dashboard.from_json(model)

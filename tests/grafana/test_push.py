@@ -2,19 +2,22 @@
 run on these machines, so a local HTTP server that answers like Grafana's API records what push does."""
 from __future__ import annotations
 
+import http.server
+import json
+import socket
+import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from fake_grafana import FakeGrafana
-from grafana_client import GrafanaApi
 from plantdata import load, make_site
 
 from edge.cli.main import main
 from edge.grafana.dashboards import build_dashboards
 from edge.grafana.plantview import site_view
 from edge.grafana.push import GrafanaPushError, push_site
-from tests.fixtures.tsdb import free_port
 
 TOKEN = "glsa_test_token"
 
@@ -40,8 +43,11 @@ def test_push_twice_creates_one_folder_one_datasource_and_no_duplicate_dashboard
     assert all(d["version"] == 2 and d["folderUid"] == view.folder_uid for d in s.dashboards.values())
     for model in built.values():
         assert s.dashboards[model["uid"]]["dashboard"] == model
-    # what a user sees: one dashboard per uid in the search, read with grafana-client itself
-    hits = GrafanaApi.from_url(fake_grafana.url, credential=TOKEN).search.search_dashboards(tag=f"site:{view.site}")
+    # what a user sees: one dashboard per uid in the search, read with the standard library's client
+    search = urllib.request.Request(f"{fake_grafana.url}/api/search?tag=site:{view.site}",
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(search, timeout=5) as resp:
+        hits = json.load(resp)
     assert sorted(h["uid"] for h in hits) == sorted(s.dashboards)
     assert all(r.authorization == f"Bearer {TOKEN}" for r in s.requests)
 
@@ -88,9 +94,27 @@ def test_wrong_token_is_a_clear_error_and_changes_nothing(tmp_path: Path, fake_g
 
 def test_wrong_url_is_a_clear_error(tmp_path: Path):
     view = site_view(load(make_site("demo", tmp_path)))
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
-    with pytest.raises(GrafanaPushError, match=rf"cannot reach Grafana at {url} .*--url"):
-        push_site(view, url, TOKEN, timeout_s=2)
+    with socket.socket() as held:  # bound, never listening, held for the test: connection refused
+        held.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{held.getsockname()[1]}"
+        with pytest.raises(GrafanaPushError, match=rf"cannot reach Grafana at {url} .*--url"):
+            push_site(view, url, TOKEN, timeout_s=2)
+
+
+def test_an_answer_that_is_not_json_is_a_clear_error(tmp_path: Path):
+    """Something else than Grafana at the URL, answering with an HTML error page: the status is reported."""
+    view = site_view(load(make_site("demo", tmp_path)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # 501, HTML
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(GrafanaPushError, match=rf"Grafana at {url} rejected the folder: 501 "):
+            push_site(view, url, TOKEN, timeout_s=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def test_cli_push_uses_the_token_from_the_environment(tmp_path: Path, fake_grafana, monkeypatch, capsys):

@@ -7,18 +7,18 @@ from pathlib import Path
 import httpx
 from harness import server_pki
 
-from drivers.modbus.sim.plant import free_port
 from edge.intelligence.service import Intelligence
 
 
-def room_config(influx_url: str | None = None, opcua_port: int | None = None, extra: str = "",
+def room_config(influx_url: str | None = None, opcua: bool = False, extra: str = "",
                 rules: bool = True, write_burst: int = 3, opcua_users: str | None = None) -> str:
-    p_room, p_fc = free_port(), free_port()
+    """The room's site; the devices' ports are held for the simulator by make_site (``{port:NAME}``),
+    OPC UA (``opcua=True``) and the API take any free port and report it."""
     outputs = ""
-    if opcua_port or influx_url:
+    if opcua or influx_url:
         outputs = "outputs:\n"
-    if opcua_port:
-        outputs += (f"  opcua: {{endpoint: 'opc.tcp://127.0.0.1:{opcua_port}/edge', security_policies: [None], "
+    if opcua:
+        outputs += ("  opcua: {endpoint: 'opc.tcp://127.0.0.1:0/edge', security_policies: [None], "
                     "allow_security_none: true, anonymous: true"
                     + (f", users_file: '{opcua_users}', pki_dir: '{server_pki(Path(opcua_users).parent)}'"
                        if opcua_users else "") + "}\n")
@@ -41,14 +41,14 @@ buses:
 devices:
   - name: room
     bus: net
-    port: {p_room}
+    port: {{port:room}}
     interval_ms: 100
     points:
       - {{name: temperature, address: 0, type: float32, unit: degC, range: [-40, 120], sim: {{kind: constant, value: 21}}}}
       - {{name: mode, address: 2, type: uint16, enum: {{0: auto, 1: manual, 2: fault}}, sim: {{kind: constant, value: 0}}}}
   - name: fancoil
     bus: net
-    port: {p_fc}
+    port: {{port:fancoil}}
     interval_ms: 100
     points:
       - {{name: fan, table: coil, address: 0, type: bool, writable: true}}

@@ -12,7 +12,6 @@ from asyncua import Client, ua
 from harness import wait_until
 from room_site import room_config
 
-from drivers.modbus.sim.plant import free_port
 from edge.config.loader import load_config
 from edge.intelligence.service import Intelligence
 
@@ -39,12 +38,11 @@ def alarm_series(vm, field: str) -> list[tuple[int, float]]:
 
 
 async def test_limit_alarm_everywhere_and_ack_through_the_api(make_room, victoria_metrics):
-    opc_port = free_port()
-    room = await make_room(room_config(victoria_metrics.url, opc_port, rules=False))
+    room = await make_room(room_config(victoria_metrics.url, opcua=True, rules=False))
     site, intel = room.site, room.intel
     assert await wait_until(lambda: site.value("room", "temperature")[1].is_good, 5)
 
-    client = Client(f"opc.tcp://127.0.0.1:{opc_port}/edge", timeout=5)
+    client = Client(site.app.outputs.opcua.endpoint_url, timeout=5)
     async with client:
         log = EventLog()
         sub = await client.create_subscription(50, log)

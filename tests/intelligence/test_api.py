@@ -204,3 +204,30 @@ async def test_shelve_and_unshelve_through_the_api(make_room):
         events = [(e["transition"], e["user"], e["comment"]) for e in
                   (await op.get("/api/alarms/events")).json() if e["alarm"] == name][::-1]
     assert events == [("activated", "", ""), ("shelved", "op", "sensor swap"), ("unshelved", "op", "")]
+
+
+async def test_alarm_changes_and_state_reads_run_on_the_appliance_loop(make_room, monkeypatch):
+    """Regression (issue 18): the acknowledge, shelve and unshelve routes were plain functions, which
+    FastAPI runs in worker threads: they changed alarm state next to the loop that owns it."""
+    import threading
+
+    room = await make_room(room_config(rules=False))
+    engine = room.intel.alarms
+    threads: dict[str, int] = {}
+    for name in ("acknowledge", "shelve", "unshelve", "snapshot"):
+        original = getattr(engine, name)
+
+        def recording(*args, _name=name, _original=original, **kw):
+            threads[_name] = threading.get_ident()
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(engine, name, recording)
+    room.site.sim.set_value("room", "temperature", 33.0)
+    assert await wait_until(lambda: engine.get("room.temperature.limit").active, 5)
+    async with room.client(room.operator) as op:
+        assert (await op.post("/api/alarms/room.temperature.limit/ack", json={})).status_code == 200
+        assert (await op.post("/api/alarms/room.temperature.limit/shelve", json={"duration_s": 60})).status_code == 200
+        assert (await op.post("/api/alarms/room.temperature.limit/unshelve", json={})).status_code == 200
+        assert (await op.get("/api/alarms")).status_code == 200
+    loop_thread = threading.get_ident()  # this test runs on the appliance's loop
+    assert threads == dict.fromkeys(("acknowledge", "shelve", "unshelve", "snapshot"), loop_thread)

@@ -3,8 +3,8 @@ from /openapi.json for every operation (valid and invalid input), sent as an ope
 API, every answer checked by schemathesis (no 5xx, status codes, content types and bodies as
 documented, invalid input rejected).
 
-Schemathesis' own sender uses ``requests``, which breaks on this machine because grafana-client's
-dependency urllib3-future replaces ``urllib3`` in the environment; so the cases are sent with httpx
+Schemathesis' own sender uses ``requests``, which broke here while grafana-client's dependency
+urllib3-future replaced ``urllib3`` in the environment (gone since issue 18); the cases are sent with httpx
 and handed to schemathesis' ``Case.validate_response`` (its documented path for other transports).
 Its ``ignored_auth`` check is left out because it sends its own probes with ``requests``; token
 enforcement is tested directly in test_api.py (no token, unknown token, viewer writing).

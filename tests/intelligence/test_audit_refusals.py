@@ -13,7 +13,6 @@ from asyncua import ua
 from harness import wait_until
 from room_site import room_config
 
-from drivers.modbus.sim.plant import free_port
 from edge.core.model import WriteStatus
 from edge.security.users import add_user
 
@@ -33,11 +32,10 @@ async def test_every_refused_write_kind_is_audited_with_who_and_from_where(make_
     users = tmp_path / "opcua-users"
     add_user(users, "olga", "operator", "operator-pass-1")
     add_user(users, "vic", "viewer", "viewer-pass-1")
-    opc_port = free_port()
-    room = await make_room(room_config(opcua_port=opc_port, opcua_users=str(users), write_burst=1))
+    room = await make_room(room_config(opcua=True, opcua_users=str(users), write_burst=1))
     site = room.site
     assert await wait_until(lambda: site.diag("fancoil").polls_ok > 2, 5)
-    url = f"opc.tcp://127.0.0.1:{opc_port}/edge"
+    url = site.app.outputs.opcua.endpoint_url
     ns = site.app.outputs.opcua.ns
 
     async def opc_write(user: str, password: str, key: str, variant: ua.Variant) -> int:

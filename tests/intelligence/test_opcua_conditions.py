@@ -12,7 +12,6 @@ from asyncua import Client, ua
 from harness import wait_until
 from room_site import room_config
 
-from drivers.modbus.sim.plant import free_port
 from edge.security.users import add_user
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "outputs" / "opcua"))
@@ -44,10 +43,9 @@ async def test_conditions_refresh_acknowledge_confirm_shelve(make_room, tmp_path
     users = tmp_path / "opcua-users"
     add_user(users, "olga", "operator", "operator-pass-1")
     add_user(users, "vic", "viewer", "viewer-pass-1")
-    opc_port = free_port()
-    room = await make_room(room_config(opcua_port=opc_port, rules=False, opcua_users=str(users)))
+    room = await make_room(room_config(opcua=True, rules=False, opcua_users=str(users)))
     site, intel = room.site, room.intel
-    url = f"opc.tcp://127.0.0.1:{opc_port}/edge"
+    url = site.app.outputs.opcua.endpoint_url
     assert await wait_until(lambda: site.diag("room").polls_ok > 2 and site.diag("fancoil").polls_ok > 2, 5)
     site.sim.set_value("room", "temperature", 33.0)
     site.sim.set_value("room", "mode", 2)

@@ -11,7 +11,6 @@ from harness import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from room_site import room_config
 
-from drivers.modbus.sim.plant import free_port
 from edge.cli.commands.run import StatusTable
 from tests.fixtures.tsdb import victoria_metrics  # noqa: F401 - fixture
 
@@ -26,8 +25,7 @@ def metric(text: str, name: str) -> float:
 
 async def test_outage_is_seen_while_it_lasts_and_clears_after_the_drain(make_room, victoria_metrics):  # noqa: F811
     vm = victoria_metrics
-    opc_port = free_port()
-    text = room_config(influx_url=vm.url, opcua_port=opc_port, rules=False)
+    text = room_config(influx_url=vm.url, opcua=True, rules=False)
     text = text.replace("alarms:\n", "alarms:\n  - {kind: backlog, max_age_s: 3, priority: high}\n", 1)
     room = await make_room(text)
     app = room.site.app
@@ -62,7 +60,7 @@ async def test_outage_is_seen_while_it_lasts_and_clears_after_the_drain(make_roo
     assert await wait_until(lambda: app.intelligence.alarms.alarms["spool.backlog"].active, 10)
     table = StatusTable(app, io.StringIO()).render()
     assert "forwarder: RETRYING -> " + vm.url in table and "DEGRADED: time-series server retrying" in table
-    client = Client(f"opc.tcp://127.0.0.1:{opc_port}/edge", timeout=10)
+    client = Client(room.site.app.outputs.opcua.endpoint_url, timeout=10)
     async with client:
         ns = app.outputs.opcua.ns
         node = client.get_node(ua.NodeId("#site#status.ForwarderState", ns, ua.NodeIdType.String))

@@ -12,7 +12,7 @@ from harness import wait_until_blocking as wait_until
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.outputs.influx import InfluxForwarder
 from edge.storage.spool import Spool
-from tests.fixtures.tsdb import VictoriaMetrics, free_port
+from tests.fixtures.tsdb import VictoriaMetrics
 from tests.outputs.demo import batch_for, compare, demo_plant, expected_points
 
 MATCH = '{__name__=~"dev.*"}'
@@ -67,11 +67,11 @@ def test_wrong_path_is_a_reported_config_error_and_the_data_stay(tmp_path, influ
         assert fw.close(5) and sp.close()
 
 
-def test_server_down_is_retried_with_capped_backoff(tmp_path):
+def test_server_down_is_retried_with_capped_backoff(tmp_path, refused_port):
     plant = demo_plant(1, 5)
     sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20))
     sp.start()
-    fw = InfluxForwarder(sp, InfluxConfig(url=f"http://127.0.0.1:{free_port()}", bucket="b",
+    fw = InfluxForwarder(sp, InfluxConfig(url=f"http://127.0.0.1:{refused_port}", bucket="b",
                                           retry_initial_ms=50, retry_max_ms=200, timeout_ms=500))
     fw.start()
     try:

@@ -14,7 +14,6 @@ from harness import wait_until_blocking as wait_until
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.outputs.influx import PROBE_POINTS, InfluxForwarder
 from edge.storage.spool import Row, Spool
-from tests.fixtures.tsdb import free_port
 from tests.outputs.demo import batch_for, demo_plant
 
 
@@ -22,14 +21,14 @@ def rows_alive() -> int:
     return sum(1 for o in gc.get_objects() if type(o) is Row)
 
 
-def test_failed_attempts_are_freed_without_the_garbage_collector(tmp_path):
+def test_failed_attempts_are_freed_without_the_garbage_collector(tmp_path, refused_port):
     plant = demo_plant(1, 25)
     sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20))
     sp.start()
     for p in range(200):  # 200 rows, 5,000 points: the first attempt takes them all
         sp.append_samples(batch_for(plant, 0, p))
     assert sp.flush()
-    fw = InfluxForwarder(sp, InfluxConfig(url=f"http://127.0.0.1:{free_port()}", bucket="b",
+    fw = InfluxForwarder(sp, InfluxConfig(url=f"http://127.0.0.1:{refused_port}", bucket="b",
                                           retry_initial_ms=10, retry_max_ms=20, timeout_ms=500))
     gc.collect()
     before = rows_alive()

@@ -12,7 +12,6 @@ from harness import wait_until_blocking as wait_until
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.outputs.influx import InfluxForwarder
 from edge.storage.spool import Spool
-from tests.fixtures.tsdb import free_port
 from tests.outputs.demo import batch_for, demo_plant
 
 
@@ -107,9 +106,9 @@ def test_server_back_drains_within_the_probe_period(tmp_path, victoria_metrics):
         assert fw.close() and sp.close()
 
 
-def test_retry_warning_names_the_url_in_words(tmp_path, caplog):
+def test_retry_warning_names_the_url_in_words(tmp_path, caplog, refused_port):
     """Before: 'NewConnectionError: <urllib3.connection.HTTPConnection object at 0x...>'."""
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{refused_port}"
     plant = demo_plant(1, 2)
     sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20))
     sp.start()

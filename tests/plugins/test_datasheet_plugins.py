@@ -16,7 +16,7 @@ import pytest
 
 from drivers.modbus.points import Table
 from drivers.modbus.runtime import register_points
-from drivers.modbus.sim.plant import SimPlant, free_port
+from drivers.modbus.sim.plant import SimPlant, listening_socket
 from drivers.modbus.simulation import plant_specs
 from drivers.modbus.sunspec.models import ModelInstance, lay_out
 from drivers.modbus.sunspec.sim import SunSpecSim
@@ -105,7 +105,7 @@ async def test_fronius_plugin_reads_a_simulated_sunspec_inverter_and_follows_its
     Fronius map has them. The nameplate strings (common model) are left out of the comparison."""
     sim = SunSpecSim([1, 103, 120, 121, 122, 123, (160, 2)], base=39999, seed=7, unimplemented=0.3)
     assert [m.address for m in sim.models if m.id in (103, 160)] == [40069, 40253]
-    plant = await sim.serve(port=free_port())
+    plant = await sim.serve()  # port 0: the simulator's own free port, read back below
     host, port = plant.address("inverter")
     loaded = load_config(site(tmp_path, "fronius_symo", port))
     names = [t.name for t in loaded.plant.tags if t.name not in ("Mn", "Md", "Vr", "SN")]
@@ -134,9 +134,10 @@ async def test_fronius_plugin_reads_a_simulated_sunspec_inverter_and_follows_its
 
 
 async def test_iem3255_not_available_values_and_int64_counters(tmp_path):
-    port = free_port()
+    held = listening_socket()  # the meter's port, held until the simulator serves on it
+    port = held.getsockname()[1]
     loaded = load_config(site(tmp_path, "schneider_iem3255", port))
-    plant = SimPlant(plant_specs(loaded))
+    plant = SimPlant(plant_specs(loaded), sockets={port: held})
     await plant.start()
     for name in ("current_l2", "energy_import", "energy_export"):
         plant.set_value("dev", name, 0)  # pinned: the test writes the raw registers

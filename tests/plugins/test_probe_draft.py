@@ -9,7 +9,6 @@ from pluginsupport import edge
 
 from drivers.modbus.config import ModbusPluginPoints as PluginPoints
 from drivers.modbus.config import ModbusPoint as Point
-from drivers.modbus.sim.plant import free_port
 
 
 def site_text(port: int) -> str:
@@ -26,8 +25,8 @@ devices:
 """
 
 
-async def test_probe_draft_appends_valid_points_entries(make_site, tmp_path: Path):
-    port = free_port()
+async def test_probe_draft_appends_valid_points_entries(make_site, held_ports, tmp_path: Path):
+    port = held_ports.port("net")  # held until the simulator serves on it
     await make_site(site_text(port), start_app=False)
     draft = tmp_path / "draft.yaml"
     code, out = await edge("probe", "--host", "127.0.0.1", "--port", str(port), "--table", "input", "--address", "10",

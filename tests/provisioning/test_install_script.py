@@ -4,6 +4,7 @@ passing `systemd-analyze verify`, the installed `edge` checking the demo and pro
 a service user created inside the scratch root's own /etc."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -68,6 +69,30 @@ def test_the_installed_edge_runs_from_its_own_virtual_environment(installed):
     for line in ("ok   aggregator implementation: cython", "ok   Modbus block decoder: compiled",
                  "ok   latest-value store: compiled"):
         assert line in doctor.stdout, doctor.stdout
+
+
+def test_the_runtime_install_has_the_real_urllib3_and_the_pinned_libraries(installed):
+    """`pip install CHECKOUT` (install.sh) into a fresh venv: no urllib3 replacement (urllib3-future, pulled by
+    niquests, replaces urllib3's files: the InfluxDB forwarder would run on a fork); pymodbus at the tested
+    minor version; the Grafana SDK only with the [grafana] extra, and `edge grafana` says so in one line."""
+    venv = installed["prefix"] / "venv"
+    listed = sh(venv / "bin" / "python", "-m", "pip", "list", "--format=json", "--disable-pip-version-check")
+    assert listed.returncode == 0, listed.stderr
+    versions = {p["name"].lower(): p["version"] for p in json.loads(listed.stdout)}
+    assert not {"urllib3-future", "niquests", "grafana-client"} & set(versions), sorted(versions)
+    assert "urllib3" in versions and versions["pymodbus"].startswith("3.16."), versions
+    assert versions["asyncua"].startswith("2.1."), versions
+    assert "grafana-foundation-sdk" not in versions and "grafana_foundation_sdk" not in versions
+    where = sh(venv / "bin" / "python", "-c", "import urllib3, importlib.metadata as m; "
+               "print(m.distribution('urllib3').read_text('RECORD').count('urllib3/__init__.py'), urllib3.__version__)")
+    assert where.stdout.split() == ["1", versions["urllib3"]], where.stdout + where.stderr
+    out = installed["base"] / "grafana-out"
+    r = sh(venv / "bin" / "edge", "grafana", "build", DEMO, "--out", out)
+    assert r.returncode == 1 and not out.exists(), r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "grafana-foundation-sdk" in r.stderr, r.stderr
+    assert "pip install 'ot-edge-appliance[grafana]'" in r.stderr and "Traceback" not in r.stderr
+    doctor = sh(venv / "bin" / "edge", "doctor")
+    assert "ok   urllib3 is the real one" in doctor.stdout, doctor.stdout
 
 
 def test_the_shipped_plugins_are_installed_and_a_site_using_them_checks(installed):
@@ -150,7 +175,7 @@ outputs:
     assert again.returncode == 0 and "created" not in again.stdout
 
 
-def test_upgrade_from_a_wheel_with_a_service_user_in_the_scratch_root(installed, tmp_path):
+def test_upgrade_from_a_wheel_with_a_service_user_in_the_scratch_root(installed, fresh_clone_wheel):
     """Second run on the same PREFIX and ROOT: idempotent, from a wheel, creating the user in ROOT/etc."""
     if os.geteuid() != 0:
         pytest.skip("useradd --prefix needs root")  # CI here runs as root
@@ -160,14 +185,8 @@ def test_upgrade_from_a_wheel_with_a_service_user_in_the_scratch_root(installed,
                 if ln.split(":")[0] in ("root", "dialout", "nogroup", "nobody")]
         (root / "etc" / name).write_text("\n".join(keep) + "\n")
     shutil.copy("/etc/login.defs", root / "etc" / "login.defs")
-    wheels = tmp_path / "wheels"
-    src = tmp_path / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "node_modules",
-                                                            ".hypothesis", ".pytest_cache", "*.so", "var"))
-    venv_pip = installed["prefix"] / "venv" / "bin" / "pip"
-    built = sh(venv_pip, "wheel", "-q", "--no-deps", "-w", wheels, src)
-    assert built.returncode == 0, built.stderr
-    (wheel,) = wheels.glob("ot_edge_appliance-*.whl")
+    wheel = fresh_clone_wheel  # built once by pip from a fresh clone (tests/conftest.py)
+    assert wheel.name.startswith("ot_edge_appliance-")
     real_passwd = Path("/etc/passwd").read_text()
     r = sh("bash", INSTALL, "--prefix", installed["prefix"], "--root", root, "--from", wheel, "--user", "edge")
     assert r.returncode == 0, r.stdout + r.stderr

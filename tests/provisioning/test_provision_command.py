@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from harness import edge_in_process
 
 from edge.cli.commands.provision import MODES
 from edge.cli.main import main
@@ -155,8 +156,9 @@ def test_provision_user_from_stdin_and_from_a_password_file(tmp_path):
     assert r.returncode == 0, r.stderr
     pw_file = tmp_path / "pw"
     pw_file.write_text("viewer-secret\nignored second line\n")
-    r = edge("provision", "user", str(config), "bob", "--role", "viewer", "--password-file", str(pw_file))
-    assert r.returncode == 0, r.stderr
+    code, _, err = edge_in_process("provision", "user", str(config), "bob", "--role", "viewer",
+                                   "--password-file", str(pw_file))
+    assert code == 0, err
     users = load_users(users_file)
     assert users["alice"].role == "operator" and users["alice"].check("correct horse")
     assert users["bob"].role == "viewer" and users["bob"].check("viewer-secret")
@@ -164,8 +166,9 @@ def test_provision_user_from_stdin_and_from_a_password_file(tmp_path):
     assert mode(users_file) == 0o600
     assert "correct horse" not in users_file.read_text()
     # replacing a user's password is the same command (idempotent on the name)
-    r = edge("provision", "user", str(config), "alice", "--role", "viewer", stdin="new password 1\n")
-    assert r.returncode == 0, r.stderr
+    code, _, err = edge_in_process("provision", "user", str(config), "alice", "--role", "viewer",
+                                   stdin="new password 1\n")
+    assert code == 0, err
     users = load_users(users_file)
     assert users["alice"].role == "viewer" and users["alice"].check("new password 1") and len(users) == 2
 
@@ -174,18 +177,21 @@ def test_provision_user_errors_are_one_line(tmp_path):
     config = write_site(tmp_path)
     short = edge("provision", "user", str(config), "carol", "--role", "operator", stdin="short\n")
     assert short.returncode == 1 and "at least 8 characters" in short.stderr and "Traceback" not in short.stderr
-    no_role = edge("provision", "user", str(config), "carol", stdin="long enough\n")
-    assert no_role.returncode == 2 and "--role viewer or --role operator" in no_role.stderr
-    bad_name = edge("provision", "user", str(config), "bad name", "--role", "viewer", stdin="long enough\n")
-    assert bad_name.returncode == 1 and "user name 'bad name'" in bad_name.stderr
-    empty = edge("provision", "user", str(config), "carol", "--role", "viewer", stdin="")
-    assert empty.returncode == 1 and "no password given" in empty.stderr
+    # the same command in this process for the other cases (a child each cost seconds)
+    code, _, err = edge_in_process("provision", "user", str(config), "carol", stdin="long enough\n")
+    assert code == 2 and "--role viewer or --role operator" in err
+    code, _, err = edge_in_process("provision", "user", str(config), "bad name", "--role", "viewer",
+                                   stdin="long enough\n")
+    assert code == 1 and "user name 'bad name'" in err
+    code, _, err = edge_in_process("provision", "user", str(config), "carol", "--role", "viewer", stdin="")
+    assert code == 1 and "no password given" in err
     (tmp_path / "anon").mkdir()
     no_users = write_site(tmp_path / "anon", OPCUA_NONE)
-    anon = edge("provision", "user", str(no_users), "carol", "--role", "viewer", stdin="long enough\n")
-    assert anon.returncode == 1 and "no outputs.opcua.users_file" in anon.stderr
-    wrong_args = edge("provision", "user", str(config))
-    assert wrong_args.returncode == 2 and "takes CONFIG NAME" in wrong_args.stderr
+    code, _, err = edge_in_process("provision", "user", str(no_users), "carol", "--role", "viewer",
+                                   stdin="long enough\n")
+    assert code == 1 and "no outputs.opcua.users_file" in err
+    code, _, err = edge_in_process("provision", "user", str(config))
+    assert code == 2 and "takes CONFIG NAME" in err
 
 
 def test_certs_overwrite_replaces_the_certificate_only_when_asked(tmp_path):

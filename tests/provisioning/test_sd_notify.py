@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import DemoEnv
 
-from drivers.modbus.sim.plant import free_port
 from edge.runtime.systemd import Notifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,9 +104,9 @@ async def test_watchdog_loop_pings_at_half_the_timeout(tmp_path):
 
 @pytest.fixture
 def demo_env(tmp_path):
-    return {"EDGE_RUN_DIR": str(tmp_path / "run"), "EDGE_DATA_DIR": str(tmp_path / "data"),
-            "EDGE_DEMO_PLC_PORT": str(free_port()), "EDGE_DEMO_GATEWAY_PORT": str(free_port()),
-            "EDGE_DEMO_OPCUA_PORT": str(free_port()), "EDGE_DEMO_API_PORT": str(free_port())}
+    env = DemoEnv(tmp_path)
+    yield env
+    env.close()
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:

@@ -4,7 +4,7 @@ See docs/simulator.md. In process: :class:`SimPlant`; in a child process:
 :class:`SimPlantProcess`; blocking for ``edge simulate``: :func:`run_blocking`.
 """
 from .faults import Fault, FaultSpec
-from .plant import SimPlant, free_port
+from .plant import SimPlant, hold_port, listening_socket, reserve_port
 from .process import SimPlantProcess
 from .runner import run_blocking, serve
 from .servers import DeviceStats
@@ -21,7 +21,9 @@ __all__ = [
     "SimPlant",
     "SimPlantProcess",
     "TcpTransport",
-    "free_port",
+    "hold_port",
+    "listening_socket",
+    "reserve_port",
     "run_blocking",
     "serve",
 ]

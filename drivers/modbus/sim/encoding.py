@@ -145,6 +145,8 @@ def decode_value(point: RegisterPoint, words: Sequence[int]) -> float | int | st
     raw = ModbusClientMixin.convert_from_registers(permute(words, point.order), PYMODBUS_TYPES[point.dtype])
     if isinstance(raw, int) and point.scale == 1 and point.offset == 0:
         return raw  # exact, also for 64-bit values beyond float precision
+    if not isinstance(raw, int | float):
+        raise TypeError(f"{point.dtype} registers decoded to {type(raw).__name__}, not a number")
     return float(raw) * point.scale + point.offset
 
 

@@ -139,7 +139,7 @@ class DeviceImage:
         """
         if point.dtype != "string" and (isinstance(value, str) or value is None):
             try:
-                value = float(value)  # type: ignore[arg-type]
+                value = float(value)
             except (TypeError, ValueError):
                 raise ValueError(f"point {point.name!r} is {point.dtype}: give a number, not {value!r}") from None
         view = self.view(point.table)

@@ -4,7 +4,7 @@ Usage (from an asyncio loop)::
 
     plant = SimPlant(specs, seed=1)
     await plant.start()
-    host, port = plant.address("meter1")
+    host, port = plant.address("meter1")   # a TCP transport with port 0 gets a free port of its own
     plant.set_fault("meter1", "busy", probability=0.5)
     ...
     await plant.stop()
@@ -18,7 +18,7 @@ import math
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,11 +91,17 @@ class SimPlant:
     the default signals and the noise reproducible; ``start_s`` is the simulated time at which the
     plant starts (0: the line's first start comes after 20 s). Points with ``kind: model`` signals take
     their values from the devices' physical models (``self.physics``), which read the devices'
-    writable points (setpoints, commands) as inputs.
+    writable points (setpoints, commands) as inputs. ``sockets`` maps TCP ports of the specs to
+    listening sockets already bound to them (:func:`listening_socket`); ports held with
+    :func:`hold_port` in this process are taken too. Those endpoints serve on the socket they are
+    given instead of binding, so a port chosen before the configuration is written stays held
+    from its choice to its use.
     """
 
-    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0, start_s: float = 0.0) -> None:
+    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0, start_s: float = 0.0,
+                 sockets: Mapping[int, socket.socket] | None = None) -> None:
         self.specs: list[SimDeviceSpec] = _SPECS.validate_python(list(specs))
+        self._held = dict(sockets or {})
         self._check_names(self.specs)
         self.groups = group_endpoints(self.specs)
         self.seed = seed
@@ -270,7 +276,11 @@ class SimPlant:
                 self.endpoints.append(endpoint)
                 for s in specs:
                     self._by_device[s.name] = endpoint
-                await endpoint.start()
+                if isinstance(endpoint, TcpEndpoint):
+                    held = self._held.pop(endpoint.port, None) or _HELD.pop(endpoint.port, None)
+                    await endpoint.start(sock=held)
+                else:
+                    await endpoint.start()
         except BaseException:
             await self.stop()
             raise
@@ -336,7 +346,7 @@ class SimPlant:
     def set_fault(self, device: str, fault: Fault | str, **params: Any) -> None:
         """Switch a fault on (replacing the same kind); params as in :class:`FaultSpec`."""
         dev = self.device(device)
-        spec = FaultSpec(fault=fault, **params)
+        spec = FaultSpec(fault=Fault(fault), **params)
         if spec.fault is Fault.BAD_CRC and isinstance(dev.spec.transport, TcpTransport):
             raise ValueError(
                 f"fault 'bad_crc' needs RTU framing (serial or rtu_over_tcp); device {device!r} speaks "
@@ -446,8 +456,48 @@ class SimPlant:
         await self.serial_line(path).plug()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (for devices that must share a known port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket listening on a free port of ``host``: its port is known at once and stays held
+    until a server adopts the socket (``SimPlant(..., sockets={port: sock})``). Connections made
+    before that wait in the backlog. Never bind-and-close to find a port: another process may
+    take it before the server binds (a flaky test found exactly that)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # as asyncio's servers do: a device that goes offline and comes back rebinds the port while
+        # its old connections are in TIME_WAIT, which Linux allows only if both sockets set it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(100)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def reserve_port(host: str = "127.0.0.1") -> socket.socket:
+    """A free port held for a simulator in another process (``edge simulate``, ``edge demo``): a
+    socket bound to it with SO_REUSEPORT and never listening. The simulator's TCP servers bind with
+    SO_REUSEPORT too, so they can take the port while this socket holds it; nothing else can (a
+    bind without SO_REUSEPORT is refused, and the kernel never hands the port out for port 0).
+    Connections are refused until the simulator listens. Keep it open while the port is in use."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+_HELD: dict[int, socket.socket] = {}  # port -> listening socket held for a SimPlant of this process
+
+
+def hold_port(host: str = "127.0.0.1") -> int:
+    """A free port of ``host`` for a simulated device, held (a listening socket) until a SimPlant of
+    this process serves it: for code that writes a configuration before the simulator starts
+    (``edge plugin check``'s one-device site)."""
+    sock = listening_socket(host)
+    port = int(sock.getsockname()[1])
+    _HELD[port] = sock
+    return port

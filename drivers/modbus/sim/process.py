@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import signal
+import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -26,7 +27,7 @@ from drivers.modbus.points import Table
 from .faults import Fault
 from .plant import SimPlant, UpdateStats, group_endpoints
 from .servers import DeviceStats
-from .spec import SimDeviceSpec
+from .spec import RtuOverTcpTransport, SimDeviceSpec, TcpTransport
 
 _SPECS = TypeAdapter(list[SimDeviceSpec])
 _ERRORS: dict[str, type[Exception]] = {
@@ -57,17 +58,19 @@ def partition(specs: Sequence[SimDeviceSpec], processes: int) -> list[list[SimDe
     return [p for p in parts if p]
 
 
-def _child_main(conn: Connection, specs: list[SimDeviceSpec], seed: int) -> None:
+def _child_main(conn: Connection, specs: list[SimDeviceSpec], seed: int,
+                sockets: dict[int, socket.socket] | None = None) -> None:
     """Entry point of a child process: run a SimPlant until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal: the parent decides
-    asyncio.run(_child_async(conn, specs, seed))
+    asyncio.run(_child_async(conn, specs, seed, sockets))
 
 
-async def _child_async(conn: Connection, specs: list[SimDeviceSpec], seed: int) -> None:
+async def _child_async(conn: Connection, specs: list[SimDeviceSpec], seed: int,
+                       sockets: dict[int, socket.socket] | None = None) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, done.set)
-    plant = SimPlant(specs, seed=seed)
+    plant = SimPlant(specs, seed=seed, sockets=sockets)
     try:
         await plant.start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
@@ -112,8 +115,12 @@ async def _child_async(conn: Connection, specs: list[SimDeviceSpec], seed: int) 
 class SimPlantProcess:
     """SimPlant's control API, with the servers running in ``processes`` child processes."""
 
-    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0, processes: int = 1) -> None:
+    def __init__(self, specs: Iterable[SimDeviceSpec | dict[str, Any]], *, seed: int = 0, processes: int = 1,
+                 sockets: Mapping[int, socket.socket] | None = None) -> None:
+        """``sockets``: listening sockets held for TCP ports of the specs (see :class:`SimPlant`),
+        handed to the child that serves that port (multiprocessing passes the descriptors)."""
         self.specs = _SPECS.validate_python(list(specs))
+        self.sockets = dict(sockets or {})
         SimPlant._check_names(self.specs)
         self.parts = partition(self.specs, processes)
         self.seed = seed
@@ -129,10 +136,13 @@ class SimPlantProcess:
         try:
             for index, part in enumerate(self.parts):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_child_main, args=(child, part, self.seed), name=f"sim-plant-{index}", daemon=True)
-                proc.start()
+                ports = {s.transport.port for s in part if isinstance(s.transport, TcpTransport | RtuOverTcpTransport)}
+                held = {port: sock for port, sock in self.sockets.items() if port in ports}
+                child_proc = ctx.Process(target=_child_main, args=(child, part, self.seed, held), name=f"sim-plant-{index}",
+                                   daemon=True)
+                child_proc.start()
                 child.close()
-                self._children.append((proc, parent, threading.Lock()))
+                self._children.append((child_proc, parent, threading.Lock()))
                 for spec in part:
                     self._owner[spec.name] = index
                     if spec.transport.kind == "serial":

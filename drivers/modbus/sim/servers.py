@@ -268,7 +268,7 @@ class TcpEndpoint(Endpoint):
         self._line = asyncio.Lock()
         self._char_s = (
             _char_time(transport.baud, transport.parity, transport.data_bits, transport.stop_bits)
-            if self.rtu and transport.baud
+            if isinstance(transport, RtuOverTcpTransport) and transport.baud
             else 0.0
         )
 
@@ -276,8 +276,14 @@ class TcpEndpoint(Endpoint):
         decoder = DecodePDU(is_server=True)
         return FramerRTU(decoder) if self.rtu else FramerSocket(decoder)
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on ``host:port`` (port 0: a free one), or serve on ``sock``, a listening socket held for it."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock)
+        else:
+            # SO_REUSEPORT: a port reserved for this simulator by another process (plant.reserve_port)
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True,
+                                                      reuse_port=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -311,6 +317,7 @@ class TcpEndpoint(Endpoint):
         elif not gone and self._server is None and self._sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as in start()
             sock.bind((self.host, self.port))
             sock.listen(100)
             self._sock = sock
@@ -345,7 +352,8 @@ class TcpEndpoint(Endpoint):
             pass  # the endpoint stops: end quietly (asyncio's stream callback would log a cancel)
         finally:
             self._writers.discard(writer)
-            self._conns.discard(task)  # type: ignore[arg-type]
+            if task is not None:
+                self._conns.discard(task)
             writer.transport.abort()
 
     async def _answer(

@@ -8,7 +8,8 @@ import inspect
 import shutil
 from pathlib import Path
 
-LIBRARIES = ("asyncua", "pymodbus", "serial", "influxdb_client", "grafana_client", "yaml", "pydantic", "numpy")
+LIBRARIES = ("asyncua", "pymodbus", "serial", "influxdb_client", "urllib3", "yaml", "pydantic", "numpy")
+OPTIONAL = {"grafana_foundation_sdk": "edge grafana build|push (pip install 'ot-edge-appliance[grafana]')"}
 TOOLS = {"socat": "serial line pairs for the simulator", "mbpoll": "independent Modbus master (tests)",
          "victoria-metrics": "time-series server (tests)", "influxd": "InfluxDB 1.x (tests)"}
 
@@ -26,6 +27,7 @@ def checks() -> list[tuple[str, bool, str]]:
             out.append((f"library {name}", True, getattr(mod, "__version__", "")))
         except ImportError as exc:
             out.append((f"library {name}", False, str(exc)))
+    out.append(urllib3_check())
     import edge
     from edge.driver import registry
 
@@ -55,12 +57,37 @@ def checks() -> list[tuple[str, bool, str]]:
     return out
 
 
+def urllib3_check() -> tuple[str, bool, str]:
+    """urllib3 must be urllib3, not urllib3-future (a fork installed under the same import name)."""
+    try:
+        fork = importlib.metadata.version("urllib3-future")
+    except importlib.metadata.PackageNotFoundError:
+        return ("urllib3 is the real one", True, "no urllib3-future installed")
+    return ("urllib3 is the real one", False,
+            f"urllib3-future {fork} replaces urllib3 (remove it: provisioning/setup.sh does)")
+
+
+def optional_libraries() -> list[tuple[str, bool, str]]:
+    """(name, installed, what needs it): missing optional libraries are not problems."""
+    out = []
+    for name, why in OPTIONAL.items():
+        try:
+            importlib.import_module(name)
+            out.append((name, True, why))
+        except ImportError:
+            out.append((name, False, why))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     problems = 0
     for what, ok, detail in checks():
         problems += not ok
         if not (args.quiet and ok):
             print(f"{'ok ' if ok else 'BAD'}  {what}: {detail}")
+    for name, present, why in optional_libraries():
+        if not args.quiet:
+            print(f"{'ok ' if present else '-- '}  optional library {name}: {why}{'' if present else ': not installed'}")
     for tool, why in TOOLS.items():
         path = shutil.which(tool)
         if not args.quiet:

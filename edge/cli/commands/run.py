@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import os
 import shutil
@@ -13,6 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import TextIO
 
+from edge.cli.commands import CliError
 from edge.config.loader import load_config
 from edge.core.model import QUALITY_NAMES, DeviceState, Quality
 from edge.runtime.app import Appliance
@@ -214,20 +216,31 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task] = set()
+    started = asyncio.Event()
+    one_at_a_time = asyncio.Lock()
 
     notifier = Notifier()
 
+    async def reload_when_started() -> None:
+        await started.wait()  # a SIGHUP during the start is served once the appliance runs
+        async with one_at_a_time:  # SIGHUPs in a row: each reload sees the previous one finished
+            await reload_config(app, config)
+
     def on_hup() -> None:
         notifier.reloading()
-        task = asyncio.create_task(reload_config(app, config))
+        task = asyncio.create_task(reload_when_started(), name="reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
         task.add_done_callback(lambda _: notifier.ready())
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await start_or_clean_up(app)
+    # Only a started appliance has a pid file: `edge reload` must never signal a process that failed
+    # to start (or a stranger that later got its pid).
     pid_file = write_pid_file(loaded.data_dir)
-    await app.start()
+    started.set()
     notifier.ready()
+    print(started_line(app), file=out, flush=True)
     watchdog = asyncio.create_task(notifier.watchdog_loop(), name="watchdog")
     table = StatusTable(app, out)
     interval = loaded.config.runtime.status_interval_s
@@ -247,17 +260,56 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
         table.close()
         notifier.stopping()
         watchdog.cancel()
+        for task in list(reloads):
+            task.cancel()
         await app.stop()
-        pid_file.unlink(missing_ok=True)
+        remove_pid_file(pid_file)
         print("appliance stopped", file=out, flush=True)
 
 
+def started_line(app: Appliance) -> str:
+    """One line with where the appliance serves (the bound ports when the configuration asked for port 0)."""
+    where = []
+    if app.outputs is not None and app.outputs.opcua is not None:
+        where.append(f"OPC UA at {app.outputs.opcua.endpoint_url}")
+    if app.intelligence is not None and app.intelligence.url:
+        where.append(f"API at {app.intelligence.url}")
+    return "appliance started" + (": " + ", ".join(where) if where else "")
+
+
+async def start_or_clean_up(app: Appliance) -> None:
+    """Start the appliance; if that fails, stop what did start (threads, listeners) and re-raise
+    (an OSError, such as a port in use or a missing certificate, as a one-line CliError)."""
+    try:
+        await app.start()
+    except BaseException as exc:
+        try:
+            await app.stop()
+        except Exception:  # noqa: BLE001 - the start failure is the error to report
+            logging.getLogger("edge.run").exception("cleaning up after a failed start failed too")
+        if isinstance(exc, OSError):
+            raise CliError(f"the appliance did not start: {exc}") from exc
+        raise
+
+
 def write_pid_file(data_dir: Path) -> Path:
-    """``edge reload`` finds the running appliance of a configuration through this file."""
+    """``edge reload`` finds the running appliance of a configuration through this file (written
+    atomically: a reader sees the old content or the whole new one)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "edge.pid"
-    path.write_text(f"{os.getpid()}\n")
+    tmp = path.with_name(f".edge.pid.{os.getpid()}")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(path)
     return path
+
+
+def remove_pid_file(path: Path) -> None:
+    """Remove the pid file if it is still this process's (another appliance may have replaced it)."""
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 async def reload_config(app: Appliance, config: str, source: str = "sighup") -> bool:

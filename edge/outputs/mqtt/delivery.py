@@ -117,12 +117,14 @@ class Backlog:
 
     def work(self) -> tuple[int, int] | None:
         """The first closed range to replay, or None."""
-        if self.ranges and self.ranges[0][1] is not None:
-            return self.ranges[0][0], self.ranges[0][1]  # type: ignore[return-value]
+        if self.ranges:
+            lo, hi = self.ranges[0]
+            if lo is not None and hi is not None:
+                return lo, hi
         return None
 
     def lowest(self) -> int | None:
-        return self.ranges[0][0] if self.ranges else None  # type: ignore[return-value]
+        return self.ranges[0][0] if self.ranges else None
 
     def to_json(self, live_confirmed: int | None) -> str:
         return json.dumps({"ranges": self.ranges, "live_confirmed": live_confirmed})

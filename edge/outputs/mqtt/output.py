@@ -102,7 +102,7 @@ class MqttOutput:
     """Sparkplug B edge node and/or JSON namespace publisher (see the module docstring)."""
 
     def __init__(self, config: MqttConfig, plant: Plant, spool: Spool, writes: WriteService,
-                 diagnostics: Callable[[], list[DeviceDiagnostics]], health: Callable[[], dict[str, object]],
+                 diagnostics: Callable[[], list[DeviceDiagnostics]], health: Callable[[], dict[str, float | str]],
                  data_dir: Path, base_dir: Path | None):
         self.config = config
         self.spool = spool
@@ -585,10 +585,10 @@ class MqttOutput:
 
     # ------------------------------------------------------------------ status
 
-    def node_values(self) -> dict[str, object]:
+    def node_values(self) -> dict[str, sp.MetricValue]:
         """The node's own metrics (NBIRTH/NDATA): health, spool depth, forwarder state, this output."""
         h = self.health()
-        out: dict[str, object] = {"Node Info/Site": self.site}
+        out: dict[str, sp.MetricValue] = {"Node Info/Site": self.site}
         for key, value in h.items():
             out[key] = value
         st = self.c

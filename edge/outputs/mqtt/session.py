@@ -75,7 +75,7 @@ class EdgeNode:
     """
 
     def __init__(self, config: MqttConfig, plant: Plant, writes: WriteService,
-                 diagnostics: Callable[[], list[DeviceDiagnostics]], node_values: Callable[[], dict[str, object]]):
+                 diagnostics: Callable[[], list[DeviceDiagnostics]], node_values: Callable[[], dict[str, sp.MetricValue]]):
         self.config = config
         self.writes = writes
         self.diagnostics = diagnostics
@@ -105,7 +105,7 @@ class EdgeNode:
         self.cur_text: dict[int, str | None] = {}
         self.dead: set[str] = set()
         self.node_metrics = self._node_metric_defs()
-        self._node_sent: dict[str, object] = {}
+        self._node_sent: dict[str, sp.MetricValue] = {}
 
     def _node_metric_defs(self) -> list[sp.NodeMetric]:
         defs = [sp.NodeMetric("bdSeq", 0, sp.DataType.Value("Int64")),

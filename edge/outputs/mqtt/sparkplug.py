@@ -21,7 +21,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
 
 import numpy as np
 
@@ -107,7 +106,7 @@ def tag_properties(tag: TagInfo, quality: int) -> PropertySet:
     return PropertySet(keys=keys, values=values)
 
 
-def set_value(metric: Metric, datatype: int, value: Any) -> None:
+def set_value(metric: Metric, datatype: int, value: bool | int | float | str | None) -> None:
     """Put a Python value into the right field of ``metric`` for ``datatype`` (None: null)."""
     if value is None or (isinstance(value, float) and math.isnan(value) and datatype not in FLOAT_TYPES):
         metric.is_null = True
@@ -274,7 +273,7 @@ class Layout:
         for kind in present:
             sel = slice(None) if one_kind else kinds == kind
             a, v = aliases[sel].tolist(), vals[sel]
-            t = repeat(int(stamps), len(a)) if scalar else np.asarray(stamps)[sel].tolist()  # type: ignore[arg-type]
+            t = repeat(int(stamps), len(a)) if scalar else np.asarray(stamps)[sel].tolist()
             if kind == K_DOUBLE:
                 for x, y, z in zip(a, t, v.tolist(), strict=True):
                     add(alias=x, timestamp=y, double_value=z)
@@ -312,7 +311,7 @@ class Layout:
         add = p.metrics.add
         for i, v, q, t in zip(ids.tolist(), vals.tolist(), quality.tolist(), stamps.tolist(), strict=True):
             m = add(alias=int(self.alias[i]), timestamp=t)
-            value: object = (texts or {}).get(i) if self.kind[i] == K_STRING else v
+            value: float | str | None = (texts or {}).get(i) if self.kind[i] == K_STRING else v
             if q in VALUE_KEPT and value is not None and not (isinstance(value, float) and math.isnan(value)):
                 set_value(m, self.datatype[i], value)
             else:
@@ -332,7 +331,10 @@ class NodeMetric:
     datatype: int
 
 
-def node_payload(seq: int | None, ts_ms: int, metrics: Iterable[tuple[NodeMetric, object]],
+MetricValue = bool | int | float | str | None  # a metric's Python value (None: null)
+
+
+def node_payload(seq: int | None, ts_ms: int, metrics: Iterable[tuple[NodeMetric, MetricValue]],
                  with_names: bool) -> bytes:
     """NBIRTH (``with_names``: name, alias, datatype) or NDATA (alias and value only)."""
     p = Payload(timestamp=ts_ms)

@@ -158,20 +158,20 @@ def install() -> None:
     _ORIGINALS["process"] = UaProcessor.process
     _ORIGINALS["data_received"] = OPCUAProtocol.data_received
     _ORIGINALS["connection_made"] = OPCUAProtocol.connection_made
-    UaProcessor._process_message = _guarded_process_message  # type: ignore[method-assign]
-    UaProcessor.process = _guarded_process  # type: ignore[method-assign]
-    OPCUAProtocol.data_received = _guarded_data_received  # type: ignore[method-assign]
-    OPCUAProtocol.connection_made = _guarded_connection_made  # type: ignore[method-assign]
+    UaProcessor._process_message = _guarded_process_message
+    UaProcessor.process = _guarded_process
+    OPCUAProtocol.data_received = _guarded_data_received
+    OPCUAProtocol.connection_made = _guarded_connection_made
 
 
 def uninstall() -> None:
     """Back to asyncua's plain path (servers keep their policies, which are then ignored)."""
     if not _ORIGINALS:
         return
-    UaProcessor._process_message = _ORIGINALS.pop("_process_message")  # type: ignore[method-assign]
-    UaProcessor.process = _ORIGINALS.pop("process")  # type: ignore[method-assign]
-    OPCUAProtocol.data_received = _ORIGINALS.pop("data_received")  # type: ignore[method-assign]
-    OPCUAProtocol.connection_made = _ORIGINALS.pop("connection_made")  # type: ignore[method-assign]
+    UaProcessor._process_message = _ORIGINALS.pop("_process_message")
+    UaProcessor.process = _ORIGINALS.pop("process")
+    OPCUAProtocol.data_received = _ORIGINALS.pop("data_received")
+    OPCUAProtocol.connection_made = _ORIGINALS.pop("connection_made")
 
 
 # ---------------------------------------------------------------------- service requests
@@ -360,7 +360,7 @@ def restrict_user_token_policies(iserver: Any) -> None:
 def _error(code: int, reason: str) -> bytes:
     """An OPC UA TCP Error message (the connection is closed after it)."""
     err = ua.ErrorMessage(ua.StatusCode(ua.UInt32(code)), ua.String(reason))
-    return uatcp_to_binary(ua.MessageType.Error, err)  # type: ignore[arg-type]
+    return uatcp_to_binary(ua.MessageType.Error, err)
 
 
 def _host(peername: object) -> str:

@@ -71,7 +71,7 @@ def install(server: Any) -> None:
     """Before ``Server.init``: the library's ConditionRefresh, and the caller's user for method calls."""
     server.iserver.bind_condition_methods = True
     if InternalSession.call is not _call_with_caller:
-        InternalSession.call = _call_with_caller  # type: ignore[method-assign]
+        InternalSession.call = _call_with_caller
 
 
 def condition_nodeid(ns: int, alarm: str) -> ua.NodeId:
@@ -181,7 +181,8 @@ class OpcUaConditions:
     async def _template(self, typedef: int) -> Any:
         ev = self._templates.get(typedef)
         if ev is None:
-            server = self.opcua.server  # type: ignore[union-attr]
+            server = self.opcua.server if self.opcua is not None else None
+            assert server is not None, "events are built for a started OPC UA server only"
             ev = await events.get_event_obj_from_type_node(Node(server.iserver.isession, ua.NodeId(typedef)))
             ev.add_property("NodeId", None, ua.VariantType.NodeId)  # ConditionId
             ev.add_property("LimitState/CurrentState", None, ua.VariantType.LocalizedText)

@@ -236,6 +236,7 @@ class HistoryService:
             return _result(SC.BadInvalidTimestampArgument)
         self.counters["raw"] += 1
         if end is None:
+            assert start is not None  # not both (refused above)
             lo, hi, newest_first = start, MAX_NS, False
         elif start is None:
             lo, hi, newest_first = 0, end + 1, True
@@ -419,8 +420,8 @@ class HistoryService:
             ok = (np.asarray(h.quality) == 0) & ~np.isnan(np.asarray(h.values, dtype=np.float64))
             if ok.any():
                 j = int(np.flatnonzero(ok)[0])
-                t, v = np.int64(h.ts[j]), float(h.values[j])
-                ts = np.append(ts, t) if at_end else np.insert(ts, 0, t)
+                bound_t, v = np.int64(h.ts[j]), float(h.values[j])
+                ts = np.append(ts, bound_t) if at_end else np.insert(ts, 0, bound_t)
                 vs = np.append(vs, v) if at_end else np.insert(vs, 0, v)
         out = []
         stepped = tag.is_discrete

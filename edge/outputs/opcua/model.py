@@ -228,8 +228,8 @@ class NodeFactory:
 
     def _link(self, parent: NodeData, child: NodeData, reftype: str, typedef: ua.NodeId,
               nodeclass: ua.NodeClass) -> None:
-        bname = child.attributes[A.BrowseName].value.Value.Value  # type: ignore[union-attr]
-        dname = child.attributes[A.DisplayName].value.Value.Value  # type: ignore[union-attr]
+        bname = child.attributes[A.BrowseName].value.Value.Value
+        dname = child.attributes[A.DisplayName].value.Value.Value
         parent.references.append(ua.ReferenceDescription(
             ReferenceTypeId=_REF[reftype], IsForward=True, NodeId=child.nodeid, BrowseName=bname,
             DisplayName=dname, NodeClass=nodeclass, TypeDefinition=typedef,
@@ -250,9 +250,9 @@ class NodeFactory:
         last = self._last_inverse
         if last is not None and last[0] is parent and last[1] == reftype:
             return last[2]
-        pb = parent.attributes[A.BrowseName].value.Value.Value  # type: ignore[union-attr]
-        pd = parent.attributes[A.DisplayName].value.Value.Value  # type: ignore[union-attr]
-        pclass = _NODECLASS[parent.attributes[A.NodeClass].value.Value.Value]  # type: ignore[union-attr]
+        pb = parent.attributes[A.BrowseName].value.Value.Value
+        pd = parent.attributes[A.DisplayName].value.Value.Value
+        pclass = _NODECLASS[parent.attributes[A.NodeClass].value.Value.Value]
         ref = ua.ReferenceDescription(
             ReferenceTypeId=_REF[reftype], IsForward=False, NodeId=parent.nodeid, BrowseName=pb,
             DisplayName=pd, NodeClass=pclass, TypeDefinition=_NULL_ID,

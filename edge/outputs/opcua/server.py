@@ -58,7 +58,7 @@ from edge.core.model import (
     WriteResult,
     WriteStatus,
 )
-from edge.outputs.opcua import security
+from edge.outputs.opcua import asyncua_adapter, security
 from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
 from edge.outputs.opcua.channel_guard import ChannelPolicy, current_channel
 from edge.outputs.opcua.conditions import install as install_conditions
@@ -116,7 +116,7 @@ class OpcUaServer:
         self.refuse = refuse
         self.history = history
         self.tune_gc = tune_gc
-        self.publisher = FastPublisher()
+        self.publisher = FastPublisher(fast=config.fast_path)
         self.aggregates = AggregateSpace(self.publisher)
         self._agg_specs = AggregateSpace.specs_by_key(plant, aggregates)
         self.server: Server | None = None
@@ -146,7 +146,7 @@ class OpcUaServer:
         """Build the address space from the plant and start listening."""
         cfg = self.config
         self.users = make_user_manager(cfg)
-        server = Server(user_manager=self.users)  # type: ignore[arg-type]
+        server = Server(user_manager=self.users)
         install_conditions(server)  # ConditionRefresh and the caller of method calls (alarms)
         await server.init()
         server.set_endpoint(cfg.endpoint)
@@ -168,21 +168,39 @@ class OpcUaServer:
         self._factory = NodeFactory(iserver.aspace, self.ns)
         self.aggregates.factory = self._factory
         self._original_write = iserver.attribute_service.write
-        iserver.attribute_service.write = self._handle_write  # type: ignore[method-assign]
+        iserver.attribute_service.write = self._handle_write
         self.server = server
         t0 = asyncio.get_running_loop().time()
         self._build(self.plant, carry=None, agg_carry=None)
         self.build_s = asyncio.get_running_loop().time() - t0
-        await server.start()
+        self.publisher.fast = asyncua_adapter.acquire(cfg.fast_path)  # library patches: now, not at import
+        library_log = logging.getLogger("asyncua.server.server")
+        level = library_log.level
+        library_log.setLevel(logging.CRITICAL)  # a failed listen is reported once, by the caller, not as a traceback
+        try:
+            await server.start()
+        except BaseException:
+            asyncua_adapter.release(self.publisher.fast)
+            self.server = None
+            raise
+        finally:
+            library_log.setLevel(level)
         security.after_start(server)  # before the loop runs again: no client has seen the endpoints
         self.endpoint_url = _bound_endpoint(server, cfg.endpoint)
-        log.info("OPC UA server on %s: %d tags, address space built in %.2f s",
-                 cfg.endpoint, len(self.plant.tags), self.build_s)
+        log.info("OPC UA server on %s: %d tags, address space built in %.2f s, %s path",
+                 self.endpoint_url, len(self.plant.tags), self.build_s,
+                 "fast" if self.publisher.fast else "library's plain")
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (the bound one when the endpoint asked for port 0)."""
+        return urlparse(self.endpoint_url).port or 0
 
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+            asyncua_adapter.release(self.publisher.fast)
             if self.tune_gc:
                 gc.unfreeze()
                 if self._gc_threshold is not None:

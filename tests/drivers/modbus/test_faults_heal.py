@@ -9,7 +9,6 @@ import time
 
 from harness import wait_until
 
-from drivers.modbus.sim.plant import free_port
 from edge.core.model import DeviceState, Quality
 
 HOLE_SITE = """
@@ -34,7 +33,7 @@ REFUSED = ("line_speed", "fan_on", "temp")
 async def test_exception_02_spell_heals_within_the_reprobe_time(make_site):
     """A PLC in STOP answers exception 2 for 20 s; afterwards every refused tag is Good again
     within the configured longest re-probe period (before: never polled again)."""
-    site = await make_site(HOLE_SITE.format(port=free_port(), first=2, most=4, holes="reprobe"))
+    site = await make_site(HOLE_SITE.format(port="{port:dev}", first=2, most=4, holes="reprobe"))
     assert await wait_until(lambda: all(site.value("d", n)[1] == Quality.GOOD for n in (*REFUSED, "speed")), 5)
     site.sim.set_fault("d", "illegal_address", start=4, count=4)
     assert await wait_until(lambda: all(site.value("d", n)[1] == Quality.BAD_CONFIG_ERROR for n in REFUSED), 5)
@@ -55,7 +54,7 @@ async def test_exception_02_spell_heals_within_the_reprobe_time(make_site):
 
 
 async def test_permanent_holes_are_not_reprobed(make_site):
-    site = await make_site(HOLE_SITE.format(port=free_port(), first=0.5, most=0.5, holes="permanent"),
+    site = await make_site(HOLE_SITE.format(port="{port:dev}", first=0.5, most=0.5, holes="permanent"),
                            start_app=False)
     site.sim.set_fault("d", "illegal_address", start=4, count=4)
     await site.app.start()
@@ -125,7 +124,7 @@ async def test_slow_slave_does_not_make_its_neighbours_offline(make_site):
 async def test_offline_device_is_back_within_10_s_of_answering(make_site):
     """Default probing of an offline device: back within 10 s of answering again (before: up to
     30 s of back-off)."""
-    port = free_port()
+    port = "{port:dev}"
     site = await make_site(f"""
 site: {{name: t}}
 buses: [{{name: b, type: modbus_tcp, port: {port}, timeout_ms: 100}}]

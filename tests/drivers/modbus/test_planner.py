@@ -89,7 +89,7 @@ def test_limits_are_validated():
         PlanLimits(max_bits=0)
 
 
-def test_blocks_decode_into_their_slots_of_the_poll_arrays():
+def test_every_block_decodes_its_own_batch_and_the_plan_covers_every_point():
     points = [pt(0, "float32", name="f"), pt(40, "int16", scale=0.1, name="s"), pt(2, "bool", bit=1, name="b"),
               pt(7, table=Table.COIL, name="c")]
     plan = PollPlan(points, PlanLimits(max_gap=10))
@@ -98,13 +98,13 @@ def test_blocks_decode_into_their_slots_of_the_poll_arrays():
     image[Table.HOLDING][40:41] = encode(points[1], -3.2)
     image[Table.HOLDING][2] = 0b10
     image[Table.COIL][7] = True
-    values, quality = plan.new_arrays()
+    by_tag: dict[int, float] = {}
     for b in plan.blocks:
-        b.codec.decode(image[b.table][b.start:b.end], values[b.slot], quality[b.slot])
-    by_tag = dict(zip(plan.tag_ids.tolist(), values.tolist(), strict=True))
+        batch = b.codec.decode_batch("dev", 1, image[b.table][b.start:b.end])
+        assert batch.quality.tolist() == [0] * len(b.points)
+        by_tag |= dict(zip(batch.tag_ids.tolist(), batch.values.tolist(), strict=True))
     assert by_tag == {points[0].tag_id: 2.5, points[1].tag_id: pytest.approx(-3.2),
                       points[2].tag_id: 1.0, points[3].tag_id: 1.0}
-    assert quality.tolist() == [0, 0, 0, 0]
     assert sorted(plan.tag_ids.tolist()) == sorted(p.tag_id for p in points)
 
 
@@ -127,23 +127,33 @@ class Device:
         return None
 
 
-def poll(plan: PollPlan, device: Device) -> tuple[np.ndarray, np.ndarray, int]:
-    """One poll as the poller does it: decode what answers, split what is illegal."""
-    values, quality = plan.new_arrays()
+Result = dict[int, tuple[float, int]]  # tag id -> (value, quality) after one poll
+
+
+def poll(plan: PollPlan, device: Device) -> tuple[Result, int]:
+    """One poll as the poller does it: one batch per block that answers, split what is illegal.
+
+    Every point of the plan gets a result: decoded, Bad_ConfigurationError for the unreadable ones,
+    Bad_CommunicationError for a block refused in this poll."""
+    result: Result = {p.tag_id: (float("nan"), int(Quality.BAD_CONFIG_ERROR)) for p in plan.unreadable}
     failed = 0
     for block in list(plan.blocks):
         regs = device.read(block.start, block.count)
         if regs is None:
             failed += 1
             plan.split(block)
-        else:
-            block.codec.decode(regs, values[block.slot], quality[block.slot])
-    return values, quality, failed
+            result |= {p.tag_id: (float("nan"), int(Quality.BAD_COMM_ERROR)) for p in block.points}
+            continue
+        batch = block.codec.decode_batch("dev", 1, regs)
+        result |= dict(zip(batch.tag_ids.tolist(), zip(batch.values.tolist(), batch.quality.tolist(),
+                                                         strict=True), strict=True))
+    assert sorted(result) == sorted(plan.tag_ids.tolist())  # nothing lost, nothing twice
+    return result, failed
 
 
 def converge(plan: PollPlan, device: Device, max_polls: int = 64) -> int:
     for n in range(1, max_polls + 1):
-        if poll(plan, device)[2] == 0:
+        if poll(plan, device)[1] == 0:
             return n
     raise AssertionError("the plan did not converge")
 
@@ -157,12 +167,11 @@ def test_learning_a_hole_in_a_gap():
     assert layout(plan) == [("holding", 0, 10), ("holding", 12, 8)]
     assert plan.holes.ranges == {(Table.HOLDING, 10, 12)}
     assert device.failures == 1 and not plan.unreadable
-    values, quality, _ = poll(plan, device)
-    assert quality.tolist() == [0] * 18
-    assert dict(zip(plan.tag_ids.tolist(), values.tolist(), strict=True)) == {p.tag_id: p.address for p in points}
+    result, _ = poll(plan, device)
+    assert result == {p.tag_id: (p.address, Quality.GOOD) for p in points}
     replanned = PollPlan(points, PlanLimits(max_gap=8), holes=plan.holes)
     assert layout(replanned) == layout(plan)
-    assert poll(replanned, device)[2] == 0
+    assert poll(replanned, device)[1] == 0
 
 
 def test_an_illegal_point_becomes_unreadable_and_is_not_retried():
@@ -172,9 +181,9 @@ def test_an_illegal_point_becomes_unreadable_and_is_not_retried():
     polls = converge(plan, device)
     assert polls <= 6 and device.failures <= 5  # halving: log2(16) + 1 failed requests at most
     assert [p.name for p in plan.unreadable] == ["r5"]
-    values, quality, failed = poll(plan, device)
+    result, failed = poll(plan, device)
     assert failed == 0
-    by_name = {p.name: (v, q) for p, v, q in zip(plan.points, values, quality, strict=True)}
+    by_name = {p.name: result[p.tag_id] for p in points}
     assert by_name["r5"][1] == Quality.BAD_CONFIG_ERROR and np.isnan(by_name["r5"][0])
     assert all(q == Quality.GOOD and v == int(n[1:]) for n, (v, q) in by_name.items() if n != "r5")
     requests = device.requests
@@ -232,9 +241,10 @@ def test_plans_keep_their_invariants_and_learning_converges(case):
     assert {p.tag_id for p in plan.unreadable} == refused
     for b in plan.blocks:
         assert not any(a in illegal for a in range(b.start, b.end))
-    values, quality, failed = poll(plan, device)
+    result, failed = poll(plan, device)
     assert failed == 0
-    for p, v, q in zip(plan.points, values, quality, strict=True):
+    for p in points:
+        v, q = result[p.tag_id]
         if p.tag_id in refused:
             assert q == Quality.BAD_CONFIG_ERROR
         else:

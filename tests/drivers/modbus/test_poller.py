@@ -7,7 +7,6 @@ import math
 import pytest
 from harness import wait_until
 
-from drivers.modbus.sim.plant import free_port
 from edge.core.model import DeviceState, Quality, WriteStatus
 
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
@@ -43,7 +42,7 @@ def typed_points() -> tuple[str, dict[str, float | str]]:
     return "\n".join(lines), expected
 
 
-def bus_yaml(kind: str, port: int) -> str:
+def bus_yaml(kind: str, port: str) -> str:
     if kind == "tcp":
         return f"  - {{name: b, type: modbus_tcp, host: 127.0.0.1, port: {port}, timeout_ms: 300}}"
     if kind == "rtu_over_tcp":
@@ -57,7 +56,7 @@ async def test_every_type_and_order_decodes(make_site, kind):
     site = await make_site(f"""
 site: {{name: t}}
 buses:
-{bus_yaml(kind, free_port())}
+{bus_yaml(kind, "{port:dev}")}
 devices:
   - name: d
     bus: b
@@ -126,7 +125,7 @@ async def test_dead_device_goes_offline_and_the_others_keep_their_rate(make_site
 
 
 async def test_busy_is_retried_and_an_exception_marks_tags_not_the_device(make_site):
-    port = free_port()
+    port = "{port:dev}"
     site = await make_site(f"""
 site: {{name: t}}
 buses: [{{name: b, type: modbus_tcp, port: {port}, timeout_ms: 100}}]
@@ -146,7 +145,7 @@ devices:
 
 
 async def test_illegal_address_hole_is_learned(make_site):
-    port = free_port()
+    port = "{port:dev}"
     site = await make_site(f"""
 site: {{name: t}}
 buses: [{{name: b, type: modbus_tcp, port: {port}, timeout_ms: 100}}]
@@ -174,7 +173,7 @@ devices:
 
 
 async def test_point_refused_alone_becomes_configuration_error(make_site):
-    port = free_port()
+    port = "{port:dev}"
     site = await make_site(f"""
 site: {{name: t}}
 buses: [{{name: b, type: modbus_tcp, port: {port}, timeout_ms: 100}}]
@@ -211,7 +210,7 @@ async def test_slow_answers_time_out(make_site):
 
 
 async def test_tcp_device_gone_reconnects_with_backoff(make_site):
-    port = free_port()
+    port = "{port:dev}"
     site = await make_site(f"""
 site: {{name: t}}
 buses: [{{name: b, type: modbus_tcp, port: {port}, timeout_ms: 200}}]
@@ -232,7 +231,7 @@ async def test_writes_reach_the_device_and_are_read_back(make_site, kind):
     site = await make_site(f"""
 site: {{name: t}}
 buses:
-{bus_yaml(kind, free_port())}
+{bus_yaml(kind, "{port:dev}")}
 devices:
   - name: d
     bus: b
@@ -276,7 +275,7 @@ devices:
 
 
 async def test_write_to_a_dead_device_times_out(make_site):
-    port = free_port()
+    port = "{port:dev}"
     site = await make_site(f"""
 site: {{name: t}}
 buses: [{{name: b, type: modbus_tcp, port: {port}, timeout_ms: 150}}]

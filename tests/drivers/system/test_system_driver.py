@@ -11,7 +11,6 @@ import psutil
 from asyncua import Client, ua
 from harness import wait_until
 
-from drivers.modbus.sim.plant import free_port
 from edge.config.errors import ConfigError
 from edge.config.loader import load_config
 from edge.core.model import Quality
@@ -49,8 +48,8 @@ outputs:
 
 
 async def test_host_metrics_reach_opcua_spool_and_influxdb(make_site, victoria_metrics, tmp_path):
-    opc_port = free_port()
-    site = await make_site(SITE.format(plc_port=free_port(), opc_port=opc_port, influx=victoria_metrics.url))
+    # the PLC's port is held for the simulator (make_site fills {port:plc}); OPC UA takes any free port
+    site = await make_site(SITE.format(plc_port="{port:plc}", opc_port=0, influx=victoria_metrics.url))
     cores_id = site.tag_id("box", "cores")
     assert await wait_until(lambda: site.app.store.get(cores_id)[2] > 0 and site.diag("plc").polls_ok >= 3, 10)
     expected_cores = float(os.cpu_count() or 0)
@@ -62,7 +61,7 @@ async def test_host_metrics_reach_opcua_spool_and_influxdb(make_site, victoria_m
     assert site.value("plc", "level")[:2] == (42.5, Quality.GOOD)
     assert site.diag("box").polls_ok >= 1 and "no_disk" in site.diag("box").last_error
 
-    async with Client(f"opc.tcp://127.0.0.1:{opc_port}/edge", timeout=10) as client:
+    async with Client(site.app.outputs.opcua.endpoint_url, timeout=10) as client:
         ns = await client.get_namespace_index("urn:edge:mixed")
         dv = await client.get_node(ua.NodeId("box.ram_total", ns)).read_data_value()
         assert dv.Value.Value == expected_ram and dv.Value.VariantType == ua.VariantType.Double

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from spb_host import SpbHost
 
-from drivers.modbus.sim.plant import free_port
 from edge.storage.spool import decode_samples
 
 GROUP, NODE = "plant", "edge1"
@@ -32,7 +31,7 @@ buses:
 devices:
   - name: boiler
     bus: net
-    port: {free_port()}
+    port: {{port:boiler}}
     interval_ms: {interval_ms}
     offline_after_failures: 2
     backoff_max_s: 0.5
@@ -47,7 +46,7 @@ devices:
       - {{name: count, address: 8, type: uint32, sim: {{kind: counter, start: 1000, rate_per_s: 50}}}}
   - name: pump
     bus: net
-    port: {free_port()}
+    port: {{port:pump}}
     interval_ms: {interval_ms}
     offline_after_failures: 2
     backoff_max_s: 0.5

@@ -3,12 +3,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import opcua_helpers
 import pytest
 from opcua_helpers import PASSWORDS, config, make_plant
 
 from edge.outputs.opcua.server import OpcUaServer
 from edge.security.pki import create_server_certificate
 from edge.security.users import add_user
+
+
+@pytest.fixture(params=["fast", "plain"])
+def opcua_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The value path of the servers a test builds with config() (``outputs.opcua.fast_path``).
+
+    Modules whose outcome depends on the path (value delivery, notification encoding) run every
+    test on both: ``pytestmark = pytest.mark.usefixtures("opcua_path")`` (requested before the
+    other fixtures, so ``running`` is built on the chosen path)."""
+    monkeypatch.setattr(opcua_helpers, "FAST_PATH", request.param == "fast")
+    return str(request.param)
 
 
 @pytest.fixture
@@ -32,6 +44,7 @@ async def running(users_file: Path):
     plant = make_plant()
     srv = OpcUaServer(plant, config(users_file))
     await srv.start()
+    assert srv.publisher.fast == opcua_helpers.FAST_PATH
     try:
         yield srv
     finally:

@@ -1,7 +1,6 @@
 """Shared helpers of the OPC UA tests (a uniquely named module, importable from every test file)."""
 from __future__ import annotations
 
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -15,12 +14,7 @@ from edge.core.model import BusInfo, DeviceInfo, Plant, TagInfo  # noqa: E402
 from edge.storage.history import HistoryArrays  # noqa: E402
 
 PASSWORDS = {"olga": "operator-pass-1", "victor": "viewer-pass-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+FAST_PATH = True  # outputs.opcua.fast_path of the servers config() describes; the opcua_path fixture sets it
 
 
 def make_plant(site: str = "plant1", devices: int = 2, analog_per_device: int = 3) -> Plant:
@@ -77,11 +71,12 @@ def config(users_file: Path, pki_dir: Path | None = None, **kw: object) -> OpcUa
     """A None-only server (passwords encrypted with a shared test certificate), or with ``pki_dir``
     None plus both Basic256Sha256 policies."""
     base: dict[str, object] = {
-        "endpoint": f"opc.tcp://127.0.0.1:{free_port()}/edge",
+        "endpoint": "opc.tcp://127.0.0.1:0/edge",  # any free port: the server's endpoint_url has the bound one
         "users_file": users_file,
         "security_policies": ["None"],
         "allow_security_none": True,
         "pki_dir": shared_pki(),
+        "fast_path": FAST_PATH,
     }
     if pki_dir is not None:
         base.update(pki_dir=pki_dir, security_policies=["None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"])

@@ -6,6 +6,7 @@ import dataclasses
 import time
 
 import numpy as np
+import pytest
 from asyncua import Client, ua
 from harness import wait_until
 from opcua_helpers import PASSWORDS, config, make_plant, tag_id
@@ -14,6 +15,8 @@ from edge.aggregate.engine import Aggregator
 from edge.config.aggregate import TagAggregateConfig
 from edge.core.model import Plant, Quality, SampleBatch
 from edge.outputs.opcua.server import OpcUaServer
+
+pytestmark = pytest.mark.usefixtures("opcua_path")  # the fast path and the library's plain path
 
 S = 1_000_000_000
 FULL = ["Count", "Min", "Max", "Mean", "First", "Last", "Sum", "Std", "Twa", "GoodRatio", "BadCount"]

@@ -12,7 +12,6 @@ import pytest
 from asyncua import Client, ua
 from harness import server_pki, wait_until
 
-from drivers.modbus.sim.plant import free_port
 from edge.config.errors import ConfigError
 from edge.config.loader import load_config
 
@@ -22,8 +21,9 @@ FULL = ["Count", "Min", "Max", "Mean", "First", "Last", "Sum", "Std", "Twa", "Go
 LEVEL = f"{{windows: [1s], capacity_s: 60, grace_ms: {GRACE_MS}, opcua: true}}"
 
 
-def site_text(plc_port: int, opc_port: int, users: str, level: str = LEVEL, temp: str = "{windows: [1s]}",
-              extra: str = "") -> str:
+def site_text(users: str, level: str = LEVEL, temp: str = "{windows: [1s]}", extra: str = "",
+              plc_port: int | str = "{port:plc}", opc_port: int = 0) -> str:
+    """The PLC on a port held for the simulator (``{port:plc}``, see make_site); OPC UA on any free port."""
     pki = Path(users).parent / "pki"  # made by the users fixture (a server certificate: passwords travel encrypted)
     return f"""
 site: {{name: aggsite}}
@@ -60,8 +60,8 @@ def users(tmp_path):
     return str(path)
 
 
-def client(port: int) -> Client:
-    c = Client(f"opc.tcp://127.0.0.1:{port}/edge", timeout=10)
+def client(site) -> Client:  # noqa: ANN001 - a conftest Site
+    c = Client(site.app.outputs.opcua.endpoint_url, timeout=10)
     c.set_user("vic")
     c.set_password("viewer-password")
     return c
@@ -106,12 +106,11 @@ def expected_stats(ts: np.ndarray, v: np.ndarray, q: np.ndarray, end_ns: int) ->
 
 
 async def test_clients_read_the_window_statistics_of_the_polled_values(make_site, users) -> None:
-    opc_port = free_port()
-    site = await make_site(site_text(free_port(), opc_port, users))
+    site = await make_site(site_text(users))
     assert await wait_until(lambda: site.diag("plc").polls_ok >= 3, 5)
     agg = site.app.outputs.aggregator
     level_id = site.tag_id("plc", "level")
-    async with client(opc_port) as c:
+    async with client(site) as c:
         ns = await c.get_namespace_index("urn:edge:aggsite")
         plc = await c.nodes.objects.get_child([f"{ns}:aggsite", f"{ns}:net", f"{ns}:plc"])
         folder = await plc.get_child([f"{ns}:Aggregates"])
@@ -170,10 +169,9 @@ async def subscribed(c: Client, *names: str) -> list[Recorder]:
 
 
 async def test_a_window_of_out_of_range_samples_is_bad_out_of_range(make_site, users) -> None:
-    opc_port = free_port()
-    site = await make_site(site_text(free_port(), opc_port, users))
+    site = await make_site(site_text(users))
     assert await wait_until(lambda: site.diag("plc").polls_ok >= 3, 5)
-    async with client(opc_port) as c:
+    async with client(site) as c:
         rec, counts = await subscribed(c, "Mean", "BadCount")
 
         # out of range for more than a whole window: that window has no good sample
@@ -189,10 +187,9 @@ async def test_a_window_of_out_of_range_samples_is_bad_out_of_range(make_site, u
 
 
 async def test_an_offline_device_turns_its_aggregates_bad_no_communication(make_site, users) -> None:
-    opc_port = free_port()
-    site = await make_site(site_text(free_port(), opc_port, users))
+    site = await make_site(site_text(users))
     assert await wait_until(lambda: site.diag("plc").polls_ok >= 3, 5)
-    async with client(opc_port) as c:
+    async with client(site) as c:
         ns = await c.get_namespace_index("urn:edge:aggsite")
         [rec] = await subscribed(c, "Mean")
         # the device goes silent: failed polls, then offline (no samples at all)
@@ -210,11 +207,10 @@ async def test_an_offline_device_turns_its_aggregates_bad_no_communication(make_
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
 
 
-async def test_reload_changes_the_aggregate_variables_and_keeps_subscriptions(make_site, users) -> None:
-    opc_port, plc_port = free_port(), free_port()
-    site = await make_site(site_text(plc_port, opc_port, users))
+async def test_reload_changes_the_aggregate_variables_and_keeps_subscriptions(make_site, held_ports, users) -> None:
+    site = await make_site(site_text(users))
     assert await wait_until(lambda: site.diag("plc").polls_ok >= 3, 5)
-    async with client(opc_port) as c:
+    async with client(site) as c:
         ns = await c.get_namespace_index("urn:edge:aggsite")
         rec = Recorder()
         sub = await c.create_subscription(50, rec)
@@ -223,10 +219,10 @@ async def test_reload_changes_the_aggregate_variables_and_keeps_subscriptions(ma
 
         path = site.loaded.path
         old = path.read_text()
-        path.write_text(site_text(
-            plc_port, opc_port, users,
+        path.write_text(held_ports.fill(site_text(
+            users,
             level=f"{{windows: [1s, 2s], capacity_s: 60, grace_ms: {GRACE_MS}, opcua: [max, count]}}",
-            temp="{windows: [1s], grace_ms: 100, opcua: [mean]}") + old[old.index("\nruntime:"):])
+            temp="{windows: [1s], grace_ms: 100, opcua: [mean]}")) + old[old.index("\nruntime:"):])
         await site.app.reload(load_config(path))
         window = c.get_node(ua.NodeId("plc.level#aggregates.1s", ns))
         assert [(await n.read_browse_name()).Name for n in await window.get_children()] == ["Count", "Max"]
@@ -258,8 +254,8 @@ async def test_reload_changes_the_aggregate_variables_and_keeps_subscriptions(ma
 
 def test_bad_opcua_values_are_clear_configuration_errors(tmp_path) -> None:
     path = tmp_path / "edge.yaml"
-    text = site_text(1502, 4840, str(tmp_path / "users.txt"), level="{windows: [1s], opcua: [mean, median]}",
-                     temp="{windows: [1s], opcua: sometimes}")
+    text = site_text(str(tmp_path / "users.txt"), level="{windows: [1s], opcua: [mean, median]}",
+                     temp="{windows: [1s], opcua: sometimes}", plc_port=1502, opc_port=4840)
     path.write_text(text)
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
@@ -274,14 +270,15 @@ def test_bad_opcua_values_are_clear_configuration_errors(tmp_path) -> None:
                       ("{windows: [1s], opcua: 3}", "opcua is true (every statistic), false, or a list"),
                       ("{windows: [1s], opcua: [mean, mean]}", "'mean' is listed twice"),
                       ("{windows: [], opcua: true}", "windows is empty")):
-        path.write_text(site_text(1502, 4840, "users.txt", level=bad))
+        path.write_text(site_text("users.txt", level=bad, plc_port=1502, opc_port=4840))
         with pytest.raises(ConfigError) as err:
             load_config(path, env={})
         assert any(says in i.message for i in err.value.issues), (bad, [str(i) for i in err.value.issues])
 
     # a statistic the site's aggregator does not compute: refused by the loader (so by `edge check`),
     # at the tag's aggregate key, not only when the aggregator is built at start-up
-    text = site_text(1502, 4840, "users.txt", level="{windows: [1s], opcua: [mean, std]}", extra=", stats: basic")
+    text = site_text("users.txt", level="{windows: [1s], opcua: [mean, std]}", extra=", stats: basic",
+                     plc_port=1502, opc_port=4840)
     path.write_text(text)
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})

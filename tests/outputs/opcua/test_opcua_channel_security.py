@@ -19,7 +19,6 @@ from opcua_helpers import (
     client_from,
     config,
     encrypted_password_token,
-    free_port,
     make_plant,
     raw_activate,
     raw_channel,
@@ -125,7 +124,7 @@ async def test_endpoints_offer_user_name_tokens_only_where_the_password_is_encry
 async def test_the_demo_none_endpoint_offers_no_user_name_token() -> None:
     """The demo (None only, anonymous, no certificate) advertised a clear-text UserName token."""
     demo = load_config(ROOT / "provisioning" / "sites" / "demo" / "edge.yaml",
-                       env={"EDGE_DEMO_OPCUA_PORT": str(free_port())}).config.outputs.opcua
+                       env={"EDGE_DEMO_OPCUA_PORT": "0"}).config.outputs.opcua
     assert demo is not None
     srv = OpcUaServer(make_plant(), demo)
     await srv.start()

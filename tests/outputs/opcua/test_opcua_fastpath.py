@@ -1,19 +1,24 @@
 """The fast path's own pieces: the notification encoder matches asyncua's, client filters apply."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from asyncua import Client, ua
-from opcua_helpers import PASSWORDS, tag_id
+from asyncua.ua import ua_binary
+from opcua_helpers import PASSWORDS, ROOT, config, make_plant, tag_id
 
 from edge.core.model import SampleBatch
-from edge.outputs.opcua import fastpath as fp
+from edge.outputs.opcua import asyncua_adapter as fp
 from edge.outputs.opcua.server import OpcUaServer
 
 NOW = datetime.now(UTC)
+ITEM = ua.MonitoredItemNotification(ClientHandle=7, Value=ua.DataValue(ua.Variant(2.5, ua.VariantType.Double),
+                                                                       ua.StatusCode(0), NOW, NOW))
 VARIANTS = [
     ua.Variant(1.5, ua.VariantType.Double), ua.Variant(-2.25, ua.VariantType.Float),
     ua.Variant(True, ua.VariantType.Boolean), ua.Variant(7, ua.VariantType.UInt32),
@@ -30,13 +35,13 @@ VARIANTS = [
 @pytest.mark.parametrize("source", [NOW, None])
 def test_encoder_bytes_equal_asyncua(variant: ua.Variant, status: ua.StatusCode | None, source) -> None:  # noqa: ANN001
     item = ua.MonitoredItemNotification(ClientHandle=4242, Value=ua.DataValue(variant, status, source, NOW))
-    assert fp.encode_notification(item) == fp._library_notification_serializer(item)
+    assert fp.encode_notification(item) == fp.library_notification_serializer(item)
 
 
 def test_encoder_falls_back_for_picoseconds_and_decodes_back() -> None:
     dv = ua.DataValue(ua.Variant(3.0, ua.VariantType.Double), ua.StatusCode(0), NOW, NOW, SourcePicoseconds=5)
     item = ua.MonitoredItemNotification(ClientHandle=1, Value=dv)
-    assert fp.encode_notification(item) == fp._library_notification_serializer(item)
+    assert fp.encode_notification(item) == fp.library_notification_serializer(item)
     notif = ua.DataChangeNotification(MonitoredItems=[
         ua.MonitoredItemNotification(ClientHandle=9, Value=ua.DataValue(ua.Variant(1.25, ua.VariantType.Float),
                                                                         ua.StatusCode(0), NOW, NOW))])
@@ -47,9 +52,12 @@ def test_encoder_falls_back_for_picoseconds_and_decodes_back() -> None:
     assert abs(got.Value.SourceTimestamp.replace(tzinfo=UTC) - NOW).total_seconds() < 1e-6
 
 
-async def test_client_deadband_filter_against_last_sent_value(running: OpcUaServer) -> None:
-    """A client's own absolute deadband (2.0 on a tag without a configured deadband) is compared
-    with the last value sent to that client, so a drift of 0.8 per poll is reported every third poll."""
+async def test_client_deadband_filter_on_each_path(opcua_path: str, running: OpcUaServer) -> None:
+    """A client's own absolute deadband (2.0 on a tag without a configured deadband), 0.8 of drift per poll.
+
+    Fast path: compared with the last value sent to that client, so every third poll is reported.
+    The library's plain path: asyncua compares each sample with the previous sample, so slow drift
+    is never reported (STACK-NOTES); the test pins that difference down."""
     c_id = tag_id(running.plant, "meter1.current")
     got: list[float] = []
 
@@ -60,18 +68,62 @@ async def test_client_deadband_filter_against_last_sent_value(running: OpcUaServ
     c = Client(running.endpoint_url, timeout=10)
     c.set_user("victor")
     c.set_password(PASSWORDS["victor"])
+    want = [10.0, 12.4, 14.8] if opcua_path == "fast" else [10.0]
+
+    def poll(i: int) -> None:
+        running.consume(SampleBatch("meter1", time.time_ns(), np.array([c_id], np.int32),
+                                    np.array([10.0 + 0.8 * i]), np.zeros(1, np.uint8)))
+
+    poll(0)  # a value before the subscription (asyncua's own deadband fails on a null initial value)
     async with c:
         sub = await c.create_subscription(10, Handler())
         flt = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValue, DeadbandType=ua.DeadbandType.Absolute,
                                   DeadbandValue=2.0)
         node = c.get_node(f"ns={running.ns};s=meter1.current")
         await sub._subscribe(node, ua.AttributeIds.Value, flt, queuesize=10)
-        for i in range(8):
-            running.consume(SampleBatch("meter1", time.time_ns(), np.array([c_id], np.int32),
-                                        np.array([10.0 + 0.8 * i]), np.zeros(1, np.uint8)))
-        deadline = time.monotonic() + 5
-        while len([v for v in got if v is not None]) < 3 and time.monotonic() < deadline:
+        for i in range(1, 8):
+            poll(i)
+        deadline = time.monotonic() + (5 if opcua_path == "fast" else 1.5)  # plain: wait to see nothing more
+        while (len([v for v in got if v is not None]) < len(want) or opcua_path == "plain") \
+                and time.monotonic() < deadline:
             await c.nodes.server.read_browse_name()  # let notifications arrive
         await sub.delete()
     values = [round(v, 1) for v in got if v is not None]
-    assert values == [10.0, 12.4, 14.8]
+    assert values == want
+
+
+def test_nothing_is_patched_at_import() -> None:
+    """Importing the server, the value path and the adapter leaves asyncua as it is."""
+    code = ("from asyncua.ua import ua_binary; original = ua_binary.create_dataclass_serializer; "
+            "import edge.outputs.opcua.server, edge.outputs.opcua.fastpath, edge.outputs.opcua.asyncua_adapter; "
+            "import edge.runtime.app; "
+            "assert ua_binary.create_dataclass_serializer is original; print('unpatched')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "unpatched", r.stderr
+
+
+async def test_the_encoder_is_installed_while_a_fast_server_runs(users_file) -> None:  # noqa: ANN001
+    library = fp._library_dataclass_serializer
+    assert ua_binary.create_dataclass_serializer is library and not fp.encoder_installed()
+    plain = OpcUaServer(make_plant(), config(users_file, fast_path=False))
+    await plain.start()
+    try:
+        assert not plain.publisher.fast and ua_binary.create_dataclass_serializer is library
+        fast = OpcUaServer(make_plant(), config(users_file, fast_path=True))
+        await fast.start()
+        try:
+            assert fast.publisher.fast and fp.encoder_installed()
+            assert ua_binary.struct_to_binary(ITEM) == fp.encode_notification(ITEM)
+        finally:
+            await fast.stop()
+        assert ua_binary.create_dataclass_serializer is library  # the last fast server put it back
+        assert ua_binary.create_dataclass_serializer(ua.MonitoredItemNotification) is not fp.encode_notification
+    finally:
+        await plain.stop()
+
+
+def test_an_untested_asyncua_version_runs_on_the_plain_path(monkeypatch, caplog) -> None:  # noqa: ANN001
+    assert fp.version_tested("2.1.0") and not fp.version_tested("2.2.0") and not fp.version_tested("2.10.1")
+    monkeypatch.setattr(fp.asyncua, "__version__", "2.2.0")
+    assert fp.acquire(True) is False
+    assert not fp.encoder_installed() and "not the tested 2.1.x" in caplog.text

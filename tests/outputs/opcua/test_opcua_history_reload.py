@@ -7,11 +7,14 @@ import time
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from asyncua import Client, ua
 from opcua_helpers import PASSWORDS, HistoryStandIn, config, make_plant, tag_id
 
 from edge.core.model import BusInfo, DeviceInfo, Plant, SampleBatch, TagInfo
 from edge.outputs.opcua.server import OpcUaServer
+
+pytestmark = pytest.mark.usefixtures("opcua_path")  # the fast path and the library's plain path
 
 
 def login(srv: OpcUaServer) -> Client:

@@ -20,6 +20,8 @@ from opcua_helpers import PASSWORDS, tag_id
 from edge.core.model import Quality, SampleBatch
 from edge.outputs.opcua.server import OpcUaServer
 
+pytestmark = pytest.mark.usefixtures("opcua_path")  # the fast path and the library's plain path
+
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
 

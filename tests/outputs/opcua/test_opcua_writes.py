@@ -7,11 +7,10 @@ The values are checked with a second, independent pymodbus client.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from asyncua import Client, ua
-from opcua_helpers import PASSWORDS, config, free_port, make_plant
+from opcua_helpers import PASSWORDS, config, make_plant
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -54,21 +53,17 @@ class ModbusWriter:
 
 @pytest.fixture
 async def modbus_device():
-    port = free_port()
     device = SimDevice(id=1, simdata=[SimData(0, count=100, values=0, datatype=DataType.REGISTERS)])
-    server = ModbusTcpServer(device, address=("127.0.0.1", port))
-    task = asyncio.create_task(server.serve_forever())
+    server = ModbusTcpServer(device, address=("127.0.0.1", 0))  # port 0: the listener reports the port it got
+    await server.serve_forever(background=True)
+    port = server.transport.sockets[0].getsockname()[1]
     checker = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1)
-    deadline = time.monotonic() + 5
-    while not await checker.connect():
-        assert time.monotonic() < deadline, "pymodbus server did not start"
-        await asyncio.sleep(0.05)
+    assert await checker.connect(), "pymodbus server does not answer"
     try:
         yield port, checker
     finally:
         checker.close()
         await server.shutdown()
-        task.cancel()
 
 
 @pytest.fixture

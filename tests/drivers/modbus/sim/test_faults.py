@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from pymodbus.exceptions import ModbusException
 
 from drivers.modbus.points import RegisterPoint, Table
-from drivers.modbus.sim import RtuOverTcpTransport, SimDeviceSpec, TcpTransport, free_port
+from drivers.modbus.sim import RtuOverTcpTransport, SimDeviceSpec, TcpTransport, listening_socket
 
 POINTS = [RegisterPoint(i, f"r{i}", Table.HOLDING, i, "uint16") for i in range(20)]
 
@@ -118,8 +118,10 @@ async def test_offline_device_closes_its_port_and_comes_back(start_plant, connec
 
 
 async def test_offline_on_a_shared_port_silences_only_that_unit(start_plant, connect) -> None:
-    port = free_port()
-    plant = await start_plant([device("a", 1, TcpTransport(port=port)), device("b", 2, TcpTransport(port=port))])
+    held = listening_socket()
+    port = held.getsockname()[1]
+    plant = await start_plant([device("a", 1, TcpTransport(port=port)), device("b", 2, TcpTransport(port=port))],
+                              sockets={port: held})
     client = await connect(("127.0.0.1", port), timeout=0.3)
     plant.set_fault("a", "offline")
     assert not (await read(client, unit=2)).isError()

@@ -11,7 +11,7 @@ import pytest
 from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.modbus.points import ORDERS, RegisterPoint, Table
-from drivers.modbus.sim import RtuOverTcpTransport, SignalSpec, SimDeviceSpec, TcpTransport, free_port
+from drivers.modbus.sim import RtuOverTcpTransport, SignalSpec, SimDeviceSpec, TcpTransport, listening_socket
 from tests.drivers.modbus.sim.wire import struct_decode
 
 VALUES = {"int16": -1234, "uint16": 54321, "int32": -123456789, "uint32": 3_000_000_000,
@@ -162,11 +162,12 @@ async def test_signals_move_within_range(start_plant, connect) -> None:
 async def test_one_port_serves_several_unit_ids_and_answers_unknown_units_with_exception_11(
     start_plant, connect
 ) -> None:
-    port = free_port()
+    held = listening_socket()  # one port for three units, held until the simulator serves on it
+    port = held.getsockname()[1]
     point = [RegisterPoint(0, "v", Table.HOLDING, 0, "uint16")]
     specs = [SimDeviceSpec(name=f"d{u}", unit_id=u, transport=TcpTransport(port=port), points=point,
                            signals={"v": SignalSpec(kind="constant", value=100 + u)}) for u in (1, 2, 9)]
-    plant = await start_plant(specs)
+    plant = await start_plant(specs, sockets={port: held})
     assert len(plant.endpoints) == 1 and plant.address("d9") == ("127.0.0.1", port)
     client = await connect(("127.0.0.1", port))
     for u in (1, 2, 9):
@@ -199,12 +200,13 @@ async def test_mbpoll_reads_the_encoded_registers(start_plant) -> None:
 
 
 async def test_rtu_over_tcp_gateway_serves_its_units_one_at_a_time_at_line_speed(start_plant, connect) -> None:
-    port = free_port()
+    held = listening_socket()
+    port = held.getsockname()[1]
     gateway = RtuOverTcpTransport(port=port, baud=9600)
     points = [RegisterPoint(i, f"r{i}", Table.HOLDING, i, "uint16") for i in range(125)]
     specs = [SimDeviceSpec(name=f"meter{u}", unit_id=u, transport=gateway, points=points,
                            signals={"r0": SignalSpec(kind="constant", value=u)}) for u in (1, 2)]
-    plant = await start_plant(specs)
+    plant = await start_plant(specs, sockets={port: held})
     assert len(plant.endpoints) == 1
     a = await connect(("127.0.0.1", port), rtu=True, timeout=3.0)
     b = await connect(("127.0.0.1", port), rtu=True, timeout=3.0)
