@@ -35,19 +35,25 @@ class HeldPorts:
     """Free loopback ports for simulated devices, held (a listening socket each) from the moment a
     test names them until the simulator serves on them: never bind-and-close to find a port.
 
-    ``{port:NAME}`` in a site's YAML text (``make_site``, :meth:`fill`) becomes NAME's port; the
-    same name gives the same port for the whole test."""
+    ``{port:NAME}`` in a site's YAML text (``make_site``, :meth:`fill`) becomes NAME's port. Each
+    site ``make_site`` builds gets ports of its own (its own simulator serves them); until the
+    next one, the same name gives the same port (a test rewriting its site for a reload)."""
 
     REF = re.compile(r"\{port:([A-Za-z0-9_.-]+)\}")
 
     def __init__(self) -> None:
-        self.sockets: dict[str, socket.socket] = {}
+        self.sockets: dict[tuple[int, str], socket.socket] = {}
         self._adopted: set[int] = set()
+        self._site = 0
+
+    def next_site(self) -> None:
+        self._site += 1
 
     def port(self, name: str) -> int:
-        sock = self.sockets.get(name)
+        key = (self._site, name)
+        sock = self.sockets.get(key)
         if sock is None:
-            sock = self.sockets[name] = listening_socket()
+            sock = self.sockets[key] = listening_socket()
         return int(sock.getsockname()[1])
 
     def fill(self, text: str) -> str:
@@ -134,6 +140,7 @@ async def make_site(tmp_path: Path, held_ports: HeldPorts) -> AsyncIterator[Call
 
     async def make(text: str, start_app: bool = True) -> Site:
         path = tmp_path / "edge.yaml"
+        held_ports.next_site()
         text = held_ports.fill(text.replace("{tmp}", str(tmp_path)))
         if "runtime:" not in text:
             text += f"\nruntime: {{data_dir: {tmp_path}/data, status_interval_s: 0.2}}\n"
