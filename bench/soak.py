@@ -388,7 +388,7 @@ def visibility_check(url: str, tmp: Path, e: dict, t0: float) -> dict:
         return {"ok": restarted, "detail": "uptime restarts after the kill" if restarted else "no restart seen"}
     if name == "bad_reload":
         log = (tmp / "appliance.log").read_text(errors="replace").splitlines()
-        rejected = [ln for ln in log if "reload rejected" in ln]
+        rejected = [ln for ln in log if "reload refused" in ln]
         ts, _ = health(url, "appliance", "samples", start, end)
         return {"ok": bool(rejected) and len(ts) >= 2,
                 "detail": f"{len(rejected)} rejection(s) logged; {len(ts)} health records while it lasted"}

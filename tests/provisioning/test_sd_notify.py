@@ -163,7 +163,7 @@ def test_edge_run_under_a_notify_socket(demo_env, tmp_path):
         assert peer.receive_until(lambda m: any(s == "STOPPING=1" for _, s in m), 15)
         out, err = app.communicate(timeout=30)  # TimeoutStopSec of the unit is 30 s
         assert app.returncode == 0, err
-        assert err.count("reload rejected") == 1 and "unit_id" in err  # the broken file, and only it
+        assert err.count("reload refused") == 1 and "unit_id" in err  # the broken file, and only it
         assert time.monotonic() - stop_sent < 30
         assert "appliance stopped" in out
         assert not (Path(demo_env["EDGE_DATA_DIR"]) / "edge.pid").exists()
