@@ -258,8 +258,11 @@ class AggregateSpace:
         f = self.factory
         assert f is not None
         meta = STAT_NODES[stat]
+        # a window's statistic changes once per window: that is as fast as it can be sampled (a
+        # client asking a shorter interval gets every window, not one window per requested interval)
         nd = f.add_variable(wobj, aggregate_nodeid(f.ns, tag.key, label, stat), meta.name, meta.datatype,
-                            ua.Variant(None, VT.Null), typedef="BaseAnalogType" if meta.unit else "BaseDataVariableType")
+                            ua.Variant(None, VT.Null), typedef="BaseAnalogType" if meta.unit else "BaseDataVariableType",
+                            min_interval_ms=parse_window(label) / 1e6)
         text = self._texts.get((stat, label))
         if text is None:  # shared by every tag's variable of this statistic and window, never written
             text = self._texts[(stat, label)] = AttributeValue(ua.DataValue(

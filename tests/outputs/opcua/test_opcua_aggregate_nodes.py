@@ -144,7 +144,11 @@ async def test_values_status_codes_and_timestamps(users_file) -> None:
     try:
         ns = srv.ns
         async with login(srv) as c:
-            got = await notified(c, ua.NodeId("meter1.voltage#aggregates.1s.Mean", ns))
+            mean = c.get_node(ua.NodeId("meter1.voltage#aggregates.1s.Mean", ns))
+            # changes once per window: its MinimumSamplingInterval is the window, so a client asking
+            # a shorter sampling interval gets every window (not one per requested interval)
+            assert (await mean.read_attribute(ua.AttributeIds.MinimumSamplingInterval)).Value.Value == 1000.0
+            got = await notified(c, mean.nodeid)
 
             # window 1: all good
             for k, v in enumerate([230.0, 232.0, 231.0, 229.0]):
