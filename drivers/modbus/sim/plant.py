@@ -346,7 +346,8 @@ class SimPlant:
     def set_fault(self, device: str, fault: Fault | str, **params: Any) -> None:
         """Switch a fault on (replacing the same kind); params as in :class:`FaultSpec`."""
         dev = self.device(device)
-        spec = FaultSpec(fault=Fault(fault), **params)
+        # validated by pydantic: an unknown fault name is a ValidationError that lists the allowed ones
+        spec = FaultSpec.model_validate({"fault": fault, **params})
         if spec.fault is Fault.BAD_CRC and isinstance(dev.spec.transport, TcpTransport):
             raise ValueError(
                 f"fault 'bad_crc' needs RTU framing (serial or rtu_over_tcp); device {device!r} speaks "
