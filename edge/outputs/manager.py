@@ -81,11 +81,13 @@ class Outputs:
             self.mqtt = MqttOutput(outputs.mqtt, loaded.plant, self.spool, writes, diagnostics, self.node_health,
                                    loaded.data_dir, loaded.base_dir)
         self._task: asyncio.Task | None = None
+        self._started = False  # stop() has nothing to flush or close before start() (the spool is not open)
         self.windows = 0
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        self._started = True  # set first: a start that fails half-way is still stopped in full
         self.spool.start()
         self.pipeline.add("spool", self.spool)
         if self.forwarder is not None:
@@ -101,6 +103,11 @@ class Outputs:
         self._task = asyncio.create_task(self._periodic(), name="outputs")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
+        """Close the windows, stop the outputs, flush and close the spool. Before start() there is
+        nothing to stop: a health record appended then would wait ``timeout_s`` for a spool writer
+        that never ran (an appliance built only for its configuration, e.g. `edge read`)."""
+        if not self._started:
+            return
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -45,7 +45,10 @@ async def test_windows_closed_by_a_reload_are_stored_under_their_own_tags(make_s
     assert await wait_until(lambda: all(rt.diag.polls_ok >= 2 for rt in app.devices.values()), 5)
     await asyncio.sleep(1.2)  # at least one whole 1 s window of each tag has ended, none is collected yet
     assert spooled_window_means(app.outputs.spool) == {}
-    s.loaded.path.write_text(held_ports.fill(site("b", "a")))  # same devices, other order: the tags swap ids
+    # same devices, other order: the tags swap ids; the runtime section make_site added stays (a
+    # reload without it would also move the data dir, and so the spool, to the default place)
+    runtime = s.loaded.path.read_text().split("\nruntime:", 1)[1]
+    s.loaded.path.write_text(held_ports.fill(site("b", "a")) + "\nruntime:" + runtime)
     new = load_config(s.loaded.path)
     assert (new.plant.tag_by_key()["a.x"].id, new.plant.tag_by_key()["b.z"].id) == (1, 0)
     report = await app.reload(new)
@@ -53,3 +56,14 @@ async def test_windows_closed_by_a_reload_are_stored_under_their_own_tags(make_s
     means = spooled_window_means(app.outputs.spool)
     assert set(means) == {"a.x", "b.z"}, means
     assert set(means["a.x"]) == {1.0} and set(means["b.z"]) == {3.0}, means
+
+
+async def test_stopping_outputs_that_never_started_does_not_wait_for_the_spool(make_site) -> None:
+    """Regression: an appliance built but never started (as `edge read` and `edge write` build it) took
+    5 s to stop: Outputs.stop appended a health record and waited its whole timeout for a spool writer
+    thread that never ran. Stopping what never started has nothing to flush."""
+    s = await make_site(site("a", "b"), start_app=False)
+    t0 = time.monotonic()
+    await s.app.stop(timeout_s=5.0)
+    assert time.monotonic() - t0 < 2.0
+    assert s.app.outputs.spool.stats()["appended_points"] == 0
