@@ -32,6 +32,7 @@ extensions = [
         extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
     ),
     Extension("edge.core._latest", ["edge/core/_latest.pyx"], extra_compile_args=["-O3"]),
+    Extension("edge.outputs._lineproto", ["edge/outputs/_lineproto.pyx"], extra_compile_args=["-O3"]),
 ]
 ext_modules = cythonize(extensions, language_level=3) if cythonize else []
 

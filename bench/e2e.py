@@ -428,7 +428,7 @@ def main() -> None:
     interval = args.interval_ms
     print(f"{args.devices} devices x {args.tags} tags at {interval} ms, {r['seconds']} s measured "
           f"(appliance up in {r['startup_s']} s, client subscribed in {r['subscribe_s']} s)")
-    print(f"  tags/s sustained          {r['tags_per_s']:>10}   (the appliance's count; {r['tsdb_tags_per_s']} at the TSDB)")
+    print(f"  tags/s sustained          {r['tags_per_s']!s:>10}   (the appliance's count; {r['tsdb_tags_per_s']} at the TSDB)")
     print(f"  OPC UA changes/s (client) {r['opcua_changes_per_s']:>10}")
     print(f"  appliance CPU             {r['cpu_cores']:>10} cores ({r['cpu_user_cores']} user, {r['cpu_system_cores']} "
           f"system), {r['us_per_tag']} us per tag; simulator {r['sim_cpu_cores']} cores")

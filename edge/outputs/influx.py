@@ -44,6 +44,11 @@ from urllib.parse import urlencode
 
 import numpy as np
 import urllib3
+
+try:  # compiled line protocol of sample batches (edge/outputs/_lineproto.pyx); LineEncoder.samples otherwise
+    from edge.outputs._lineproto import encode_samples as encode_samples_compiled
+except ImportError:
+    encode_samples_compiled = None
 from influxdb_client import InfluxDBClient, WriteService
 from influxdb_client.rest import ApiException
 
@@ -88,6 +93,9 @@ class _Layout:
     field: list[str]  # tag id -> "name="
     qfield: list[str]  # tag id -> "q_name="
     is_string: list[bool]
+    prefix_b: dict[str, bytes]  # the same as UTF-8, for the compiled encoder
+    field_b: list[bytes]
+    qfield_b: list[bytes]
 
 
 class LineEncoder:
@@ -122,18 +130,36 @@ class LineEncoder:
                 tags += f",plugin={escape_key(plugin)}"
             prefix[dev] = f"{escape_key(meas)},{tags} "
             wprefix[dev] = f"{escape_key(self.config.window_measurement)},{tags}"
+        field = [escape_key(n) + "=" for n in pt.name]
+        qfield = ["q_" + escape_key(n) + "=" for n in pt.name]
         return _Layout(
             prefix=prefix,
             window_prefix=wprefix,
-            field=[escape_key(n) + "=" for n in pt.name],
-            qfield=["q_" + escape_key(n) + "=" for n in pt.name],
+            field=field,
+            qfield=qfield,
             is_string=[d == "string" for d in pt.dtype],
+            prefix_b={k: v.encode() for k, v in prefix.items()},
+            field_b=[f.encode() for f in field],
+            qfield_b=[f.encode() for f in qfield],
         )
 
     def encode(self, row: Row) -> str:
         """Line protocol for one spooled row ('' if it holds nothing encodable)."""
         if row.kind == KIND_SAMPLES:
             return self.samples(row)
+        return self._other(row)
+
+    def encode_bytes(self, row: Row) -> bytes:
+        """:meth:`encode` as UTF-8 bytes; sample rows without strings go through the compiled encoder."""
+        if row.kind == KIND_SAMPLES and encode_samples_compiled is not None:
+            d = decode_samples(row.blob)
+            if not d.texts:
+                lay = self.layout(row.plant)
+                return encode_samples_compiled(lay.prefix_b[row.source], lay.field_b, lay.qfield_b, d.tag_ids,
+                                               d.values, d.quality, str(row.ts_ns).encode())
+        return self.encode(row).encode()
+
+    def _other(self, row: Row) -> str:
         if row.kind == KIND_WINDOWS:
             return self.windows(row)
         if row.kind == KIND_HEALTH:
@@ -488,7 +514,7 @@ class InfluxForwarder:
         body = self._body()
         for r in rows:
             try:
-                text = self.encoder.encode(r)
+                text = self.encoder.encode_bytes(r)
             except Exception as e:  # noqa: BLE001 - one undecodable row must not block the queue
                 self._undecodable(r, e)
                 continue
@@ -568,7 +594,7 @@ class InfluxForwarder:
         for part in (rows[:mid], rows[mid:]):
             body = self._body()
             for r in part:
-                text = self.encoder.encode(r)
+                text = self.encoder.encode_bytes(r)
                 if text:
                     body.add(text)
             self._write(part, body)
@@ -631,8 +657,9 @@ class _Body:
         self._z = zlib.compressobj(level, zlib.DEFLATED, 31) if level else None  # wbits 31: gzip format
         self._parts: list[bytes] = []
 
-    def add(self, line: str) -> None:
-        data = ("\n" + line).encode() if self.nbytes else line.encode()
+    def add(self, line: str | bytes) -> None:
+        raw = line.encode() if isinstance(line, str) else line
+        data = b"\n" + raw if self.nbytes else raw
         self.nbytes += len(data)
         if self._z is None:
             self._parts.append(data)

@@ -225,7 +225,7 @@ class AggregateSpace:
 
     # ------------------------------------------------------------------ nodes
 
-    def build(self, plant: Plant, specs: dict[str, AggregateSpec], device_nodes: Mapping[str, NodeData]) -> None:
+    def build(self, plant: Plant, specs: dict[str, AggregateSpec], device_nodes: Mapping[str, ua.NodeId]) -> None:
         """Create the missing nodes for ``specs`` (only tags that publish are visited)."""
         f = self.factory
         assert f is not None
@@ -237,7 +237,7 @@ class AggregateSpace:
             folder = self._folders.get(tag.device)
             if folder is None:
                 folder = self._folders[tag.device] = f.add_object(
-                    device_nodes[tag.device].nodeid, folder_nodeid(f.ns, tag.device), "Aggregates",
+                    device_nodes[tag.device], folder_nodeid(f.ns, tag.device), "Aggregates",
                     description="statistics of closed aggregation windows, per tag", reftype="HasComponent")
             tobj = self._tag_objs.get(key)
             if tobj is None:

@@ -20,6 +20,11 @@ Two replacements of the library's per-change work (measurements: docs/decisions/
    any size, 0 unbounded). Wraps ``MonitoredItemService._create_data_change_monitored_item`` and
    ``_modify_monitored_item``.
 
+4. **Extensions** (:func:`register_extension`): modules with more asyncua internals of their own
+   (:mod:`edge.outputs.opcua.packed`: data changes of plain items encoded a batch at a time)
+   register their install/uninstall pair and the encoders of their own notification classes;
+   they are installed and removed with the rest.
+
 Nothing is patched at import. A server calls :func:`acquire` when it starts and :func:`release`
 when it stops; the encoder is installed while at least one fast server runs and the library's
 serializer is back once none does. ``outputs.opcua.fast_path: false`` runs a server on the
@@ -36,7 +41,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +68,26 @@ class _State:
     fast_servers = 0
 
 
+#: Extensions' (install, uninstall) pairs, installed after the adapter's own patches, removed before them.
+_EXTENSIONS: list[tuple[Callable[[], None], Callable[[], None]]] = []
+#: Encoders of extensions' own dataclasses (what the serializer lookup returns for them while installed).
+_EXTRA_ENCODERS: dict[type, Callable[[Any], bytes]] = {}
+
+
+def register_extension(install: Callable[[], None], uninstall: Callable[[], None],
+                       encoders: dict[type, Callable[[Any], bytes]] | None = None) -> None:
+    """A module with asyncua internals of its own joins the fast path: ``install`` runs when the
+    first fast server starts (at once if one runs), ``uninstall`` when the last one stops;
+    ``encoders`` are served by the serializer lookup meanwhile. Registering twice is a no-op."""
+    if any(i is install for i, _ in _EXTENSIONS):
+        return
+    _EXTENSIONS.append((install, uninstall))
+    _EXTRA_ENCODERS.update(encoders or {})
+    if _State.fast_servers:
+        install()
+        _clear_serializer_caches()
+
+
 def version_tested(version: str | None = None) -> bool:
     """True when the installed asyncua is the minor version the fast path was tested with."""
     return (version if version is not None else asyncua.__version__).startswith(TESTED)
@@ -80,6 +105,8 @@ def acquire(fast: bool) -> bool:
     if _State.fast_servers == 1:
         _install_encoder()
         _install_sampling()
+        for install, _ in _EXTENSIONS:
+            install()
     return True
 
 
@@ -89,6 +116,8 @@ def release(fast: bool) -> None:
         return
     _State.fast_servers -= 1
     if _State.fast_servers == 0:
+        for _, uninstall in reversed(_EXTENSIONS):
+            uninstall()
         _uninstall_encoder()
         _uninstall_sampling()
 
@@ -100,16 +129,21 @@ def encoder_installed() -> bool:
 # ----------------------------------------------------------------------------- delivery
 
 
-def deliver_fast(attval: AttributeValue, dv: ua.DataValue, spawn: Spawn) -> int:
+def deliver_fast(attval: AttributeValue, dv: ua.DataValue, spawn: Spawn, skip: Container[int] | None = None,
+                 taken: list[tuple[MonitoredItemService, int, int, Any]] | None = None) -> int:
     """Queue ``dv`` on every monitored item of one node; returns the notifications queued.
 
     Keeps each item's last value by reference (DataValues are never mutated after creation),
     applies the client's own DataChangeFilter against the last value *sent to that item*, and
     caps the queue at the item's size. Callbacks that are not a MonitoredItemService (e.g.
-    asyncua's history subscription) are called the library's way.
+    asyncua's history subscription) are called the library's way. Items whose callback handle is
+    in ``skip`` are left out (the packed path has them); ``taken`` collects (service, item id,
+    handle, item) of every item that queued ``dv`` and samples as fast as the node changes.
     """
     queued = 0
     for handle, callback in attval.datachange_callbacks.items():
+        if skip and handle in skip:
+            continue
         mis = getattr(callback, "__self__", None)
         if not isinstance(mis, MonitoredItemService):
             deliver_plain_one(callback, handle, dv, spawn)
@@ -121,13 +155,22 @@ def deliver_fast(attval: AttributeValue, dv: ua.DataValue, spawn: Spawn) -> int:
         interval = getattr(mdata, "edge_sampling_ns", 0)
         if interval and not _sampled(mis, mid, mdata, interval, dv, spawn):
             continue
-        queued += _enqueue(mis, mid, mdata, dv, spawn)
+        n = _enqueue(mis, mid, mdata, dv, spawn)
+        queued += n
+        if n and taken is not None and not interval:
+            taken.append((mis, mid, handle, mdata))
     return queued
 
 
-def _enqueue(mis: MonitoredItemService, mid: int, mdata: Any, dv: ua.DataValue, spawn: Spawn) -> int:
-    """The item's DataChangeFilter, then onto the subscription's queue (capped at the item's size);
-    returns the notifications queued (0 or 1)."""
+def enqueue(mis: MonitoredItemService, mid: int, mdata: Any, dv: ua.DataValue, spawn: Spawn, reserve: int = 0) -> int:
+    """One value onto an item's queue (:func:`_enqueue`); ``reserve`` places of the queue stay free
+    (a newer value of a packed item waits outside it)."""
+    return _enqueue(mis, mid, mdata, dv, spawn, reserve)
+
+
+def _enqueue(mis: MonitoredItemService, mid: int, mdata: Any, dv: ua.DataValue, spawn: Spawn, reserve: int = 0) -> int:
+    """The item's DataChangeFilter, then onto the subscription's queue (capped at the item's size
+    less ``reserve``, at least 1); returns the notifications queued (0 or 1)."""
     mv = mdata.mvalue
     flt = mdata.filter
     if flt is not None and not _filter_passes(flt, mv.current_dvalue, dv):
@@ -143,7 +186,7 @@ def _enqueue(mis: MonitoredItemService, mid: int, mdata: Any, dv: ua.DataValue, 
         if isub.data.RevisedPublishingInterval <= 0.0:
             spawn(isub._trigger_publish())
     else:
-        size = mdata.queue_size
+        size = max(mdata.queue_size - reserve, 1) if mdata.queue_size else 0
         if size and len(items) >= size:
             del items[: len(items) - size + 1]
         items.append(notif)
@@ -301,6 +344,9 @@ def encode_notification(item: ua.MonitoredItemNotification) -> bytes:
 def _dataclass_serializer(dataclazz: type) -> Callable[[Any], bytes]:
     if dataclazz is ua.MonitoredItemNotification:
         return encode_notification
+    extra = _EXTRA_ENCODERS.get(dataclazz)
+    if extra is not None:
+        return extra
     return _library_dataclass_serializer(dataclazz)
 
 

@@ -145,10 +145,9 @@ class OpcUaConditions:
         opcua = self.opcua
         assert opcua is not None
         key = alarm.config.tag
-        if key and key in opcua._tag_nodes:
-            return opcua._tag_nodes[key].nodeid
-        if alarm.device in opcua._device_nodes:
-            return opcua._device_nodes[alarm.device].nodeid
+        source = (opcua.tag_nodeid(key) if key else None) or opcua.device_nodeid(alarm.device)
+        if source is not None:
+            return source
         assert opcua._site_node is not None
         return opcua._site_node.nodeid
 

@@ -16,7 +16,15 @@
    item and caps the queue), or on the library's plain path through asyncua's own callbacks
    (``fast=False``, the setting ``outputs.opcua.fast_path: false``).
 
-Every asyncua internal this relies on is in :mod:`edge.outputs.opcua.asyncua_adapter`;
+Plain monitored items (reporting, no deadband filter, sampling as fast as the node changes, on a
+numeric tag) are taken up by the packed path on the fast path (:mod:`edge.outputs.opcua.packed`:
+pending flags per subscription, notifications encoded from this module's value arrays at
+publish time). A tag's Value record exists only while its node is built (nodes are built on
+demand, :mod:`edge.outputs.opcua.virtual`) or while it has monitored items (:class:`_Watchers`
+registers it here), so tags nobody reads or watches cost no Python objects.
+
+Every asyncua internal this relies on is in :mod:`edge.outputs.opcua.asyncua_adapter` and its
+extension :mod:`edge.outputs.opcua.packed`;
 ``tests/outputs/opcua`` checks the delivered notifications end to end with two client stacks,
 on both paths. The numpy deadband at the source (step 1) is this module's own and runs on both.
 """
@@ -26,6 +34,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +45,7 @@ from asyncua.server.address_space import AttributeValue
 
 from edge.core.model import STATUS_CODES, Quality, SampleBatch, TagInfo
 from edge.outputs.opcua import asyncua_adapter
+from edge.outputs.opcua.packed import PackedRegistry, PackedSubscription, is_plain
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +76,12 @@ def ua_time(ns: int) -> datetime:
 class PublisherStats:
     """Counters of the hot path, shown by the server's diagnostics."""
 
-    __slots__ = ("batches", "samples", "reported", "notifications", "dropped_unknown_tag", "bad_values")
+    __slots__ = ("batches", "samples", "reported", "notifications", "dropped_unknown_tag", "bad_values",
+                 "packed_items")
 
     def __init__(self) -> None:
         self.batches = self.samples = self.reported = self.notifications = 0
+        self.packed_items = 0  # monitored items taken up by the packed path (edge.outputs.opcua.packed)
         self.dropped_unknown_tag = 0  # tag ids outside the plant (counted, never raised)
         self.bad_values = 0  # Good samples that cannot be represented (NaN for an integer tag)
 
@@ -94,26 +106,40 @@ class FastPublisher:
         self._last_src = np.zeros(0, dtype=np.int64)
         self._last_srv = np.zeros(0, dtype=np.int64)
         self._last_text: dict[int, str | None] = {}
+        self._n_watch = np.zeros(0, dtype=np.int32)  # monitored items per tag's Value (all subscriptions)
+        self._vcodes = np.zeros(0, dtype=np.uint8)  # variant type code per tag (0: string, never packed)
+        self._text_ids = np.zeros(0, dtype=np.int64)  # tags with a ValueAsText property
+        self._tags: Sequence[TagInfo] = ()
+        self.packed = PackedRegistry(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._as_text: dict[int, AttributeValue] = {}  # enumerations' and bit fields' ValueAsText records
         self._text_of: dict[int, Callable[[float], str | None]] = {}
 
     # ------------------------------------------------------------------ binding to a plant
 
-    def bind(self, tags: Sequence[TagInfo], attvals: Sequence[AttributeValue | None],
-             carry: dict[str, tuple[float, int, str | None, int, int]] | None = None,
-             as_text: dict[int, AttributeValue] | None = None) -> None:
-        """Bind to a plant's tags (by id) and their Value records; ``carry`` maps tag keys to the
-        (value, quality, text, source ns, server ns) last reported before a reload (from
-        :meth:`snapshot`), so a reload loses no value and sends no duplicates. ``as_text`` maps the
-        ids of enumerations and bit fields to the Value record of their ValueAsText property, which
-        then follows the value (the state's name, the set bits' names; the number for an unknown state).
+    def bind(self, tags: Sequence[TagInfo], carry: dict[str, tuple[float, int, str | None, int, int]] | None = None,
+             records: dict[str, AttributeValue] | None = None,
+             text_records: dict[str, AttributeValue] | None = None) -> None:
+        """Bind to a plant's tags (by id). ``carry`` maps tag keys to the (value, quality, text,
+        source ns, server ns) last reported before a reload (from :meth:`snapshot`), so a reload
+        loses no value and sends no duplicates; ``records`` the Value records with monitored items
+        and ``text_records`` the ValueAsText records (from :meth:`records_by_key`), which keep
+        their items.
 
-        Each Value record gets a read callback: the latest value lives in numpy arrays and a
-        DataValue is built only when a client reads the node or a monitored item needs it, so
-        tags nobody subscribes to cost no Python objects per change."""
+        The latest values live in numpy arrays; a tag's Value record (:meth:`value_record`) is
+        built with its node, on demand, and reads from them, so tags nobody reads or subscribes
+        to cost no Python objects. Enumerations and bit fields have a ValueAsText record each
+        (:meth:`text_record`, kept: they are few) that follows the value (the state's name, the
+        set bits' names; the number for an unknown state)."""
         n = len(tags)
-        self._attvals = list(attvals)
+        tid_map = None
+        if self.packed.by_handle:  # packed monitored items move with their tags
+            new_ids = {t.key: t.id for t in tags}
+            tid_map = {t.id: new_ids[t.key] for t in self._tags if t.key in new_ids}
+        self._tags = tags
+        self._attvals = [None] * n
+        self._n_watch = np.zeros(n, dtype=np.int32)
+        self._vcodes = np.array([0 if t.dtype == "string" else _VTYPE[t.dtype].value for t in tags], dtype=np.uint8)
         self._kinds = [_KIND.get(t.dtype, KIND_INT) for t in tags]
         self._vtypes = [_VTYPE[t.dtype] for t in tags]
         self._deadband = np.array([max(float(t.deadband), 0.0) for t in tags], dtype=np.float64)
@@ -124,6 +150,8 @@ class FastPublisher:
         self._last_src = np.zeros(n, dtype=np.int64)
         self._last_srv = np.zeros(n, dtype=np.int64)
         self._last_text = {}
+        self._as_text = {}
+        self._text_of = {}
         for t in tags:
             if carry and t.key in carry:
                 v, q, text, src_ns, srv_ns = carry[t.key]
@@ -131,19 +159,60 @@ class FastPublisher:
                 self._last_src[t.id], self._last_srv[t.id] = src_ns, srv_ns
                 if text is not None:
                     self._last_text[t.id] = text
-        for tid, attval in enumerate(self._attvals):
-            if attval is not None:
-                attval.value = None
-                attval.value_callback = self._reader(tid)
-        by_id = {t.id: t for t in tags}
-        self._as_text = dict(as_text or {})
-        self._text_of = {tid: by_id[tid].text_of for tid in self._as_text}
-        for tid, attval in self._as_text.items():
-            attval.value = None
-            attval.value_callback = self._text_reader(tid)
+            record = records.get(t.key) if records else None
+            if record is not None and record.datachange_callbacks:
+                watchers = record.datachange_callbacks
+                assert isinstance(watchers, _Watchers)
+                watchers.tid = t.id
+                record.value, record.value_callback = None, watchers.read  # an in-process write_value cleared it
+                self._attvals[t.id] = record
+                self._n_watch[t.id] = len(watchers)
+            if t.enum is not None or t.bits is not None:
+                text_record = text_records.get(t.key) if text_records else None
+                if text_record is None:
+                    text_record = AttributeValue(None)  # type: ignore[arg-type]
+                text_record.value = None
+                text_record.value_callback = self._text_reader(t.id)
+                self._as_text[t.id] = text_record
+                self._text_of[t.id] = t.text_of
+        self._text_ids = np.array(sorted(self._as_text), dtype=np.int64)
+        self.packed.rebind(n, tid_map)
 
-    def _reader(self, tid: int) -> Callable[[Any, Any], ua.DataValue]:
-        return lambda nodeid, attr: self.read_value(tid)
+    def value_record(self, tid: int) -> AttributeValue:
+        """The Value record of tag ``tid``'s node: the kept one while it has monitored items, else a
+        new one (read callback into the arrays; it registers itself when an item is added)."""
+        record = self._attvals[tid]
+        if record is not None:
+            return record
+        record = AttributeValue(None)  # type: ignore[arg-type]
+        watchers = _Watchers(self, tid, record)
+        record.datachange_callbacks = watchers
+        record.value_callback = watchers.read
+        return record
+
+    def text_record(self, tid: int) -> AttributeValue | None:
+        """The ValueAsText record of an enumeration or bit field (None for other tags)."""
+        return self._as_text.get(tid)
+
+    def records_by_key(self, tags: Sequence[TagInfo]) -> tuple[dict[str, AttributeValue], dict[str, AttributeValue]]:
+        """The Value records that have monitored items and the ValueAsText records, by tag key
+        (what :meth:`bind` takes as ``records`` and ``text_records``)."""
+        values = {t.key: rec for t in tags if t.id < len(self._attvals) and (rec := self._attvals[t.id]) is not None}
+        texts = {t.key: rec for t in tags if (rec := self._as_text.get(t.id)) is not None}
+        return values, texts
+
+    def _watch(self, tid: int, record: AttributeValue, count: int) -> None:
+        if tid < len(self._attvals):
+            self._attvals[tid] = record
+            self._n_watch[tid] = count
+
+    def _unwatch(self, tid: int, record: AttributeValue, count: int, handle: int | None) -> None:
+        if handle is not None:
+            self.packed.drop(handle, spill=False)
+        if tid < len(self._attvals) and self._attvals[tid] is record:
+            self._n_watch[tid] = count
+            if not count:
+                self._attvals[tid] = None
 
     def _text_reader(self, tid: int) -> Callable[[Any, Any], ua.DataValue]:
         return lambda nodeid, attr: self.read_text(tid)
@@ -241,6 +310,8 @@ class FastPublisher:
         cids = ids[sel]
         cvals = values[sel]
         cq = quality[sel]
+        for ps in list(self.packed.subs.values()):  # before the arrays change: a spill sends the old values
+            ps.mark(cids, self.spill_rows)
         srv_ns = time.time_ns()
         self._last_v[cids] = cvals
         self._last_q[cids] = cq
@@ -249,7 +320,12 @@ class FastPublisher:
         st.reported += len(cids)
         st.bad_values += int(np.count_nonzero((cq == 0) & np.isnan(cvals) & ~self._is_string[cids]
                                               & ~self._is_float[cids]))
-        self._report(cids.tolist(), cvals.tolist(), cq.tolist(), batch.ts_ns, srv_ns, texts)
+        watched = self._n_watch[cids] > self.packed.packed_per_tag[cids]  # items the library's way
+        if self._text_ids.size:
+            watched |= np.isin(cids, self._text_ids)
+        if watched.any():
+            self._report(cids[watched].tolist(), cvals[watched].tolist(), cq[watched].tolist(), batch.ts_ns, srv_ns,
+                         texts)
         return len(cids)
 
     def _text_changes(self, ids: np.ndarray, texts: dict[int, str]) -> np.ndarray:
@@ -281,7 +357,7 @@ class FastPublisher:
                 srv = ua_time(srv_ns)
             if value_wanted:
                 text = texts.get(tid) if texts else self._last_text.get(tid)
-                self.deliver(attval, self._datavalue(tid, val, q, src, srv, text))
+                self.deliver(attval, self._datavalue(tid, val, q, src, srv, text), tid)
             if text_wanted:
                 self.deliver(text_attval, self._text_datavalue(tid, val, q, src, srv))
 
@@ -291,12 +367,38 @@ class FastPublisher:
         if attval.datachange_callbacks:
             self.deliver(attval, dv)
 
-    def deliver(self, attval: AttributeValue, dv: ua.DataValue) -> None:
-        """Hand ``dv`` to every monitored item of one node (fast or the library's plain path)."""
-        if self.fast:
-            self.stats.notifications += asyncua_adapter.deliver_fast(attval, dv, self._spawn)
-        else:
+    def deliver(self, attval: AttributeValue, dv: ua.DataValue, tid: int | None = None) -> None:
+        """Hand ``dv`` to every monitored item of one node (fast or the library's plain path). On the
+        fast path, items of tag ``tid`` that are plain are handed to the packed path
+        (:mod:`edge.outputs.opcua.packed`) after this delivery; those already there are skipped."""
+        if not self.fast:
             self.stats.notifications += asyncua_adapter.deliver_plain(attval, dv, self._spawn)
+            return
+        if tid is None or not self._vcodes[tid]:
+            self.stats.notifications += asyncua_adapter.deliver_fast(attval, dv, self._spawn)
+            return
+        taken: list[tuple[Any, int, int, Any]] = []
+        self.stats.notifications += asyncua_adapter.deliver_fast(attval, dv, self._spawn, self.packed.by_handle,
+                                                                 taken)
+        for mis, mid, handle, mdata in taken:
+            if is_plain(mis.isub, mdata) and self.packed.add(mis.isub, mis, tid, mid, handle, mdata):
+                self.stats.packed_items += 1
+
+    def spill_rows(self, ps: PackedSubscription, rows: np.ndarray, reserve: int = 1) -> None:
+        """Packed items' pending values into their library queues (a second value before the publish
+        on an item that queues several: ``reserve`` 1 keeps room for the newer value that stays
+        packed; or an item leaving the packed path: 0)."""
+        for row in rows.tolist():
+            tid = int(ps.tids[row])
+            mdata = ps.mis._monitored_items.get(ps.mids[row])
+            if mdata is None or tid < 0:
+                continue
+            src = ua_time(int(self._last_src[tid]))
+            srv = ua_time(int(self._last_srv[tid]) or time.time_ns())
+            dv = self._datavalue(tid, float(self._last_v[tid]), int(self._last_q[tid]), src, srv,
+                                 self._last_text.get(tid))
+            self.stats.notifications += asyncua_adapter.enqueue(ps.mis, ps.mids[row], mdata, dv, self._spawn, reserve)
+            ps.pending[row] = False
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -308,3 +410,43 @@ class FastPublisher:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("OPC UA: a data-change callback failed: %s: %s", type(exc).__name__, exc)
+
+
+class _Watchers(dict):
+    """The monitored-item callbacks of one tag's Value record (asyncua adds and pops them by handle).
+
+    While it holds any, the publisher keeps the record (so the tag's node, built on demand, finds
+    the same record again) and reports the tag's changes to it. It holds the record weakly: a
+    record nobody watches is freed with its node."""
+
+    __slots__ = ("owner", "tid", "_record")
+
+    def __init__(self, owner: FastPublisher, tid: int, record: AttributeValue) -> None:
+        super().__init__()
+        self.owner = owner
+        self.tid = tid
+        self._record = weakref.ref(record)
+
+    def __setitem__(self, handle: int, callback: Callable[..., Any]) -> None:
+        dict.__setitem__(self, handle, callback)
+        record = self._record()
+        if record is not None:
+            self.owner._watch(self.tid, record, len(self))
+
+    def pop(self, handle: int, *default: Any) -> Any:
+        out = dict.pop(self, handle, *default)
+        self._removed(handle)
+        return out
+
+    def __delitem__(self, handle: int) -> None:
+        dict.__delitem__(self, handle)
+        self._removed(handle)
+
+    def _removed(self, handle: int) -> None:
+        record = self._record()
+        if record is not None:
+            self.owner._unwatch(self.tid, record, len(self), handle)
+
+    def read(self, nodeid: Any, attr: Any) -> ua.DataValue:
+        """The record's read callback: the tag's current value from the publisher's arrays."""
+        return self.owner.read_value(self.tid)

@@ -22,6 +22,7 @@ cannot occur in configured names, so these never collide.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from asyncua import ua
 from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 
 from edge.core.model import BusInfo, DeviceDiagnostics, DeviceInfo, TagInfo
+from edge.outputs.opcua.lazy_nodes import PlantNodes, VirtualNode
 
 A = ua.AttributeIds
 VT = ua.VariantType
@@ -203,12 +205,24 @@ class NodeFactory:
         self._last_inverse: tuple[NodeData, str, ua.ReferenceDescription] | None = None
         self._property_names: dict[str, tuple[AttributeValue, AttributeValue]] = {}
         self._intervals: dict[float, AttributeValue] = {}
+        self.node_type: type[NodeData] = NodeData  # VirtualNode in a factory that builds nodes on demand
+        self.virtual_table: PlantNodes | None = None  # keeps references added to virtual nodes
+
+    def detached(self) -> NodeFactory:
+        """A factory sharing this one's constant records that builds virtual nodes into a scratch
+        dict (``aspace``) instead of the server (edge.outputs.opcua.virtual)."""
+        d = copy.copy(self)
+        d.aspace = {}  # type: ignore[assignment]
+        d.node_type = VirtualNode
+        d.virtual_table = None
+        d._last_inverse = None
+        return d
 
     # ------------------------------------------------------------------ primitives
 
     def _common(self, nodeid: ua.NodeId, name: str, nodeclass: ua.NodeClass, description: str,
                 names: tuple[AttributeValue, AttributeValue] | None = None) -> NodeData:
-        nd = NodeData(nodeid)
+        nd = self.node_type(nodeid)
         at = nd.attributes
         at[A.NodeId] = AttributeValue(ua.DataValue(ua.Variant(nodeid, VT.NodeId)))
         at[A.NodeClass] = self._nodeclass[nodeclass]
@@ -230,20 +244,34 @@ class NodeFactory:
               nodeclass: ua.NodeClass) -> None:
         bname = child.attributes[A.BrowseName].value.Value.Value
         dname = child.attributes[A.DisplayName].value.Value.Value
-        parent.references.append(ua.ReferenceDescription(
+        ref = ua.ReferenceDescription(
             ReferenceTypeId=_REF[reftype], IsForward=True, NodeId=child.nodeid, BrowseName=bname,
             DisplayName=dname, NodeClass=nodeclass, TypeDefinition=typedef,
-        ))
+        )
+        parent.references.append(ref)
+        if isinstance(parent, VirtualNode) and self.virtual_table is not None:
+            self.virtual_table.add_extra(parent.nodeid, ref)  # a built-on-demand parent keeps it there
         child.references.append(self._inverse_ref(parent, reftype))
+        child.references.append(self.typeref(typedef, nodeclass))
+        self.aspace[child.nodeid] = child
+
+    def add_forward_ref(self, parent: NodeData, child: ua.NodeId, name: str, reftype: str, typedef: str,
+                        nodeclass: ua.NodeClass) -> None:
+        """The parent's reference to a child that is built on demand (the child holds its own inverse one)."""
+        parent.references.append(ua.ReferenceDescription(
+            ReferenceTypeId=_REF[reftype], IsForward=True, NodeId=child, BrowseName=ua.QualifiedName(name, self.ns),
+            DisplayName=ua.LocalizedText(name), NodeClass=nodeclass, TypeDefinition=_TYPE[typedef]))
+
+    def typeref(self, typedef: ua.NodeId, nodeclass: ua.NodeClass) -> ua.ReferenceDescription:
+        """The HasTypeDefinition reference to ``typedef``: one shared record per type, never mutated."""
         typeref = self._typerefs.get(typedef)
-        if typeref is None:  # one shared record per type: never mutated (see module doc)
+        if typeref is None:
             typeref = self._typerefs[typedef] = ua.ReferenceDescription(
                 ReferenceTypeId=_REF["HasTypeDefinition"], IsForward=True, NodeId=typedef, BrowseName=_NO_NAME,
                 DisplayName=_NO_TEXT, TypeDefinition=_NULL_ID,
                 NodeClass=ua.NodeClass.ObjectType if nodeclass == ua.NodeClass.Object else ua.NodeClass.VariableType,
             )
-        child.references.append(typeref)
-        self.aspace[child.nodeid] = child
+        return typeref
 
     def _inverse_ref(self, parent: NodeData, reftype: str) -> ua.ReferenceDescription:
         """The child-to-parent reference; siblings added in a row share one record."""
@@ -322,7 +350,9 @@ class NodeFactory:
                 count += self.remove(ref.NodeId)
             elif not ref.IsForward:
                 parent = self.aspace.get(ref.NodeId)
-                if parent is not None:
+                if isinstance(parent, VirtualNode) and self.virtual_table is not None:
+                    self.virtual_table.drop_extra(parent.nodeid, nodeid)
+                elif parent is not None:
                     parent.references = [r for r in parent.references if r.NodeId != nodeid]
         value = nd.attributes.get(A.Value)
         if value is not None:
@@ -331,7 +361,11 @@ class NodeFactory:
                     callback(handle, None, ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))
                 finally:
                     self.aspace.delete_datachange_callback(handle)
-        del self.aspace[nodeid]
+        if isinstance(nd, VirtualNode):  # built from the plant: gone once the plant no longer has it
+            if self.virtual_table is not None:
+                self.virtual_table.extras.pop(nodeid, None)
+        else:
+            del self.aspace[nodeid]
         return count + 1
 
     # ------------------------------------------------------------------ plant objects

@@ -51,6 +51,7 @@ from asyncua.server.address_space import AttributeValue, NodeData
 from edge.config.opcua import OpcUaConfig
 from edge.core.model import (
     DeviceDiagnostics,
+    DeviceInfo,
     Plant,
     SampleBatch,
     TagInfo,
@@ -58,7 +59,7 @@ from edge.core.model import (
     WriteResult,
     WriteStatus,
 )
-from edge.outputs.opcua import asyncua_adapter, security
+from edge.outputs.opcua import asyncua_adapter, lazy_nodes, security
 from edge.outputs.opcua.aggregates import AggregateSpace, AggregateSpec
 from edge.outputs.opcua.channel_guard import ChannelPolicy, current_channel
 from edge.outputs.opcua.conditions import install as install_conditions
@@ -77,10 +78,13 @@ from edge.outputs.opcua.model import (
     tag_typedef,
 )
 from edge.outputs.opcua.security import EdgeUserManager, SecuritySetup, make_user_manager
+from edge.outputs.opcua.virtual import VirtualPlant
 from edge.security.trust import TrustListValidator
 from edge.storage.history import HistoryArrays
 
 log = logging.getLogger(__name__)
+#: what the publisher keeps of a plant across a reload: Value records with monitored items, ValueAsText records
+Records = tuple[dict[str, AttributeValue], dict[str, AttributeValue]]
 
 Writer = Callable[[int, float | int | bool | str, str, str], Awaitable[WriteResult]]
 #: ``refuse(target, value, user, source, role, status, reason, address=..., **extra)``: audits a write
@@ -130,9 +134,9 @@ class OpcUaServer:
         self.build_s = 0.0
         self.writes = {"ok": 0, "refused": 0, "failed": 0}
         self._factory: NodeFactory | None = None
-        self._tag_nodes: dict[str, NodeData] = {}
+        self._virtual: VirtualPlant | None = None  # devices, tags and properties: built on demand
         self._tags_by_key: dict[str, TagInfo] = {}
-        self._device_nodes: dict[str, NodeData] = {}
+        self._devices: dict[str, DeviceInfo] = {}  # devices whose Status object exists
         self._bus_nodes: dict[str, NodeData] = {}
         self._status_nodes: dict[str, dict[str, NodeData]] = {}
         self._status_last: dict[str, dict[str, object]] = {}
@@ -166,6 +170,9 @@ class OpcUaServer:
         await advertise_history(server, cfg.history_max_values if self.history is not None else None)
         self.ns = await server.register_namespace(cfg.namespace_for(self.plant.site))
         self._factory = NodeFactory(iserver.aspace, self.ns)
+        table = lazy_nodes.install(iserver.aspace, self.ns, lambda nodeid: self._virtual_build(nodeid))
+        self._factory.virtual_table = table
+        self._virtual = VirtualPlant(self._factory, self.publisher, table)
         self.aggregates.factory = self._factory
         self._original_write = iserver.attribute_service.write
         iserver.attribute_service.write = self._handle_write
@@ -224,35 +231,34 @@ class OpcUaServer:
         old_tags = self._tags_by_key
         new_tags = plant.tag_by_key()
         f = self._factory
-        for key, tag in old_tags.items():
-            new = new_tags.get(key)
-            if new is None or _shape(new) != _shape(tag) or new.device != tag.device or new.bus != tag.bus:
-                f.remove(self._tag_nodes.pop(key).nodeid)
+        # removals run while the old plant still answers for its nodes: their monitored items get
+        # BadNodeIdUnknown and the nodes other parts hung under them (Status, conditions) go too
         new_devices = {d.name: d for d in plant.devices}
-        for name in list(self._device_nodes):
-            if name not in new_devices or new_devices[name].bus != self.plant.device(name).bus:
-                f.remove(self._device_nodes.pop(name).nodeid)
+        for name in list(self._devices):
+            if name not in new_devices or new_devices[name].bus != self._devices[name].bus:
+                f.remove(_sid(self.ns, name))
+                del self._devices[name]
                 self._status_nodes.pop(name, None)
                 self._status_last.pop(name, None)
-                for key in [k for k, t in old_tags.items() if t.device == name and k in self._tag_nodes]:
-                    self._tag_nodes.pop(key)
+        for key, tag in old_tags.items():
+            new = new_tags.get(key)
+            if (new is None or _shape(new) != _shape(tag) or new.device != tag.device or new.bus != tag.bus) \
+                    and tag.device in self._devices:
+                f.remove(_sid(self.ns, key))
         new_buses = {b.name for b in plant.buses} | {d.bus for d in plant.devices}
         for name in list(self._bus_nodes):
             if name not in new_buses:
                 f.remove(self._bus_nodes.pop(name).nodeid)
-        for key, tag in new_tags.items():
-            old = old_tags.get(key)
-            if old is not None and key in self._tag_nodes and old != tag:
-                f.refresh_tag(self._tag_nodes[key], tag, historizing=self.history is not None)
+        records = self.publisher.records_by_key(self.plant.tags)  # kept tags keep their monitored items
         self.aggregates.prune(plant, agg_specs)
         self._agg_specs = agg_specs
-        self._build(plant, carry, agg_carry)
+        self._build(plant, carry, agg_carry, records)
         self.plant = plant
 
     # ------------------------------------------------------------------ building
 
     def _build(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None,
-               agg_carry: dict | None) -> None:
+               agg_carry: dict | None, records: Records | None = None) -> None:
         """Create every missing node of the plant (all of them on the first call) and bind the
         value path to it.
 
@@ -261,9 +267,9 @@ class OpcUaServer:
         was_enabled = gc.isenabled()
         gc.disable()
         try:
+            self._bind(plant, carry, records)
             self._build_nodes(plant)
-            self.aggregates.build(plant, self._agg_specs, self._device_nodes)
-            self._bind(plant, carry)
+            self.aggregates.build(plant, self._agg_specs, {name: _sid(self.ns, name) for name in self._devices})
             self.aggregates.bind(plant, agg_carry)
             self._freeze_gc()
         finally:
@@ -280,50 +286,34 @@ class OpcUaServer:
             )
             self._status_nodes["#site"] = f.add_appliance_status(self._site_node)
         historizing = self.history is not None
-        tags_by_device: dict[str, list[TagInfo]] = {}
-        for t in plant.tags:
-            tags_by_device.setdefault(t.device, []).append(t)
         bus_kind = {b.name: b.kind for b in plant.buses}
         for bus in [b.name for b in plant.buses] + [d.bus for d in plant.devices]:
             if bus not in self._bus_nodes:
                 self._bus_nodes[bus] = f.add_object(self._site_node.nodeid, _sid(self.ns, f"#bus.{bus}"), bus,
                                                     description=bus_kind.get(bus, ""))
-        for dev in plant.devices:
-            dnode = self._device_nodes.get(dev.name)
-            if dnode is None:
-                desc = dev.address + (f", plugin {dev.plugin} {dev.plugin_version or ''}" if dev.plugin else "")
-                dnode = f.add_object(self._bus_nodes[dev.bus].nodeid, _sid(self.ns, dev.name), dev.name,
-                                     folder=False, description=desc.strip())
-                self._device_nodes[dev.name] = dnode
-                self._status_nodes[dev.name] = f.add_status(dnode, dev)
-            for tag in tags_by_device.get(dev.name, []):
-                if tag.key not in self._tag_nodes:
-                    self._tag_nodes[tag.key] = f.add_tag(dnode, tag, historizing=historizing)
-        orphans = [t.key for t in plant.tags if t.device not in self._device_nodes]
+        orphans = [t.key for t in plant.tags if t.device not in {d.name for d in plant.devices}]
         if orphans:
             raise ValueError(f"tags of unknown devices (not in plant.devices): {orphans[:5]}")
+        assert self._virtual is not None
+        self._virtual.set_plant(plant, historizing, {name: nd.nodeid for name, nd in self._bus_nodes.items()})
+        for dev in plant.devices:  # device and tag nodes are built on demand; Status objects are kept
+            if dev.name not in self._devices:
+                self._devices[dev.name] = dev
+                f.add_forward_ref(self._bus_nodes[dev.bus], _sid(self.ns, dev.name), dev.name, "Organizes",
+                                  "BaseObjectType", ua.NodeClass.Object)
+                self._status_nodes[dev.name] = f.add_status(f.aspace[_sid(self.ns, dev.name)], dev)
+            self._devices[dev.name] = dev
 
-    def _bind(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None) -> None:
+    def _bind(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None,
+              records: Records | None) -> None:
+        for i, tag in enumerate(plant.tags):
+            if tag.id != i:
+                raise ValueError(f"tag {tag.key} has id {tag.id} at index {i}: Plant.tags must be indexed by id")
+        if records is None:  # the same plant bound again: monitored items stay on their tags
+            records = self.publisher.records_by_key(self.plant.tags)
         self._tags_by_key = plant.tag_by_key()
-        attvals: list[AttributeValue | None] = [None] * len(plant.tags)
-        for tag in plant.tags:
-            if tag.id != len(attvals) and not (0 <= tag.id < len(attvals)):
-                raise ValueError(f"tag {tag.key} has id {tag.id} outside 0..{len(plant.tags) - 1}")
-            attvals[tag.id] = self._tag_nodes[tag.key].attributes[ua.AttributeIds.Value]
-        self.publisher.bind(plant.tags, attvals, carry, self._value_as_text(plant))
-        self._tag_by_nodeid = {node.nodeid: self._tags_by_key[k] for k, node in self._tag_nodes.items()}
-
-    def _value_as_text(self, plant: Plant) -> dict[int, AttributeValue]:
-        """The Value records of the ValueAsText properties (enumerations, bit fields) by tag id."""
-        assert self.server is not None
-        aspace = self.server.iserver.aspace
-        out = {}
-        for tag in plant.tags:
-            if tag.enum is not None or tag.bits is not None:
-                nd = aspace.get(property_nodeid(self.ns, tag, "ValueAsText"))
-                if nd is not None:
-                    out[tag.id] = nd.attributes[ua.AttributeIds.Value]
-        return out
+        values, texts = records
+        self.publisher.bind(plant.tags, carry, values, texts)
 
     def _freeze_gc(self) -> None:
         """Move the address space out of the collector's sight (it never becomes garbage), and
@@ -385,7 +375,19 @@ class OpcUaServer:
             self.publisher.set_value(nodes[field].attributes[ua.AttributeIds.Value], dv)
 
     def tag_for_nodeid(self, nodeid: ua.NodeId) -> TagInfo | None:
-        return self._tag_by_nodeid.get(nodeid)
+        tid = self._virtual.tag_id(nodeid) if self._virtual is not None else None
+        return self.plant.tags[tid] if tid is not None else None
+
+    def tag_nodeid(self, key: str) -> ua.NodeId | None:
+        """The NodeId of tag ``<device>.<tag>``, or None when the plant has no such tag."""
+        return self._virtual.tag_nodeid(key) if self._virtual is not None else None
+
+    def device_nodeid(self, name: str) -> ua.NodeId | None:
+        """The NodeId of a device's node, or None when the plant has no such device."""
+        return self._virtual.device_nodeid(name) if self._virtual is not None else None
+
+    def _virtual_build(self, nodeid: ua.NodeId) -> NodeData | None:
+        return self._virtual.build(nodeid) if self._virtual is not None else None
 
     def _user_access_levels(self, event: Any, _dispatcher: Any) -> None:
         """UserAccessLevel per session role: a viewer's session sees no write bit on any tag
@@ -395,7 +397,7 @@ class OpcUaServer:
             return
         results = event.response_params
         for i, rv in enumerate(event.request_params.NodesToRead):
-            if rv.AttributeId != ua.AttributeIds.UserAccessLevel or rv.NodeId not in self._tag_by_nodeid:
+            if rv.AttributeId != ua.AttributeIds.UserAccessLevel or self.tag_for_nodeid(rv.NodeId) is None:
                 continue
             dv = results[i]
             if dv.Value is not None and isinstance(dv.Value.Value, int) and dv.Value.Value & WRITE:
@@ -414,7 +416,7 @@ class OpcUaServer:
             return await self._original_write(params, User(role=UserRole.Admin))
         results: list[ua.StatusCode] = []
         for wv in params.NodesToWrite:
-            tag = self._tag_by_nodeid.get(wv.NodeId)
+            tag = self.tag_for_nodeid(wv.NodeId)
             if tag is None or wv.AttributeId != ua.AttributeIds.Value:
                 if wv.NodeId.NamespaceIndex == self.ns:
                     who = user.name or ANONYMOUS

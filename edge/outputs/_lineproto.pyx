@@ -1,0 +1,84 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled line-protocol encoding of one spooled sample batch (see edge/outputs/influx.py).
+
+The Python encoder formatted each value with an f-string and ``repr`` and joined a list per
+line: ~1 us per value, the forwarder's largest cost at 50,000 tags/s. This writes the same
+bytes in one pass into one buffer: the field keys come prepared per tag (``name=``,
+``q_name=``), each float is formatted by CPython's own shortest round-trip conversion (what
+``repr(float)`` uses, so the text is identical), each quality as an integer field.
+Batches with string values stay on the Python path.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport isfinite
+from libc.stdint cimport int32_t, uint8_t
+from libc.string cimport memcpy, strlen
+
+
+cdef extern from "Python.h":
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int *type) except NULL
+    int Py_DTSF_ADD_DOT_0
+
+
+cdef inline Py_ssize_t _put(char* buf, Py_ssize_t o, bytes b):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    memcpy(buf + o, PyBytes_AS_STRING(b), n)
+    return o + n
+
+
+def encode_samples(bytes prefix, list fields, list qfields, const int32_t[::1] ids, const double[::1] values,
+                   const uint8_t[::1] quality, bytes timestamp):
+    """``prefix`` + ``name=value`` (finite values only) and ``q_name=<q>i`` per sample, joined by commas,
+    + `` `` + ``timestamp``; b"" for an empty batch. ``fields``/``qfields``: bytes per tag id."""
+    cdef Py_ssize_t i, n = ids.shape[0], o = 0, size, k
+    cdef int32_t t
+    cdef char* text
+    cdef char* buf
+    cdef bytes fk, qk
+    cdef int q
+    if values.shape[0] != n or quality.shape[0] != n:
+        raise ValueError("batch arrays must have the same length")
+    if n == 0:
+        return b""
+    size = PyBytes_GET_SIZE(prefix) + PyBytes_GET_SIZE(timestamp) + 2
+    for i in range(n):
+        t = ids[i]
+        if t < 0 or t >= len(fields):
+            raise IndexError(f"tag id {t} outside the layout's {len(fields)} tags")
+        size += PyBytes_GET_SIZE(<bytes>fields[t]) + PyBytes_GET_SIZE(<bytes>qfields[t]) + 40
+    buf = <char*>PyMem_Malloc(size)
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        o = _put(buf, 0, prefix)
+        for i in range(n):
+            t = ids[i]
+            if i:
+                buf[o] = 44  # ','
+                o += 1
+            if isfinite(values[i]):
+                o = _put(buf, o, <bytes>fields[t])
+                text = PyOS_double_to_string(values[i], b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+                k = strlen(text)
+                memcpy(buf + o, text, k)
+                PyMem_Free(text)
+                o += k
+                buf[o] = 44
+                o += 1
+            o = _put(buf, o, <bytes>qfields[t])
+            q = quality[i]
+            if q >= 100:
+                buf[o] = 48 + q // 100
+                o += 1
+            if q >= 10:
+                buf[o] = 48 + (q // 10) % 10
+                o += 1
+            buf[o] = 48 + q % 10
+            buf[o + 1] = 105  # 'i'
+            o += 2
+        buf[o] = 32  # ' '
+        o += 1
+        o = _put(buf, o, timestamp)
+        return PyBytes_FromStringAndSize(buf, o)
+    finally:
+        PyMem_Free(buf)
