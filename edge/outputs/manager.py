@@ -22,6 +22,7 @@ from edge.core.model import DeviceDiagnostics, Plant, WindowBatch
 from edge.core.pipeline import Pipeline
 from edge.core.writes import WriteService
 from edge.outputs.influx import InfluxForwarder, diagnostics_fields, health_fields, open_storage
+from edge.runtime.memory import LEDGER
 from edge.storage.history import HistoryArrays, spool_history
 from edge.storage.spool import Spool
 
@@ -94,12 +95,15 @@ class Outputs:
             self.forwarder.start()
         if self.aggregator.tag_ids:
             self.pipeline.add("aggregator", self.aggregator)
+        LEDGER.mark("spool_forwarder_aggregator")
         if self.opcua is not None:
             await self.opcua.start()
             self.pipeline.add("opcua", self.opcua)
+            LEDGER.mark("opcua")
         if self.mqtt is not None:
             await self.mqtt.start()
             self.pipeline.add("mqtt", self.mqtt)  # after "spool": it reads spool.last_consumed
+            LEDGER.mark("mqtt")
         self._task = asyncio.create_task(self._periodic(), name="outputs")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
@@ -323,7 +327,7 @@ class Outputs:
         for diag in self.diagnostics():
             self.spool.append_health(diag.name, now_ns, diagnostics_fields(diag))
         delivery = self.delivery()
-        fields = health_fields(self.appliance_stats()) | health_fields(delivery["spool"], "spool_")
+        fields = health_fields(self.appliance_stats()) | health_fields(delivery["spool"], "spool_") | LEDGER.fields()
         if delivery["forwarder"] is not None:
             fields |= health_fields(delivery["forwarder"], "influx_")
         fields |= self.delivery_health(delivery)

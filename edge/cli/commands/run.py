@@ -19,6 +19,7 @@ from edge.config.loader import load_config
 from edge.core.model import QUALITY_NAMES, DeviceState, Quality
 from edge.runtime.app import Appliance
 from edge.runtime.logs import setup_logging
+from edge.runtime.memory import LEDGER
 from edge.runtime.reload import reload_appliance
 from edge.runtime.systemd import Notifier
 
@@ -205,12 +206,15 @@ def output_rows(status: dict[str, dict]) -> list[str]:
 
 async def run_appliance(config: str, duration_s: float | None, show_status: bool, out: TextIO = sys.stdout,
                         log_level: str | None = None, log_json: bool = False) -> None:
+    LEDGER.mark("imports")
     loaded = load_config(config, strict_plugins=False, discover=True)  # SunSpec devices: ask them now
+    LEDGER.mark("config")
     runtime = loaded.config.runtime
     setup_logging(log_level or runtime.log_level, log_json or runtime.log_format == "json", runtime.log_levels)
     for issue in loaded.issues:
         print(issue, file=sys.stderr)
     app = Appliance(loaded)
+    LEDGER.mark("drivers_store")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
