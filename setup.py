@@ -44,7 +44,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["edge", "edge.*", "drivers", "drivers.*"]),
-    package_data={"edge": ["py.typed", "api/static/*", "outputs/mqtt/*.proto", "outputs/mqtt/*.pyi", "aggregate/*.pyi",
+    package_data={"edge": ["py.typed", "api/static/*", "outputs/mqtt/*.proto", "outputs/mqtt/*.pyi", "outputs/*.pyi", "aggregate/*.pyi",
                            "core/*.pyi"],
                   "drivers": ["*/*.yaml", "*/README.md", "modbus/*.pyi"]},
     ext_modules=ext_modules,

@@ -48,7 +48,7 @@ import urllib3
 try:  # compiled line protocol of sample batches (edge/outputs/_lineproto.pyx); LineEncoder.samples otherwise
     from edge.outputs._lineproto import encode_samples as encode_samples_compiled
 except ImportError:
-    encode_samples_compiled = None
+    encode_samples_compiled = None  # type: ignore[assignment]
 from influxdb_client import InfluxDBClient, WriteService
 from influxdb_client.rest import ApiException
 

@@ -170,7 +170,7 @@ class FastPublisher:
             if t.enum is not None or t.bits is not None:
                 text_record = text_records.get(t.key) if text_records else None
                 if text_record is None:
-                    text_record = AttributeValue(None)  # type: ignore[arg-type]
+                    text_record = AttributeValue(None)
                 text_record.value = None
                 text_record.value_callback = self._text_reader(t.id)
                 self._as_text[t.id] = text_record
@@ -184,7 +184,7 @@ class FastPublisher:
         record = self._attvals[tid]
         if record is not None:
             return record
-        record = AttributeValue(None)  # type: ignore[arg-type]
+        record = AttributeValue(None)
         watchers = _Watchers(self, tid, record)
         record.datachange_callbacks = watchers
         record.value_callback = watchers.read

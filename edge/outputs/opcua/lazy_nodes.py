@@ -60,7 +60,7 @@ class PlantNodes(dict):
             raise KeyError(key)
         return nd
 
-    def get(self, key: ua.NodeId, default: NodeData | None = None) -> NodeData | None:  # type: ignore[override]
+    def get(self, key: ua.NodeId, default: NodeData | None = None) -> NodeData | None:
         nd = dict.get(self, key)
         if nd is not None:
             return nd
@@ -72,7 +72,7 @@ class PlantNodes(dict):
 
     def virtual(self, key: object) -> NodeData | None:
         """The virtual node ``key`` (built or reused), or None when the plant has no such node."""
-        if type(key) is not ua.NodeId or key.NamespaceIndex != self.ns or not isinstance(key.Identifier, str):
+        if not isinstance(key, ua.NodeId) or key.NamespaceIndex != self.ns or not isinstance(key.Identifier, str):
             return None
         recent = self._recent
         nd = recent.get(key)

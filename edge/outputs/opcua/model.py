@@ -212,7 +212,7 @@ class NodeFactory:
         """A factory sharing this one's constant records that builds virtual nodes into a scratch
         dict (``aspace``) instead of the server (edge.outputs.opcua.virtual)."""
         d = copy.copy(self)
-        d.aspace = {}  # type: ignore[assignment]
+        d.aspace = {}
         d.node_type = VirtualNode
         d.virtual_table = None
         d._last_inverse = None

@@ -73,7 +73,6 @@ from edge.outputs.opcua.model import (
     WRITE,
     NodeFactory,
     appliance_status_values,
-    property_nodeid,
     status_values,
     tag_typedef,
 )

@@ -119,7 +119,7 @@ class VirtualPlant:
                            device_description(info))
         nd = d.add_tag(parent, tag, historizing=self.historizing)
         nd.attributes[A.Value] = self.publisher.value_record(tid)
-        built: dict[ua.NodeId, NodeData] = d.aspace  # type: ignore[assignment]
+        built: dict[ua.NodeId, NodeData] = d.aspace
         text = self.publisher.text_record(tid)
         if text is not None:  # an enumeration's or bit field's ValueAsText follows the value
             prop = built.get(property_nodeid(self.ns, tag, "ValueAsText"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -12,8 +12,8 @@ from asyncua import Client, ua
 from opcua_helpers import PASSWORDS, tag_id
 
 from edge.core.model import Quality, SampleBatch, TagInfo
+from edge.outputs.opcua import asyncua_adapter, packed
 from edge.outputs.opcua import fastpath as fp
-from edge.outputs.opcua import packed
 from edge.outputs.opcua.server import OpcUaServer
 
 DTYPES = ["float64", "float32", "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
@@ -42,13 +42,12 @@ def test_packed_records_equal_asyncua_encoding(dtype: str) -> None:
     tids = np.arange(len(cases))
     handles = np.arange(100, 100 + len(cases), dtype=np.uint32)
     blob = packed.encode_rows(pub, tids, handles)
-    src = datetime.fromtimestamp(src_ns / 1e9, UTC)
-    srv = datetime.fromtimestamp(srv_ns / 1e9, UTC)
+    src, srv = fp.ua_time(src_ns), fp.ua_time(srv_ns)
     expected = {}
     for tid, (v, q) in enumerate(cases):
         item = ua.MonitoredItemNotification(ClientHandle=100 + tid,
                                             Value=pub._datavalue(tid, v, int(q), src, srv, None))
-        expected[100 + tid] = fp._library_notification_serializer(item)
+        expected[100 + tid] = asyncua_adapter.library_notification_serializer(item)
     got = {}
     pos = 0
     while pos < len(blob):  # rows come grouped by variant type: split them by the known lengths
@@ -66,7 +65,11 @@ def test_datachange_encoder_counts_library_and_packed_items() -> None:
     lib_item = ua.MonitoredItemNotification(ClientHandle=7, Value=ua.DataValue(ua.Variant(9.0, ua.VariantType.Double)))
     notif = packed.PackedDataChange(MonitoredItems=[lib_item])
     notif._edge_packed = (2, packed.encode_rows(pub, np.array([0, 1]), np.array([1, 2], dtype=np.uint32)))
-    wire = ua.ua_binary.extensionobject_to_binary(notif)  # as a NotificationMessage carries it
+    assert asyncua_adapter.acquire(True)  # the encoders are installed while a fast server runs
+    try:
+        wire = ua.ua_binary.extensionobject_to_binary(notif)  # as a NotificationMessage carries it
+    finally:
+        asyncua_adapter.release(True)
     back = ua.ua_binary.extensionobject_from_binary(ua.utils.Buffer(wire))
     assert [(m.ClientHandle, m.Value.Value.Value) for m in back.MonitoredItems] == [(7, 9.0), (1, 1.5), (2, 2.5)]
 

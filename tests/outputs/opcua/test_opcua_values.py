@@ -159,6 +159,7 @@ async def test_slow_client_queue_is_capped(users_file) -> None:
             await asyncio.sleep(0)  # the library's plain path queues from tasks: one loop turn runs them all
             isub = next(iter(srv.server.iserver.subscription_service.subscriptions.values()))
             queued = sum(len(v) for v in isub._triggered_datachanges.values())
+            queued += sum(int(ps.pending.sum()) for ps in srv.publisher.packed.subs.values())  # packed: newest value
             assert queued == 5
             dvs = await rec.wait_for("meter1.current", 6)
             assert [d.Value.Value for d in dvs[1:]] == [95.0, 96.0, 97.0, 98.0, 99.0]
