@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from e2e import proc_cpu_s, proc_rss_mb, site_yaml, wait_for_server  # noqa: E402
+from e2e import opcua_url, proc_cpu_s, proc_rss_mb, site_yaml, wait_for_server  # noqa: E402
 
 TAGS = 100
 
@@ -194,7 +194,7 @@ async def run(args: argparse.Namespace) -> dict:
     from tsdb import VictoriaMetrics
     from tsdb_tap import TsdbTap
 
-    from drivers.modbus.sim.plant import free_port
+    from drivers.modbus.sim.plant import listening_socket
     from drivers.modbus.sim.process import SimPlantProcess
     from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
@@ -208,19 +208,26 @@ async def run(args: argparse.Namespace) -> dict:
     procs: list[asyncio.subprocess.Process] = []
     sim = None
     try:
-        opc_port = free_port()
+        # device ports held by listening sockets until the simulator serves them; OPC UA on port 0
+        held = {s.getsockname()[1]: s for s in (listening_socket() for _ in range(args.devices))}
         config = tmp / "edge.yaml"
-        config.write_text(site_yaml(args.devices, TAGS, 1000, tap.url, opc_port, tmp / "data"))
+        config.write_text(site_yaml(list(held), TAGS, 1000, tap.url, tmp / "data"))
         loaded = load_config(config)
-        sim = SimPlantProcess(plant_specs(loaded), processes=1)
+        sim = SimPlantProcess(plant_specs(loaded), processes=1, sockets=held)
         await sim.start()
+        for sock in held.values():
+            sock.close()  # the simulator's child has its own copy
         addresses = {d.name: sim.address(d.name) for d in loaded.devices}
         app = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli.main", "run", str(config),
-                                                   "--no-status", cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+                                                   "--no-status", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
         procs.append(app)
-        ns = await wait_for_server(opc_port, app)
+        url = await opcua_url(app)
+        ns = await wait_for_server(url, app)
+        assert app.stdout is not None and app.stderr is not None
+        drains = [asyncio.create_task(_drain(app.stdout)), asyncio.create_task(_drain(app.stderr))]
         client = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "bench" / "e2e.py"), "--client", f"opc.tcp://127.0.0.1:{opc_port}/edge",
+            sys.executable, str(ROOT / "bench" / "e2e.py"), "--client", url,
             str(ns), str(args.devices), str(TAGS), "36000", stdout=asyncio.subprocess.PIPE)
         procs.append(client)
         assert client.stdout is not None
@@ -228,7 +235,7 @@ async def run(args: argparse.Namespace) -> dict:
             line = await asyncio.wait_for(client.stdout.readline(), 600)
             if b'"ready"' in line:
                 break
-        drain = asyncio.create_task(_drain(client.stdout))
+        drains.append(asyncio.create_task(_drain(client.stdout)))
         appliance = System("appliance", app.pid, [client.pid])
         appliance.pause()
         nred = await start_node_red(red, tmp, addresses,
@@ -244,7 +251,8 @@ async def run(args: argparse.Namespace) -> dict:
                 print(f"  window {k + 1} {system.name:<9} {w['tags_per_s']:>7} tags/s  {w['cores']:.3f} cores  "
                       f"{w['us_per_tag']:>6} us/tag  RSS {w['rss_mb']:>6} MB  p50 {w['latency_p50_s']} s  "
                       f"p99 {w['latency_p99_s']} s  (load {w['load_avg_1m']:.1f})", flush=True)
-        drain.cancel()
+        for task in drains:
+            task.cancel()
         for s in (appliance, node_red):
             s.resume()
         return summary(args, appliance, node_red, load0)
