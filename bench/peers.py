@@ -20,7 +20,7 @@ starts after a settle time. Windows alternate (appliance, Node-RED, appliance, .
 figure is the median of a system's windows. CPU is the process's utime + stime from /proc; RSS
 the process's resident memory at the end of its windows.
 
-    .venv/bin/python bench/peers.py                  # 100 devices (10,000 tags/s), 3 windows each, ~1.5 minutes
+    .venv/bin/python bench/peers.py                  # 100 devices (10,000 tags/s), 2 windows of 4 s each, ~1 minute
     .venv/bin/python bench/peers.py --long           # 500 devices (50,000 tags/s), 3 windows of 30 s
 Ends with ``RESULT {json}``: ``cpu_per_tag_ratio`` (appliance / Node-RED CPU per tag), ``rss_ratio``,
 ``latency_p50_s`` and ``tags_per_s`` for each system, and the figures behind them.
@@ -171,7 +171,7 @@ async def window(system: System, tap, settle_s: float, seconds: float) -> dict:
     cpu1, t1, wall1 = proc_cpu_s(system.pid), time.monotonic(), time.time()
     rss = proc_rss_mb(system.pid)
     system.pause()
-    await asyncio.sleep(1.0)  # requests in flight at the pause are answered and counted
+    await asyncio.sleep(0.5)  # requests in flight at the pause are answered and counted
     f = tap.figures(wall0, wall1)
     cores = (cpu1 - cpu0) / (t1 - t0)
     tags = f["tsdb_tags_per_s"]
@@ -218,6 +218,11 @@ async def run(args: argparse.Namespace) -> dict:
         for sock in held.values():
             sock.close()  # the simulator's child has its own copy
         addresses = {d.name: sim.address(d.name) for d in loaded.devices}
+        # Node-RED first: it connects and warms its JIT while the appliance starts and the client subscribes
+        nred = await start_node_red(red, tmp, addresses,
+                                    f"{tap.url}/api/v2/write?org=edge&bucket=edge&precision=ms")
+        procs.append(nred)
+        node_red = System("node-red", nred.pid, [])
         app = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli.main", "run", str(config),
                                                    "--no-status", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.PIPE)
@@ -238,11 +243,6 @@ async def run(args: argparse.Namespace) -> dict:
         drains.append(asyncio.create_task(_drain(client.stdout)))
         appliance = System("appliance", app.pid, [client.pid])
         appliance.pause()
-        nred = await start_node_red(red, tmp, addresses,
-                                    f"{tap.url}/api/v2/write?org=edge&bucket=edge&precision=ms")
-        procs.append(nred)
-        node_red = System("node-red", nred.pid, [])
-        await asyncio.sleep(args.settle * 2)  # Node-RED alone: start-up, connections, the JIT warmed
         node_red.pause()
         load0 = os.getloadavg()
         for k in range(args.windows):
@@ -306,13 +306,14 @@ def summary(args: argparse.Namespace, appliance: System, node_red: System, load0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=100)
-    parser.add_argument("--windows", type=int, default=3, help="measurement windows per system (alternating)")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of one window")
-    parser.add_argument("--settle", type=float, default=3.0, help="after a system resumes, before its window")
+    parser.add_argument("--windows", type=int, default=2, help="measurement windows per system (alternating)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of one window")
+    parser.add_argument("--settle", type=float, default=2.0, help="after a system resumes, before its window")
     parser.add_argument("--long", action="store_true", help="500 devices (50,000 tags/s), 30 s windows")
     args = parser.parse_args()
     if args.long:
         args.devices, args.seconds, args.settle = max(args.devices, 500), 30.0, 8.0
+        args.windows = max(args.windows, 3)
     print(f"{args.devices} devices x {TAGS} float32 tags at 1 s; appliance (OPC UA on, one client subscribed to "
           f"every tag) and Node-RED 5 + node-red-contrib-modbus, alone in turn, {args.windows} windows of "
           f"{args.seconds:g} s each")
