@@ -170,7 +170,7 @@ async def run_soak(duration: float, tmp: Path) -> dict:
     from drivers.modbus.simulation import plant_specs
     from edge.config.loader import load_config
 
-    vm = VictoriaMetrics(tmp / "vm")
+    vm = VictoriaMetrics(tmp / "vm", dedup=True)  # as deployed: a sample re-sent after a kill is stored once
     vm.start()
     plc, gateway = listening_socket(), listening_socket()  # held until the simulator serves on them
     env = {**os.environ, "EDGE_RUN_DIR": str(tmp / "run"), "EDGE_DATA_DIR": str(tmp / "data"),
@@ -307,20 +307,54 @@ def evaluate(url: str, tmp: Path, t0: float, t1: float, events: list[dict], app:
             "rss": [{"pid": r["pid"], "start": r["start"], "samples": r["rss"]} for r in app.runs]}
 
 
+def spool_keys(db: sqlite3.Connection) -> tuple[dict[tuple[str, str, int], int], int, int]:
+    """Every committed poll point of the spool as (device, tag, ms) -> 1; spooled and acknowledged points."""
+    from edge.storage.spool import KIND_SAMPLES, _plant_tags, decode_samples
+
+    plants = {pid: _plant_tags(pid, site, tags) for pid, site, tags in db.execute("SELECT id, site, tags FROM plants")}
+    keys: dict[tuple[str, str, int], int] = {}
+    spooled = acked = 0
+    for ts, plant, sent, n, blob in db.execute(
+            "SELECT ts_ns, plant, sent, n, blob FROM batches WHERE kind = ?", (KIND_SAMPLES,)):
+        spooled += n
+        acked += n if sent == 1 else 0
+        pt = plants[plant]
+        for tag_id in decode_samples(blob).tag_ids.tolist():
+            key = (pt.device[tag_id], pt.name[tag_id], ts // 1_000_000)
+            keys[key] = keys.get(key, 0) + 1
+    return keys, spooled, acked
+
+
 def ledger_check(url: str, tmp: Path, t0: float, t1: float, drained: bool) -> dict:
+    """The spool's ledger against what the server's query API returns (VictoriaMetrics as deployed,
+    ``-dedup.minScrapeInterval=1ms``: what a user's query sees). Every committed poll point must be
+    acknowledged and on the server exactly once: ``lost`` (in the spool, not on the server),
+    ``duplicated`` (a (series, ms) the server returns more than once) and ``unexpected`` (on the
+    server, never committed) are all 0; nothing dropped or rejected."""
     db = sqlite3.connect(f"file:{tmp / 'data' / 'spool.db'}?mode=ro", uri=True)
-    rows = db.execute("SELECT sent, count(*), sum(n) FROM batches WHERE kind = 0 GROUP BY sent").fetchall()
-    by_flag = {sent: (count, points) for sent, count, points in rows}
-    spooled = sum(points for _, points in by_flag.values())
-    acked = by_flag.get(1, (0, 0))[1]
+    try:
+        want, spooled, acked = spool_keys(db)
+    finally:
+        db.close()
     series = vm_series(url, '{__name__=~".+_q_.+",__name__!~"edge_.+"}', t0 - 60, t1 + 60)
     # every tag of every committed poll has its q_<tag> field on the server: one point each
-    raw = sum(len(s["values"]) for s in series)
+    got: dict[tuple[str, str, int], int] = {}
+    for s in series:
+        tag = s["metric"]["__name__"].split("_q_", 1)[1]
+        for ms in s["timestamps"]:
+            key = (s["metric"].get("device", ""), tag, int(ms))
+            got[key] = got.get(key, 0) + 1
+    raw = sum(got.values())
+    lost = sum(n for k, n in want.items() if k not in got)
+    duplicated = sum(n - want.get(k, 1) for k, n in got.items() if n > want.get(k, 1))
+    unexpected = sum(n for k, n in got.items() if k not in want)
     _, dropped = health(url, "appliance", "spool_dropped_points_total", t0, t1 + 60)
     _, rejected = health(url, "appliance", "spool_rejected_points", t0, t1 + 60)
-    ok = drained and acked == spooled and raw == spooled and not dropped.any() and not rejected.any()
+    ok = (drained and acked == spooled and raw == spooled and not lost and not duplicated and not unexpected
+          and not dropped.any() and not rejected.any())
     return {"ok": bool(ok), "spooled_points": int(spooled), "acknowledged_points": int(acked),
-            "server_points": raw, "resent_or_missing": raw - int(spooled),
+            "server_points": raw, "lost": lost, "duplicated": duplicated, "unexpected": unexpected,
+            "resent_or_missing": raw - int(spooled),
             "dropped_points": float(dropped.max()) if len(dropped) else 0.0, "drained": drained,
             "detail": "every committed poll point acknowledged and present once on the server" if ok else
             "mismatch between the spool's ledger and the server"}
