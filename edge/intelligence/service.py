@@ -41,6 +41,14 @@ def _slow_heads() -> dict[str, int]:
     return {"slow_request_head": HeadTimeoutH11.closed_slow} if HeadTimeoutH11.closed_slow else {}
 
 
+#: Settings of the API's listener: a change restarts the API server on reload (the others apply in place).
+API_SERVER_KEYS = ("enabled", "host", "port", "tls_cert_file", "tls_key_file", "max_connections")
+
+
+def _server_settings(cfg: ApiConfig) -> tuple:
+    return tuple(getattr(cfg, k) for k in API_SERVER_KEYS)
+
+
 def alarm_record(e: AlarmEvent) -> dict[str, object]:
     """The spool record of one alarm state change (tags and fields of ``edge_alarms``, docs/influx-schema.md)."""
     return {"device": e.device, "tag": e.tag, "kind": e.kind, "priority": e.priority,
@@ -66,6 +74,7 @@ class Intelligence:
         self.limiter = RateLimiter(self.config.write_rate_per_min, self.config.write_burst)
         self.tokens = self._tokens(self.loaded, self.config)
         self.api: ApiServer | None = None
+        self._served: ApiConfig = self.config  # the settings the running API server was started with
         self._task: asyncio.Task | None = None
         self.started = False
 
@@ -141,14 +150,53 @@ class Intelligence:
             self.opcua_events.start(outputs.opcua)
         self._task = asyncio.create_task(self._tick_loop(), name="intelligence")
         if self.config.enabled:
-            from edge.api.app import create_app
-            from edge.api.server import ApiServer
-
-            cfg = self.config
-            tls = (Path(cfg.tls_cert_file), Path(cfg.tls_key_file)) if cfg.tls_cert_file and cfg.tls_key_file else None
-            self.api = ApiServer(create_app(self), cfg.host, cfg.port, tls=tls, max_connections=cfg.max_connections)
-            await self.api.start()
+            self.api = await self._start_api(self.config)
+        self._served = self.config
         self.started = True
+
+    async def _start_api(self, cfg: ApiConfig) -> ApiServer:
+        """A new API server for ``cfg``, listening (raises OSError when its address cannot be bound)."""
+        from edge.api.app import create_app
+        from edge.api.server import ApiServer
+
+        tls = (Path(cfg.tls_cert_file), Path(cfg.tls_key_file)) if cfg.tls_cert_file and cfg.tls_key_file else None
+        api = ApiServer(create_app(self), cfg.host, cfg.port, tls=tls, max_connections=cfg.max_connections)
+        await api.start()
+        return api
+
+    async def reload_api(self, loaded: LoadedConfig) -> str | None:
+        """Restart the API server when a setting of its listener changed (``API_SERVER_KEYS``).
+
+        Called first in a reload, before anything else changes: when the new address cannot be
+        bound this raises OSError and the old server still serves. A new address is bound before
+        the old server stops; the same address (TLS or connection limit changed) is released first
+        and, should the new server fail, the old settings are served again. Polling never stops:
+        the API is a task of its own. Returns the new URL, "stopped" (API disabled) or None (no change).
+        """
+        new = loaded.config.api or ApiConfig(enabled=False)
+        old = self._served
+        if not self.started or _server_settings(new) == _server_settings(old):
+            return None
+        running = self.api
+        same_address = running is not None and new.enabled and new.port != 0 and (new.host, new.port) == (
+            old.host, old.port)
+        if same_address and running is not None:
+            await running.stop()
+            self.api = None
+        try:
+            server = await self._start_api(new) if new.enabled else None
+        except BaseException:
+            if same_address:
+                try:
+                    self.api = await self._start_api(old)
+                except OSError:
+                    log.exception("the API could not be started again on %s:%s", old.host, old.port)
+            raise
+        if running is not None and not same_address:
+            await running.stop()
+        self.api, self._served = server, new
+        log.warning("reload: API server %s", f"restarted on {server.url}" if server else "stopped")
+        return server.url if server is not None else "stopped"
 
     async def _tick_loop(self) -> None:
         while True:
@@ -176,7 +224,8 @@ class Intelligence:
     async def reload(self, loaded: LoadedConfig) -> None:
         """New configuration (after ``app.reload``): engines rebuilt, live alarm and rule state kept by name.
 
-        The API keeps running on its socket; a changed ``api.host``/``api.port`` needs a restart.
+        The API server itself was restarted by :meth:`reload_api` when its listener settings changed;
+        tokens, roles, rate limits and the other request settings apply from here.
         """
         alarms = self._alarm_engine_without_listeners(loaded)
         alarms.take_over(self.alarms)
@@ -188,7 +237,7 @@ class Intelligence:
         self.opcua_events.build()  # condition objects of added alarms; removed ones go
         new_api = loaded.config.api or ApiConfig(enabled=False)
         self.tokens = self._tokens(loaded, new_api)
-        self.config = new_api.model_copy(update={"host": self.config.host, "port": self.config.port})
+        self.config = new_api
         self.limiter = RateLimiter(self.config.write_rate_per_min, self.config.write_burst)
         if self.started:
             self.app.pipeline.add("alarms", self.alarms)

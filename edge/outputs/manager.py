@@ -283,11 +283,9 @@ class Outputs:
     # ------------------------------------------------------------------ periodic work
 
     async def _periodic(self) -> None:
-        runtime = self.loaded.config.runtime
-        collect_s = self.loaded.config.outputs.aggregator.collect_interval_ms / 1e3
         next_health = time.monotonic()
-        while True:
-            await asyncio.sleep(collect_s)
+        while True:  # the intervals are read at each tick: a reload may change them
+            await asyncio.sleep(self.loaded.config.outputs.aggregator.collect_interval_ms / 1e3)
             now_ns = time.time_ns()
             try:
                 self._close_windows(now_ns)
@@ -296,7 +294,7 @@ class Outputs:
                         self.opcua.update_device(diag)
                     self.opcua.update_appliance(self.delivery())
                 if time.monotonic() >= next_health:
-                    next_health = time.monotonic() + runtime.health_interval_s
+                    next_health = time.monotonic() + self.loaded.config.runtime.health_interval_s
                     self._record_health(now_ns)
             except Exception:  # noqa: BLE001 - keep the outputs running; the error is logged
                 log.exception("periodic output work failed")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge.config.models import Runtime
 from edge.config.resolved import LoadedConfig, ResolvedDevice
 from edge.core.derived import DerivedStage
 from edge.core.model import DeviceDiagnostics, DeviceState, Plant, Quality, SampleBatch
@@ -29,6 +30,7 @@ from edge.core.writes import AuditLog, WriteService, WriteTarget
 from edge.driver.protocol import DeviceContext, DeviceRuntime, DriverSession, Publish
 from edge.intelligence.service import Intelligence
 from edge.outputs.manager import Outputs
+from edge.runtime.reload import ReloadRefused
 
 if TYPE_CHECKING:
     from edge.runtime.reload import ReloadOutcome
@@ -129,6 +131,9 @@ class Appliance:
         self._stages: dict[str, DerivedStage] = {}  # devices with plugin hooks
         self.last_reload: ReloadOutcome | None = None  # of the latest reload (edge.runtime.reload)
         self.reloads = {"applied": 0, "refused": 0, "failed": 0}  # reloads by outcome, for edge_health
+        #: set by ``edge run`` when it set logging up: its command-line (level, json) overrides, which a
+        #: reload keeps; None: the embedding program owns logging and a reload leaves it alone
+        self.logging: tuple[str | None, bool] | None = None
         for dev in loaded.devices:
             self._add_device(dev)
         self.outputs = Outputs(loaded, self.pipeline, self.writes, self.diagnostics, self.stats) if outputs else None
@@ -269,13 +274,19 @@ class Appliance:
     async def reload(self, new: LoadedConfig) -> dict[str, list[str]]:
         """Switch to a new configuration without a gap for devices whose configuration is unchanged.
 
+        The API server is restarted first when its address changed (:class:`ReloadRefused` when
+        the new one cannot be bound, nothing changed then); the ``runtime`` section is applied in place.
+
         Unchanged devices keep their poller, line and learned address holes; only their tag ids
         are renumbered in place (in one step with the swap of the plant, so no batch carries a
         stale id). Changed and removed devices are stopped, changed and added ones started.
         """
-        old_fp = {name: device_fingerprint(rt.resolved) for name, rt in self.devices.items()}
+        api = await self._reload_api(new)  # first: a refusal here leaves everything as it was
+        old_runtime = self.loaded.config.runtime
+        window, new_window = old_runtime.stats_window_s, new.config.runtime.stats_window_s
+        old_fp = {name: device_fingerprint(rt.resolved) + f"|{window}" for name, rt in self.devices.items()}
         new_by_name = {d.name: d for d in new.devices}
-        kept = [n for n, d in new_by_name.items() if old_fp.get(n) == device_fingerprint(d)]
+        kept = [n for n, d in new_by_name.items() if old_fp.get(n) == device_fingerprint(d) + f"|{new_window}"]
         gone = [n for n in self.devices if n not in kept]
         for name in gone:
             await self._stop_device(self.devices.pop(name))
@@ -283,6 +294,7 @@ class Appliance:
         for name in kept:
             self._renumber(self.devices[name], new_by_name[name], id_map, new)
         self._swap_plant(new)
+        runtime_changed = self._apply_runtime(old_runtime, new.config.runtime)
         outputs_restarted: list[str] = []
         if self.outputs is not None:
             outputs_restarted = await self.outputs.reload(new)
@@ -303,8 +315,49 @@ class Appliance:
         self._tasks.append(asyncio.create_task(self._settle_later(RESETTLE_AFTER_RELOAD_S), name="gc-settle"))
         log.warning("configuration reloaded: %d devices kept running, %d restarted or added, %d removed",
                     len(kept), len(added), len([n for n in gone if n not in new_by_name]))
-        return {"kept": kept, "started": added, "removed": [n for n in gone if n not in new_by_name],
-                "outputs": outputs_restarted}
+        changes = {"kept": kept, "started": added, "removed": [n for n in gone if n not in new_by_name],
+                   "outputs": outputs_restarted}
+        if api is not None:
+            changes["api"] = [api]
+        if runtime_changed:
+            changes["runtime"] = runtime_changed
+        return changes
+
+    async def _reload_api(self, new: LoadedConfig) -> str | None:
+        """Restart the API server if its listener settings changed; a new address that cannot be
+        bound refuses the reload (nothing else has changed yet, the old server still serves)."""
+        if self.intelligence is None:
+            return None
+        try:
+            return await self.intelligence.reload_api(new)
+        except OSError as exc:
+            cfg = new.config.api
+            where = f"{cfg.host}:{cfg.port}" if cfg is not None else "?"
+            raise ReloadRefused(f"api: cannot listen on {where}: {exc}") from exc
+
+    def _apply_runtime(self, old: Runtime, new: Runtime) -> list[str]:
+        """Apply a changed ``runtime`` section in place; the names of the keys that changed.
+
+        Log level, format and per-component levels are set again (when ``edge run`` set logging up:
+        its command-line ``--log-level``/``--log-json`` still win); the status and health intervals
+        are read at each tick; the audit log's rotation takes the new limits; a new statistics window
+        restarts the devices (their fingerprint includes it). ``data_dir`` never gets here
+        (:func:`edge.runtime.reload.needs_restart` refuses it).
+        """
+        changed = [k for k in type(new).model_fields if getattr(old, k) != getattr(new, k)]
+        if self.logging is not None and {"log_level", "log_format", "log_levels"} & set(changed):
+            from edge.runtime.logs import setup_logging
+
+            level, json_lines = self.logging
+            for name in set(old.log_levels) - set(new.log_levels):
+                logging.getLogger(name).setLevel(logging.NOTSET)  # back to its parent's level
+            setup_logging(level or new.log_level, json_lines or new.log_format == "json", new.log_levels)
+        audit = self.writes.audit
+        if audit is not None:
+            audit.max_bytes, audit.backups = new.audit_max_bytes, new.audit_backups
+        if changed:
+            log.warning("reload: runtime settings applied: %s", ", ".join(changed))
+        return changed
 
     def _renumber(self, runner: DeviceRunner, dev: ResolvedDevice, id_map: np.ndarray, new: LoadedConfig) -> None:
         if runner.runtime is not None:

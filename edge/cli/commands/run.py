@@ -215,6 +215,7 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
         print(issue, file=sys.stderr)
     app = Appliance(loaded)
     LEDGER.mark("drivers_store")
+    app.logging = (log_level, log_json)  # a reload applies the configuration's logging, these still win
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -247,10 +248,10 @@ async def run_appliance(config: str, duration_s: float | None, show_status: bool
     print(started_line(app), file=out, flush=True)
     watchdog = asyncio.create_task(notifier.watchdog_loop(), name="watchdog")
     table = StatusTable(app, out)
-    interval = loaded.config.runtime.status_interval_s
     deadline = None if duration_s is None else time.monotonic() + duration_s
     try:
         while not stop.is_set():
+            interval = app.loaded.config.runtime.status_interval_s  # a reload may change it
             timeout = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
             try:
                 await asyncio.wait_for(stop.wait(), timeout)
