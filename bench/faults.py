@@ -297,8 +297,8 @@ def report_text(r: dict) -> str:
     for name, check in c.items():
         detail = check.get("detail")
         if name == "ledger":
-            detail = {k: check[k] for k in ("spooled_points", "server_points", "lost", "duplicated", "unexpected",
-                                            "dropped_points")}
+            detail = {k: check[k] for k in ("spooled_points", "server_points", "same_ms_points", "lost", "duplicated",
+                                            "unexpected", "dropped_points")}
         lines.append(f"| {name} | {'yes' if check['ok'] else 'NO'} | {json.dumps(detail)} |")
     lines += ["", "| fault | device | start s | end s | recovered after s |", "|---|---|---|---|---|"]
     for e in r["events"]:
@@ -329,6 +329,7 @@ def main() -> int:
                "lost_or_resent_points": c["ledger"].get("resent_or_missing"),
                "lost_points": c["ledger"].get("lost"), "duplicated_points": c["ledger"].get("duplicated"),
                "unexpected_points": c["ledger"].get("unexpected"),
+               "same_ms_points": c["ledger"].get("same_ms_points"),
                "dropped_points": c["ledger"].get("dropped_points"),
                "spooled_points": c["ledger"].get("spooled_points"),
                **{f"{k}_ok": v["ok"] for k, v in c.items()}}
