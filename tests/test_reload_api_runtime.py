@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 from harness import wait_until
-from test_reload import config, run_edge
+from test_reload import Recorder, config, run_edge
 
 from drivers.modbus.sim.plant import listening_socket
 from edge.runtime.reload import reload_appliance
@@ -108,6 +108,29 @@ async def test_an_api_port_in_use_refuses_the_reload_and_the_old_api_keeps_servi
         assert app.intelligence.url == old_url and await asyncio.to_thread(get_status, old_url) is not None
     finally:
         taken.close()
+
+
+async def test_the_api_moves_without_a_gap_in_polling(make_site):
+    site = await make_site(config() + "api: {port: 0, anonymous_role: viewer}\n")
+    app = site.app
+    assert app.intelligence is not None
+    old_url = app.intelligence.url
+    assert await wait_until(lambda: site.diag("a").polls_ok >= 2, 5)
+    rec = Recorder("a")
+    app.pipeline.add("recorder", rec)
+    held = listening_socket()
+    port = held.getsockname()[1]
+    path = site.loaded.path
+    path.write_text(path.read_text().replace("port: 0,", f"port: {port}, max_connections: 32,"))
+    held.close()
+    outcome = await reload_appliance(app, path, "test")
+    assert outcome.result == "applied" and outcome.api == f"http://127.0.0.1:{port}", outcome.summary()
+    assert outcome.devices_restarted == [] and outcome.outputs_restarted == []
+    assert await asyncio.to_thread(get_status, outcome.api) is not None
+    assert await asyncio.to_thread(get_status, old_url) is None
+    await asyncio.sleep(0.5)
+    gaps = [(b - a) / 1e6 for a, b in zip(rec.ts, rec.ts[1:], strict=False)]
+    assert len(gaps) > 5 and max(gaps) < 250, f"polling paused for {max(gaps):.0f} ms while the API moved"
 
 
 async def test_a_moved_data_dir_is_refused_by_name(make_site, tmp_path):
