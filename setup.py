@@ -79,7 +79,9 @@ setup(
                  "tsdownsample>=0.1.3", "schemathesis>=3.30", "selenium>=4.20", "httpx>=0.27",
                  "grpcio-tools>=1.85",  # protoc: checks that sparkplug_b_pb2.py matches sparkplug_b.proto
                  # the type check of edge/ and drivers/ (provisioning/test.sh): mypy and the stubs it needs
-                 "mypy>=1.10", "types-PyYAML", "types-psutil", "types-protobuf", "types-pyserial"],
+                 "mypy>=1.10", "types-PyYAML", "types-psutil", "types-protobuf", "types-pyserial",
+                 # the suite runs in parallel worker processes (provisioning/test.sh: -n, --dist loadgroup)
+                 "pytest-xdist>=3.5"],
     },
     entry_points={
         "console_scripts": ["edge = edge.cli.main:main"],

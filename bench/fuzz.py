@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -418,31 +419,49 @@ async def _idle_burst(host: str, port: int, stats: OpcUaStats, n: int = 60) -> N
         w.close()
 
 
-async def opcua_fuzz(url: str, seconds: float, seed: int, stats: OpcUaStats, probe, workers: int = 4) -> int:  # noqa: ANN001
-    """``workers`` concurrent senders of cases until ``seconds`` have passed; a well-behaved client
-    probes the server every 50 cases; returns the number of failed probes."""
-    deadline = time.monotonic() + seconds
+class Until:
+    """Go on until ``seconds`` have passed and ``count()`` has reached ``minimum``, never past ``cap_s``.
+
+    A loaded machine (CI running tests in parallel) sends fewer cases per second: a test's minimum
+    number of cases is then waited for rather than hoped for in a fixed time."""
+
+    def __init__(self, seconds: float, count: Callable[[], int], minimum: int = 0, cap_s: float = 120.0) -> None:
+        now = time.monotonic()
+        self.end, self.hard_end = now + seconds, now + max(seconds, cap_s)
+        self.count, self.minimum = count, minimum
+
+    def more(self) -> bool:
+        now = time.monotonic()
+        return now < self.end or (self.count() < self.minimum and now < self.hard_end)
+
+
+async def opcua_fuzz(url: str, seconds: float, seed: int, stats: OpcUaStats, probe, workers: int = 4,  # noqa: ANN001
+                     minimum: int = 0) -> int:
+    """``workers`` concurrent senders of cases until ``seconds`` have passed and at least ``minimum``
+    cases were sent (:class:`Until`); a well-behaved client probes the server every 50 cases; returns
+    the number of failed probes."""
+    until = Until(seconds, lambda: stats.cases, minimum)
     failures = [0]
 
     async def prober() -> None:
         done = 0
-        while time.monotonic() < deadline:
+        while until.more():
             await asyncio.sleep(0.05)
             if stats.cases >= done + 50:
                 done = stats.cases
                 if not await probe():
                     failures[0] += 1
 
-    await asyncio.gather(prober(), *(_opcua_worker(url, deadline, seed * 1000 + i, stats) for i in range(workers)))
+    await asyncio.gather(prober(), *(_opcua_worker(url, until, seed * 1000 + i, stats) for i in range(workers)))
     return failures[0]
 
 
-async def _opcua_worker(url: str, deadline: float, seed: int, stats: OpcUaStats) -> None:
+async def _opcua_worker(url: str, until: Until, seed: int, stats: OpcUaStats) -> None:
     from urllib.parse import urlparse
 
     host, port = urlparse(url).hostname or "127.0.0.1", urlparse(url).port or 4840
     rng = random.Random(seed)
-    while time.monotonic() < deadline:
+    while until.more():
         roll = rng.random()
         if roll < 0.25:
             kind, data = mutate(_hello(url), rng)
@@ -589,50 +608,55 @@ def raw_http_cases(url: str, token: str, rng: random.Random) -> dict[str, bytes 
     }
 
 
-def http_fuzz(url: str, token: str, seconds: float, seed: int, stats: HttpStats) -> None:
-    """Schemathesis cases for every operation, interleaved with the raw cases, until time is up."""
+def http_fuzz(url: str, token: str, seconds: float, seed: int, stats: HttpStats, minimum: int = 0) -> None:
+    """Schemathesis cases for every operation, interleaved with the raw cases, until time is up and
+    at least ``minimum`` requests were sent (:class:`Until`)."""
     import httpx
     import schemathesis
     from schemathesis import GenerationMode
 
     rng = random.Random(seed)
-    deadline = time.monotonic() + seconds
+    until = Until(seconds, lambda: stats.requests, minimum)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(timeout=10, verify=False) as client:
         doc = client.get(f"{url}/openapi.json", headers=headers).json()
         schema = schemathesis.openapi.from_dict(doc)
         ops = [r.ok() for r in schema.get_all_operations()]
-        raw = threading.Thread(target=_raw_rounds, args=(url, token, deadline, rng.random(), stats), daemon=True)
+        raw = threading.Thread(target=_raw_rounds, args=(url, token, until, rng.random(), stats), daemon=True)
         raw.start()
-        while time.monotonic() < deadline:
+        while until.more():
             for op in rng.sample(ops, len(ops)):
-                if time.monotonic() >= deadline:
-                    return
+                if not until.more():
+                    break
                 mode = rng.choice([GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
                 _schema_cases(client, op, mode, url, headers if rng.random() < 0.8 else {}, stats)
+        raw.join(until.hard_end - time.monotonic() + 60)  # its answers are in the report
 
 
-def _http_thread(url: str, token: str, seconds: float, seed: int, stats: HttpStats) -> None:
+def _http_thread(url: str, token: str, seconds: float, seed: int, stats: HttpStats, minimum: int = 0) -> None:
     try:
-        http_fuzz(url, token, seconds, seed, stats)
+        http_fuzz(url, token, seconds, seed, stats, minimum)
     except Exception as exc:  # noqa: BLE001 - reported in the result, not lost in a thread
         import traceback
 
         stats.thread_error = "".join(traceback.format_exception(exc))[-1500:]
 
 
-def _raw_rounds(url: str, token: str, deadline: float, seed: float, stats: HttpStats) -> None:
-    """The raw malformed requests, round after round until ``deadline`` (in their own thread: some wait)."""
+def _raw_rounds(url: str, token: str, until: Until, seed: float, stats: HttpStats) -> None:
+    """The raw malformed requests, round after round while ``until`` says so (in their own thread: some
+    wait); the first round is always whole, so that every raw case has an answer in the report."""
     rng = random.Random(seed)
-    while time.monotonic() < deadline:
+    first = True
+    while first or until.more():
         for name, case in raw_http_cases(url, token, rng).items():
             args = case if isinstance(case, tuple) else (case,)
             status = _raw_http(url, *args)
             stats.raw[name] = status
             code = int(status.split()[1]) if status.startswith("HTTP/") else 0
             stats.seen(code, f"raw {name}: {status}")
-            if time.monotonic() >= deadline:
+            if not first and not until.more():
                 return
+        first = False
 
 
 def _schema_cases(client, op, mode, url: str, headers: dict[str, str], stats: HttpStats) -> None:  # noqa: ANN001
@@ -647,8 +671,12 @@ def _schema_cases(client, op, mode, url: str, headers: dict[str, str], stats: Ht
     def send(case) -> None:  # noqa: ANN001
         kw = case.as_transport_kwargs(base_url=url, headers=headers or None)
         try:
-            resp = client.request(kw["method"], kw["url"], params=kw.get("params"), headers=kw["headers"],
-                                  json=kw.get("json"), content=kw.get("data"))
+            with client.stream(kw["method"], kw["url"], params=kw.get("params"), headers=kw["headers"],
+                               json=kw.get("json"), content=kw.get("data")) as resp:
+                # the status stream (server-sent events) never ends: its status line is its answer; reading
+                # it held this thread until the appliance stopped, and no further case was sent
+                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                    resp.read()
         except httpx.LocalProtocolError:
             return
         except httpx.HTTPError:
@@ -668,8 +696,9 @@ def _schema_cases(client, op, mode, url: str, headers: dict[str, str], stats: Ht
 # ---------------------------------------------------------------------- one site
 
 
-def fuzz_site(name: str, seconds: float, seed: int = 1, baseline_s: float = 4.0) -> dict:
-    """Start the site, measure its poll rate, fuzz OPC UA and HTTP at once for ``seconds``, report."""
+def fuzz_site(name: str, seconds: float, seed: int = 1, baseline_s: float = 4.0, minimum: int = 0) -> dict:
+    """Start the site, measure its poll rate, fuzz OPC UA and HTTP at once for ``seconds`` (and until
+    each side sent at least ``minimum`` cases, :class:`Until`), report."""
     import warnings
 
     warnings.filterwarnings("ignore")  # certificate warnings of the self-signed test HTTPS
@@ -687,13 +716,13 @@ def fuzz_site(name: str, seconds: float, seed: int = 1, baseline_s: float = 4.0)
             sampler = Sampler(app)
             sampler.start()
             ostats, hstats = OpcUaStats(), HttpStats()
-            http = threading.Thread(target=_http_thread, args=(app.api_url, app.token, seconds, seed, hstats),
+            http = threading.Thread(target=_http_thread, args=(app.api_url, app.token, seconds, seed, hstats, minimum),
                                     daemon=True)
             p2, t2 = app.polls(), time.monotonic()
             http.start()
             probe_failures = asyncio.run(opcua_fuzz(app.opc_url, seconds, seed, ostats,
-                                                    lambda: endpoints_probe(app.opc_url)))
-            http.join(seconds + 60)
+                                                    lambda: endpoints_probe(app.opc_url), minimum=minimum))
+            http.join(max(seconds, 120.0) + 120)  # Until's cap, and the raw round that may finish after it
             p3, t3 = app.polls(), time.monotonic()
             peak = sampler.stop()
             during = (p3 - p2) / (t3 - t2) if p2 is not None and p3 is not None else 0.0

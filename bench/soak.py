@@ -85,13 +85,26 @@ class Appliance:
         self.proc: asyncio.subprocess.Process | None = None
         self.runs: list[dict] = []  # pid, start, end, rss samples, exit code, killed
 
-    async def start(self) -> None:
+    async def start(self, timeout_s: float = 60.0) -> None:
+        """Start `edge run` and wait (bounded) for its "appliance started" line: until then it has no
+        SIGHUP handler (a reload signal would end it) and polls nothing (a fault would go unseen)."""
+        before = self.starts()
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edge.cli.main", "run", str(self.config), "--no-status", cwd=ROOT, env=self.env,
             stdout=logf, stderr=logf)  # stdout: "appliance started: ... API at URL" (ports chosen at start)
         logf.close()
         self.runs.append({"pid": self.proc.pid, "start": time.time(), "rss": [], "killed": False})
+        end = time.monotonic() + timeout_s
+        while self.starts() == before and self.alive() and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+
+    def starts(self) -> int:
+        """How many "appliance started" lines the log holds (one per successful start)."""
+        try:
+            return len(re.findall(r"^appliance started: ", self.log.read_text(errors="replace"), re.M))
+        except OSError:
+            return 0
 
     def api_url(self) -> str | None:
         """The HTTP API of the running appliance (it takes any free port at each start), from its log."""
@@ -193,9 +206,10 @@ async def run_soak(duration: float, tmp: Path) -> dict:
     await app.start()
     try:
         actions = build_actions(sim, vm, app, config, good_config, serial, events)
-        pending = sorted(((t0 + share * duration, name, edge) for name, start, end in SCHEDULE
+        t_ready = time.time()  # the schedule counts from the appliance's start (a loaded machine starts it slower)
+        pending = sorted(((t_ready + share * duration, name, edge) for name, start, end in SCHEDULE
                           for share, edge in ((start, "start"), (end, "end"))), key=lambda a: a[0])
-        while time.time() < t0 + duration:
+        while time.time() < t_ready + duration:
             while pending and time.time() >= pending[0][0]:
                 _, name, edge = pending.pop(0)
                 await actions[name][edge]()

@@ -20,6 +20,15 @@ logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # fault tests provoke 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (tens of seconds to minutes each: soaks, fault campaigns, installs) run
+    first. With parallel workers (pytest-xdist, provisioning/test.sh) they then start at once, spread
+    over the workers, while the short tests fill the gaps; collected last, one of them would start
+    when the others are done and the whole run would wait for it alone. A stable sort: the order is
+    otherwise the collection order, the same in every worker (xdist requires it)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _no_log_handlers_left_behind():
     """A command run in-process (``edge.cli.main.main``) sets up logging to the sys.stderr of its test;

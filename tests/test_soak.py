@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_short_soak_with_faults(tmp_path):
     report = tmp_path / "soak.md"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "soak.py"), "--duration", "90", "--report",

@@ -66,6 +66,7 @@ def rates(screen: str) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+)\s+\S+\s+online\s+([\d.]+)\s", screen, re.M)}
 
 
+@pytest.mark.slow
 def test_demo_table_redraws_in_place_in_a_terminal(tmp_path, demo_env):
     if not shutil.which("tmux"):
         pytest.fail("tmux is needed: apt-get install tmux (provisioning/setup.sh --test)")

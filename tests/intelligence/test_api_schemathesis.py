@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable
 
 import httpx
+import pytest
 import schemathesis
 from harness import wait_until
 from hypothesis import HealthCheck, given, settings
@@ -79,6 +80,7 @@ def run_schemathesis(url: str, token: str) -> Run:
     return run
 
 
+@pytest.mark.slow
 async def test_no_operation_answers_5xx_to_generated_input(make_room):
     room = await make_room(room_config(write_burst=5))
     assert await wait_until(lambda: room.site.value("room", "temperature")[1].is_good, 5)

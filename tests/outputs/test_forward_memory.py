@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 from harness import wait_until_blocking as wait_until
 
 from edge.config.storage import InfluxConfig, SpoolConfig
@@ -21,6 +22,7 @@ def rows_alive() -> int:
     return sum(1 for o in gc.get_objects() if type(o) is Row)
 
 
+@pytest.mark.slow
 def test_failed_attempts_are_freed_without_the_garbage_collector(tmp_path, refused_port):
     plant = demo_plant(1, 25)
     sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20))

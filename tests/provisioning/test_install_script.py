@@ -1,7 +1,10 @@
 """provisioning/install.sh in a scratch root: a dedicated virtual environment under PREFIX, the appliance
 installed from the checkout (then upgraded from a wheel), the systemd unit in ROOT/etc/systemd/system
 passing `systemd-analyze verify`, the installed `edge` checking the demo and provisioning a site, and
-a service user created inside the scratch root's own /etc."""
+a service user created inside the scratch root's own /etc; and the wheel pip builds from a fresh clone
+(its compiled extensions). One module, so that one test worker builds that wheel (``fresh_clone_wheel``,
+session-scoped per worker) and installs the checkout once (``installed``): pytest-xdist keeps a
+module's tests together (``--dist loadscope``, provisioning/test.sh)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +13,7 @@ import re
 import shutil
 import stat
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -214,3 +218,13 @@ def test_bad_options_are_clear_errors(tmp_path, args, message):
     r = sh("bash", INSTALL, "--prefix", tmp_path / "p", "--root", tmp_path / "r", "--no-user", *args, timeout=120)
     assert r.returncode != 0 and message in r.stderr, r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_pip_builds_the_extensions_from_a_fresh_clone(fresh_clone_wheel: Path):
+    """The extensions build from a fresh clone with pip, and the built modules are the compiled ones."""
+    wheel = fresh_clone_wheel  # `pip wheel --no-deps --no-build-isolation CLONE` (tests/conftest.py)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("edge/aggregate/_ringbuf") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("drivers/modbus/_codec_kernel") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("edge/core/_latest") and n.endswith(".so") for n in names), names
+    assert "edge/aggregate/pyring.py" in names

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from harness import wait_until
 
 from edge.core.model import DeviceState, Quality
@@ -30,6 +31,7 @@ devices:
 REFUSED = ("line_speed", "fan_on", "temp")
 
 
+@pytest.mark.slow
 async def test_exception_02_spell_heals_within_the_reprobe_time(make_site):
     """A PLC in STOP answers exception 2 for 20 s; afterwards every refused tag is Good again
     within the configured longest re-probe period (before: never polled again)."""
@@ -121,6 +123,7 @@ async def test_slow_slave_does_not_make_its_neighbours_offline(make_site):
     assert await wait_until(lambda: site.diag("room3").state == DeviceState.ONLINE, 10)
 
 
+@pytest.mark.slow
 async def test_offline_device_is_back_within_10_s_of_answering(make_site):
     """Default probing of an offline device: back within 10 s of answering again (before: up to
     30 s of back-off)."""
