@@ -118,7 +118,7 @@ def site_yaml(ports: list[int], tags: int, interval_ms: int, vm_url: str, data_d
     lines = [
         "site: {name: e2e}",
         f"plugins_dir: {plugin.parent}",
-        f"runtime: {{data_dir: {data_dir}, status_interval_s: 1, health_interval_s: 2, stats_window_s: {stats_window_s}, "
+        f"runtime: {{data_dir: {data_dir}, status_interval_s: 1, health_interval_s: 1, stats_window_s: {stats_window_s}, "
         "log_level: warning}",
         "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 500}]",
         "outputs:",

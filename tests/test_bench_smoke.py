@@ -36,7 +36,7 @@ def test_history_bench_runs():
 
 
 def test_e2e_bench_runs():
-    r = result_of("bench/e2e.py", "--devices", "4", "--tags", "20", "--seconds", "3", "--warmup", "2")
+    r = result_of("bench/e2e.py", "--devices", "4", "--tags", "20", "--seconds", "5", "--warmup", "2")
     assert r["tags_per_s"] > 0 and r["checked_errors"] == 0 and r["markers_seen_opcua"] > 0
     assert r["tsdb_lines"] > 0 and r["opcua_poll_latency_p99_ms"] is not None
     for key in ("tags_per_s", "cpu_cores", "rss_mb", "jitter_p99_ms", "field_opcua_latency_p99_ms", "tsdb_latency_p99_s",
