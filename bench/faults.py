@@ -21,7 +21,7 @@ is watched from outside, through its HTTP API (``/api/status`` every 0.25 s). Ch
   the server exactly once as its query API returns it (VictoriaMetrics as deployed, with
   ``-dedup.minScrapeInterval=1ms``): 0 lost, 0 duplicated, 0 unexpected, nothing dropped.
 
-    .venv/bin/python bench/faults.py                  # one round, ~105 s (tests/test_fault_campaign.py)
+    .venv/bin/python bench/faults.py                  # one round, ~100 s (tests/test_fault_campaign.py)
     .venv/bin/python bench/faults.py --long --report docs/fault-campaign.md   # 20 minutes
 
 Exit code 0 when every check holds; the last line is ``RESULT {json}``.

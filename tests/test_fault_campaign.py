@@ -1,10 +1,10 @@
-"""The short fault campaign (bench/faults.py, one round, ~105 s): every simulator fault on the demo's
+"""The short fault campaign (bench/faults.py, one round, ~100 s): every simulator fault on the demo's
 shared RS-485 line and behind its RTU gateway, a time-series outage and a kill -9. It must end with
 no false offline, neighbours available, each faulted device back within 10 s, 0 points lost and
 0 duplicated as the server's query API counts them (issue 17 point 9).
 
 Each slot lasts as long as its fault (5 s) plus the time the faulted devices take to come back
-(plus 1 s), not a fixed 15 s: the same checks on the same round in ~105 s instead of ~160 s."""
+(plus 1 s), not a fixed 15 s: the same checks on the same round in ~100 s instead of ~160 s."""
 from __future__ import annotations
 
 import json
