@@ -112,7 +112,8 @@ async def test_float64_hook_keeps_its_decimals(make_site, tmp_path):
 
 async def _only_the_hook_tag_fails(site, caplog, problem: str) -> None:
     app = site.app
-    assert await wait_until(lambda: app.devices["dev_x"].diag.polls_ok >= 5, 5)
+    # hooks run off the loop: a poll's hook result (and its error count) lands just after the poll
+    assert await wait_until(lambda: app.devices["dev_x"].diag.polls_ok >= 5 and app.devices["dev_x"].diag.hook_errors >= 5, 5)
     tags = app.plant.tag_by_key()
     assert app.store.get(tags["dev_x.doubled"].id)[1] == Quality.BAD_CONFIG_ERROR
     assert app.store.get(tags["dev_x.raw"].id)[:2] == (21.0, Quality.GOOD)
