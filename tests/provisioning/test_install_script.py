@@ -23,7 +23,10 @@ INSTALL = REPO / "provisioning" / "install.sh"
 DEMO = REPO / "provisioning" / "sites" / "demo" / "edge.yaml"
 UNIT = "edge-appliance.service"
 
-pytestmark = pytest.mark.slow
+# slow: collected first (tests/conftest.py). The module fixture installs the checkout into a fresh venv
+# (pip with build isolation compiles the extensions): 140 s alone, 250 s beside the parallel workers, and
+# once more than the suite's 300 s per test on a loaded machine; its own commands are bounded (sh: 400 s).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def sh(*args: str | Path, timeout: float = 400, env: dict | None = None) -> subprocess.CompletedProcess:
