@@ -9,7 +9,7 @@ the host when one is configured, then births the node and its devices.
 
 Store and forward: every batch is in the spool before it reaches this sink (the pipeline feeds
 the spool first) and :attr:`Spool.last_consumed` names its row. While the session is live, rows
-are confirmed by barriers (:meth:`Transport.barrier`); when the broker or the primary host goes
+are confirmed by barriers (:meth:`Transport.barrier`) and by the echoes of our own DDATA; when the broker or the primary host goes
 away, everything after the last confirmed row is held (:class:`Backlog`) and replayed in spool
 order with ``is_historical`` once a session is live again, at ``replay_metrics_per_s`` next to
 live data. The spool keeps held rows (a pin) until they are confirmed.
@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ STALL_S = 10.0  # no barrier acknowledged for this long while data flow: the con
 REPLAY_MAX_UNCONFIRMED = 50  # the replay waits while more barriers than this are unacknowledged
 REPLAY_ROWS = 500
 STOP_CONFIRM_S = 2.0
+ECHO_MARKS_MAX = 100_000  # marks waiting for their echo; beyond, the oldest go (the barriers still confirm)
 
 
 @dataclass
@@ -137,6 +139,8 @@ class MqttOutput:
         self._tasks: list[asyncio.Task] = []
         self._id_maps: dict[int, np.ndarray] = {}
         self._barrier_marks = (0, 0)
+        self._echo_marks: deque[tuple[int, int, int]] = deque()  # (DDATA count, live mark, replay mark)
+        self._echoed = 0  # echoes of our own DDATA received on this connection
         self._stopping = False
 
     # ------------------------------------------------------------------ life cycle
@@ -198,11 +202,13 @@ class MqttOutput:
             self.uns.publish_batch(t, batch)
         if self.live and not self.paused:
             sent = self.node.stats.messages
+            ddata = self.node.ddata_sent
             self.node.publish_live(batch)
             if seq:
                 self.live_last = seq
             if self.node.stats.messages != sent:
                 self._barrier_soon()
+            self._mark_sent(ddata)
 
     # ------------------------------------------------------------------ sessions
 
@@ -252,6 +258,8 @@ class MqttOutput:
                 await asyncio.to_thread(self.bdseq.unuse, bd)
             raise
         self.transport, node.transport, node.bd_seq = t, t, bd
+        node.ddata_sent = self._echoed = 0
+        self._echo_marks.clear()
         self.c.connects += 1
         self.c.connected_since_ns = time.time_ns()
         log.info("MQTT: connected to %s as %s (bdSeq %d)", cfg.url, self.client_id, bd)
@@ -282,6 +290,8 @@ class MqttOutput:
             subs += [(topics.node_topic("NCMD"), 1), (topics.device_topic("DCMD", "+"), 1)]
             if topics.state:
                 subs.append((topics.state, 1))
+        if self.forward:  # our own DDATA come back: each echo proves the broker took it (see _on_echo)
+            subs.append((topics.device_topic("DDATA", "+"), 0))
         if not subs:  # JSON namespace only: subscribe to nothing, but keep one round trip for the check
             subs.append((f"$edge/none/{self.client_id.replace('+', '_').replace('#', '_')}", 0))
         return subs
@@ -365,7 +375,9 @@ class MqttOutput:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         topics = self.node.topics
-        if topic == topics.state:
+        if topic.startswith(self._ddata_prefix):
+            self._on_echo()
+        elif topic == topics.state:
             self._on_state(payload)
         elif topic == topics.node_topic("NCMD"):
             if self.node.on_ncmd(payload) and self.live:
@@ -402,8 +414,8 @@ class MqttOutput:
 
     def _barrier_soon(self) -> None:
         """A barrier right after this loop step's data (at most one per ``BARRIER_MIN_GAP_S``): the broker's
-        acknowledgement follows the data closely, so a broker that dies leaves at most that much data
-        taken but not confirmed (replayed, so sent twice); at a few messages per 5 ms, microseconds."""
+        acknowledgement follows the data closely; the echoes of our DDATA (:meth:`_on_echo`) confirm
+        sooner still, so a broker that dies after forwarding data leaves nothing of it to replay twice."""
         if self._barrier_due:
             return
         self._barrier_due = True
@@ -430,12 +442,49 @@ class MqttOutput:
             if t is not self.transport or not self.live:
                 return
             self.c.barriers += 1
-            self.live_confirmed = max(self.live_confirmed, live_mark)
-            if replay_mark and self.forward:
-                self.backlog.confirm(replay_mark)
-            self._dirty = True  # persisted by the periodic task (the spool commits it at its next commit anyway)
+            self._confirm(live_mark, replay_mark)
 
         t.barrier(confirmed)
+
+    def _confirm(self, live_mark: int, replay_mark: int) -> None:
+        """Everything published up to these marks reached the broker (a barrier's ack or an echo)."""
+        self.live_confirmed = max(self.live_confirmed, live_mark)
+        if replay_mark and self.forward:
+            self.backlog.confirm(replay_mark)
+        self._dirty = True  # persisted by the periodic task (the spool commits it at its next commit anyway)
+
+    @property
+    def _ddata_prefix(self) -> str:
+        return self.node.topics.node_topic("DDATA") + "/"
+
+    def _mark_sent(self, ddata_before: int) -> None:
+        """DDATA went out (live batch or replayed row): once its echo is back, the marks as they are now hold."""
+        n = self.node.ddata_sent
+        if not self.forward or n == ddata_before:
+            return
+        self._echo_marks.append((n, self.live_last, self.replay_pos))
+        if len(self._echo_marks) > ECHO_MARKS_MAX:
+            self._echo_marks.popleft()
+
+    def _on_echo(self) -> None:
+        """One of our DDATA came back from the broker: it (and every earlier PUBLISH of this connection,
+        which the broker handles in order) was taken and forwarded to the subscribers, the host included.
+
+        This closes the window a barrier leaves: the broker forwards a DDATA at once but acknowledges
+        the barrier that follows it only later (up to ``BARRIER_MIN_GAP_S`` plus a read of the broker);
+        a broker killed in between had delivered data the barrier never confirmed, and the replay sent
+        it a second time. The broker delivers QoS 0 messages of one publisher to one subscriber in order,
+        so the k-th echo is the k-th DDATA of this connection; an echo the broker drops only delays the
+        confirmation (the count lags: what is confirmed was surely taken).
+        """
+        if not self.live:
+            return
+        self._echoed += 1
+        marks = None
+        while self._echo_marks and self._echo_marks[0][0] <= self._echoed:
+            marks = self._echo_marks.popleft()
+        if marks is not None:
+            self._confirm(marks[1], marks[2])
 
     async def _confirm_now(self, timeout_s: float) -> None:
         """Send a barrier for everything published so far and wait (bounded) for its acknowledgement."""
@@ -487,10 +536,12 @@ class MqttOutput:
                 for row in rows:
                     if not self.live or self.paused:
                         break
+                    ddata = self.node.ddata_sent
                     sent = self._replay_row(row)
                     self.replay_pos = row.seq + 1
                     if sent:
                         self._barrier_soon()
+                        self._mark_sent(ddata)
                     debt += sent / rate if rate > 0 else 0.0
                     if debt >= 0.02:
                         await asyncio.sleep(debt)

@@ -87,6 +87,7 @@ class EdgeNode:
         self.seq = 0
         self.bd_seq = 0
         self.born = False
+        self.ddata_sent = 0  # DDATA messages handed to the current connection (its echoes confirm them)
         self._tasks: set[asyncio.Task] = set()
         self.set_plant(plant)
 
@@ -134,11 +135,13 @@ class EdgeNode:
         self.seq = (self.seq + 1) % 256
         return seq
 
-    def _publish(self, topic: str, payload: bytes, metrics: int, qos: int = 0) -> None:
+    def _publish(self, topic: str, payload: bytes, metrics: int, qos: int = 0) -> bool:
         assert self.transport is not None
         if self.transport.publish(topic, payload, qos, False):
             self.stats.messages += 1
             self.stats.metrics += metrics
+            return True
+        return False
 
     def birth(self, rebirth: bool = False) -> None:
         """NBIRTH (seq 0), a DBIRTH per device and a DDEATH for each device that is offline now.
@@ -221,7 +224,8 @@ class EdgeNode:
             payload = self.layout.ddata(self._next_seq(), now, ids[part], values[part], quality[part], st, texts,
                                         historical)
             n = len(ids[part])
-            self._publish(topic, payload, n)
+            if self._publish(topic, payload, n):
+                self.ddata_sent += 1
             if historical:
                 self.stats.historical_metrics += n
         self.stats.by_device[device] = self.stats.by_device.get(device, 0) + len(ids)

@@ -32,7 +32,7 @@ async def test_broker_outage_holds_and_replays_every_sample_once(broker, make_si
     held_from = len(host.delivered())
     await asyncio.sleep(1.5)  # ~15 polls per device held in the spool
     broker.start()  # same port
-    assert await wait_until(lambda: len(host.of_kind("NBIRTH")) == 2, 15), out.stats()
+    assert await wait_until(lambda: len(host.of_kind("NBIRTH")) == 2, 15), (out.stats(), [m.kind for m in host.all()][-8:])
     assert bdseqs(host, "NBIRTH") == [0, 1]  # a new connection, the next bdSeq
     assert await wait_until(lambda: out.stats()["backlog_ranges"] == 0 and out.stats()["replayed_rows"] > 20, 15)
     n = len(host.delivered())
@@ -104,3 +104,39 @@ async def test_kill_9_of_the_appliance_brings_the_ndeath_with_the_nbirth_bdseq(b
     assert death.topic == f"spBv1.0/{GROUP}/NDEATH/{NODE}" and death.qos == 1
     assert bdseqs(host, "NDEATH") == [42]
     assert [m.name for m in death.payload.metrics] == ["bdSeq"] and not death.payload.HasField("seq")
+
+
+async def test_broker_killed_after_forwarding_data_it_had_not_acknowledged_yet(broker, make_site, hosts,
+                                                                              monkeypatch):
+    """The window of the CI failure made wide: every barrier reaches the broker 1 s late, so the DDATA
+    of the last second before the kill were taken and forwarded by the broker with no acknowledgement
+    back. Replaying them would give the host each of those samples twice; not replaying what the
+    broker did not take would lose it. The ledger must show neither."""
+    from edge.outputs.mqtt.transport import Transport
+
+    real = Transport.barrier
+
+    def late_barrier(self, done):
+        asyncio.get_running_loop().call_later(1.0, lambda: self.connected and real(self, done))
+        return True
+
+    monkeypatch.setattr(Transport, "barrier", late_barrier)
+    host = SpbHost(broker.port, host_id=HOST_ID).start()
+    hosts.append(host)
+    site = await make_site(site_yaml(broker.url, sparkplug_extra=f", primary_host_id: {HOST_ID}"))
+    out = site.app.outputs.mqtt
+    assert await wait_until(lambda: len(host.of_kind("DDATA")) > 40, 10)
+    n = len(host.of_kind("DDATA"))
+    assert await wait_until(lambda: len(host.of_kind("DDATA")) > n, 2)  # data flowing right now
+    broker.kill()  # the DDATA of the last second: forwarded, their barriers not even sent yet
+    assert await wait_until(lambda: out.stats()["state"] == "broker_down", 5), out.stats()
+    await asyncio.sleep(0.5)
+    broker.start()
+    assert await wait_until(lambda: len(host.of_kind("NBIRTH")) == 2, 15), (out.stats(), [m.kind for m in host.all()][-8:])
+    assert await wait_until(lambda: out.stats()["backlog_ranges"] == 0 and out.stats()["replayed_rows"] > 5, 15)
+    n = len(host.delivered())
+    assert await wait_until(lambda: len(host.delivered()) > n + 20, 5)
+    await site.app.stop()
+    led = ledger(host, site.loaded.data_dir / "spool.db")
+    assert not led.lost and not led.duplicated and not led.wrong and not led.unexpected, str(led)
+    assert led.historical > 5
