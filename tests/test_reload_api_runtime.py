@@ -66,8 +66,9 @@ async def test_edge_reload_moves_the_api_and_switches_the_log_format_while_polli
         assert cli.returncode == 0, cli_err.decode()
         new_url = f"http://127.0.0.1:{new_port}"
 
-        async def moved() -> bool:
-            return await asyncio.to_thread(get_status, new_url) is not None
+        async def moved() -> bool:  # the API moves first in the reload; the outcome is recorded at its end
+            status = await asyncio.to_thread(get_status, new_url)
+            return status is not None and status.get("reload") is not None
 
         for _ in range(100):  # bounded: ~20 s
             if await moved():
