@@ -70,14 +70,14 @@ class TsdbTap:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                headers = _headers(head)
-                body, payload = await _body(reader, headers)
+                headers = http_headers(head)
+                body, payload = await read_body(reader, headers)
                 if up_w is None:
                     up_r, up_w = await asyncio.open_connection(*self.upstream)
                 up_w.write(head + body)
                 await up_w.drain()
                 rhead = await up_r.readuntil(b"\r\n\r\n")
-                rbody, _ = await _body(up_r, _headers(rhead))
+                rbody, _ = await read_body(up_r, http_headers(rhead))
                 acked = time.time()
                 writer.write(rhead + rbody)
                 await writer.drain()
@@ -117,7 +117,8 @@ class TsdbTap:
             self._fields.append((acked, fields))
 
 
-def _headers(head: bytes) -> dict[bytes, bytes]:
+def http_headers(head: bytes) -> dict[bytes, bytes]:
+    """The header fields of an HTTP request or response head, names lower-cased."""
     out = {}
     for line in head.split(b"\r\n")[1:]:
         if b":" in line:
@@ -126,7 +127,7 @@ def _headers(head: bytes) -> dict[bytes, bytes]:
     return out
 
 
-async def _body(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> tuple[bytes, bytes]:
+async def read_body(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> tuple[bytes, bytes]:
     """(the body as received, to pass on; its payload, de-chunked)."""
     if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
         raw, payload = [], []
