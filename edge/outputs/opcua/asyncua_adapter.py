@@ -25,11 +25,16 @@ Two replacements of the library's per-change work (measurements: docs/decisions/
    register their install/uninstall pair and the encoders of their own notification classes;
    they are installed and removed with the rest.
 
+5. **Nodes on first access** (:mod:`edge.outputs.opcua.lazy_nodes`): a fast server's own node
+   table (``AddressSpace._nodes``) is replaced by one that builds the plant's nodes when asked;
+   per server, not process-wide, and only when :func:`acquire` put that server on the fast path.
+
 Nothing is patched at import. A server calls :func:`acquire` when it starts and :func:`release`
 when it stops; the encoder is installed while at least one fast server runs and the library's
 serializer is back once none does. ``outputs.opcua.fast_path: false`` runs a server on the
 library's plain path: asyncua's own data-change callbacks (its deepcopy and its filters, which
-compare with the previous sample) and its own serializer. Both paths are tested
+compare with the previous sample), its own serializer and its own node table (the plant's nodes
+built at once and stored there, ~8 KB per tag). Both paths are tested
 (``tests/outputs/opcua``, parametrised ``fast``/``plain``).
 
 Pinned: setup.py requires asyncua 2.1.x (``TESTED``); with another version :func:`acquire`

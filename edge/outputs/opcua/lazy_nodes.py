@@ -18,6 +18,10 @@ through that dict's ``[]``, ``get`` and ``in``, so :func:`install` swaps it for
   virtual one (a Status object under a device, a HasCondition from a tag) in
   :attr:`PlantNodes.extras`.
 
+Installed only on the fast path (:func:`edge.outputs.opcua.asyncua_adapter.acquire`); on the
+library's plain path the same builder stores every node in asyncua's own table at start and
+reload, and a :class:`PlantNodes` that is not installed only keeps the extras.
+
 ``keys()``/``len()``/iteration cover the stored nodes only (asyncua uses them only to dump the
 address space and to number new nodes of a namespace with numeric ids; the plant's are strings).
 Pinned to asyncua 2.1's ``AddressSpace`` (``_nodes`` and its use through ``[]``/``get``/``in``);

@@ -168,25 +168,15 @@ class OpcUaServer:
             install_history(iserver, self.history_service)
         await advertise_history(server, cfg.history_max_values if self.history is not None else None)
         self.ns = await server.register_namespace(cfg.namespace_for(self.plant.site))
-        self._factory = NodeFactory(iserver.aspace, self.ns)
-        table = lazy_nodes.install(iserver.aspace, self.ns, lambda nodeid: self._virtual_build(nodeid))
-        self._factory.virtual_table = table
-        self._virtual = VirtualPlant(self._factory, self.publisher, table)
-        self.aggregates.factory = self._factory
-        self._original_write = iserver.attribute_service.write
-        iserver.attribute_service.write = self._handle_write
-        self.server = server
-        t0 = asyncio.get_running_loop().time()
-        self._build(self.plant, carry=None, agg_carry=None)
-        self.build_s = asyncio.get_running_loop().time() - t0
-        self.publisher.fast = asyncua_adapter.acquire(cfg.fast_path)  # library patches: now, not at import
+        self.publisher.fast = fast = asyncua_adapter.acquire(cfg.fast_path)  # library patches: now, not at import
         library_log = logging.getLogger("asyncua.server.server")
         level = library_log.level
-        library_log.setLevel(logging.CRITICAL)  # a failed listen is reported once, by the caller, not as a traceback
         try:
+            self._setup_nodes(server, fast)
+            library_log.setLevel(logging.CRITICAL)  # a failed listen is reported once, by the caller, not as a traceback
             await server.start()
         except BaseException:
-            asyncua_adapter.release(self.publisher.fast)
+            asyncua_adapter.release(fast)
             self.server = None
             raise
         finally:
@@ -196,6 +186,27 @@ class OpcUaServer:
         log.info("OPC UA server on %s: %d tags, address space built in %.2f s, %s path",
                  self.endpoint_url, len(self.plant.tags), self.build_s,
                  "fast" if self.publisher.fast else "library's plain")
+
+    def _setup_nodes(self, server: Server, fast: bool) -> None:
+        """Build the plant's address space and take over Write.
+
+        On the fast path the plant's device, tag and property nodes are built on first access
+        (:mod:`edge.outputs.opcua.lazy_nodes` replaces asyncua's node table: an internal of the
+        tested version). On the library's plain path (``fast_path: false`` or an untested asyncua)
+        the same nodes are built once and stored in asyncua's own table (~8 KB per tag)."""
+        iserver = server.iserver
+        self._factory = NodeFactory(iserver.aspace, self.ns)
+        build = self._virtual_build
+        table = lazy_nodes.install(iserver.aspace, self.ns, build) if fast else lazy_nodes.PlantNodes({}, self.ns, build)
+        self._factory.virtual_table = table
+        self._virtual = VirtualPlant(self._factory, self.publisher, table, stored=not fast)
+        self.aggregates.factory = self._factory
+        self._original_write = iserver.attribute_service.write
+        iserver.attribute_service.write = self._handle_write
+        self.server = server
+        t0 = asyncio.get_running_loop().time()
+        self._build(self.plant, carry=None, agg_carry=None)
+        self.build_s = asyncio.get_running_loop().time() - t0
 
     @property
     def port(self) -> int:

@@ -31,10 +31,13 @@ def device_description(dev: DeviceInfo) -> str:
 class VirtualPlant:
     """Builds the plant's device, tag and tag-property nodes on demand (see the module docstring)."""
 
-    def __init__(self, factory: NodeFactory, publisher: FastPublisher, table: PlantNodes) -> None:
+    def __init__(self, factory: NodeFactory, publisher: FastPublisher, table: PlantNodes, *,
+                 stored: bool = False) -> None:
         self.factory = factory
         self.publisher = publisher
-        self.table = table
+        self.table = table  # asyncua's node table on the fast path; bookkeeping of extras when stored
+        self.stored = stored  # the library's plain path: every node built at once into asyncua's own table
+        self._stored_ids: set[ua.NodeId] = set()
         self.ns = factory.ns
         self.plant: Plant | None = None
         self.historizing = False
@@ -53,6 +56,31 @@ class VirtualPlant:
         self._tags = tags
         self._bus_ids = dict(bus_ids)
         self.table.forget()
+        if self.stored:
+            self._store_all()
+
+    def _store_all(self) -> None:
+        """Store every device, tag and property node of the plant in asyncua's own node table and
+        drop the stored ones the plant no longer has: the library's plain path, where nothing of
+        asyncua is replaced (start and each reload rebuild them, with the references other parts
+        added, :attr:`PlantNodes.extras`)."""
+        assert self.plant is not None
+        aspace = self.factory.aspace
+        ids: set[ua.NodeId] = set()
+        for dev in self.plant.devices:
+            nodeid = ua.NodeId(dev.name, self.ns, ua.NodeIdType.String)
+            nd = self._device(dev.name, nodeid)
+            if nd is not None:
+                aspace[nodeid] = nd
+                ids.add(nodeid)
+        for tag in self.plant.tags:
+            for nodeid, nd in self._tag(tag.id).items():
+                aspace[nodeid] = nd
+                ids.add(nodeid)
+        for nodeid in self._stored_ids - ids:
+            if aspace.get(nodeid) is not None:
+                del aspace[nodeid]
+        self._stored_ids = ids
 
     # ------------------------------------------------------------------ lookups
 
@@ -90,7 +118,7 @@ class VirtualPlant:
     def _device(self, name: str, nodeid: ua.NodeId) -> NodeData | None:
         info = self._devices.get(name)
         bus_id = self._bus_ids.get(info.bus) if info is not None else None
-        bus = self.table.get(bus_id) if bus_id is not None else None
+        bus = self.factory.aspace.get(bus_id) if bus_id is not None else None
         if info is None or bus is None or self.plant is None:
             return None
         d = self.factory.detached()

@@ -127,3 +127,38 @@ def test_an_untested_asyncua_version_runs_on_the_plain_path(monkeypatch, caplog)
     monkeypatch.setattr(fp.asyncua, "__version__", "2.2.0")
     assert fp.acquire(True) is False
     assert not fp.encoder_installed() and "not the tested 2.1.x" in caplog.text
+
+
+@pytest.mark.parametrize("why", ["setting", "untested asyncua"])
+async def test_the_plain_path_keeps_the_library_s_own_node_table(why: str, users_file, monkeypatch) -> None:  # noqa: ANN001
+    """``fast_path: false`` (or an asyncua the fast path was not tested with) replaces nothing of
+    asyncua: its node table stays a plain dict holding every device, tag and property node (built
+    at once); the fast path's nodes-on-first-access table is a fast-path internal like the rest."""
+    if why == "untested asyncua":
+        monkeypatch.setattr(fp.asyncua, "__version__", "2.2.0")
+    plain = OpcUaServer(make_plant(), config(users_file, fast_path=why != "setting"))
+    await plain.start()
+    try:
+        assert plain.server is not None and not plain.publisher.fast
+        table = plain.server.iserver.aspace._nodes
+        assert type(table) is dict
+        for ident in ("meter1", "meter1.voltage", "meter1.voltage#EURange", "meter2.mode#EnumValues"):
+            assert ua.NodeId(ident, plain.ns) in table, ident
+        c = Client(plain.endpoint_url, timeout=10)
+        c.set_user("victor")
+        c.set_password(PASSWORDS["victor"])
+        async with c:  # browse and read the stored nodes
+            voltage = c.get_node(f"ns={plain.ns};s=meter1.voltage")
+            assert (await (await voltage.get_child(["0:EURange"])).read_value()).High == 400.0
+            assert (await voltage.get_parent()).nodeid == ua.NodeId("meter1", plain.ns)
+    finally:
+        await plain.stop()
+    monkeypatch.undo()
+    fast = OpcUaServer(make_plant(), config(users_file, fast_path=True))
+    await fast.start()
+    try:
+        assert fast.server is not None and fast.publisher.fast
+        assert type(fast.server.iserver.aspace._nodes) is not dict  # built on first access
+        assert dict.get(fast.server.iserver.aspace._nodes, ua.NodeId("meter1.voltage", fast.ns)) is None
+    finally:
+        await fast.stop()
