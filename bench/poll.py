@@ -12,6 +12,13 @@ other; CPU is this process's user+system time, so the servers' CPU is not counte
 Prints requests/s, tags/s and CPU ms per 1,000 requests for both, their ratio, and a last
 line ``RESULT {json}`` with ``cpu_ratio`` (appliance CPU per request / baseline's) and
 ``tags_per_s`` (appliance decoded tags per second).
+
+``--paced``: the shape of bench/e2e.py instead (500 devices x 100 float32 at 1 s, each device on its
+own connection, 2 requests per cycle), the appliance alone with no outputs: its Modbus side's CPU per
+tag at 50,000 tags/s, where every request is a wake-up of its own unless the schedule shares them.
+Run A is the appliance as it is, run B the same with the wake grid off (each device wakes at its own
+phase, as before issue 21); RESULT has ``us_per_tag``, ``us_per_request``, ``loop_iterations_per_s``
+for both and ``cpu_ratio`` (A / B).
 """
 from __future__ import annotations
 
@@ -43,6 +50,16 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def paced_yaml(ports: list[int], tags: int, data_dir: str) -> str:
+    """bench/e2e.py's plant: one device per port, ``tags`` float32 each, polled every second."""
+    lines = ["site: {name: bench}", "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 500}]",
+             f"runtime: {{data_dir: {data_dir}, log_level: warning}}", "devices:"]
+    for d, port in enumerate(ports):
+        lines.append(f"  - name: dev{d}\n    bus: net\n    port: {port}\n    interval_ms: 1000\n    points:")
+        lines += [f"      - {{name: t{k}, address: {2 * k}, type: float32}}" for k in range(tags)]
+    return "\n".join(lines) + "\n"
+
+
 def site_yaml(ports: list[int], tags: int, data_dir: str) -> str:
     """One device per port (ports held for the simulator by listening sockets)."""
     lines = ["site: {name: bench}", "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 10}]",
@@ -64,14 +81,31 @@ async def run_appliance(loaded, seconds: float, warmup_s: float) -> dict:
     app = Appliance(loaded, audit=False, outputs=False)
     await app.start()
     await asyncio.sleep(warmup_s)
+    loop = asyncio.get_running_loop()
+    iterations = count_iterations(loop)
     req0 = sum(rt.diag.requests for rt in app.devices.values())
     tags0, c0, w0 = app.pipeline.samples, cpu_s(), time.perf_counter()
     await asyncio.sleep(seconds)
     req1 = sum(rt.diag.requests for rt in app.devices.values())
     tags1, c1, w1 = app.pipeline.samples, cpu_s(), time.perf_counter()
+    del loop._run_once  # type: ignore[attr-defined]  # back to the class's method
     errors = sum(rt.diag.polls_failed + rt.diag.timeouts for rt in app.devices.values())
     await app.stop()
-    return _figures(req1 - req0, tags1 - tags0, c1 - c0, w1 - w0) | {"errors": errors}
+    return _figures(req1 - req0, tags1 - tags0, c1 - c0, w1 - w0) | {
+        "errors": errors, "loop_iterations_per_s": iterations[0] / (w1 - w0)}
+
+
+def count_iterations(loop: asyncio.AbstractEventLoop) -> list[int]:
+    """Count the event loop's iterations (wake-ups) from now on: [count], updated in place."""
+    counter = [0]
+    run_once = loop._run_once  # type: ignore[attr-defined]
+
+    def counted() -> None:
+        counter[0] += 1
+        run_once()
+
+    loop._run_once = counted  # type: ignore[attr-defined]
+    return counter
 
 
 async def run_pymodbus(loaded, seconds: float, warmup_s: float, paced: bool) -> dict:
@@ -129,16 +163,58 @@ def _figures(requests: int, tags: int, cpu: float, wall: float) -> dict:
             "cpu_ms_per_1000_requests": 1e6 * cpu / max(requests, 1), "cpu_share": cpu / wall}
 
 
+async def paced(devices: int, tags: int, seconds: float) -> None:
+    """bench/e2e.py's plant without outputs: the wake grid on (A) and off (B), same simulator."""
+    from drivers.modbus import poller
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.yaml"
+        held = {s.getsockname()[1]: s for s in (listening_socket() for _ in range(devices))}
+        path.write_text(paced_yaml(list(held), tags, tmp))
+        loaded = load_config(path)
+        sim = SimPlantProcess(plant_specs(loaded), processes=1, sockets=held)
+        await sim.start()
+        for sock in held.values():
+            sock.close()
+        grid = poller.WAKE_GRID_MAX_S
+        try:
+            ours = await run_appliance(loaded, seconds, 4.0)
+            poller.WAKE_GRID_MAX_S = 0.0  # every device wakes at its own phase
+            base = await run_appliance(loaded, seconds, 4.0)
+        finally:
+            poller.WAKE_GRID_MAX_S = grid
+            await sim.stop()
+    print(f"{devices} devices x {tags} float32 at 1 s, one connection each, no outputs, {seconds:.0f} s per run")
+    out: dict[str, object] = {"devices": devices, "tags": tags}
+    for name, key, f in (("wake grid (as shipped)", "", ours), ("no wake grid (before)", "baseline_", base)):
+        us_req = 1e6 * f["cpu_s"] / max(f["requests"], 1)
+        us_tag = 1e6 * f["cpu_s"] / max(f["tags"], 1)
+        print(f"  {name:<24} {f['tags_per_s']:>8.0f} tags/s {f['cpu_share']:.3f} cores {us_tag:6.2f} us/tag "
+              f"{us_req:7.1f} us/request {f['loop_iterations_per_s']:6.0f} loop iterations/s, {f['errors']} errors")
+        out.update({f"{key}us_per_tag": round(us_tag, 3), f"{key}us_per_request": round(us_req, 1),
+                    f"{key}loop_iterations_per_s": round(f["loop_iterations_per_s"]),
+                    f"{key}tags_per_s": round(f["tags_per_s"]), f"{key}errors": f["errors"]})
+    out["cpu_ratio"] = round(out["us_per_tag"] / out["baseline_us_per_tag"], 3)  # type: ignore[operator]
+    print(f"  CPU per tag, wake grid / none: {out['cpu_ratio']:.2f}x")
+    print("RESULT " + json.dumps(out))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=10)
-    parser.add_argument("--tags", type=int, default=1000)
+    parser.add_argument("--devices", type=int, default=None, help="10 (500 with --paced)")
+    parser.add_argument("--tags", type=int, default=None, help="1000 (100 with --paced)")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--long", action="store_true", help="30 s per run")
+    parser.add_argument("--paced", action="store_true", help="bench/e2e.py's plant (500 x 100 at 1 s), no outputs")
     args = parser.parse_args()
     seconds = 30.0 if args.long else args.seconds
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    if args.paced:
+        await paced(args.devices or 500, args.tags or 100, seconds)
+        return
+    args.devices = args.devices or 10
+    args.tags = args.tags or 1000
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.yaml"
         held = {s.getsockname()[1]: s for s in (listening_socket() for _ in range(args.devices))}

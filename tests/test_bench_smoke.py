@@ -30,6 +30,12 @@ def test_poll_bench_runs():
     assert r["tags_per_s"] > 0 and r["cpu_ratio"] > 0 and r["errors"] == 0
 
 
+def test_paced_poll_bench_runs():
+    r = result_of("bench/poll.py", "--paced", "--devices", "4", "--tags", "10", "--seconds", "1")
+    assert r["tags_per_s"] > 0 and r["baseline_tags_per_s"] > 0 and r["cpu_ratio"] > 0
+    assert r["errors"] == 0 and r["baseline_errors"] == 0 and r["loop_iterations_per_s"] > 0
+
+
 def test_history_bench_runs():
     r = result_of("bench/history.py", "--points", "400", "--reps", "1")
     assert 0 < r["m4_points"] <= 400 and r["minmaxlttb_points"] <= 400 and r["m4_ms"] > 0

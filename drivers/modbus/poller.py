@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -42,6 +43,23 @@ BUSY_CODES = (5, 6)  # acknowledge, server busy: the device is alive, ask again 
 ILLEGAL_ADDRESS = 2
 LATENCY_WINDOW = 512
 PROBE_LINE_SHARE = 0.1  # an offline device's probes take at most this share of its line's time
+#: Poll deadlines lie on a grid of the monotonic clock: ``WAKE_SLOTS`` points per interval, at most
+#: ``WAKE_GRID_MAX_S`` apart. Devices whose phases fall in one step wake in one event-loop
+#: iteration instead of one iteration each (fewer, fuller wake-ups: see docs/decisions.md, issue 21).
+WAKE_SLOTS = 20
+WAKE_GRID_MAX_S = 0.05
+
+
+def on_grid(t: float, interval_s: float) -> float:
+    """``t`` moved forward to the next point of the wake grid of ``interval_s``.
+
+    The tolerance keeps a deadline that is already on the grid (up to float rounding) where it is,
+    so a schedule of whole grid steps does not creep by one step per cycle.
+    """
+    grid_s = min(WAKE_GRID_MAX_S, interval_s / WAKE_SLOTS)
+    if grid_s <= 0:
+        return t
+    return math.ceil(t / grid_s - 1e-6) * grid_s
 
 
 class DevicePoller:
@@ -111,15 +129,16 @@ class DevicePoller:
             self._jitter_n += 1
             await self.poll_group(group)
             interval = self.plan.interval_s(group)
-            deadlines[group] += interval
+            deadline = deadlines[group] + interval
             if group not in phased:
                 phased.add(group)
-                deadlines[group] += self.phase * interval
-            late = time.monotonic() - deadlines[group]
+                deadline += self.phase * interval
+            late = time.monotonic() - deadline
             if late > 0:  # the cycle overran its slot: skip the missed cycles instead of queuing them
                 missed = int(late // interval) + 1
                 self.diag.overruns += missed
-                deadlines[group] += missed * interval
+                deadline += missed * interval
+            deadlines[group] = on_grid(deadline, interval)
 
     async def poll_group(self, group: str) -> None:
         blocks = list(self.plan.blocks(group))
