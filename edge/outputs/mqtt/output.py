@@ -206,8 +206,9 @@ class MqttOutput:
             self.node.publish_live(batch)
             if seq:
                 self.live_last = seq
-            if self.node.stats.messages != sent:
-                self._barrier_soon()
+            messages = self.node.stats.messages - sent
+            if messages and not (self.forward and self.node.ddata_sent - ddata == messages):
+                self._barrier_soon()  # DDATA only, with store and forward on: their echoes confirm them
             self._mark_sent(ddata)
 
     # ------------------------------------------------------------------ sessions
@@ -246,7 +247,8 @@ class MqttOutput:
         self._end_event = asyncio.Event()
         self._end_reason = ""
         bd = await asyncio.to_thread(self.bdseq.next) if self.sparkplug else 0
-        t = Transport(cfg, self.client_id, self.base_dir, self._on_message, lambda why: self._lose(t, why))
+        t = Transport(cfg, self.client_id, self.base_dir, self._on_message, lambda why: self._lose(t, why),
+                      self._ddata_prefix if self.forward else None, self._on_echoes)
         t.barrier_topic = f"$edge/sync/{self.client_id.replace('+', '_').replace('#', '_')}"
         will = Will(node.topics.node_topic("NDEATH"), sp.death_payload(bd), 1, False) if self.sparkplug else None
         if self.c.state not in ("broker_down", "refused", "error"):
@@ -290,7 +292,7 @@ class MqttOutput:
             subs += [(topics.node_topic("NCMD"), 1), (topics.device_topic("DCMD", "+"), 1)]
             if topics.state:
                 subs.append((topics.state, 1))
-        if self.forward:  # our own DDATA come back: each echo proves the broker took it (see _on_echo)
+        if self.forward:  # our own DDATA come back: each echo proves the broker took it (see _on_echoes)
             subs.append((topics.device_topic("DDATA", "+"), 0))
         if not subs:  # JSON namespace only: subscribe to nothing, but keep one round trip for the check
             subs.append((f"$edge/none/{self.client_id.replace('+', '_').replace('#', '_')}", 0))
@@ -375,9 +377,7 @@ class MqttOutput:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         topics = self.node.topics
-        if topic.startswith(self._ddata_prefix):
-            self._on_echo()
-        elif topic == topics.state:
+        if topic == topics.state:
             self._on_state(payload)
         elif topic == topics.node_topic("NCMD"):
             if self.node.on_ncmd(payload) and self.live:
@@ -413,9 +413,12 @@ class MqttOutput:
     # ------------------------------------------------------------------ confirmation (barriers)
 
     def _barrier_soon(self) -> None:
-        """A barrier right after this loop step's data (at most one per ``BARRIER_MIN_GAP_S``): the broker's
-        acknowledgement follows the data closely; the echoes of our DDATA (:meth:`_on_echo`) confirm
-        sooner still, so a broker that dies after forwarding data leaves nothing of it to replay twice."""
+        """A barrier right after this loop step's messages (at most one per ``BARRIER_MIN_GAP_S``): the
+        broker's acknowledgement follows them closely. Live DDATA with store and forward on do not ask
+        for one: the echoes of our DDATA (:meth:`_on_echoes`) confirm them sooner, so a broker that
+        dies after forwarding data leaves nothing of it to replay twice; the periodic barrier (every
+        ``BARRIER_INTERVAL_S``) still covers what an echo the broker dropped leaves unconfirmed, and
+        the stall check. The replay keeps its barriers: their count paces it."""
         if self._barrier_due:
             return
         self._barrier_due = True
@@ -466,9 +469,11 @@ class MqttOutput:
         if len(self._echo_marks) > ECHO_MARKS_MAX:
             self._echo_marks.popleft()
 
-    def _on_echo(self) -> None:
-        """One of our DDATA came back from the broker: it (and every earlier PUBLISH of this connection,
-        which the broker handles in order) was taken and forwarded to the subscribers, the host included.
+    def _on_echoes(self, n: int) -> None:
+        """``n`` more of our DDATA came back from the broker: they (and every earlier PUBLISH of this
+        connection, which the broker handles in order) were taken and forwarded to the subscribers, the
+        host included. The transport counts them under paho (no message object per echo) and reports
+        what one read of the socket held at once.
 
         This closes the window a barrier leaves: the broker forwards a DDATA at once but acknowledges
         the barrier that follows it only later (up to ``BARRIER_MIN_GAP_S`` plus a read of the broker);
@@ -479,7 +484,7 @@ class MqttOutput:
         """
         if not self.live:
             return
-        self._echoed += 1
+        self._echoed += n
         marks = None
         while self._echo_marks and self._echo_marks[0][0] <= self._echoed:
             marks = self._echo_marks.popleft()

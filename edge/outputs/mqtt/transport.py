@@ -12,8 +12,13 @@ on this connection (an UNSUBSCRIBE of a topic nobody subscribed to: the broker h
 connection's packets in order, so its UNSUBACK means it has taken every earlier PUBLISH, also the
 QoS 0 ones Sparkplug prescribes for data). The session uses it to know what reached the broker.
 
-This module relies only on paho's public API (``on_socket_*`` callbacks, ``loop_read``,
-``loop_write``, ``loop_misc``, ``want_write``); pinned to paho-mqtt 2.x in setup.py.
+Echoes of our own DDATA (the session subscribes to them: each one proves the broker took and
+forwarded that message) are counted below paho (:class:`EchoCounter`): they are by far the most
+frequent packets the node receives, and paho's read path costs a few receive calls, a
+``MQTTMessage`` and a callback per packet. Apart from that one override (``_sock_recv``, see
+:class:`_Client`) this module relies only on paho's public API (``on_socket_*`` callbacks,
+``loop_read``, ``loop_write``, ``loop_misc``, ``want_write``); paho-mqtt is pinned to 2.2.x in
+setup.py and a test checks the override is still the only way paho reads the socket.
 """
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ from edge.config.mqtt import MqttConfig
 
 log = logging.getLogger("edge.outputs.mqtt.transport")
 BARRIER_TOPIC_SUFFIX = "$edge/sync"  # never subscribed: only its UNSUBACK is wanted
+READ_CHUNK = 65536  # bytes read from the socket at once when echoes are counted
+CORK = True  # write each loop step's packets under TCP_CORK: full segments, not one per message
+PUBLISH_QOS0 = 0x30  # fixed header of a PUBLISH with QoS 0, not retained, not a duplicate
 
 
 class ConnectError(Exception):
@@ -52,26 +60,142 @@ class Will:
     retain: bool
 
 
+class EchoCounter:
+    """Counts the echoes of our own DDATA in the byte stream from the broker and passes the rest on.
+
+    The stream is cut into MQTT packets by their fixed header (packet type byte, then the
+    remaining length in 1-4 bytes, MQTT 3.1.1 section 2.2). A PUBLISH with QoS 0, not retained
+    (header byte 0x30: how a broker forwards a message to an established subscription), whose
+    topic starts with ``prefix`` is an echo: counted and dropped. Every other packet is passed on
+    byte for byte, whole; a packet not complete yet waits for the next read. A retained message on
+    our DDATA topics (sent on subscription, not forwarded live) goes to paho and is not counted.
+    After a malformed length everything is passed on unchanged: paho reports the protocol error.
+    """
+
+    def __init__(self, prefix: bytes):
+        self.prefix = prefix
+        self.echoes = 0  # echoes counted since the last :meth:`take`
+        self.total = 0
+        self._raw = bytearray()
+        self._broken = False
+
+    def take(self) -> int:
+        n, self.echoes = self.echoes, 0
+        return n
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes just read; the complete packets among everything fed so far that are not echoes."""
+        if self._broken:
+            return data
+        raw = self._raw
+        raw += data
+        size, pos, prefix, plen = len(raw), 0, self.prefix, len(self.prefix)
+        out = bytearray()
+        echoes = 0
+        while pos < size:
+            i, length, mult, whole = pos + 1, 0, 1, False
+            while i < size:
+                b = raw[i]
+                i += 1
+                length += (b & 127) * mult
+                if b < 128:
+                    whole = True
+                    break
+                if i - pos > 4:  # a fourth length byte that says more follow: not MQTT
+                    self._broken = True
+                    out += raw[pos:]
+                    raw.clear()
+                    self._count(echoes)
+                    return bytes(out)
+                mult *= 128
+            end = i + length
+            if not whole or end > size:
+                break  # the rest of this packet is still on its way
+            if (raw[pos] == PUBLISH_QOS0 and length >= plen + 2 and (raw[i] << 8 | raw[i + 1]) >= plen
+                    and raw.startswith(prefix, i + 2)):
+                echoes += 1
+            else:
+                out += raw[pos:end]
+            pos = end
+        del raw[:pos]
+        self._count(echoes)
+        return bytes(out)
+
+    def _count(self, n: int) -> None:
+        self.echoes += n
+        self.total += n
+
+
+class _Client(paho.Client):
+    """paho's client, with our echoes counted under its read path (:class:`EchoCounter`).
+
+    paho 2.x reads the socket only through ``_sock_recv`` (the command byte, the length bytes and
+    the rest of each packet, one call each). With a counter set, one call reads up to
+    ``READ_CHUNK`` bytes, the counter drops the echoes, and paho's calls are served from the rest;
+    when a read held nothing but echoes, paho is told to wait for more (``BlockingIOError``, as a
+    non-blocking socket with nothing to read). ``on_echoes(n)`` is called as soon as they are read:
+    before paho handles anything that follows them (a lost connection included).
+    """
+
+    echo_counter: EchoCounter | None = None
+    on_echoes: Callable[[int], None] | None = None
+    _passed: bytearray
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        counter = self.echo_counter
+        if counter is None:
+            return super()._sock_recv(bufsize)
+        buf = self._passed
+        if not buf:
+            data = super()._sock_recv(READ_CHUNK)
+            if not data:
+                return data  # end of stream: paho sees the connection lost
+            buf += counter.feed(data)
+            if counter.echoes and self.on_echoes is not None:
+                self.on_echoes(counter.take())
+            if not buf:
+                raise BlockingIOError  # only echoes (or part of a packet): nothing for paho yet
+        out = bytes(buf[:bufsize])
+        del buf[:bufsize]
+        return out
+
+    @property
+    def buffered(self) -> bool:
+        """Bytes read from the socket and not yet handed to paho."""
+        return self.echo_counter is not None and bool(self._passed)
+
+
 class Transport:
     """A paho client whose socket belongs to the running loop (see the module docstring).
 
-    ``on_message(topic, payload)`` and ``on_lost(reason)`` are called on the loop. One
-    instance is one connection: after a loss, make a new one.
+    ``on_message(topic, payload)``, ``on_lost(reason)`` and ``on_echoes(n)`` are called on the
+    loop. With ``echo_prefix`` (the topic prefix of our own DDATA, which the caller subscribes to),
+    messages whose topic starts with it are not messages: ``on_echoes(n)`` says that n more came
+    back (counted under paho, :class:`EchoCounter`). One instance is one connection: after a
+    loss, make a new one.
     """
 
     def __init__(self, config: MqttConfig, client_id: str, base_dir: Path | None,
-                 on_message: Callable[[str, bytes], None], on_lost: Callable[[str], None]):
+                 on_message: Callable[[str, bytes], None], on_lost: Callable[[str], None],
+                 echo_prefix: str | None = None, on_echoes: Callable[[int], None] | None = None):
         self.config = config
         self.client_id = client_id
         self.base_dir = base_dir
         self.on_message = on_message
         self.on_lost = on_lost
+        self.echo_prefix = echo_prefix
+        self.on_echoes = on_echoes
         self._loop = asyncio.get_running_loop()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
-                                   protocol=paho.MQTTv311)
+        self._client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                               protocol=paho.MQTTv311)
+        self._client._passed = bytearray()
+        if echo_prefix is not None and on_echoes is not None:
+            self._client.echo_counter = EchoCounter(echo_prefix.encode())
+            self._client.on_echoes = on_echoes
         self._client.connect_timeout = config.connect_timeout_s
         self._client.max_queued_messages_set(0)
         self._fd = -1
+        self._cork_sock: socket.socket | None = None
         self._misc: asyncio.Task | None = None
         self._connack: asyncio.Future = self._loop.create_future()
         self._acks: dict[int, asyncio.Future] = {}  # SUBACK waiters by mid
@@ -149,6 +273,8 @@ class Transport:
         if isinstance(sock, socket.socket):  # small packets (barriers) go out at once, no Nagle
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if CORK and hasattr(socket, "TCP_CORK"):
+                self._cork_sock = sock
         c.on_socket_close = self._on_socket_close
         c.on_socket_register_write = self._on_register_write
         c.on_socket_unregister_write = self._on_unregister_write
@@ -161,17 +287,33 @@ class Transport:
 
     def _readable(self) -> None:
         c = self._client
-        for _ in range(1000):  # an SSL socket may hold decoded bytes the selector cannot see
+        for _ in range(1000):  # paho reads one packet per call; the echo counter or SSL may hold more
             rc = c.loop_read()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
+            if c.buffered:
+                continue
             sock = c.socket()
             pending = getattr(sock, "pending", None)
             if pending is None or not pending():
                 break
 
     def _writable(self) -> None:
-        self._client.loop_write()
+        """Write what paho queued; corked, so that one loop step's messages leave in full segments."""
+        sock = self._cork_sock
+        if sock is None:
+            self._client.loop_write()
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        except OSError:
+            self._client.loop_write()
+            return
+        try:
+            self._client.loop_write()
+        finally:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
     def _on_register_write(self, client, userdata, sock) -> None:
         if self._fd >= 0:
@@ -223,7 +365,13 @@ class Transport:
             self.on_lost(str(reason_code))
 
     def _on_message(self, client, userdata, message) -> None:
-        self.on_message(message.topic, message.payload)
+        topic = message.topic
+        if self.echo_prefix is not None and topic.startswith(self.echo_prefix):
+            # one the counter passed on: a retained one is an old message sent on subscription, not an echo
+            if not message.retain and self.on_echoes is not None:
+                self.on_echoes(1)
+            return
+        self.on_message(topic, message.payload)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         fut = self._acks.pop(mid, None)
