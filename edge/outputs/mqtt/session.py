@@ -218,11 +218,12 @@ class EdgeNode:
         topic = self.topics.device_topic("DDATA", device)
         now = time.time_ns() // 1_000_000
         stamps = np.asarray(stamps_ms)
+        whole = device if len(ids) <= step else None  # one message: it may hold every tag of the device
         for i in range(0, len(ids), step):
             part = slice(i, i + step)
             st = stamps if stamps.ndim == 0 else stamps[part]
             payload = self.layout.ddata(self._next_seq(), now, ids[part], values[part], quality[part], st, texts,
-                                        historical)
+                                        historical, whole)
             n = len(ids[part])
             if self._publish(topic, payload, n):
                 self.ddata_sent += 1

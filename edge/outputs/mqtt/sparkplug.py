@@ -178,6 +178,23 @@ class DeviceMetrics:
     tag_of_name: dict[str, int]  # metric name -> tag id
 
 
+class _WholeDevice:
+    """A device's DDATA with every tag, built once and filled in place for each message.
+
+    Setting a timestamp and a value on each existing metric costs a third of adding the metric
+    (``metrics.add(alias=, timestamp=, double_value=)``) each time; the generated code serializes
+    it as usual. ``ids`` is the tag order it holds (grouped by value kind, as :meth:`Layout.ddata`
+    orders them); ``groups`` are (kind, metrics, slice of ``ids``).
+    """
+
+    __slots__ = ("payload", "ids", "groups")
+
+    def __init__(self, payload: Payload, ids: np.ndarray, groups: list[tuple[int, list[Metric], slice]]):
+        self.payload = payload
+        self.ids = ids
+        self.groups = groups
+
+
 class Layout:
     """Aliases, datatypes and value kinds of every tag of a plant (aliases unique in the edge node).
 
@@ -195,6 +212,7 @@ class Layout:
         self.datatype = [DATATYPES.get(t.dtype, DataType.Value("Double")) for t in self.tags]
         self.deadband = np.array([t.deadband for t in self.tags], dtype=np.float64)
         self.devices: dict[str, DeviceMetrics] = {}
+        self._whole: dict[str, _WholeDevice | None] = {}
         for name, ids in devices:
             ids_arr = np.asarray(ids, dtype=np.int32)
             tags_d = tuple(self.tags[i] for i in ids_arr.tolist())
@@ -230,13 +248,21 @@ class Layout:
     # ------------------------------------------------------------------ data
 
     def ddata(self, seq: int, ts_ms: int, tag_ids: np.ndarray, values: np.ndarray, quality: np.ndarray,
-              stamps_ms: np.ndarray | int, texts: dict[int, str] | None, historical: bool) -> bytes:
+              stamps_ms: np.ndarray | int, texts: dict[int, str] | None, historical: bool,
+              device: str | None = None) -> bytes:
         """DDATA (or NDATA-shaped data) with aliases only: one metric per given tag.
 
         ``tag_ids``, ``values``, ``quality`` are parallel arrays (one metric each); ``stamps_ms``
         one timestamp for all or an array. Metrics are grouped by value kind (one tight loop per
-        kind); their order in the message carries no meaning.
+        kind); their order in the message carries no meaning. With ``device``: when the metrics are
+        every tag of that device in its order, live, Good and of one timestamp (a device whose
+        every value changed), the device's reusable message is filled in (:class:`_WholeDevice`);
+        the bytes are the same.
         """
+        if device is not None and not historical and np.ndim(stamps_ms) == 0 and not quality.any():
+            whole = self._ddata_whole(device, seq, ts_ms, tag_ids, values, int(stamps_ms))
+            if whole is not None:
+                return whole
         p = Payload(timestamp=ts_ms, seq=seq)
         self.add_data(p, tag_ids, values, quality, stamps_ms, texts, historical)
         return p.SerializeToString()
@@ -298,6 +324,71 @@ class Layout:
                         add(alias=x, timestamp=y, is_null=True)
                     else:
                         add(alias=x, timestamp=y, string_value=s)
+
+    def _whole_device(self, device: str) -> _WholeDevice | None:
+        """The reusable DDATA of ``device`` (None for a device with string tags: their texts vary)."""
+        if device in self._whole:
+            return self._whole[device]
+        ids = self.devices[device].tag_ids
+        kinds = self.kind[ids]
+        whole = None
+        if len(ids) and not (kinds == K_STRING).any():
+            p = Payload()
+            order, groups = [], []
+            for kind in np.unique(kinds).tolist():
+                sel = ids[kinds == kind]
+                start = len(p.metrics)
+                metrics = [p.metrics.add(alias=a) for a in self.alias[sel].tolist()]
+                groups.append((kind, metrics, slice(start, start + len(sel))))
+                order.append(sel)
+            whole = _WholeDevice(p, np.concatenate(order), groups)
+        self._whole[device] = whole
+        return whole
+
+    def _ddata_whole(self, device: str, seq: int, ts_ms: int, tag_ids: np.ndarray, values: np.ndarray,
+                     stamp_ms: int) -> bytes | None:
+        """DDATA of every tag of ``device`` (all Good, one timestamp) by filling its reusable message;
+        None when the metrics are not exactly the device's tags in its order, or an integer has no value."""
+        whole = self._whole_device(device) if device in self.devices else None
+        if whole is None or len(tag_ids) != len(whole.ids) or not np.array_equal(tag_ids, whole.ids):
+            return None
+        filled: list[tuple[int, list[Metric], list]] = []
+        for kind, metrics, part in whole.groups:
+            v = values[part]
+            if kind == K_DOUBLE or kind == K_FLOAT:
+                filled.append((kind, metrics, v.tolist()))
+            elif kind == K_BOOL:
+                filled.append((kind, metrics, (v != 0).tolist()))
+            else:
+                ints = self._ints(v, 0xFFFFFFFF if kind in (K_INT32, K_UINT32) else 0xFFFFFFFFFFFFFFFF)
+                if None in ints:
+                    return None  # a null metric: the general path writes it
+                filled.append((kind, metrics, ints))
+        p = whole.payload
+        p.timestamp = ts_ms
+        p.seq = seq
+        for kind, metrics, vals in filled:
+            if kind == K_DOUBLE:
+                for m, x in zip(metrics, vals, strict=True):
+                    m.timestamp = stamp_ms
+                    m.double_value = x
+            elif kind == K_FLOAT:
+                for m, x in zip(metrics, vals, strict=True):
+                    m.timestamp = stamp_ms
+                    m.float_value = x
+            elif kind == K_BOOL:
+                for m, x in zip(metrics, vals, strict=True):
+                    m.timestamp = stamp_ms
+                    m.boolean_value = x
+            elif kind in (K_INT32, K_UINT32):
+                for m, x in zip(metrics, vals, strict=True):
+                    m.timestamp = stamp_ms
+                    m.int_value = x
+            else:
+                for m, x in zip(metrics, vals, strict=True):
+                    m.timestamp = stamp_ms
+                    m.long_value = x
+        return p.SerializeToString()
 
     @staticmethod
     def _ints(v: np.ndarray, mask: int) -> list[int | None]:

@@ -134,3 +134,40 @@ def serialized_descriptor(path: Path) -> bytes:
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "AddSerializedFile":
             return ast.literal_eval(node.args[0])
     raise AssertionError(f"{path} registers no descriptor")
+
+
+def test_ddata_of_a_whole_device_reuses_its_message_and_writes_the_same_bytes():
+    """A device whose every tag changed (live, Good, one timestamp) is written by filling one message
+    kept per device: the bytes must be those of the general path, message after message (the values
+    and each datatype's field replaced, nothing left over from the last one), and the general path
+    takes over for what the reused message cannot hold (a null integer, strings, a subset, another order)."""
+    ids = np.array([t.id for t in TAGS if t.dtype != "string"], dtype=np.int32)
+    lay = sp.Layout(TAGS, [("dev", ids.tolist()), ("strings", [7])])
+    order = ids[np.argsort(lay.kind[ids], kind="stable")]  # the general path groups metrics by value kind
+    rng = np.random.default_rng(5)
+    q = np.zeros(len(order), dtype=np.uint8)
+    for k in range(20):
+        vals = np.round(rng.normal(0, 1e6, len(order)))
+        vals[lay.kind[order] == sp.K_BOOL] = k % 2
+        vals[lay.kind[order] == sp.K_FLOAT] += 0.5
+        stamp = 1_700_000_000_000 + k
+        whole = lay.ddata(k, 5000 + k, order, vals, q, stamp, None, historical=False, device="dev")
+        general = lay.ddata(k, 5000 + k, order, vals, q, stamp, None, historical=False)
+        assert whole == general
+        assert lay._ddata_whole("dev", k, 5000 + k, order, vals, stamp) == general  # it was the reused message
+        p = decode(whole)
+        assert p.seq == k and [m.alias - sp.Layout.ALIAS_BASE for m in p.metrics] == order.tolist()
+        assert all(m.timestamp == stamp and not m.is_null for m in p.metrics)
+    assert lay._whole["dev"] is not None  # the reused message was there to be used
+    nan = vals.copy()
+    nan[lay.kind[order] == sp.K_INT32] = np.nan  # null integers: general path, then the reused one again
+    assert lay.ddata(1, 2, order, nan, q, 3, None, False, "dev") == lay.ddata(1, 2, order, nan, q, 3, None, False)
+    assert lay.ddata(1, 2, order, vals, q, 3, None, False, "dev") == lay.ddata(1, 2, order, vals, q, 3, None, False)
+    for sub in (order[:-1], order[::-1]):
+        v = vals[:len(sub)]
+        assert lay.ddata(1, 2, sub, v, q[:len(sub)], 3, None, False, "dev") == \
+            lay.ddata(1, 2, sub, v, q[:len(sub)], 3, None, False)
+    s = np.array([7], dtype=np.int32)
+    assert lay.ddata(1, 2, s, np.zeros(1), np.zeros(1, np.uint8), 3, {7: "x"}, False, "strings") == \
+        lay.ddata(1, 2, s, np.zeros(1), np.zeros(1, np.uint8), 3, {7: "x"}, False)
+    assert lay._whole["strings"] is None
