@@ -9,7 +9,7 @@ value changed at every poll, 10 polls/s per device = 100,000 metrics/s):
   it, the way a straightforward Sparkplug script does;
 * **appliance**: the appliance's MQTT output as it runs in ``edge run`` - pipeline sink after the
   spool (seq per batch, store and forward on), change detection, DDATA encoding by alias, barriers,
-  paho driven by the asyncio loop.
+  the echoes of its own DDATA (subscribed and counted), paho driven by the asyncio loop.
 
 CPU is the bench process's CPU (all its threads, the spool's writer included) over the measuring
 window; ``cpu_ratio`` is the appliance's CPU per metric over the baseline's. Targets: at least
