@@ -26,7 +26,8 @@ def result_of(*args: str, timeout: float = 240) -> dict:
 
 
 def test_poll_bench_runs():
-    r = result_of("bench/poll.py", "--devices", "2", "--tags", "150", "--seconds", "1")
+    # a 250 ms answer timeout instead of the bench's 10 ms: the parallel suite's load must not count as errors
+    r = result_of("bench/poll.py", "--devices", "2", "--tags", "150", "--seconds", "1", "--timeout-ms", "250")
     assert r["tags_per_s"] > 0 and r["cpu_ratio"] > 0 and r["errors"] == 0
 
 
