@@ -65,6 +65,7 @@ _WAITING = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX = np.maximum.reduce  # ndarray.max() without the method's dispatch (~1 us less on a 100-sample batch)
 
 
 def ua_time(ns: int) -> datetime:
@@ -106,6 +107,10 @@ class FastPublisher:
         self._last_src = np.zeros(0, dtype=np.int64)
         self._last_srv = np.zeros(0, dtype=np.int64)
         self._last_text: dict[int, str | None] = {}
+        self._any_deadband = False  # per plant: does any tag have a deadband (else a plain comparison)
+        self._any_int = False  # per plant: any integer or bool tag (a NaN there is a bad value)
+        self._lib_any = False  # some changed tag may have items the library's way (refreshed when items change)
+        self._lib_dirty = True
         self._n_watch = np.zeros(0, dtype=np.int32)  # monitored items per tag's Value (all subscriptions)
         self._vcodes = np.zeros(0, dtype=np.uint8)  # variant type code per tag (0: string, never packed)
         self._text_ids = np.zeros(0, dtype=np.int64)  # tags with a ValueAsText property
@@ -150,6 +155,8 @@ class FastPublisher:
         self._last_src = np.zeros(n, dtype=np.int64)
         self._last_srv = np.zeros(n, dtype=np.int64)
         self._last_text = {}
+        self._any_deadband = bool((self._deadband > 0.0).any())
+        self._any_int = bool((~self._is_string & ~self._is_float).any())
         self._as_text = {}
         self._text_of = {}
         for t in tags:
@@ -177,6 +184,7 @@ class FastPublisher:
                 self._text_of[t.id] = t.text_of
         self._text_ids = np.array(sorted(self._as_text), dtype=np.int64)
         self.packed.rebind(n, tid_map)
+        self._lib_dirty = True
 
     def value_record(self, tid: int) -> AttributeValue:
         """The Value record of tag ``tid``'s node: the kept one while it has monitored items, else a
@@ -205,12 +213,14 @@ class FastPublisher:
         if tid < len(self._attvals):
             self._attvals[tid] = record
             self._n_watch[tid] = count
+            self._lib_dirty = True
 
     def _unwatch(self, tid: int, record: AttributeValue, count: int, handle: int | None) -> None:
         if handle is not None:
             self.packed.drop(handle, spill=False)
         if tid < len(self._attvals) and self._attvals[tid] is record:
             self._n_watch[tid] = count
+            self._lib_dirty = True
             if not count:
                 self._attvals[tid] = None
 
@@ -280,36 +290,41 @@ class FastPublisher:
     # ------------------------------------------------------------------ hot path
 
     def consume(self, batch: SampleBatch) -> int:
-        """Report the batch's changes; returns how many node values changed."""
+        """Report the batch's changes; returns how many node values changed.
+
+        About a dozen small numpy operations per batch (issue 21: ~25 before, ~22 % of the
+        appliance's CPU at 50,000 tags/s): what depends only on the plant (deadbands present,
+        integer tags present) is decided in :meth:`bind`, whether any tag has items the library's
+        way only when items change, and a batch whose every sample changed (the common case of
+        noisy analog values) skips the selection."""
         st = self.stats
         st.batches += 1
-        n_batch = len(batch.tag_ids)
+        ids = batch.tag_ids
+        n_batch = len(ids)
         st.samples += n_batch
         if n_batch == 0:
             return 0
-        ids = np.asarray(batch.tag_ids, dtype=np.int64)
+        ids = np.asarray(ids)
+        if ids.dtype != np.intp:
+            ids = ids.astype(np.intp)
         values = np.asarray(batch.values, dtype=np.float64)
         quality = np.asarray(batch.quality, dtype=np.uint8)
         n_tags = len(self._last_q)
-        known = (ids >= 0) & (ids < n_tags)
-        if not known.all():
-            st.dropped_unknown_tag += int((~known).sum())
-            log.warning("OPC UA: %d samples of device %r carry unknown tag ids (plant has %d tags); dropped",
-                        int((~known).sum()), batch.device, n_tags)
-            ids, values, quality = ids[known], values[known], quality[known]
-        last_v = self._last_v[ids]
-        with np.errstate(invalid="ignore"):
-            changed = (quality != self._last_q[ids]) | (np.abs(values - last_v) > self._deadband[ids])
-        changed |= np.isnan(values) != np.isnan(last_v)
+        if _MAX(ids.view(np.uintp)) >= n_tags:  # a negative id is a huge unsigned one: one test for both ends
+            ids, values, quality = self._known(batch, ids, values, quality, n_tags)
+            if ids.size == 0:
+                return 0
+        changed = self._changes(ids, values, quality)
         texts = batch.texts
         if texts:
             changed |= self._text_changes(ids, texts)
-        sel = np.flatnonzero(changed)
-        if sel.size == 0:
+        n_changed = np.count_nonzero(changed)
+        if n_changed == 0:
             return 0
-        cids = ids[sel]
-        cvals = values[sel]
-        cq = quality[sel]
+        if n_changed == len(ids):
+            cids, cvals, cq = ids, values, quality
+        else:
+            cids, cvals, cq = ids[changed], values[changed], quality[changed]
         for ps in list(self.packed.subs.values()):  # before the arrays change: a spill sends the old values
             ps.mark(cids, self.spill_rows)
         srv_ns = time.time_ns()
@@ -318,15 +333,43 @@ class FastPublisher:
         self._last_src[cids] = batch.ts_ns
         self._last_srv[cids] = srv_ns
         st.reported += len(cids)
-        st.bad_values += int(np.count_nonzero((cq == 0) & np.isnan(cvals) & ~self._is_string[cids]
-                                              & ~self._is_float[cids]))
-        watched = self._n_watch[cids] > self.packed.packed_per_tag[cids]  # items the library's way
-        if self._text_ids.size:
-            watched |= np.isin(cids, self._text_ids)
-        if watched.any():
-            self._report(cids[watched].tolist(), cvals[watched].tolist(), cq[watched].tolist(), batch.ts_ns, srv_ns,
-                         texts)
+        if self._any_int:
+            st.bad_values += int(np.count_nonzero((cq == 0) & np.isnan(cvals) & ~self._is_string[cids]
+                                                  & ~self._is_float[cids]))
+        if self._lib_dirty:
+            self._lib_any = bool(self._text_ids.size) or bool((self._n_watch > self.packed.packed_per_tag).any())
+            self._lib_dirty = False
+        if self._lib_any:
+            watched = self._n_watch[cids] > self.packed.packed_per_tag[cids]  # items the library's way
+            if self._text_ids.size:
+                watched |= np.isin(cids, self._text_ids)
+            if watched.any():
+                self._report(cids[watched].tolist(), cvals[watched].tolist(), cq[watched].tolist(), batch.ts_ns,
+                             srv_ns, texts)
         return len(cids)
+
+    def _known(self, batch: SampleBatch, ids: np.ndarray, values: np.ndarray, quality: np.ndarray,
+               n_tags: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The samples of tags this plant has; the others are counted and logged, never raised."""
+        known = (ids >= 0) & (ids < n_tags)
+        n_unknown = int((~known).sum())
+        self.stats.dropped_unknown_tag += n_unknown
+        log.warning("OPC UA: %d samples of device %r carry unknown tag ids (plant has %d tags); dropped",
+                    n_unknown, batch.device, n_tags)
+        return ids[known], values[known], quality[known]
+
+    def _changes(self, ids: np.ndarray, values: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        """Which samples to report: the quality changed, the value appeared or disappeared (NaN), or it
+        moved by more than the tag's deadband from the value last reported (any move without one)."""
+        last_v = self._last_v[ids]
+        changed = quality != self._last_q[ids]
+        if self._any_deadband:
+            with np.errstate(invalid="ignore"):
+                changed |= np.abs(values - last_v) > self._deadband[ids]
+            changed |= np.isnan(values) != np.isnan(last_v)
+        else:  # v != last is the move; NaN != NaN is not one (no value then, no value now)
+            changed |= (values != last_v) & ((values == values) | (last_v == last_v))
+        return changed
 
     def _text_changes(self, ids: np.ndarray, texts: dict[int, str]) -> np.ndarray:
         out = np.zeros(len(ids), dtype=bool)

@@ -93,6 +93,7 @@ class PackedSubscription:
         self.handles = np.zeros(0, dtype=np.uint32)  # client handles
         self.queue = np.zeros(0, dtype=np.int64)  # revised queue sizes
         self.pending = np.zeros(0, dtype=bool)
+        self.n_queueing = 0  # items whose queue holds more than one value (mark() spills only for those)
         self.mids: list[int] = []
         self.cb_handles: list[int] = []  # the address space's callback handles (what _Watchers pops)
         self._free: list[int] = []  # rows of removed items, reused
@@ -111,22 +112,34 @@ class PackedSubscription:
             row = len(self.mids)
             self.mids.append(mid)
             self.cb_handles.append(cb_handle)
-            self.tids = np.append(self.tids, 0)
-            self.handles = np.append(self.handles, np.uint32(0))
-            self.queue = np.append(self.queue, 0)
-            self.pending = np.append(self.pending, False)
+            if row >= len(self.tids):
+                self._grow(row + 1)
         self.tids[row] = tid
         self.handles[row] = int(mdata.client_handle or 0)
         self.queue[row] = int(mdata.queue_size or 0)
+        self.n_queueing += int(self.queue[row] != 1)
         self.pending[row] = False
         self.item_of[tid] = row
         return row
+
+    def _grow(self, need: int) -> None:
+        """Room for at least ``need`` rows, doubling: one ``np.append`` per item copied every array
+        per item (quadratic: a client creating 50,000 items spent seconds of the server's loop in it).
+        Rows past ``len(self.mids)`` are unused: tag id -1, never pending."""
+        size = max(need, 2 * len(self.tids), 64)
+        extra = size - len(self.tids)
+        self.tids = np.concatenate([self.tids, np.full(extra, -1, dtype=np.int64)])
+        self.handles = np.concatenate([self.handles, np.zeros(extra, dtype=np.uint32)])
+        self.queue = np.concatenate([self.queue, np.zeros(extra, dtype=np.int64)])
+        self.pending = np.concatenate([self.pending, np.zeros(extra, dtype=bool)])
 
     def remove(self, row: int) -> None:
         tid = int(self.tids[row])
         if 0 <= tid < len(self.item_of) and self.item_of[tid] == row:
             self.item_of[tid] = -1
         self.pending[row] = False
+        self.n_queueing -= int(self.queue[row] != 1)
+        self.queue[row] = 1
         self.tids[row] = -1
         self.mids[row] = -1
         self.cb_handles[row] = -1
@@ -141,9 +154,10 @@ class PackedSubscription:
         rows = rows[rows >= 0]
         if rows.size == 0:
             return
-        again = rows[self.pending[rows] & (self.queue[rows] != 1)]
-        if again.size:
-            spill(self, again)
+        if self.n_queueing:
+            again = rows[self.pending[rows] & (self.queue[rows] != 1)]
+            if again.size:
+                spill(self, again)
         self.pending[rows] = True
         queue = self.isub._triggered_datachanges
         if PACKED_KEY not in queue:
@@ -208,6 +222,7 @@ class PackedRegistry:
         old = list(self.by_handle.items())
         self.subs, self.by_handle = {}, {}
         self.packed_per_tag = np.zeros(n_tags, dtype=np.int32)
+        self.pub._lib_dirty = True
         for handle, (ps, row) in old:
             new_tid = tid_map.get(int(ps.tids[row])) if tid_map else None
             mdata = ps.mis._monitored_items.get(ps.mids[row])
@@ -225,6 +240,7 @@ class PackedRegistry:
             return False
         self.by_handle[handle] = (ps, row)
         self.packed_per_tag[tid] += 1
+        self.pub._lib_dirty = True
         return True
 
     def drop(self, handle: int, spill: bool = True) -> None:
@@ -240,6 +256,7 @@ class PackedRegistry:
         ps.remove(row)
         if 0 <= tid < len(self.packed_per_tag):
             self.packed_per_tag[tid] -= 1
+            self.pub._lib_dirty = True
         if not len(ps):
             self.subs.pop(id(ps.isub), None)
             ps.isub._triggered_datachanges.pop(PACKED_KEY, None)

@@ -74,6 +74,34 @@ def test_datachange_encoder_counts_library_and_packed_items() -> None:
     assert [(m.ClientHandle, m.Value.Value.Value) for m in back.MonitoredItems] == [(7, 9.0), (1, 1.5), (2, 2.5)]
 
 
+def test_packed_items_grow_their_arrays_by_doubling() -> None:
+    """Taking up 5,000 items reallocates the row arrays a few times, not once per item (the defect:
+    ``np.append`` per item, quadratic: seconds of the server's loop for a client creating 50,000 items);
+    spare rows are never pending and belong to no tag, and every item keeps its handle and queue size."""
+    from asyncua.server.monitored_item_service import MonitoredItemData
+
+    n = 5_000
+    ps = packed.PackedSubscription(None, None, n)  # type: ignore[arg-type]  # the arrays only
+    reallocations, last = 0, ps.tids
+    for tid in range(n):
+        mdata = MonitoredItemData()
+        mdata.client_handle, mdata.queue_size = 10_000 + tid, 1 + tid % 3
+        assert ps.add(tid, mid=tid + 1, cb_handle=tid, mdata=mdata) == tid
+        if ps.tids is not last:
+            reallocations, last = reallocations + 1, ps.tids
+    assert reallocations <= 8  # 64 rows doubled up to 8,192
+    assert len(ps) == n and len(ps.tids) >= n
+    assert ps.tids[:n].tolist() == list(range(n)) and (ps.tids[n:] == -1).all()
+    assert ps.handles[:n].tolist() == [10_000 + t for t in range(n)]
+    assert ps.queue[:n].tolist() == [1 + t % 3 for t in range(n)]
+    pub = _publisher(["float64"] * n)
+    pub._last_q[:] = int(Quality.GOOD)
+    ps.pending[np.arange(0, n, 7)] = True
+    count, blob = ps.take(pub)  # what a publish sends: the pending items only
+    assert count == len(range(0, n, 7)) and not ps.pending.any()
+    assert len(blob) == count * len(packed.encode_rows(pub, np.array([0]), np.array([1], dtype=np.uint32)))
+
+
 async def test_subscriber_sees_every_value_through_packed_items(running: OpcUaServer) -> None:
     """After its first notification a plain item is packed; the client still receives each new value
     once, with its SourceTimestamp, and queued values in order when a tag changes twice between publishes."""
