@@ -32,7 +32,9 @@ extensions = [
         extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
     ),
     Extension("edge.core._latest", ["edge/core/_latest.pyx"], extra_compile_args=["-O3"]),
-    Extension("edge.outputs._lineproto", ["edge/outputs/_lineproto.pyx"], extra_compile_args=["-O3"]),
+    # C++: floats are formatted by the standard library's std::to_chars (edge/outputs/_shortest.h).
+    Extension("edge.outputs._lineproto", ["edge/outputs/_lineproto.pyx"], language="c++", include_dirs=["edge/outputs"],
+              depends=["edge/outputs/_shortest.h"], extra_compile_args=["-O3", "-std=c++17"]),
 ]
 ext_modules = cythonize(extensions, language_level=3) if cythonize else []
 

@@ -39,3 +39,42 @@ def test_compiled_samples_equal_python_encoding(tmp_path):
             assert enc.encode_bytes(r) == enc.encode(r).encode(), r.seq
     finally:
         sp.close()
+
+
+def _doubles_to_check() -> np.ndarray:
+    """Random bit patterns (every exponent), float32 values as the codec widens them, integers up to
+    2^60, powers of ten, their neighbours, subnormals, the extremes and signed zeros."""
+    rng = np.random.default_rng(21)
+    bits = rng.integers(0, 2**64, 300_000, dtype=np.uint64).view(np.float64)
+    f32 = rng.normal(0, 10.0 ** rng.integers(-12, 12, 300_000), 300_000).astype(np.float32).astype(np.float64)
+    ints = rng.integers(-(2**60), 2**60, 50_000).astype(np.float64)
+    p10 = np.array([10.0**k for k in range(-323, 309)] + [5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                                                          0.0, 0.1, 0.2, 0.3, 1 / 3, 9007199254740993.0, 1e16,
+                                                          9999999999999998.0, 0.0001, 0.00009999999999999999])
+    with np.errstate(over="ignore"):
+        near = np.concatenate([np.nextafter(p10, np.inf), np.nextafter(p10, -np.inf)])
+    values = np.concatenate([bits, f32, ints, p10, -p10, near, -near])
+    return np.ascontiguousarray(values[np.isfinite(values)])
+
+
+def test_float_text_is_pythons_repr():
+    """The encoder's own float formatter (std::to_chars laid out as repr) writes repr(v) for every
+    double checked: the same digits (shortest round trip) and the same layout (positional in
+    [1e-4, 1e16), else an exponent of at least two digits; '.0' after whole numbers; '-0.0')."""
+    from edge.outputs._lineproto import repr_doubles
+
+    values = _doubles_to_check()
+    got = repr_doubles(values, b"\n").decode().split("\n")
+    expected = [repr(v) for v in values.tolist()]
+    wrong = [(e, g) for e, g in zip(expected, got, strict=True) if e != g]
+    assert not wrong, wrong[:10]
+    assert repr_doubles(values, b"\n", cpython=True).decode().split("\n") == expected  # the bench's baseline too
+    back = np.array([float(t) for t in got])
+    assert np.array_equal(back.view(np.uint64), values.view(np.uint64))  # round trip, -0.0 included
+
+
+def test_float_formatter_refuses_non_finite():
+    from edge.outputs._lineproto import repr_doubles
+
+    with pytest.raises(ValueError, match="not finite"):
+        repr_doubles(np.array([1.0, np.nan]))
