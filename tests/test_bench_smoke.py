@@ -42,6 +42,11 @@ def test_history_bench_runs():
     assert 0 < r["m4_points"] <= 400 and r["minmaxlttb_points"] <= 400 and r["m4_ms"] > 0
 
 
+def test_lineproto_bench_runs():
+    r = result_of("bench/lineproto.py")
+    assert r["identical_to_python"] and r["values"] > 0 and r["encode_us_per_value"] > 0 and r["format_ratio"] > 0
+
+
 def test_e2e_bench_runs():
     r = result_of("bench/e2e.py", "--devices", "4", "--tags", "20", "--seconds", "5", "--warmup", "2")
     assert r["tags_per_s"] > 0 and r["checked_errors"] == 0 and r["markers_seen_opcua"] > 0
