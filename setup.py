@@ -32,6 +32,7 @@ extensions = [
         extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
     ),
     Extension("edge.core._latest", ["edge/core/_latest.pyx"], extra_compile_args=["-O3"]),
+    Extension("edge.outputs.opcua._changes", ["edge/outputs/opcua/_changes.pyx"], extra_compile_args=["-O3"]),
     # C++: floats are formatted by the standard library's std::to_chars (edge/outputs/_shortest.h).
     Extension("edge.outputs._lineproto", ["edge/outputs/_lineproto.pyx"], language="c++", include_dirs=["edge/outputs"],
               depends=["edge/outputs/_shortest.h"], extra_compile_args=["-O3", "-std=c++17"]),
@@ -46,7 +47,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["edge", "edge.*", "drivers", "drivers.*"]),
-    package_data={"edge": ["py.typed", "api/static/*", "outputs/mqtt/*.proto", "outputs/mqtt/*.pyi", "outputs/*.pyi", "aggregate/*.pyi",
+    package_data={"edge": ["py.typed", "api/static/*", "outputs/mqtt/*.proto", "outputs/mqtt/*.pyi", "outputs/*.pyi", "outputs/opcua/*.pyi", "aggregate/*.pyi",
                            "core/*.pyi"],
                   "drivers": ["*/*.yaml", "*/README.md", "modbus/*.pyi"]},
     ext_modules=ext_modules,

@@ -93,6 +93,7 @@ class PackedSubscription:
         self.handles = np.zeros(0, dtype=np.uint32)  # client handles
         self.queue = np.zeros(0, dtype=np.int64)  # revised queue sizes
         self.pending = np.zeros(0, dtype=bool)
+        self.pending_u8 = self.pending.view(np.uint8)  # the same flags for the compiled marking (_changes.pyx)
         self.n_queueing = 0  # items whose queue holds more than one value (mark() spills only for those)
         self.mids: list[int] = []
         self.cb_handles: list[int] = []  # the address space's callback handles (what _Watchers pops)
@@ -132,6 +133,7 @@ class PackedSubscription:
         self.handles = np.concatenate([self.handles, np.zeros(extra, dtype=np.uint32)])
         self.queue = np.concatenate([self.queue, np.zeros(extra, dtype=np.int64)])
         self.pending = np.concatenate([self.pending, np.zeros(extra, dtype=bool)])
+        self.pending_u8 = self.pending.view(np.uint8)
 
     def remove(self, row: int) -> None:
         tid = int(self.tids[row])
@@ -159,6 +161,10 @@ class PackedSubscription:
             if again.size:
                 spill(self, again)
         self.pending[rows] = True
+        self.queued()
+
+    def queued(self) -> None:
+        """Items of this subscription have values pending: its next publish asks :meth:`take` for them."""
         queue = self.isub._triggered_datachanges
         if PACKED_KEY not in queue:
             queue[PACKED_KEY] = []
