@@ -10,6 +10,8 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 apt_pkgs=(socat)
+# the Cython extensions: a C compiler, and g++ with libstdc++ 11+ (std::to_chars of doubles in the line-protocol encoder)
+command -v g++ >/dev/null 2>&1 || apt_pkgs+=(g++)
 [ $want_test = 1 ] && apt_pkgs+=(mbpoll victoria-metrics influxdb chromium chromium-driver)  # chromium: status page test
 [ $want_test = 1 ] && apt_pkgs+=(mosquitto)  # the MQTT tests start their own broker (a child process)
 [ $want_test = 1 ] && apt_pkgs+=(tmux)  # the live status table is tested in a real terminal
