@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncua
 import hypothesis
 import pytest
 
@@ -31,6 +32,22 @@ hypothesis.settings.register_profile(
     "edge", deadline=None, derandomize=True, suppress_health_check=[hypothesis.HealthCheck.too_slow])
 hypothesis.settings.load_profile("edge")
 REPO = Path(__file__).resolve().parents[1]
+
+# asyncua 2.1's client probes the server every ``watchdog_intervall`` (1 s) and gives the probe the same
+# time to answer; a late answer disconnects the client for good (auto_reconnect is off). In these tests
+# the client and the appliance share one process and one event loop, so a loaded CI machine (4 workers
+# on 2 cores) stalled a probe past 1 s and a client read failed with "client is disconnected" (fresh-
+# clone run 3 of stop 24, test_client_sees_poll_values_quality_and_writes_reach_the_device). That
+# measures the test process, not the server: the tests' clients probe every 30 s unless they ask.
+_asyncua_client_init = asyncua.Client.__init__
+
+
+def _patient_client_init(self: asyncua.Client, url: str, timeout: float = 4, watchdog_intervall: float = 30.0,
+                         **kw: object) -> None:
+    _asyncua_client_init(self, url, timeout, watchdog_intervall, **kw)  # type: ignore[arg-type]
+
+
+asyncua.Client.__init__ = _patient_client_init  # type: ignore[method-assign]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -65,7 +65,7 @@ async def test_client_sees_poll_values_quality_and_writes_reach_the_device(make_
             raise AssertionError("an out-of-range write must fail")
         except ua.UaStatusCodeError as exc:
             assert exc.code == ua.StatusCodes.BadOutOfRange
-        assert site.app.writes.audit.flush(5)
+        assert await asyncio.to_thread(site.app.writes.audit.flush, 5)
         audit = (site.loaded.data_dir / "audit.log").read_text().splitlines()
         assert any('"user":"olga"' in a and '"source":"opcua"' in a and '"result":"GOOD"' in a for a in audit)
 
@@ -166,6 +166,6 @@ async def test_scaled_integers_reach_clients_as_doubles_with_their_decimals(make
         except ua.UaStatusCodeError as exc:
             assert exc.code == ua.StatusCodes.BadOutOfRange
         assert site.sim.get_value("room", "setpoint") == 0.5
-    assert site.app.writes.audit.flush(5)
+    assert await asyncio.to_thread(site.app.writes.audit.flush, 5)
     audit = (site.loaded.data_dir / "audit.log").read_text()
     assert "not a multiple of its resolution 0.1" in audit

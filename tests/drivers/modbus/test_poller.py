@@ -2,6 +2,7 @@
 RTU over TCP: every data type and order, every fault, offline back-off, hole learning, writes."""
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -267,7 +268,7 @@ devices:
     assert r.status == WriteStatus.BAD_USER_ACCESS_DENIED
     # the poll sees the new value; the audit log has every attempt
     assert await wait_until(lambda: site.value("d", "setpoint")[0] == 123.25, 3)
-    assert site.app.writes.audit.flush(5)  # the audit log is written by its own thread (issue 15)
+    assert await asyncio.to_thread(site.app.writes.audit.flush, 5)  # the audit log is written by its own thread (issue 15)
     audit = (site.loaded.data_dir / "audit.log").read_text().splitlines()
     assert len(audit) == 8
     assert '"user":"alice"' in audit[0] and '"tag":"d.setpoint"' in audit[0] and '"result":"GOOD"' in audit[0]
