@@ -506,10 +506,27 @@ class Spool:
                         return
 
     def _commit(self, batch: list[tuple]) -> None:
+        """Commit what the appends queued, in transactions of at most half the WAL's share each,
+        checkpointing between them: a backlog (a long ``commit_interval_ms``, a writer starved of
+        CPU) would otherwise go into the WAL in one piece, past the room the budget keeps for it."""
         with self._db_lock:
             batch = self._make_room(batch)
-            if batch:
-                self._commit_locked(batch)
+            for chunk in self._chunks(batch, self._wal_limit // 2):
+                self._commit_locked(chunk)
+                if self._conn is not None:
+                    self._checkpoint(self._conn, busy_ok=True)
+
+    @staticmethod
+    def _chunks(batch: list[tuple], max_bytes: int) -> Iterator[list[tuple]]:
+        """Consecutive slices of ``batch`` whose rows hold at most ``max_bytes`` (at least one row)."""
+        start, size = 0, 0
+        for i, row in enumerate(batch):
+            if size and size + row[5] + ROW_OVERHEAD_BYTES > max_bytes:
+                yield batch[start:i]
+                start, size = i, 0
+            size += row[5] + ROW_OVERHEAD_BYTES
+        if start < len(batch):
+            yield batch[start:]
 
     def _make_room(self, batch: list[tuple]) -> list[tuple]:
         """Before a commit that would take the disk over budget, drop the oldest to make room for it
@@ -703,9 +720,9 @@ class Spool:
             return 0
         return int((disk - DISK_TARGET * self.config.max_bytes) / self._bytes_per_stored) + 1
 
-    def _checkpoint(self, conn: sqlite3.Connection, busy_ok: bool = False) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection, busy_ok: bool = False, always: bool = False) -> None:
         """Copy the WAL into the database and cut the WAL file back (when it is past its share)."""
-        if self._file_size("-wal") <= self._wal_limit:
+        if not always and self._file_size("-wal") <= self._wal_limit:
             return
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -716,13 +733,24 @@ class Spool:
             log.debug("spool: checkpoint deferred: %s", e)
 
     def _shrink(self, conn: sqlite3.Connection) -> None:
-        """Give freed pages back to the file system (incremental auto-vacuum), then checkpoint."""
+        """Give freed pages back to the file system (incremental auto-vacuum), then checkpoint.
+
+        Free pages are reused by the next commits; they are given back only when they are many
+        (beyond a quarter of the budget). Moving pages writes them into the WAL, so it goes in
+        steps of half the WAL's share with a checkpoint after each: the WAL stays within its
+        room in the budget, and the last checkpoint truncates the database file.
+        """
         try:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
-            # free pages are reused by the next commits; give them back only when they are many
-            # (moving pages costs WAL): beyond a quarter of the budget
-            if conn.execute("PRAGMA freelist_count").fetchone()[0] * page > self.config.max_bytes // 4:
-                conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page per step only
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free * page > self.config.max_bytes // 4:
+                step = max(1, self._wal_limit // 2 // page)
+                for _ in range(free // step + 1):  # bounded: each step frees up to `step` pages
+                    conn.executescript(f"PRAGMA incremental_vacuum({step});")  # execute() frees one page only
+                    self._checkpoint(conn, busy_ok=True)
+                    if conn.execute("PRAGMA freelist_count").fetchone()[0] == 0:
+                        break
+                self._checkpoint(conn, busy_ok=True, always=True)  # the file shrinks at a checkpoint
             self._checkpoint(conn, busy_ok=True)
         except sqlite3.Error as e:
             log.debug("spool: shrink deferred: %s", e)

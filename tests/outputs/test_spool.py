@@ -1,6 +1,10 @@
 """The spool on a real SQLite file: round trip, resume, budget by bytes and age, retention, history."""
 from __future__ import annotations
 
+import os
+import sqlite3
+from contextlib import closing
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -10,6 +14,8 @@ from edge.core.model import SampleBatch, WindowBatch
 from edge.outputs.influx import open_storage
 from edge.storage.history import format_history, parse_since, read_history, spool_history
 from edge.storage.spool import (
+    WAL_MIN_BYTES,
+    WAL_SHARE,
     Spool,
     decode_samples,
     decode_windows,
@@ -90,6 +96,73 @@ def test_byte_budget_drops_the_oldest_and_counts_them_exactly(tmp_path):
         assert st["disk_bytes"] <= cfg.max_bytes, st
         rows = sp.unsent(0, None, 10_000_000)
         assert [r.ts_ns for r in rows] == [BASE_TS_NS + p * 1_000_000 for p in range(polls - kept, polls)]
+    finally:
+        sp.close()
+
+
+def test_a_large_commit_does_not_take_the_wal_past_its_share_of_the_budget(tmp_path):
+    """Appends that pile up (a long commit interval, or a writer starved of CPU) are committed in
+    chunks with a checkpoint between them, so the WAL stays within the two shares the budget keeps
+    for it. Before: one transaction of ~0.6 x the budget went into the WAL at once, and a
+    fresh-clone CI run measured 328,624 bytes on disk for a 262,144-byte budget."""
+    plant = demo_plant(1, 50)
+    budget = 256 << 10
+    path = tmp_path / "s.db"
+    seen: list[tuple[int, int]] = []  # (WAL bytes, disk bytes) right after each commit, in the writer
+
+    def after_commit(_last: int, _n: int) -> None:
+        wal = os.path.getsize(f"{path}-wal") if os.path.exists(f"{path}-wal") else 0
+        seen.append((wal, wal + os.path.getsize(path)))
+
+    cfg = SpoolConfig(max_bytes=budget, commit_interval_ms=10_000, trim_interval_ms=10_000, retention_s=0)
+    sp = Spool(path, plant, cfg, on_commit=after_commit)
+    sp.start()
+    try:
+        for p in range(400):  # ~280 KB of payload, all waiting for one wake of the writer
+            sp.append_samples(batch_for(plant, 0, p))
+        assert sp.flush()
+        wal_share = max(budget // WAL_SHARE, WAL_MIN_BYTES)
+        assert seen and max(w for w, _ in seen) <= 2 * wal_share, seen
+        assert max(d for _, d in seen) <= budget, seen
+        assert sp.stats()["unsent_rows"] + sp.stats()["dropped_batches"].get("max_bytes", 0) == 400
+    finally:
+        sp.close()
+
+
+def test_giving_freed_pages_back_does_not_take_the_wal_past_its_share(tmp_path, monkeypatch):
+    """After a large deletion the free pages go back to the file system in steps with a
+    checkpoint between them: moving them all in one go wrote them all into the WAL first (the
+    same fresh-clone run saw the WAL at 3 x its share while the budget was enforced)."""
+    plant = demo_plant(1, 50)
+    budget = 4 << 20
+    path = tmp_path / "s.db"
+    wal_before_checkpoint: list[int] = []
+    checkpoint = Spool._checkpoint
+
+    def watched(self: Spool, conn, busy_ok: bool = False, always: bool = False) -> None:
+        wal_before_checkpoint.append(os.path.getsize(f"{path}-wal") if os.path.exists(f"{path}-wal") else 0)
+        checkpoint(self, conn, busy_ok, always)
+
+    monkeypatch.setattr(Spool, "_checkpoint", watched)
+    cfg = SpoolConfig(max_bytes=budget, commit_interval_ms=10, trim_interval_ms=600_000, retention_s=0)
+    sp = Spool(path, plant, cfg)
+    sp.start()
+    try:
+        for p in range(3000):  # ~2 MB of payload
+            sp.append_samples(batch_for(plant, 0, p))
+        assert sp.flush()
+        rows = sp.unsent(0, None, 10_000_000)
+        sp.ack(rows[: len(rows) // 2])  # the oldest delivered and deleted: free pages below the rest
+        with closing(sqlite3.connect(path)) as conn:  # start from an empty WAL: only the shrink's pages count
+            assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        wal_before_checkpoint.clear()
+        sp.enforce_budget()
+        with closing(sqlite3.connect(path)) as conn:  # given back to the file system: no free page left in the file
+            pages, free, size = (conn.execute(f"PRAGMA {p}").fetchone()[0]
+                                 for p in ("page_count", "freelist_count", "page_size"))
+        assert free == 0 and os.path.getsize(path) == pages * size
+        wal_share = max(budget // WAL_SHARE, WAL_MIN_BYTES)
+        assert max(wal_before_checkpoint) <= 2 * wal_share, wal_before_checkpoint
     finally:
         sp.close()
 
