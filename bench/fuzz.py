@@ -21,7 +21,7 @@ before and during the fuzz, and checks after each batch that a well-behaved clie
 the endpoints. Figures per site and in all; last line ``RESULT {json}``:
 ``opcua_cases``, ``http_requests``, ``http_5xx``, ``crashes`` (the appliance died),
 ``rss_growth_mb`` (peak during the fuzz minus before), ``poll_rate_ratio`` (polls/s during over
-before; the baseline measured in the same run), ``probe_failures``.
+the mean of before and after; the baselines measured in the same run), ``probe_failures``.
 
     .venv/bin/python bench/fuzz.py               # ~1 minute: 12 s per site
     .venv/bin/python bench/fuzz.py --long        # 300 s per site
@@ -728,6 +728,9 @@ def fuzz_site(name: str, seconds: float, seed: int = 1, baseline_s: float = 4.0,
             during = (p3 - p2) / (t3 - t2) if p2 is not None and p3 is not None else 0.0
             alive = app.alive() and asyncio.run(endpoints_probe(app.opc_url))
             rss_end = app.rss_mb()
+            time.sleep(baseline_s)  # the rate after the fuzz too: the baseline is the mean of both sides, so a
+            p4, t4 = app.polls(), time.monotonic()  # machine whose load drifts (a parallel suite) is not blamed on it
+            after = (p4 - p3) / (t4 - t3) if p3 is not None and p4 is not None else 0.0
         finally:
             app.stop()
     return {"site": name, "seconds": seconds, "opcua_cases": ostats.cases, "opcua_bytes": ostats.bytes_sent,
@@ -739,7 +742,8 @@ def fuzz_site(name: str, seconds: float, seed: int = 1, baseline_s: float = 4.0,
             "crashes": 0 if alive else 1, "probe_failures": probe_failures,
             "rss_before_mb": round(rss0, 1), "rss_peak_mb": round(peak, 1), "rss_end_mb": round(rss_end, 1),
             "rss_growth_mb": round(max(peak, rss_end) - rss0, 1), "polls_per_s_before": round(before, 2),
-            "polls_per_s_during": round(during, 2), "poll_rate_ratio": round(during / before, 3) if before else 0.0}
+            "polls_per_s_during": round(during, 2), "polls_per_s_after": round(after, 2),
+            "poll_rate_ratio": round(2 * during / (before + after), 3) if before + after else 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -757,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:7s} OPC UA {r['opcua_cases']:6d} cases ({r['opcua_bytes'] / 1e6:.1f} MB, server closed "
               f"{r['opcua_closed_by_server']}), HTTP {r['http_requests']:5d} requests ({r['http_5xx']} 5xx), "
               f"RSS {r['rss_before_mb']:.0f} -> peak {r['rss_peak_mb']:.0f} -> end {r['rss_end_mb']:.0f} MB, "
-              f"polls/s {r['polls_per_s_before']:.1f} -> {r['polls_per_s_during']:.1f} "
+              f"polls/s {r['polls_per_s_before']:.1f} -> {r['polls_per_s_during']:.1f} -> {r['polls_per_s_after']:.1f} "
               f"(ratio {r['poll_rate_ratio']:.2f}), alive {not r['crashes']}, probes failed {r['probe_failures']}")
         print("        raw HTTP: " + "; ".join(f"{k}: {v}" for k, v in r["http_raw"].items()))
     summary = {

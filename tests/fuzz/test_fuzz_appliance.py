@@ -33,7 +33,8 @@ def test_a_running_appliance_survives_a_short_fuzz(fuzz, site: str) -> None:
     summary = {k: r[k] for k in ("opcua_cases", "http_requests", "http_5xx", "http_5xx_examples", "http_thread_error",
                                   "crashes",
                                   "probe_failures", "rss_before_mb", "rss_peak_mb", "rss_growth_mb",
-                                  "polls_per_s_before", "polls_per_s_during", "poll_rate_ratio")}
+                                  "polls_per_s_before", "polls_per_s_during", "polls_per_s_after",
+                                  "poll_rate_ratio")}
     assert r["crashes"] == 0 and r["probe_failures"] == 0, summary
     assert r["opcua_cases"] >= 50 and r["http_requests"] >= 50, summary
     assert r["http_5xx"] == 0, summary
