@@ -45,7 +45,7 @@ from asyncua.server.address_space import AttributeValue
 
 from edge.core.model import STATUS_CODES, Quality, SampleBatch, TagInfo
 from edge.outputs.opcua import asyncua_adapter
-from edge.outputs.opcua.packed import PackedRegistry, PackedSubscription, is_plain
+from edge.outputs.opcua.packed import PackedRegistry, PackedSubscription, enqueue_row, is_plain
 
 try:  # one compiled pass per batch (edge/outputs/opcua/_changes.pyx); the numpy version otherwise
     from edge.outputs.opcua import _changes
@@ -146,7 +146,8 @@ class FastPublisher:
         set bits' names; the number for an unknown state)."""
         n = len(tags)
         tid_map = None
-        if self.packed.by_handle:  # packed monitored items move with their tags
+        old_keys = [t.key for t in self._tags]
+        if self.packed.subs:  # packed monitored items move with their tags
             new_ids = {t.key: t.id for t in tags}
             tid_map = {t.id: new_ids[t.key] for t in self._tags if t.key in new_ids}
         self._tags = tags
@@ -192,7 +193,7 @@ class FastPublisher:
                 self._as_text[t.id] = text_record
                 self._text_of[t.id] = t.text_of
         self._text_ids = np.array(sorted(self._as_text), dtype=np.int64)
-        self.packed.rebind(n, tid_map)
+        self.packed.rebind(n, tid_map, old_keys)
         self._lib_dirty = True
 
     def value_record(self, tid: int) -> AttributeValue:
@@ -224,9 +225,7 @@ class FastPublisher:
             self._n_watch[tid] = count
             self._lib_dirty = True
 
-    def _unwatch(self, tid: int, record: AttributeValue, count: int, handle: int | None) -> None:
-        if handle is not None:
-            self.packed.drop(handle, spill=False)
+    def _unwatch(self, tid: int, record: AttributeValue, count: int) -> None:
         if tid < len(self._attvals) and self._attvals[tid] is record:
             self._n_watch[tid] = count
             self._lib_dirty = True
@@ -392,14 +391,15 @@ class FastPublisher:
         return len(cids)
 
     def _refresh_lib(self) -> None:
-        """May a changed tag have items the library's way (not packed)? Recomputed after items change."""
-        self._lib_any = bool(self._text_ids.size) or bool((self._n_watch > self.packed.packed_per_tag).any())
+        """May a changed tag have items the library's way (not packed)? Recomputed after items change.
+        (Packed items are not in the Value records' callbacks: ``_n_watch`` counts the library's only.)"""
+        self._lib_any = bool(self._text_ids.size) or bool(self._n_watch.any())
         self._lib_dirty = False
 
     def _watched(self, cids: np.ndarray, cvals: np.ndarray, cq: np.ndarray, ts_ns: int, srv_ns: int,
                  texts: dict[int, str] | None) -> None:
         """Deliver the changes of tags with items the library's way (and ValueAsText records)."""
-        watched = self._n_watch[cids] > self.packed.packed_per_tag[cids]
+        watched = self._n_watch[cids] > 0
         if self._text_ids.size:
             watched |= np.isin(cids, self._text_ids)
         if watched.any():
@@ -469,8 +469,8 @@ class FastPublisher:
 
     def deliver(self, attval: AttributeValue, dv: ua.DataValue, tid: int | None = None) -> None:
         """Hand ``dv`` to every monitored item of one node (fast or the library's plain path). On the
-        fast path, items of tag ``tid`` that are plain are handed to the packed path
-        (:mod:`edge.outputs.opcua.packed`) after this delivery; those already there are skipped."""
+        fast path, items of tag ``tid`` that are plain again (after SetMonitoringMode or
+        ModifyMonitoredItems) are packed after this delivery (new plain items are packed when created)."""
         if not self.fast:
             self.stats.notifications += asyncua_adapter.deliver_plain(attval, dv, self._spawn)
             return
@@ -478,26 +478,34 @@ class FastPublisher:
             self.stats.notifications += asyncua_adapter.deliver_fast(attval, dv, self._spawn)
             return
         taken: list[tuple[Any, int, int, Any]] = []
-        self.stats.notifications += asyncua_adapter.deliver_fast(attval, dv, self._spawn, self.packed.by_handle,
-                                                                 taken)
+        self.stats.notifications += asyncua_adapter.deliver_fast(attval, dv, self._spawn, None, taken)
         for mis, mid, handle, mdata in taken:
-            if is_plain(mis.isub, mdata) and self.packed.add(mis.isub, mis, tid, mid, handle, mdata):
-                self.stats.packed_items += 1
+            self.take_up(mis, mid, handle, mdata, tid, attval)
+
+    def take_up(self, mis: Any, mid: int, handle: int, mdata: Any, tid: int, record: AttributeValue) -> bool:
+        """Pack monitored item ``mid`` of tag ``tid`` (``record``: the tag's Value record) when it is
+        plain (:mod:`edge.outputs.opcua.packed`): asyncua's records of it give way to one row of arrays."""
+        if not self.fast or not 0 <= tid < len(self._vcodes) or not self._vcodes[tid] \
+                or not is_plain(mis.isub, mdata):
+            return False
+        if not self.packed.take_up(mis, tid, mid, handle, mdata, record):
+            return False
+        self.stats.packed_items += 1
+        return True
 
     def spill_rows(self, ps: PackedSubscription, rows: np.ndarray, reserve: int = 1) -> None:
-        """Packed items' pending values into their library queues (a second value before the publish
-        on an item that queues several: ``reserve`` 1 keeps room for the newer value that stays
-        packed; or an item leaving the packed path: 0)."""
+        """Packed items' pending values into their subscription's queue (a second value before the
+        publish on an item that queues several: ``reserve`` 1 keeps room for the newer value that
+        stays packed)."""
         for row in rows.tolist():
             tid = int(ps.tids[row])
-            mdata = ps.mis._monitored_items.get(ps.mids[row])
-            if mdata is None or tid < 0:
+            if tid < 0 or ps.mids[row] < 0:
                 continue
             src = ua_time(int(self._last_src[tid]))
             srv = ua_time(int(self._last_srv[tid]) or time.time_ns())
             dv = self._datavalue(tid, float(self._last_v[tid]), int(self._last_q[tid]), src, srv,
                                  self._last_text.get(tid))
-            self.stats.notifications += asyncua_adapter.enqueue(ps.mis, ps.mids[row], mdata, dv, self._spawn, reserve)
+            self.stats.notifications += enqueue_row(ps, row, dv, reserve)
             ps.pending[row] = False
 
     def _spawn(self, coro: Any) -> None:
@@ -545,7 +553,7 @@ class _Watchers(dict):
     def _removed(self, handle: int) -> None:
         record = self._record()
         if record is not None:
-            self.owner._unwatch(self.tid, record, len(self), handle)
+            self.owner._unwatch(self.tid, record, len(self))
 
     def read(self, nodeid: Any, attr: Any) -> ua.DataValue:
         """The record's read callback: the tag's current value from the publisher's arrays."""

@@ -32,6 +32,7 @@ library's encoder and the delivered values with asyncua and node-opcua clients.
 """
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,8 @@ _BAD_CONFIG = STATUS_CODES[Quality.BAD_CONFIG_ERROR]
 _REPORTING = ua.MonitoringMode.Reporting
 _STATUS_VALUE = int(ua.DataChangeTrigger.StatusValue)
 _NONE_DEADBAND = int(ua.DeadbandType.None_)
+_VALUE_ATTR = int(ua.AttributeIds.Value)
+FLAG_EMPTY_RANGE, FLAG_NULL_FILTER = 1, 2  # PackedSubscription.flags: what to give back when an item leaves
 
 #: Variant type code -> numpy format of the value (what asyncua's encoder writes for a scalar).
 VALUE_FORMATS: dict[int, str] = {
@@ -94,13 +97,18 @@ class PackedSubscription:
         self.queue = np.zeros(0, dtype=np.int64)  # revised queue sizes
         self.pending = np.zeros(0, dtype=bool)
         self.pending_u8 = self.pending.view(np.uint8)  # the same flags for the compiled marking (_changes.pyx)
+        self.mids = np.zeros(0, dtype=np.int64)  # monitored item ids (-1: free row)
+        self.cb_handles = np.zeros(0, dtype=np.int64)  # the address space's callback handles
+        self.flags = np.zeros(0, dtype=np.uint8)  # how the request read (IndexRange "", a null filter object)
+        self.filters: dict[int, Any] = {}  # row -> the item's DataChangeFilter object, for the few that sent one
+        self.mid_base = 0  # row_of_mid[mid - mid_base]: monitored item id -> row (-1: not packed here)
+        self.row_of_mid = np.zeros(0, dtype=np.int32)
         self.n_queueing = 0  # items whose queue holds more than one value (mark() spills only for those)
-        self.mids: list[int] = []
-        self.cb_handles: list[int] = []  # the address space's callback handles (what _Watchers pops)
+        self.n_rows = 0  # rows used so far (free ones included)
         self._free: list[int] = []  # rows of removed items, reused
 
     def __len__(self) -> int:
-        return len(self.mids) - len(self._free)
+        return self.n_rows - len(self._free)
 
     def add(self, tid: int, mid: int, cb_handle: int, mdata: MonitoredItemData) -> int | None:
         """Take up an item (None when its tag already has a packed item here: the library keeps that one)."""
@@ -108,25 +116,60 @@ class PackedSubscription:
             return None
         if self._free:
             row = self._free.pop()
-            self.mids[row], self.cb_handles[row] = mid, cb_handle
         else:
-            row = len(self.mids)
-            self.mids.append(mid)
-            self.cb_handles.append(cb_handle)
+            row = self.n_rows
+            self.n_rows += 1
             if row >= len(self.tids):
                 self._grow(row + 1)
+        self.mids[row], self.cb_handles[row] = mid, cb_handle
         self.tids[row] = tid
         self.handles[row] = int(mdata.client_handle or 0)
         self.queue[row] = int(mdata.queue_size or 0)
         self.n_queueing += int(self.queue[row] != 1)
         self.pending[row] = False
+        flags = 0
+        rvi = mdata.read_value_id
+        if rvi is not None and rvi.IndexRange == "":
+            flags |= FLAG_EMPTY_RANGE
+        flt = mdata.filter
+        if flt is not None:
+            if isinstance(flt, ua.ExtensionObject) and flt.Body is None:
+                flags |= FLAG_NULL_FILTER
+            else:
+                self.filters[row] = flt
+        self.flags[row] = flags
         self.item_of[tid] = row
+        self._index_mid(mid, row)
         return row
+
+    def _index_mid(self, mid: int, row: int) -> None:
+        """``row_of_mid`` covers ``mid`` (ids of one subscription are consecutive: one int32 per id)."""
+        if not len(self.row_of_mid):
+            self.mid_base = mid
+        if mid < self.mid_base:
+            shift = self.mid_base - mid
+            self.row_of_mid = np.concatenate([np.full(shift, -1, dtype=np.int32), self.row_of_mid])
+            self.mid_base = mid
+        at = mid - self.mid_base
+        if at >= len(self.row_of_mid):
+            extra = max(at + 1, 2 * len(self.row_of_mid), 64) - len(self.row_of_mid)
+            self.row_of_mid = np.concatenate([self.row_of_mid, np.full(extra, -1, dtype=np.int32)])
+        self.row_of_mid[at] = row
+
+    def row_of(self, mid: int) -> int:
+        """The row of packed item ``mid`` (-1: not packed here)."""
+        at = mid - self.mid_base
+        if 0 <= at < len(self.row_of_mid):
+            return int(self.row_of_mid[at])
+        return -1
+
+    def live_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.mids[:self.n_rows] >= 0)
 
     def _grow(self, need: int) -> None:
         """Room for at least ``need`` rows, doubling: one ``np.append`` per item copied every array
         per item (quadratic: a client creating 50,000 items spent seconds of the server's loop in it).
-        Rows past ``len(self.mids)`` are unused: tag id -1, never pending."""
+        Rows past ``n_rows`` are unused: tag id -1, never pending."""
         size = max(need, 2 * len(self.tids), 64)
         extra = size - len(self.tids)
         self.tids = np.concatenate([self.tids, np.full(extra, -1, dtype=np.int64)])
@@ -134,18 +177,33 @@ class PackedSubscription:
         self.queue = np.concatenate([self.queue, np.zeros(extra, dtype=np.int64)])
         self.pending = np.concatenate([self.pending, np.zeros(extra, dtype=bool)])
         self.pending_u8 = self.pending.view(np.uint8)
+        self.mids = np.concatenate([self.mids, np.full(extra, -1, dtype=np.int64)])
+        self.cb_handles = np.concatenate([self.cb_handles, np.full(extra, -1, dtype=np.int64)])
+        self.flags = np.concatenate([self.flags, np.zeros(extra, dtype=np.uint8)])
 
     def remove(self, row: int) -> None:
         tid = int(self.tids[row])
         if 0 <= tid < len(self.item_of) and self.item_of[tid] == row:
             self.item_of[tid] = -1
+        at = int(self.mids[row]) - self.mid_base
+        if 0 <= at < len(self.row_of_mid) and self.row_of_mid[at] == row:
+            self.row_of_mid[at] = -1
         self.pending[row] = False
         self.n_queueing -= int(self.queue[row] != 1)
         self.queue[row] = 1
         self.tids[row] = -1
         self.mids[row] = -1
         self.cb_handles[row] = -1
+        self.flags[row] = 0
+        self.filters.pop(row, None)
         self._free.append(row)
+
+    def filter_of(self, row: int) -> Any:
+        """The item's filter as the client sent it (None, a null ExtensionObject or its DataChangeFilter)."""
+        flt = self.filters.get(row)
+        if flt is None and self.flags[row] & FLAG_NULL_FILTER:
+            return ua.ExtensionObject()
+        return flt
 
     # ------------------------------------------------------------------ per batch
 
@@ -178,6 +236,23 @@ class PackedSubscription:
             return 0, b""
         self.pending[rows] = False
         return len(rows), encode_rows(pub, self.tids[rows], self.handles[rows])
+
+
+def enqueue_row(ps: PackedSubscription, row: int, dv: ua.DataValue, reserve: int) -> int:
+    """A packed item's value onto its subscription's queue the library's way (capped at its queue
+    size less ``reserve``, at least 1: the newer value waits in the row); returns 1."""
+    notif = ua.MonitoredItemNotification(ClientHandle=int(ps.handles[row]), Value=dv)
+    queue = ps.isub._triggered_datachanges
+    mid = int(ps.mids[row])
+    items = queue.get(mid)
+    if items is None:
+        queue[mid] = [notif]
+        return 1
+    size = max(int(ps.queue[row]) - reserve, 1) if ps.queue[row] else 0
+    if size and len(items) >= size:
+        del items[: len(items) - size + 1]
+    items.append(notif)
+    return 1
 
 
 def encode_rows(pub: FastPublisher, tids: np.ndarray, handles: np.ndarray) -> bytes:
@@ -215,28 +290,56 @@ def encode_rows(pub: FastPublisher, tids: np.ndarray, handles: np.ndarray) -> by
 
 
 class PackedRegistry:
-    """Every subscription's packed items for one publisher, and the lookups the hot path needs."""
+    """Every subscription's packed items for one publisher, and the lookups the hot path needs.
+
+    A packed item exists only here (issue 21: asyncua's records of a monitored item, its
+    ``MonitoredItemData``, ``MonitoredItemValues``, the request's ``ReadValueId`` and filter, three
+    handle maps and a callback in the tag's Value record, were ~1.6 KB each): :meth:`take_up` moves
+    an item out of the library's tables into a row of its subscription's arrays, :meth:`restore`
+    puts the same records back when the item stops being plain (SetMonitoringMode,
+    ModifyMonitoredItems) or its tag leaves the plant, :meth:`drop_mid` / :meth:`drop_subscription`
+    delete it (DeleteMonitoredItems, a deleted subscription or session)."""
 
     def __init__(self, pub: FastPublisher) -> None:
         self.pub = pub
         self.subs: dict[int, PackedSubscription] = {}  # id(isub) -> its packed items
-        self.by_handle: dict[int, tuple[PackedSubscription, int]] = {}  # callback handle -> (sub, row)
         self.packed_per_tag = np.zeros(0, dtype=np.int32)  # packed items per tag (all subscriptions)
+        self.ns: int | None = None  # namespace of the plant's tag nodes (their NodeIds are rebuilt from it)
 
-    def rebind(self, n_tags: int, tid_map: dict[int, int] | None) -> None:
-        """A new plant: items move with their tags (``tid_map``: old id -> new id); others are dropped."""
-        old = list(self.by_handle.items())
-        self.subs, self.by_handle = {}, {}
+    @property
+    def count(self) -> int:
+        return sum(len(ps) for ps in self.subs.values())
+
+    def rebind(self, n_tags: int, tid_map: dict[int, int] | None, old_keys: list[str] | None = None) -> None:
+        """A new plant: items move with their tags (``tid_map``: old id -> new id); the items of
+        tags that left go back to the library's tables (``old_keys``: the old plant's tag keys)."""
+        old = [(ps, ps.live_rows()) for ps in self.subs.values()]
+        self.subs = {}
         self.packed_per_tag = np.zeros(n_tags, dtype=np.int32)
         self.pub._lib_dirty = True
-        for handle, (ps, row) in old:
-            new_tid = tid_map.get(int(ps.tids[row])) if tid_map else None
-            mdata = ps.mis._monitored_items.get(ps.mids[row])
-            if new_tid is not None and mdata is not None:
-                self.add(ps.isub, ps.mis, new_tid, ps.mids[row], handle, mdata)
+        for ps, rows in old:
+            fresh = PackedSubscription(ps.isub, ps.mis, n_tags)
+            for row in rows.tolist():
+                old_tid = int(ps.tids[row])
+                new_tid = tid_map.get(old_tid) if tid_map else None
+                item = _RowItem(ps, row)
+                if new_tid is not None and fresh.add(new_tid, int(ps.mids[row]), int(ps.cb_handles[row]),
+                                                     item) is not None:
+                    new_row = fresh.row_of(int(ps.mids[row]))
+                    fresh.pending[new_row] = ps.pending[row]
+                    self.packed_per_tag[new_tid] += 1
+                else:
+                    key = old_keys[old_tid] if old_keys and 0 <= old_tid < len(old_keys) else None
+                    self._give_back(ps, row, key, None)
+            if len(fresh):
+                self.subs[id(ps.isub)] = fresh
+            else:
+                _SUBSCRIPTIONS.pop(id(ps.isub), None)
+                ps.isub._triggered_datachanges.pop(PACKED_KEY, None)
 
     def add(self, isub: InternalSubscription, mis: MonitoredItemService, tid: int, mid: int, handle: int,
             mdata: MonitoredItemData) -> bool:
+        """Rows for an item (the arrays only; :meth:`take_up` also moves it out of the library's tables)."""
         ps = self.subs.get(id(isub))
         if ps is None:
             ps = self.subs[id(isub)] = PackedSubscription(isub, mis, len(self.packed_per_tag))
@@ -244,35 +347,142 @@ class PackedRegistry:
         row = ps.add(tid, mid, handle, mdata)
         if row is None:
             return False
-        self.by_handle[handle] = (ps, row)
         self.packed_per_tag[tid] += 1
         self.pub._lib_dirty = True
         return True
 
-    def drop(self, handle: int, spill: bool = True) -> None:
-        """The item with this callback handle leaves the packed path (deleted: ``spill`` False; or no
-        longer plain: its pending value goes to the library's queue)."""
-        entry = self.by_handle.pop(handle, None)
-        if entry is None:
-            return
-        ps, row = entry
+    def take_up(self, mis: MonitoredItemService, tid: int, mid: int, handle: int, mdata: MonitoredItemData,
+                record: Any) -> bool:
+        """A plain item of tag ``tid`` (``record``: the tag's Value record) leaves asyncua's tables for
+        a row here; False when it cannot (it stays the library's)."""
+        rvi = mdata.read_value_id
+        aspace = mis.aspace
+        if rvi is None or int(rvi.AttributeId) != _VALUE_ATTR or rvi.IndexRange not in (None, ""):
+            return False
+        enc = rvi.DataEncoding
+        if enc is not None and (enc.NamespaceIndex or enc.Name):
+            return False
+        if not 0 <= tid < len(self.pub._tags) or rvi.NodeId != self.tag_nodeid(self.pub._tags[tid].key,
+                                                                              rvi.NodeId.NamespaceIndex):
+            return False
+        if self.ns is None:
+            self.ns = rvi.NodeId.NamespaceIndex
+        elif self.ns != rvi.NodeId.NamespaceIndex:
+            return False
+        callbacks = record.datachange_callbacks
+        if mis._monitored_items.get(mid) is not mdata or mis._monitored_datachange.get(handle) != mid \
+                or handle not in callbacks or handle not in aspace._handle_to_attribute_map:
+            return False
+        if not self.add(mis.isub, mis, tid, mid, handle, mdata):
+            return False
+        del mis._monitored_items[mid]
+        del mis._monitored_datachange[handle]
+        del aspace._handle_to_attribute_map[handle]
+        del callbacks[handle]  # the last one: the publisher lets go of the record
+        return True
+
+    @staticmethod
+    def tag_nodeid(key: str, ns: int) -> ua.NodeId:
+        return ua.NodeId(key, ns, ua.NodeIdType.String)
+
+    def _locate(self, mis: MonitoredItemService, mid: int) -> tuple[PackedSubscription, int] | None:
+        ps = self.subs.get(id(mis.isub))
+        if ps is None or ps.mis is not mis:
+            return None
+        row = ps.row_of(mid)
+        return (ps, row) if row >= 0 else None
+
+    def is_packed(self, mis: MonitoredItemService, mid: int) -> bool:
+        return self._locate(mis, mid) is not None
+
+    def restore(self, mis: MonitoredItemService, mid: int) -> bool:
+        """Packed item ``mid`` goes back to the library's tables (as it was, its pending value queued
+        the library's way): SetMonitoringMode/ModifyMonitoredItems change it next. False: not packed."""
+        at = self._locate(mis, mid)
+        if at is None:
+            return False
+        ps, row = at
         tid = int(ps.tids[row])
-        if spill and ps.pending[row] and 0 <= tid < len(self.packed_per_tag):
-            self.pub.spill_rows(ps, np.array([row]), 0)  # its pending value still goes out, the library's way
+        self._give_back(ps, row, self.pub._tags[tid].key, tid)
+        self._forget(ps, row, tid)
+        return True
+
+    def _give_back(self, ps: PackedSubscription, row: int, key: str | None, tid: int | None) -> None:
+        """asyncua's records of a packed item, rebuilt: ``MonitoredItemData`` in the subscription's
+        tables, the callback handle in the address space's map and, when its tag ``tid`` is in the
+        plant, in the tag's Value record (else the item stays, silent, until the client deletes it)."""
+        mis = ps.mis
+        mid, handle = int(ps.mids[row]), int(ps.cb_handles[row])
+        nodeid = self.tag_nodeid(key, self.ns if self.ns is not None else 0) if key is not None else ua.NodeId()
+        mdata = MonitoredItemData()
+        mdata.client_handle = int(ps.handles[row])
+        mdata.callback_handle = handle
+        mdata.monitored_item_id = mid
+        mdata.mode = _REPORTING
+        mdata.read_value_id = ua.ReadValueId(NodeId=nodeid, AttributeId=ua.AttributeIds.Value,
+                                             IndexRange="" if ps.flags[row] & FLAG_EMPTY_RANGE else None)
+        mdata.filter = ps.filter_of(row)
+        mdata.queue_size = int(ps.queue[row])
+        mdata.edge_sampling_ns = 0  # the adapter's sampling state (packed: none)
+        mdata.edge_sampled_ns = time.monotonic_ns()
+        if tid is not None:
+            mdata.mvalue.current_dvalue = self.pub.read_value(tid)  # the last value this item was sent
+        mis._monitored_items[mid] = mdata
+        mis._monitored_datachange[handle] = mid
+        mis.aspace._handle_to_attribute_map[handle] = (nodeid, ua.AttributeIds.Value)
+        if tid is not None:
+            if ps.pending[row]:  # its newest value still goes out, now from the library's queue
+                ps.pending[row] = False
+                self.pub.stats.notifications += asyncua_adapter.enqueue(mis, mid, mdata, self.pub.read_value(tid),
+                                                                        self.pub._spawn)
+            # the record asyncua reaches through the node table (a cached node may hold an earlier one)
+            node = mis.aspace._nodes.get(nodeid)
+            record = node.attributes[ua.AttributeIds.Value] if node is not None else self.pub.value_record(tid)
+            record.datachange_callbacks[handle] = mis.datachange_callback
+
+    def _forget(self, ps: PackedSubscription, row: int, tid: int) -> None:
         ps.remove(row)
         if 0 <= tid < len(self.packed_per_tag):
             self.packed_per_tag[tid] -= 1
-            self.pub._lib_dirty = True
+        self.pub._lib_dirty = True
         if not len(ps):
-            self.subs.pop(id(ps.isub), None)
-            ps.isub._triggered_datachanges.pop(PACKED_KEY, None)
-            _SUBSCRIPTIONS.pop(id(ps.isub), None)
+            self._drop_sub(ps)
 
-    def drop_item(self, mis: MonitoredItemService, mid: int) -> None:
-        """SetMonitoringMode/ModifyMonitoredItems changed an item: back to the library's path."""
-        mdata = mis._monitored_items.get(mid)
-        if mdata is not None and mdata.callback_handle in self.by_handle:
-            self.drop(mdata.callback_handle)
+    def _drop_sub(self, ps: PackedSubscription) -> None:
+        self.subs.pop(id(ps.isub), None)
+        ps.isub._triggered_datachanges.pop(PACKED_KEY, None)
+        _SUBSCRIPTIONS.pop(id(ps.isub), None)
+
+    def drop_mid(self, mis: MonitoredItemService, mid: int) -> bool:
+        """DeleteMonitoredItems of a packed item (what the library does for its own: values it
+        already queued still go out); False when ``mid`` is not packed."""
+        at = self._locate(mis, mid)
+        if at is None:
+            return False
+        ps, row = at
+        self._forget(ps, row, int(ps.tids[row]))
+        return True
+
+    def drop_subscription(self, isub: InternalSubscription) -> None:
+        """Every packed item of a subscription that is being deleted."""
+        ps = self.subs.get(id(isub))
+        if ps is None:
+            return
+        tids = ps.tids[ps.live_rows()]
+        tids = tids[(tids >= 0) & (tids < len(self.packed_per_tag))]
+        np.subtract.at(self.packed_per_tag, tids, 1)
+        self.pub._lib_dirty = True
+        self._drop_sub(ps)
+
+
+class _RowItem:
+    """A packed row seen as the fields :meth:`PackedSubscription.add` reads (moving it to a new plant)."""
+
+    def __init__(self, ps: PackedSubscription, row: int) -> None:
+        self.client_handle = int(ps.handles[row])
+        self.queue_size = int(ps.queue[row])
+        self.read_value_id = ua.ReadValueId(IndexRange="" if ps.flags[row] & FLAG_EMPTY_RANGE else None)
+        self.filter = ps.filter_of(row)
 
 
 class PackedDataChange(ua.DataChangeNotification):
@@ -294,6 +504,9 @@ class _Previous:
     pop: Any = None
     set_mode: Any = None
     modify: Any = None
+    create: Any = None
+    delete: Any = None
+    delete_all: Any = None
 
 
 def _registry_of(isub: InternalSubscription) -> PackedRegistry | None:
@@ -305,11 +518,14 @@ def _registry_of(isub: InternalSubscription) -> PackedRegistry | None:
 
 def _pop_triggered_datachanges(self: InternalSubscription, result: ua.PublishResult) -> None:
     reg = _registry_of(self)
-    self._triggered_datachanges.pop(PACKED_KEY, None)
+    queue = self._triggered_datachanges
+    queue.pop(PACKED_KEY, None)
     count, blob = (0, b"")
     if reg is not None:
         ps = reg.subs.get(id(self))
         if ps is not None:
+            if queue:
+                _superseded(ps, queue)
             count, blob = ps.take(reg.pub)
     _Previous.pop(self, result)
     if not count:
@@ -324,17 +540,65 @@ def _pop_triggered_datachanges(self: InternalSubscription, result: ua.PublishRes
         data[at] = notif
 
 
+def _superseded(ps: PackedSubscription, queue: dict[int, list[Any]]) -> None:
+    """A packed item of queue size 1 with a newer value pending: the value it queued the library's
+    way before it was packed (its initial value) is superseded, as a queue of one keeps the newest."""
+    for mid in list(queue):
+        row = ps.row_of(mid)
+        if row >= 0 and ps.pending[row] and ps.queue[row] == 1:
+            del queue[mid]
+
+
+async def _create_data_change_monitored_item(self: MonitoredItemService, params: ua.MonitoredItemCreateRequest
+                                             ) -> ua.MonitoredItemCreateResult:
+    """A new item that is plain is packed at once (its initial value was queued the library's way)."""
+    result = await _Previous.create(self, params)
+    if result.StatusCode.is_good():
+        mdata = self._monitored_items.get(result.MonitoredItemId)
+        if mdata is not None and mdata.callback_handle is not None:
+            _take_up_new(self, result.MonitoredItemId, mdata)
+    return result
+
+
+def _take_up_new(mis: MonitoredItemService, mid: int, mdata: MonitoredItemData) -> None:
+    handle = mdata.callback_handle
+    entry = mis.aspace._handle_to_attribute_map.get(handle)
+    if entry is None or int(entry[1]) != _VALUE_ATTR:
+        return
+    node = mis.aspace._nodes.get(entry[0])
+    record = node.attributes.get(ua.AttributeIds.Value) if node is not None else None
+    watchers = getattr(record, "datachange_callbacks", None)
+    owner = getattr(watchers, "owner", None)  # a tag's Value record: fastpath._Watchers
+    take_up = getattr(owner, "take_up", None)
+    if take_up is not None:
+        take_up(mis, mid, handle, mdata, watchers.tid, record)  # type: ignore[union-attr]
+
+
+def _delete_monitored_items(self: MonitoredItemService, mid: int) -> ua.StatusCode:
+    reg = _registry_of(self.isub)
+    if reg is not None and reg.drop_mid(self, mid):
+        return ua.StatusCode()
+    return _Previous.delete(self, mid)
+
+
+def _delete_all_monitored_items(self: MonitoredItemService) -> None:
+    reg = _registry_of(self.isub)
+    if reg is not None:
+        reg.drop_subscription(self.isub)
+    _Previous.delete_all(self)
+
+
 async def _set_monitoring_mode(self: MonitoredItemService, mode: ua.MonitoringMode, mid: int) -> ua.StatusCode:
     reg = _registry_of(self.isub)
     if reg is not None:
-        reg.drop_item(self, mid)
+        reg.restore(self, mid)
     return await _Previous.set_mode(self, mode, mid)
 
 
 def _modify_monitored_item(self: MonitoredItemService, params: Any) -> Any:
     reg = _registry_of(self.isub)
     if reg is not None:
-        reg.drop_item(self, params.MonitoredItemId)
+        reg.restore(self, params.MonitoredItemId)
     return _Previous.modify(self, params)
 
 
@@ -368,9 +632,15 @@ def install() -> None:
     _Previous.pop = InternalSubscription._pop_triggered_datachanges
     _Previous.set_mode = MonitoredItemService._set_monitoring_mode
     _Previous.modify = MonitoredItemService._modify_monitored_item
+    _Previous.create = MonitoredItemService._create_data_change_monitored_item
+    _Previous.delete = MonitoredItemService._delete_monitored_items
+    _Previous.delete_all = MonitoredItemService.delete_all_monitored_items
     InternalSubscription._pop_triggered_datachanges = _pop_triggered_datachanges
     MonitoredItemService._set_monitoring_mode = _set_monitoring_mode
     MonitoredItemService._modify_monitored_item = _modify_monitored_item
+    MonitoredItemService._create_data_change_monitored_item = _create_data_change_monitored_item
+    MonitoredItemService._delete_monitored_items = _delete_monitored_items
+    MonitoredItemService.delete_all_monitored_items = _delete_all_monitored_items
 
 
 def uninstall() -> None:
@@ -379,7 +649,11 @@ def uninstall() -> None:
     InternalSubscription._pop_triggered_datachanges = _Previous.pop
     MonitoredItemService._set_monitoring_mode = _Previous.set_mode
     MonitoredItemService._modify_monitored_item = _Previous.modify
+    MonitoredItemService._create_data_change_monitored_item = _Previous.create
+    MonitoredItemService._delete_monitored_items = _Previous.delete
+    MonitoredItemService.delete_all_monitored_items = _Previous.delete_all
     _Previous.pop = _Previous.set_mode = _Previous.modify = None
+    _Previous.create = _Previous.delete = _Previous.delete_all = None
 
 
 asyncua_adapter.register_extension(install, uninstall, {PackedDataChange: encode_datachange})
