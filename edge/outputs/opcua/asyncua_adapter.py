@@ -21,8 +21,9 @@ Two replacements of the library's per-change work (measurements: docs/decisions/
    ``_modify_monitored_item``.
 
 4. **Extensions** (:func:`register_extension`): modules with more asyncua internals of their own
-   (:mod:`edge.outputs.opcua.packed`: data changes of plain items encoded a batch at a time)
-   register their install/uninstall pair and the encoders of their own notification classes;
+   (:mod:`edge.outputs.opcua.packed`: data changes of plain items encoded a batch at a time, and
+   those items kept as rows of arrays instead of asyncua's per-item records) register their
+   install/uninstall pair and the encoders of their own notification classes;
    they are installed and removed with the rest.
 
 5. **Nodes on first access** (:mod:`edge.outputs.opcua.lazy_nodes`): a fast server's own node

@@ -19,9 +19,10 @@
 Plain monitored items (reporting, no deadband filter, sampling as fast as the node changes, on a
 numeric tag) are taken up by the packed path on the fast path (:mod:`edge.outputs.opcua.packed`:
 pending flags per subscription, notifications encoded from this module's value arrays at
-publish time). A tag's Value record exists only while its node is built (nodes are built on
-demand, :mod:`edge.outputs.opcua.virtual`) or while it has monitored items (:class:`_Watchers`
-registers it here), so tags nobody reads or watches cost no Python objects.
+publish time; the items themselves are rows there, not asyncua records). A tag's Value record
+exists only while its node is built (nodes are built on demand, :mod:`edge.outputs.opcua.virtual`)
+or while it has monitored items the library's way (:class:`_Watchers` registers it here), so tags
+nobody reads or watches only through packed items cost no Python objects.
 
 Every asyncua internal this relies on is in :mod:`edge.outputs.opcua.asyncua_adapter` and its
 extension :mod:`edge.outputs.opcua.packed`;
