@@ -439,20 +439,20 @@ class PackedRegistry:
         mdata.queue_size = int(ps.queue[row])
         mdata.edge_sampling_ns = 0  # the adapter's sampling state (packed: none)
         mdata.edge_sampled_ns = time.monotonic_ns()
-        if tid is not None:
-            mdata.mvalue.current_dvalue = self.pub.read_value(tid)  # the last value this item was sent
         mis._monitored_items[mid] = mdata
         mis._monitored_datachange[handle] = mid
+        if tid is None:  # no node to reach any more: a delete finds nothing to unhook (and answers Good)
+            return
+        mdata.mvalue.current_dvalue = self.pub.read_value(tid)  # the last value this item was sent
         mis.aspace._handle_to_attribute_map[handle] = (nodeid, ua.AttributeIds.Value)
-        if tid is not None:
-            if ps.pending[row]:  # its newest value still goes out, now from the library's queue
-                ps.pending[row] = False
-                self.pub.stats.notifications += asyncua_adapter.enqueue(mis, mid, mdata, self.pub.read_value(tid),
-                                                                        self.pub._spawn)
-            # the record asyncua reaches through the node table (a cached node may hold an earlier one)
-            node = mis.aspace._nodes.get(nodeid)
-            record = node.attributes[ua.AttributeIds.Value] if node is not None else self.pub.value_record(tid)
-            record.datachange_callbacks[handle] = mis.datachange_callback
+        if ps.pending[row]:  # its newest value still goes out, now from the library's queue
+            ps.pending[row] = False
+            self.pub.stats.notifications += asyncua_adapter.enqueue(mis, mid, mdata, self.pub.read_value(tid),
+                                                                    self.pub._spawn)
+        # the record asyncua reaches through the node table (a cached node may hold an earlier one)
+        node = mis.aspace._nodes.get(nodeid)
+        record = node.attributes[ua.AttributeIds.Value] if node is not None else self.pub.value_record(tid)
+        record.datachange_callbacks[handle] = mis.datachange_callback
 
     def _forget(self, ps: PackedSubscription, row: int, tid: int) -> None:
         ps.remove(row)

@@ -211,3 +211,39 @@ async def test_packed_items_cost_a_few_hundred_bytes(users_file: Path) -> None:
             proc.kill()
             await proc.wait()
         await srv.stop()
+
+
+async def test_packed_items_follow_a_reload(users_file: Path) -> None:
+    """A reload moves packed items with their tags (new values still arrive); the item of a tag that
+    left the plant gets asyncua's records back, silent, and the client can still delete it."""
+    from opcua_helpers import make_plant
+    from test_opcua_history_reload import _with_meter3
+
+    plant = make_plant()
+    srv = OpcUaServer(plant, config(users_file, fast_path=True))
+    await srv.start()
+    rec = Recorder()
+    try:
+        c = Client(srv.endpoint_url, timeout=10)
+        c.set_user("victor")
+        c.set_password(PASSWORDS["victor"])
+        async with c:
+            sub = await c.create_subscription(50, rec)
+            keys = ["meter1.voltage", "meter2.current"]
+            results = await sub.create_monitored_items(
+                [_request(ua.NodeId(k, srv.ns, ua.NodeIdType.String), h + 1) for h, k in enumerate(keys)])
+            mids = [r if isinstance(r, int) else r.MonitoredItemId for r in results]
+            assert srv.publisher.packed.count == 2
+            new_plant = _with_meter3(plant)
+            assert "meter2.current" not in new_plant.tag_by_key()
+            await srv.reload(new_plant)
+            assert srv.publisher.packed.count == 1  # meter2.current's item is the library's again
+            v_new = tag_id(new_plant, "meter1.voltage")
+            srv.consume(SampleBatch("meter1", time.time_ns(), np.array([v_new], np.int32), np.array([231.0]),
+                                    np.zeros(1, np.uint8)))
+            assert await _until(lambda: rec.got.get(1, [])[-1:] == [231.0])
+            assert await c.uaclient.delete_monitored_items(ua.DeleteMonitoredItemsParameters(
+                SubscriptionId=sub.subscription_id, MonitoredItemIds=mids)) == [GOOD, GOOD]
+            assert srv.publisher.packed.count == 0
+    finally:
+        await srv.stop()
