@@ -190,9 +190,10 @@ async def test_hook_cannot_stop_or_stall_the_appliance(make_site, tmp_path, hook
         assert app.store.get(app.plant.tag_by_key()["good.v"].id)[:2] == (5.0, Quality.GOOD)
         assert app.store.get(app.plant.tag_by_key()["dev_x.raw"].id)[:2] == (21.0, Quality.GOOD)
         p99 = good_p99_ms(app, 3)
-        # floor 25 ms: the suite's parallel workers on 2 cores put ~25 ms of scheduling noise on any
-        # p99; the defect this guards against (a 0.5 s hook on the loop) gave 508 ms
-        assert p99 <= 2 * max(normal, 25.0), f"good device p99 {p99:.1f} ms, normal {normal:.1f} ms"
+        # floor 100 ms: the suite's parallel workers on 2 cores put scheduling noise on any p99 (88.5 ms
+        # against a normal 25.8 ms in one loaded run); the defect this guards against (a 0.5 s hook on
+        # the loop) gave 508 ms, over twice the bound
+        assert p99 <= 2 * max(normal, 100.0), f"good device p99 {p99:.1f} ms, normal {normal:.1f} ms"
     finally:
         await app.stop()
 

@@ -146,14 +146,18 @@ async def test_rule_switches_fan_coil_with_hysteresis_and_interlock_blocks_it(ma
     # interlock: the fan coil is in maintenance; a hot room no longer switches it on
     sim.set_value("fancoil", "maintenance", True)
     assert await wait_until(lambda: site.value("fancoil", "maintenance")[0] == 1.0, 5)
+    bad_quality = rule.bad_quality
     sim.set_value("room", "temperature", 28.0)
     assert await wait_until(lambda: rule.status.startswith("blocked by interlock"), 5), rule.status
     await asyncio.sleep(0.6)
     assert sim.get_value("fancoil", "fan") in (0, False)
-    assert "fan coil in maintenance" in rule.status and rule.blocked == 1
+    # one blocked episode; a poll that timed out on a starved machine makes its inputs Bad for a
+    # moment ("bad quality: not acting"), and blocking after it counts as a new episode
+    assert "fan coil in maintenance" in rule.status
+    assert 1 <= rule.blocked <= 1 + rule.bad_quality - bad_quality, (rule.blocked, rule.bad_quality, bad_quality)
     async with room.client(room.viewer) as http:
         shown = next(r for r in (await http.get("/api/rules")).json() if r["name"] == "cooling")
-    assert shown["status"].startswith("blocked by interlock") and shown["blocked"] == 1
+    assert shown["status"].startswith("blocked by interlock") and shown["blocked"] == rule.blocked
 
     # interlock released: the rule acts
     sim.set_value("fancoil", "maintenance", False)
