@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 CREATE INDEX IF NOT EXISTS batches_unsent ON batches(seq) WHERE sent = 0;
 CREATE INDEX IF NOT EXISTS batches_history ON batches(kind, source, ts_ns);
+-- the budget pass (every second) expires history by state and age: without these it read the whole table
+CREATE INDEX IF NOT EXISTS batches_acked ON batches(ts_ns) WHERE sent = 1;
+CREATE INDEX IF NOT EXISTS batches_rejected ON batches(ts_ns) WHERE sent = 2;
 CREATE TABLE IF NOT EXISTS cursors (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL
