@@ -82,7 +82,8 @@ class InfluxConfig(_Model):
     timeout_ms: Annotated[int, Field(ge=100, le=300_000)] = 10_000
     gzip: bool = True
     gzip_level: Annotated[int, Field(ge=1, le=9)] = Field(
-        1, description="1 compresses line protocol ~5x at a tenth of the CPU of level 9")
+        1, description="zlib's scale; compressed by ISA-L, whose levels 1-3 take 1-3, 4-6 and 7-9: 1 compresses "
+        "line protocol ~3.7x at a third of zlib's level-1 CPU")
     batch_max_points: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
     batch_max_bytes: Annotated[int, Field(ge=1024, le=256 << 20)] = Field(
         8 << 20, description="bound on one request's uncompressed line protocol")

@@ -34,7 +34,6 @@ import re
 import threading
 import time
 import traceback
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,17 @@ from urllib.parse import urlencode
 
 import numpy as np
 import urllib3
+
+try:  # Intel ISA-L's deflate: the same gzip stream at ~3x zlib's speed (docs/decisions.md)
+    from isal import isal_zlib as _deflate
+
+    def _compressobj(level: int) -> Any:
+        return _deflate.compressobj(_isal_level(level), _deflate.DEFLATED, 31)
+except ImportError:  # a platform without an isal wheel: zlib, same format
+    import zlib as _deflate  # type: ignore[no-redef]
+
+    def _compressobj(level: int) -> Any:
+        return _deflate.compressobj(level, _deflate.DEFLATED, 31)
 
 try:  # compiled line protocol of sample batches (edge/outputs/_lineproto.pyx); LineEncoder.samples otherwise
     from edge.outputs._lineproto import encode_samples as encode_samples_compiled
@@ -654,7 +664,7 @@ class _Body:
 
     def __init__(self, level: int) -> None:
         self.nbytes = 0  # uncompressed line protocol, newlines between lines included
-        self._z = zlib.compressobj(level, zlib.DEFLATED, 31) if level else None  # wbits 31: gzip format
+        self._z = _compressobj(level) if level else None  # wbits 31: gzip format
         self._parts: list[bytes] = []
 
     def add(self, line: str | bytes) -> None:
@@ -673,6 +683,12 @@ class _Body:
             self._parts.append(self._z.flush())
             self._z = None
         return b"".join(self._parts)
+
+
+def _isal_level(level: int) -> int:
+    """zlib's levels 1-9 on ISA-L's 1-3 (1-3 -> 1, 4-6 -> 2, 7-9 -> 3); ISA-L's 1 compresses line
+    protocol better than zlib's 1 (3.7x against 3.4x) at a third of its CPU."""
+    return min(3, (level - 1) // 3 + 1)
 
 
 def _release(e: BaseException) -> None:

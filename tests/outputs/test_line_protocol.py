@@ -113,3 +113,28 @@ def test_plugin_measurement_option(tmp_path, influxdb1):
         sp.close()
     names = {s[0] for s in influxdb1.query("SHOW MEASUREMENTS", db="edge")["results"][0]["series"][0]["values"]}
     assert names == {"acme pump", "meter"}  # a device without a plugin keeps its own name
+
+
+def test_request_bodies_are_gzip_that_the_standard_library_reads_at_every_level(monkeypatch):
+    """The forwarder's bodies are compressed by ISA-L (isal) where it is installed, by zlib
+    otherwise: both must give a gzip stream that another implementation (Python's gzip module)
+    reads back to the exact line protocol, at every configurable level."""
+    import gzip
+    import zlib
+
+    from edge.outputs import influx
+
+    lines = [f"plant,device=d{d},tag=t{t} value={d * 0.1 + t!r} {BASE_TS_NS + d}".encode()
+             for d in range(50) for t in range(20)]
+    rows = [b"\n".join(lines[i:i + 20]) for i in range(0, len(lines), 20)]
+    expect = b"\n".join(rows)
+    assert influx._deflate.__name__ == "isal.isal_zlib"  # setup.py requires it
+    for level in range(1, 10):
+        for make in (influx._compressobj, lambda lv: zlib.compressobj(lv, zlib.DEFLATED, 31)):
+            monkeypatch.setattr(influx, "_compressobj", make)
+            body = influx._Body(level)
+            for r in rows:
+                body.add(r)
+            assert body.nbytes == len(expect)
+            assert gzip.decompress(body.finish()) == expect
+    assert [influx._isal_level(v) for v in range(1, 10)] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
