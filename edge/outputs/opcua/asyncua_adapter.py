@@ -48,7 +48,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Container
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncua
@@ -234,6 +234,14 @@ def deliver_plain(attval: AttributeValue, dv: ua.DataValue, spawn: Spawn) -> int
     for handle, callback in callbacks:
         deliver_plain_one(callback, handle, dv, spawn)
     return len(callbacks)
+
+
+def gone_value() -> ua.DataValue:
+    """What a monitored item receives when its node leaves the address space (a reload took its
+    tag out of the plant): no value, Bad_NodeIdUnknown, stamped now."""
+    now = datetime.now(UTC)
+    return ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown), SourceTimestamp=now,
+                        ServerTimestamp=now)
 
 
 def deliver_plain_one(callback: Callable[..., Any], handle: int, dv: ua.DataValue, spawn: Spawn) -> None:

@@ -22,14 +22,17 @@ cannot occur in configured names, so these never collide.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 
 from edge.core.model import BusInfo, DeviceDiagnostics, DeviceInfo, TagInfo
+from edge.outputs.opcua.asyncua_adapter import Spawn, deliver_plain_one, gone_value
 from edge.outputs.opcua.lazy_nodes import PlantNodes, VirtualNode
 
 A = ua.AttributeIds
@@ -193,6 +196,16 @@ def _shared() -> _Shared:
     )
 
 
+_PENDING: set[asyncio.Task[Any]] = set()
+
+
+def _run_soon(coro: Any) -> None:
+    """A coroutine onto the running loop, referenced until it ends (a factory without a publisher)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
+
+
 class NodeFactory:
     """Adds and removes nodes in an asyncua address space without the node-management service."""
 
@@ -207,6 +220,7 @@ class NodeFactory:
         self._intervals: dict[float, AttributeValue] = {}
         self.node_type: type[NodeData] = NodeData  # VirtualNode in a factory that builds nodes on demand
         self.virtual_table: PlantNodes | None = None  # keeps references added to virtual nodes
+        self.spawn: Spawn = _run_soon  # runs the library's coroutine callbacks (the server sets its publisher's)
 
     def detached(self) -> NodeFactory:
         """A factory sharing this one's constant records that builds virtual nodes into a scratch
@@ -357,8 +371,8 @@ class NodeFactory:
         value = nd.attributes.get(A.Value)
         if value is not None:
             for handle, callback in list(value.datachange_callbacks.items()):
-                try:
-                    callback(handle, None, ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))
+                try:  # the item's last notification: Bad_NodeIdUnknown (asyncua's callback is a coroutine)
+                    deliver_plain_one(callback, handle, gone_value(), self.spawn)
                 finally:
                     self.aspace.delete_datachange_callback(handle)
         if isinstance(nd, VirtualNode):  # built from the plant: gone once the plant no longer has it

@@ -33,9 +33,9 @@ from the row: SetMonitoringMode and ModifyMonitoredItems (wrapped) put it back o
 path first (its pending value queued the library's way); it is packed again by the delivery path
 when it is plain again. DeleteMonitoredItems (``_delete_monitored_items``) and a deleted
 subscription or session (``delete_all_monitored_items``) drop rows without rebuilding anything.
-An item whose tag leaves the plant on a reload gets its records back (no callback: silent until
-the client deletes it). Internal (server-side) subscriptions never take this path: they read the
-objects, not the bytes.
+An item whose tag leaves the plant on a reload gets its records back and one last notification,
+Bad_NodeIdUnknown (no callback after it: silent until the client deletes it). Internal
+(server-side) subscriptions never take this path: they read the objects, not the bytes.
 
 Pinned to asyncua 2.1: ``InternalSubscription._triggered_datachanges`` and
 ``_pop_triggered_datachanges``, ``MonitoredItemService._monitored_items``/``_monitored_datachange``/
@@ -424,7 +424,7 @@ class PackedRegistry:
     def _give_back(self, ps: PackedSubscription, row: int, key: str | None, tid: int | None) -> None:
         """asyncua's records of a packed item, rebuilt: ``MonitoredItemData`` in the subscription's
         tables, the callback handle in the address space's map and, when its tag ``tid`` is in the
-        plant, in the tag's Value record (else the item stays, silent, until the client deletes it)."""
+        plant, in the tag's Value record (else it is sent Bad_NodeIdUnknown and stays until the client deletes it)."""
         mis = ps.mis
         mid, handle = int(ps.mids[row]), int(ps.cb_handles[row])
         nodeid = self.tag_nodeid(key, self.ns if self.ns is not None else 0) if key is not None else ua.NodeId()
@@ -441,7 +441,9 @@ class PackedRegistry:
         mdata.edge_sampled_ns = time.monotonic_ns()
         mis._monitored_items[mid] = mdata
         mis._monitored_datachange[handle] = mid
-        if tid is None:  # no node to reach any more: a delete finds nothing to unhook (and answers Good)
+        if tid is None:  # no node to reach any more: told so once; a delete finds nothing to unhook (answers Good)
+            self.pub.stats.notifications += asyncua_adapter.enqueue(mis, mid, mdata, asyncua_adapter.gone_value(),
+                                                                    self.pub._spawn)
             return
         mdata.mvalue.current_dvalue = self.pub.read_value(tid)  # the last value this item was sent
         mis.aspace._handle_to_attribute_map[handle] = (nodeid, ua.AttributeIds.Value)

@@ -196,6 +196,7 @@ class OpcUaServer:
         the same nodes are built once and stored in asyncua's own table (~8 KB per tag)."""
         iserver = server.iserver
         self._factory = NodeFactory(iserver.aspace, self.ns)
+        self._factory.spawn = self.publisher._spawn  # items of removed nodes are told (Bad_NodeIdUnknown)
         build = self._virtual_build
         table = lazy_nodes.install(iserver.aspace, self.ns, build) if fast else lazy_nodes.PlantNodes({}, self.ns, build)
         self._factory.virtual_table = table

@@ -247,3 +247,58 @@ async def test_packed_items_follow_a_reload(users_file: Path) -> None:
             assert srv.publisher.packed.count == 0
     finally:
         await srv.stop()
+
+
+
+class StatusRecorder:
+    """Every notification's value and StatusCode, by client handle."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, list[tuple[float | None, int]]] = {}
+
+    def datachange_notification(self, node, val, data) -> None:  # noqa: ANN001 - asyncua's signature
+        item = data.monitored_item
+        self.got.setdefault(item.ClientHandle, []).append((val, item.Value.StatusCode.value))
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "plain"])
+async def test_items_of_a_tag_removed_by_a_reload_get_bad_node_id_unknown(users_file: Path, fast_path: bool) -> None:
+    """A client watching a tag that a reload takes out of the plant is told: its item gets one
+    notification with Bad_NodeIdUnknown (documented in OpcUaServer.reload). Before, packed items were
+    given back silently and the library's items were handed a coroutine nobody awaited (a
+    RuntimeWarning, nothing sent), so the client kept showing the last Good value. The other item
+    keeps receiving values and both items can still be deleted."""
+    from opcua_helpers import make_plant
+    from test_opcua_history_reload import _with_meter3
+
+    plant = make_plant()
+    srv = OpcUaServer(plant, config(users_file, fast_path=fast_path))
+    await srv.start()
+    rec = StatusRecorder()
+    bad = ua.StatusCodes.BadNodeIdUnknown
+    try:
+        c = Client(srv.endpoint_url, timeout=10)
+        c.set_user("victor")
+        c.set_password(PASSWORDS["victor"])
+        async with c:
+            sub = await c.create_subscription(50, rec)
+            keys = ["meter1.voltage", "meter2.current"]
+            results = await sub.create_monitored_items(
+                [_request(ua.NodeId(k, srv.ns, ua.NodeIdType.String), h + 1) for h, k in enumerate(keys)])
+            mids = [r if isinstance(r, int) else r.MonitoredItemId for r in results]
+            assert await _until(lambda: len(rec.got.get(2, [])) >= 1)  # the initial value
+            new_plant = _with_meter3(plant)
+            assert "meter2.current" not in new_plant.tag_by_key()
+            await srv.reload(new_plant)
+            assert await _until(lambda: any(code == bad for _, code in rec.got.get(2, []))), rec.got.get(2)
+            v_new = tag_id(new_plant, "meter1.voltage")
+            srv.consume(SampleBatch("meter1", time.time_ns(), np.array([v_new], np.int32), np.array([232.0]),
+                                    np.zeros(1, np.uint8)))
+            assert await _until(lambda: rec.got.get(1, [])[-1:] == [(232.0, 0)])
+            assert not any(code == bad for _, code in rec.got.get(1, []))
+            assert [code for _, code in rec.got[2]].count(bad) == 1
+            assert await c.uaclient.delete_monitored_items(ua.DeleteMonitoredItemsParameters(
+                SubscriptionId=sub.subscription_id, MonitoredItemIds=mids)) == [GOOD, GOOD]
+            await sub.delete()
+    finally:
+        await srv.stop()
