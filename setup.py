@@ -57,9 +57,9 @@ setup(
         # client.py, sim/servers.py): pinned to the minor version it was tested with.
         "pymodbus>=3.16,<3.17",
         "pyserial>=3.5",
-        "influxdb-client>=1.40",
-        # The forwarder and `edge grafana push` speak HTTP through urllib3 (never urllib3-future: a drop-in
-        # fork that replaces urllib3's files, pulled by grafana-client/niquests; docs/decisions.md).
+        # The forwarder (both write APIs) and `edge grafana push` speak HTTP through urllib3 (never
+        # urllib3-future: a drop-in fork that replaces urllib3's files, pulled by grafana-client/niquests;
+        # docs/decisions.md).
         "urllib3>=1.26",
         "isal>=1.7,<2",  # gzip of the forwarder's requests (ISA-L: ~3x zlib's speed; public zlib-like API)
         "PyYAML>=6.0",
@@ -82,7 +82,8 @@ setup(
         # `edge grafana build|push`: dashboards are built with the SDK (only there).
         "grafana": ["grafana-foundation-sdk>=1769699998!10.1.0"],
         "test": ["Cython>=3.0", "pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.2", "hypothesis>=6.90", "ruff>=0.5",
-                 "tsdownsample>=0.1.3", "schemathesis>=3.30", "selenium>=4.20", "httpx>=0.27",
+                 "tsdownsample>=0.1.3", "influxdb-client>=1.40",  # bench/spool.py's baseline writer
+                 "schemathesis>=3.30", "selenium>=4.20", "httpx>=0.27",
                  "grpcio-tools>=1.85",  # protoc: checks that sparkplug_b_pb2.py matches sparkplug_b.proto
                  # the type check of edge/ and drivers/ (provisioning/test.sh): mypy and the stubs it needs
                  "mypy>=1.10", "types-PyYAML", "types-psutil", "types-protobuf", "types-pyserial",

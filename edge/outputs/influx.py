@@ -59,8 +59,6 @@ try:  # compiled line protocol of sample batches (edge/outputs/_lineproto.pyx); 
     from edge.outputs._lineproto import encode_samples as encode_samples_compiled
 except ImportError:
     encode_samples_compiled = None  # type: ignore[assignment]
-from influxdb_client import InfluxDBClient, WriteService
-from influxdb_client.rest import ApiException
 
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.core.model import DeviceDiagnostics, Plant
@@ -288,6 +286,20 @@ CONFIG_ERRORS_V1 = {401: "user or password refused (401)", 403: "user lacks writ
 STATES = ("starting", "ok", "retrying", "refused", "stopped")
 
 
+USER_AGENT = "ot-edge-appliance-forwarder"
+
+
+class HttpStatusError(Exception):
+    """The server answered a write with a status outside 2xx (``body``: the start of its answer)."""
+
+    def __init__(self, status: int, reason: str, body: str = "", headers: Any = None) -> None:
+        super().__init__(f"HTTP {status}: {body or reason}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+        self.headers = headers or {}
+
+
 class ServerRejected(Exception):
     """The server refused a request with a 4xx that retrying will not fix."""
 
@@ -341,7 +353,6 @@ class InfluxForwarder:
         self.c = ForwarderCounters()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client: InfluxDBClient | None = None
         self._marks: deque[tuple[float, int]] = deque()  # (monotonic time, spool.last_seq)
         self._live_after = 0  # rows with seq > this are live
         self._tokens = 0.0
@@ -358,11 +369,7 @@ class InfluxForwarder:
     def start(self) -> None:
         """Create the client and start the sending thread; rows already spooled are the backlog."""
         cfg = self.config
-        # gzip is applied here (level cfg.gzip_level) rather than by the client (always level 9, ~10x the CPU)
-        # the client's own org is never used: every write names its organisation (_post)
-        self._client = InfluxDBClient(url=cfg.url, token=cfg.resolved_token(), org=cfg.org, timeout=cfg.timeout_ms,
-                                      enable_gzip=False)
-        self._writes = WriteService(self._client.api_client)
+        # both write APIs are plain HTTP POSTs through urllib3 (no influxdb-client: docs/decisions/spool.md)
         self._http = urllib3.PoolManager(num_pools=2, maxsize=1, retries=False,
                                          timeout=urllib3.Timeout(total=cfg.timeout_ms / 1000))
         self._live_after = self.spool.last_seq
@@ -379,8 +386,6 @@ class InfluxForwarder:
         if self._supervisor is not None:
             self._supervisor.join(timeout_s)
             ok = not self._supervisor.is_alive()
-        if ok and self._client is not None:
-            self._client.close()
         if ok and self._http is not None:
             self._http.clear()
         self.c.state = "stopped"
@@ -455,7 +460,7 @@ class InfluxForwarder:
             if e.status == 404 and self.config.api == "auto" and self._redetect():
                 return "down", 0.0  # the server speaks the other write API: try again at once
             return "config", self._config_error(e)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        except (HttpStatusError, urllib3.exceptions.HTTPError, OSError) as e:
             _release(e)
             return "down", self._server_down(e, backoff)
         except Exception as e:  # noqa: BLE001 - contained: counted, reported, retried with back-off
@@ -547,7 +552,7 @@ class InfluxForwarder:
             if nbytes:
                 self.c.requests += 1
                 self._post(body.finish())
-        except ApiException as e:
+        except HttpStatusError as e:
             status = int(e.status or 0)
             if status in (400, 422) or (status == 413 and len(rows) > 1):
                 if status == 413:
@@ -565,33 +570,29 @@ class InfluxForwarder:
         self.c.last_ok_ns = self.wall_ns()
 
     def _post(self, data: bytes) -> None:
-        """One synchronous request to the server's write endpoint (precision ns)."""
-        if self._api == "v1":
-            self._post_v1(data)
-            return
-        kw = {"content_encoding": "gzip"} if self.config.gzip else {}
-        self._writes.post_write(org=self.config.org or "-", bucket=self.config.bucket, body=data, precision="ns",
-                                content_type="text/plain; charset=utf-8", **kw)
-
-    def _post_v1(self, data: bytes) -> None:
-        """``POST /write?db=&rp=&precision=ns`` (InfluxDB 1.x); a non-2xx answer raises ApiException."""
+        """One synchronous request to the server's write endpoint (precision ns): ``POST
+        /api/v2/write?org=&bucket=`` (token auth) or, for InfluxDB 1.x, ``POST /write?db=&rp=``
+        (basic auth when a user is set, else the token). A non-2xx answer raises HttpStatusError."""
         assert self._http is not None
         cfg = self.config
-        db, rp = cfg.v1_target()
-        query = {"db": db, "precision": "ns"} | ({"rp": rp} if rp else {})
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        headers = {"Content-Type": "text/plain; charset=utf-8", "User-Agent": USER_AGENT}
         if cfg.gzip:
             headers["Content-Encoding"] = "gzip"
-        if cfg.username is not None:
-            headers.update(urllib3.make_headers(basic_auth=f"{cfg.username}:{cfg.password or ''}"))
-        elif token := cfg.resolved_token():
+        token: str | None = cfg.resolved_token()
+        if self._api == "v1":
+            db, rp = cfg.v1_target()
+            url = f"{cfg.url}/write?" + urlencode({"db": db, "precision": "ns"} | ({"rp": rp} if rp else {}))
+            if cfg.username is not None:
+                headers.update(urllib3.make_headers(basic_auth=f"{cfg.username}:{cfg.password or ''}"))
+                token = None
+        else:
+            url = f"{cfg.url}/api/v2/write?" + urlencode({"org": cfg.org or "-", "bucket": cfg.bucket,
+                                                          "precision": "ns"})
+        if token:
             headers["Authorization"] = f"Token {token}"
-        r = self._http.request("POST", f"{cfg.url}/write?{urlencode(query)}", body=data, headers=headers)
+        r = self._http.request("POST", url, body=data, headers=headers)
         if r.status >= 300:
-            e = ApiException(status=r.status, reason=r.reason)
-            e.body = r.data.decode("utf-8", "replace")[:300]
-            e.headers = r.headers
-            raise e
+            raise HttpStatusError(r.status, r.reason or "", r.data.decode("utf-8", "replace")[:300], r.headers)
 
     def _bisect(self, rows: list[Row], status: int, reason: str) -> None:
         if len(rows) == 1:
@@ -719,7 +720,7 @@ def describe_error(e: BaseException, timeout_ms: int = 0) -> str:
     reason = getattr(e, "reason", None)
     if isinstance(e, urllib3.exceptions.MaxRetryError) and isinstance(reason, BaseException):
         return describe_error(reason, timeout_ms)
-    if isinstance(e, ApiException) and e.status:
+    if isinstance(e, HttpStatusError) and e.status:
         return f"HTTP {e.status}: {_reason(e)}"
     if isinstance(e, urllib3.exceptions.NameResolutionError):
         return "host name not resolved"

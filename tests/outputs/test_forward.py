@@ -1,4 +1,4 @@
-"""Forwarding from the spool to a real VictoriaMetrics (influxdb-client v2 writes): counts, outage, errors."""
+"""Forwarding from the spool to a real VictoriaMetrics (v2 writes): counts, outage, errors."""
 from __future__ import annotations
 
 import asyncio
@@ -262,3 +262,67 @@ def test_an_undecodable_row_is_set_aside_counted_and_does_not_block_the_rest(tmp
     assert (len(missing), dupes, len(wrong), len(unexpected), raw) == (0, 0, 0, 0, 20)
     with sqlite3.connect(tmp_path / "s.db") as conn:  # kept for inspection, marked rejected
         assert conn.execute("SELECT seq, sent FROM batches").fetchall() == [(2, 2)]
+
+
+def test_v2_write_request_has_the_documented_shape_and_a_401_is_a_config_error(tmp_path):
+    """The v2 write as InfluxDB's API reference documents it (``POST /api/v2/write?org=&bucket=&precision=``,
+    ``Authorization: Token``, gzip body), recorded by a stdlib HTTP server (a recorder, not a time-series
+    server: no real server here checks a token; VictoriaMetrics and InfluxDB 1.x check the data above).
+    The forwarder posts through urllib3 since influxdb-client left the runtime; a 401 with InfluxDB's
+    JSON error body is a configuration error that names the token."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+    status = [204]
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(status[0])
+            if status[0] == 401:
+                answer = b'{"code":"unauthorized","message":"unauthorized access"}'
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+            else:
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    plant = demo_plant(1, 5)
+    sp = Spool(tmp_path / "s.db", plant, SpoolConfig(commit_interval_ms=20, retention_s=0))
+    sp.start()
+    fw = InfluxForwarder(sp, InfluxConfig(url=f"http://127.0.0.1:{httpd.server_address[1]}", bucket="edge/autogen",
+                                          org="acme plant", token="s3cret", api="v2", client_error_retry_ms=600_000))
+    fw.start()
+    try:
+        sp.append_samples(batch_for(plant, 0, 0))
+        assert sp.flush()
+        assert wait_until(lambda: sp.stats()["unsent_rows"] == 0, 30), fw.stats()
+        path, headers, body = seen[0]
+        assert path == "/api/v2/write?org=acme+plant&bucket=edge%2Fautogen&precision=ns"
+        assert headers["authorization"] == "Token s3cret"
+        assert headers["content-encoding"] == "gzip" and headers["content-type"].startswith("text/plain")
+        lines = gzip.decompress(body).decode().split("\n")
+        assert len(lines) == 1 and lines[0].startswith("dev00,site=demo,"), lines  # one device row
+        assert [f.split("=")[0] for f in lines[0].split(" ")[1].split(",")][::2] == [f"t00{i}" for i in range(5)]
+        status[0] = 401
+        sp.append_samples(batch_for(plant, 0, 1))
+        assert sp.flush()
+        assert wait_until(lambda: fw.stats()["config_errors"] >= 1, 30), fw.stats()
+        fs = fw.stats()
+        assert fs["state"] == "refused" and fs["last_error_status"] == 401
+        assert "token refused (401)" in fs["last_error"], fs["last_error"]
+        assert sp.stats()["unsent_points"] == 5
+    finally:
+        assert fw.close(5) and sp.close()
+        httpd.shutdown()
+        httpd.server_close()

@@ -8,7 +8,7 @@ import inspect
 import shutil
 from pathlib import Path
 
-LIBRARIES = ("asyncua", "pymodbus", "serial", "influxdb_client", "urllib3", "yaml", "pydantic", "numpy")
+LIBRARIES = ("asyncua", "pymodbus", "serial", "isal", "urllib3", "yaml", "pydantic", "numpy")
 OPTIONAL = {"grafana_foundation_sdk": "edge grafana build|push (pip install 'ot-edge-appliance[grafana]')"}
 TOOLS = {"socat": "serial line pairs for the simulator", "mbpoll": "independent Modbus master (tests)",
          "victoria-metrics": "time-series server (tests)", "influxd": "InfluxDB 1.x (tests)"}
