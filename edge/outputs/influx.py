@@ -64,6 +64,7 @@ from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.core.model import DeviceDiagnostics, Plant
 from edge.core.supervise import SupervisedThread
 from edge.storage.spool import (
+    HEALTH_MANY,
     KIND_ALARM,
     KIND_HEALTH,
     KIND_SAMPLES,
@@ -73,6 +74,7 @@ from edge.storage.spool import (
     Spool,
     decode_alarm,
     decode_health,
+    decode_health_many,
     decode_samples,
     decode_windows,
 )
@@ -119,6 +121,7 @@ class LineEncoder:
         self.config = config
         self._layouts: dict[int, _Layout] = {}
         self._health_prefix = f"{escape_key(config.health_measurement)},site="
+        self._keys: dict[str, str] = {}
 
     def layout(self, plant_id: int) -> _Layout:
         lay = self._layouts.get(plant_id)
@@ -213,13 +216,24 @@ class LineEncoder:
                          for (dev, start), f in lines.items() if f)
 
     def health(self, row: Row) -> str:
-        fields = decode_health(row.blob)
-        body = ",".join(f"{escape_key(k)}={v!r}" for k, v in fields.items() if math.isfinite(v))
-        if not body:
-            return ""
-        site = self.spool.plant_tags(row.plant).site
-        return f"{self._health_prefix}{escape_key(site)},source={escape_key(row.source)} {body} {row.ts_ns}"
+        """``edge_health`` lines: one for a source's row, one per source for a HEALTH_MANY row."""
+        records = decode_health_many(row.blob) if row.source == HEALTH_MANY else [(row.source, decode_health(row.blob))]
+        prefix = f"{self._health_prefix}{escape_key(self.spool.plant_tags(row.plant).site)},source="
+        lines = []
+        for source, fields in records:
+            body = ",".join(f"{self._key(k)}={v!r}" for k, v in fields.items() if math.isfinite(v))
+            if body:
+                lines.append(f"{prefix}{escape_key(source)} {body} {row.ts_ns}")
+        return "\n".join(lines)
 
+    def _key(self, key: str) -> str:
+        """A field key escaped once (health records repeat the same few dozen keys)."""
+        out = self._keys.get(key)
+        if out is None:
+            out = escape_key(key)
+            if len(self._keys) < 4096:
+                self._keys[key] = out
+        return out
 
     def alarm(self, row: Row) -> str:
         """One ``edge_alarms`` line: tags ``ALARM_TAGS`` (when set), every other key a field (docs/influx-schema.md)."""

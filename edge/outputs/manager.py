@@ -322,8 +322,7 @@ class Outputs:
             log.exception("OPC UA: publishing %s windows failed", batch.window)
 
     def _record_health(self, now_ns: int) -> None:
-        for diag in self.diagnostics():
-            self.spool.append_health(diag.name, now_ns, diagnostics_fields(diag))
+        self.spool.append_health_many(now_ns, [(d.name, diagnostics_fields(d)) for d in self.diagnostics()])
         delivery = self.delivery()
         fields = health_fields(self.appliance_stats()) | health_fields(delivery["spool"], "spool_") | LEDGER.fields()
         if delivery["forwarder"] is not None:

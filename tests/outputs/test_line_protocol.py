@@ -57,7 +57,10 @@ def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influ
                                                          "last_error": "x"}))
         diag = DeviceDiagnostics("pump 1", "line a", DeviceState.OFFLINE, polls_ok=7, timeouts=2,
                                  exceptions={2: 3}, latency_p99_ms=12.5)
-        sp.append_health("pump 1", ts, diagnostics_fields(diag))
+        sp.append_health("pump 1", ts, diagnostics_fields(diag))  # one row per source (rows of older spools)
+        later = [DeviceDiagnostics("meter", "line a", DeviceState.ONLINE, polls_ok=11, latency_p50_ms=0.25),
+                 DeviceDiagnostics("pump 1", "line a", DeviceState.ONLINE, polls_ok=8, exceptions={4: 1})]
+        sp.append_health_many(ts + 5, [(d.name, diagnostics_fields(d)) for d in later])  # one row, both sources
         assert sp.flush()
         enc = LineEncoder(sp, InfluxConfig(url="http://127.0.0.1:1", bucket="edge"))
         lines = [enc.encode(r) for r in sp.unsent(0, None, 1000)]
@@ -95,6 +98,12 @@ def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influ
     row = dict(zip(r["results"][0]["series"][0]["columns"], r["results"][0]["series"][0]["values"][0], strict=True))
     assert (row["state"], row["polls_ok"], row["timeouts"], row["exceptions"], row["exception_2"]) == (2, 7, 2, 3, 3)
     assert row["latency_p99_ms"] == 12.5 and row["site"] == "site x"
+    r = influxdb1.query(f'SELECT * FROM "edge_health" WHERE time = {ts + 5} GROUP BY "source"', db="edge")
+    by_src = {x["tags"]["source"]: dict(zip(x["columns"], x["values"][0], strict=True))
+              for x in r["results"][0]["series"]}
+    assert sorted(by_src) == ["meter", "pump 1"]
+    assert (by_src["meter"]["polls_ok"], by_src["meter"]["latency_p50_ms"], by_src["meter"]["site"]) == (11, 0.25, "site x")
+    assert (by_src["pump 1"]["polls_ok"], by_src["pump 1"]["exception_4"], by_src["pump 1"]["state"]) == (8, 1, 1)
 
 
 def test_plugin_measurement_option(tmp_path, influxdb1):
@@ -138,3 +147,34 @@ def test_request_bodies_are_gzip_that_the_standard_library_reads_at_every_level(
             assert body.nbytes == len(expect)
             assert gzip.decompress(body.finish()) == expect
     assert [influx._isal_level(v) for v in range(1, 10)] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_the_devices_health_of_one_tick_is_a_few_rows_with_the_same_lines(tmp_path):
+    """Every device's health record of one tick goes into the spool as rows of up to HEALTH_MANY_MAX
+    records (one insert, ack and encoder call each, not one per device); the lines are exactly those
+    one row per device gives (which is what older spool files hold, and still encode)."""
+    from edge.storage.spool import HEALTH_MANY, HEALTH_MANY_MAX, KIND_HEALTH
+
+    plant = odd_plant()
+    diags = [DeviceDiagnostics(f"dev {i},x", "line a", DeviceState(i % 3), polls_ok=i, exceptions={2: i % 4},
+                               latency_p50_ms=i / 7) for i in range(HEALTH_MANY_MAX + 44)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    many = spooled(tmp_path / "a", plant)
+    one = spooled(tmp_path / "b", plant)
+    try:
+        assert many.append_health_many(BASE_TS_NS, [(d.name, diagnostics_fields(d)) for d in diags])
+        for d in diags:
+            assert one.append_health(d.name, BASE_TS_NS, diagnostics_fields(d))
+        assert many.flush() and one.flush()
+        rows = many.unsent(0, None, 10**9)
+        assert [(r.kind, r.source) for r in rows] == [(KIND_HEALTH, HEALTH_MANY)] * 2
+        assert sum(r.n for r in rows) == sum(r.n for r in one.unsent(0, None, 10**9))
+        cfg = InfluxConfig(url="http://127.0.0.1:1", bucket="edge")
+        got = "\n".join(LineEncoder(many, cfg).encode(r) for r in rows).split("\n")
+        expect = [LineEncoder(one, cfg).encode(r) for r in one.unsent(0, None, 10**9)]
+        assert len(got) == len(diags) and got == expect
+        assert got[5].startswith("edge_health,site=site\\ x,source=dev\\ 5\\,x state=2.0,polls_ok=5.0,")
+    finally:
+        many.close()
+        one.close()
