@@ -40,6 +40,21 @@ def _request(node: ua.NodeId, handle: int, queue: int = 1) -> ua.MonitoredItemCr
     return req
 
 
+def _viewer(srv: OpcUaServer) -> Client:
+    c = Client(srv.endpoint_url, timeout=10)
+    c.set_user("victor")
+    c.set_password(PASSWORDS["victor"])
+    return c
+
+
+async def _watch(c: Client, srv: OpcUaServer, handler: object, keys: list[str]) -> tuple[object, list[int]]:
+    """A subscription (50 ms) with one item per tag key (client handles 1, 2, ...); its item ids."""
+    sub = await c.create_subscription(50, handler)
+    results = await sub.create_monitored_items(
+        [_request(ua.NodeId(k, srv.ns, ua.NodeIdType.String), h + 1) for h, k in enumerate(keys)])
+    return sub, [r if isinstance(r, int) else r.MonitoredItemId for r in results]
+
+
 async def _until(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -224,15 +239,9 @@ async def test_packed_items_follow_a_reload(users_file: Path) -> None:
     await srv.start()
     rec = Recorder()
     try:
-        c = Client(srv.endpoint_url, timeout=10)
-        c.set_user("victor")
-        c.set_password(PASSWORDS["victor"])
+        c = _viewer(srv)
         async with c:
-            sub = await c.create_subscription(50, rec)
-            keys = ["meter1.voltage", "meter2.current"]
-            results = await sub.create_monitored_items(
-                [_request(ua.NodeId(k, srv.ns, ua.NodeIdType.String), h + 1) for h, k in enumerate(keys)])
-            mids = [r if isinstance(r, int) else r.MonitoredItemId for r in results]
+            sub, mids = await _watch(c, srv, rec, ["meter1.voltage", "meter2.current"])
             assert srv.publisher.packed.count == 2
             new_plant = _with_meter3(plant)
             assert "meter2.current" not in new_plant.tag_by_key()
@@ -277,15 +286,9 @@ async def test_items_of_a_tag_removed_by_a_reload_get_bad_node_id_unknown(users_
     rec = StatusRecorder()
     bad = ua.StatusCodes.BadNodeIdUnknown
     try:
-        c = Client(srv.endpoint_url, timeout=10)
-        c.set_user("victor")
-        c.set_password(PASSWORDS["victor"])
+        c = _viewer(srv)
         async with c:
-            sub = await c.create_subscription(50, rec)
-            keys = ["meter1.voltage", "meter2.current"]
-            results = await sub.create_monitored_items(
-                [_request(ua.NodeId(k, srv.ns, ua.NodeIdType.String), h + 1) for h, k in enumerate(keys)])
-            mids = [r if isinstance(r, int) else r.MonitoredItemId for r in results]
+            sub, mids = await _watch(c, srv, rec, ["meter1.voltage", "meter2.current"])
             assert await _until(lambda: len(rec.got.get(2, [])) >= 1)  # the initial value
             new_plant = _with_meter3(plant)
             assert "meter2.current" not in new_plant.tag_by_key()
