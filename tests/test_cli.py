@@ -128,3 +128,37 @@ def test_json_logs_with_per_component_levels(demo_env):
     assert all({"ts", "level", "component", "message"} <= set(r) for r in records)
     assert any(r["component"] == "drivers.modbus.poller" and "online" in r["message"] for r in records)
     assert not [ln for ln in proc.stderr.splitlines() if ln and not ln.startswith("{")]
+
+
+#: Extensions whose build another doctor line reports (the aggregator's SIMD check, the Modbus driver's own).
+REPORTED_ELSEWHERE = {"edge.aggregate._ringbuf": "aggregator implementation",
+                      "drivers.modbus._codec_kernel": "Modbus block decoder"}
+
+
+def setup_py_extensions() -> list[str]:
+    """The module names of every ``Extension(...)`` in setup.py, read from its syntax tree."""
+    import ast
+
+    tree = ast.parse((REPO / "setup.py").read_text())
+    return [node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Extension"
+            and node.args and isinstance(node.args[0], ast.Constant)]
+
+
+def test_doctor_says_whether_each_compiled_extension_is_built(monkeypatch):
+    """Every extension setup.py builds has a doctor line, ok in a built tree (this one: CI builds them):
+    a tree where the OPC UA change detection was never built ran ~20 % slower with no sign of it."""
+    from edge.cli.commands import doctor
+
+    names = setup_py_extensions()
+    assert len(names) >= 5, names
+    labels = {n: doctor.COMPILED[n][0] if n in doctor.COMPILED else REPORTED_ELSEWHERE.get(n) for n in names}
+    assert all(labels.values()), {n: label for n, label in labels.items() if not label}
+    results = {what: (ok, detail) for what, ok, detail in doctor.checks()}
+    assert {label: results[label][0] for label in labels.values()} == dict.fromkeys(labels.values(), True), results
+    monkeypatch.setitem(sys.modules, "edge.outputs.opcua._changes", None)  # as if it were not built
+    missing = {what: (ok, detail) for what, ok, detail in doctor.compiled_checks()}
+    ok, detail = missing["OPC UA change detection"]
+    assert not ok and "edge.outputs.opcua._changes is not built" in detail and "pip install ." in detail, detail
+    out = edge("doctor", "--quiet")
+    assert out.returncode == 0 and "BAD" not in out.stdout, out.stdout

@@ -34,6 +34,7 @@ import re
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,8 +58,10 @@ except ImportError:  # a platform without an isal wheel: zlib, same format
 
 try:  # compiled line protocol of sample batches (edge/outputs/_lineproto.pyx); LineEncoder.samples otherwise
     from edge.outputs._lineproto import encode_samples as encode_samples_compiled
-except ImportError:
+except ImportError as exc:  # pragma: no cover - the extension is built by setup.py
     encode_samples_compiled = None  # type: ignore[assignment]
+    warnings.warn(f"edge.outputs.influx: compiled line protocol encoder not available ({exc}); formatting every "
+                  "point in Python. Build with `pip install .`.", RuntimeWarning, stacklevel=2)
 
 from edge.config.storage import InfluxConfig, SpoolConfig
 from edge.core.model import DeviceDiagnostics, Plant

@@ -74,7 +74,8 @@ def test_the_installed_edge_runs_from_its_own_virtual_environment(installed):
     assert "configuration OK" in check.stdout and "6 devices" in check.stdout
     doctor = sh(venv / "bin" / "edge", "doctor")  # the service gets the compiled hot path, not the fallbacks
     for line in ("ok   aggregator implementation: cython", "ok   Modbus block decoder: compiled",
-                 "ok   latest-value store: compiled"):
+                 "ok   latest-value store: compiled", "ok   OPC UA change detection: compiled",
+                 "ok   line protocol encoder: compiled"):
         assert line in doctor.stdout, doctor.stdout
 
 

@@ -35,6 +35,7 @@ import asyncio
 import logging
 import math
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -50,8 +51,11 @@ from edge.outputs.opcua.packed import PackedRegistry, PackedSubscription, enqueu
 
 try:  # one compiled pass per batch (edge/outputs/opcua/_changes.pyx); the numpy version otherwise
     from edge.outputs.opcua import _changes
-except ImportError:  # pragma: no cover - the extension is built by setup.py
+except ImportError as exc:  # pragma: no cover - the extension is built by setup.py
     _changes = None  # type: ignore[assignment]
+    warnings.warn(f"edge.outputs.opcua: compiled change detection not available ({exc}); using numpy calls per "
+                  "batch, which costs ~20 % more CPU at 50,000 tags/s. Build with `pip install .`.",
+                  RuntimeWarning, stacklevel=2)
 
 log = logging.getLogger(__name__)
 
