@@ -147,7 +147,7 @@ def setup_py_extensions() -> list[str]:
 
 def test_doctor_says_whether_each_compiled_extension_is_built(monkeypatch):
     """Every extension setup.py builds has a doctor line, ok in a built tree (this one: CI builds them):
-    a tree where the OPC UA change detection was never built ran ~20 % slower with no sign of it."""
+    a tree where the OPC UA change detection was never built used ~10 % more CPU with no sign of it."""
     from edge.cli.commands import doctor
 
     names = setup_py_extensions()
