@@ -85,3 +85,8 @@ def test_mqtt_bench_runs():
     assert r["appliance"]["sink_errors"] == 0 and r["appliance"]["disconnects"] == 0
     for key in ("metrics_per_s", "cpu_cores", "cpu_ratio"):
         assert key in r
+
+
+def test_wakeups_bench_runs():
+    r = result_of("bench/wakeups.py", "--tasks", "20", "--seconds", "0.3")
+    assert r["sleep_us_per_wake"] > 0 and r["grid_us_per_wake"] > 0 and r["tasks"] == 20

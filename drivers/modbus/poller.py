@@ -36,6 +36,7 @@ from drivers.modbus.codec import DecodeError
 from drivers.modbus.device_plan import DevicePlan
 from drivers.modbus.planner import ReadBlock
 from edge.core.model import DeviceDiagnostics, DeviceState, Quality, SampleBatch
+from edge.core.wakeups import sleep_until
 
 log = logging.getLogger("drivers.modbus.poller")
 
@@ -120,9 +121,7 @@ class DevicePoller:
             if self.plan.holes.next_due() <= time.monotonic():
                 await self.reprobe_holes()
             group = min(deadlines, key=deadlines.__getitem__)
-            wait = deadlines[group] - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await sleep_until(deadlines[group])  # devices due at the same grid point share one timer
             now = time.monotonic()
             self._jitter[self._jitter_n % LATENCY_WINDOW] = now - deadlines[group]
             self._jitter_at[self._jitter_n % LATENCY_WINDOW] = now

@@ -1,0 +1,65 @@
+"""Shared wake-ups: tasks that wait for the same instant share one event-loop timer.
+
+Hundreds of device pollers sleep until their next poll, and their deadlines sit on a wake grid
+(drivers.modbus.poller.on_grid), so many of them wait for the very same instant. With
+``asyncio.sleep`` each of them puts a TimerHandle through the loop's timer heap (whose
+comparisons are Python calls) once per cycle; here the tasks that wait for one instant share
+one timer, and each only gets a future (issue 21: bench/wakeups.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+
+
+class WakeGrid:
+    """Futures that complete at given :func:`time.monotonic` instants, one loop timer per instant."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._waiting: dict[float, list[asyncio.Future[None]]] = {}
+        self.timers = 0  # loop timers created (one per distinct instant)
+        self.waits = 0  # futures handed out
+
+    def at(self, when: float) -> asyncio.Future[None]:
+        """A future that completes at monotonic time ``when`` (at the next loop turn if that has passed).
+
+        Cancelling it (a cancelled waiter) affects no other waiter of the same instant.
+        """
+        fut = self._loop.create_future()
+        self.waits += 1
+        waiting = self._waiting.get(when)
+        if waiting is None:
+            self._waiting[when] = waiting = []
+            self.timers += 1
+            self._loop.call_at(self._loop.time() + (when - time.monotonic()), self._fire, when)
+        waiting.append(fut)
+        return fut
+
+    def _fire(self, when: float) -> None:
+        for fut in self._waiting.pop(when, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def pending(self) -> int:
+        """Instants that still have a timer (for tests and diagnostics)."""
+        return len(self._waiting)
+
+
+_GRIDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WakeGrid] = weakref.WeakKeyDictionary()
+
+
+def wake_grid() -> WakeGrid:
+    """The running loop's shared wake grid."""
+    loop = asyncio.get_running_loop()
+    grid = _GRIDS.get(loop)
+    if grid is None:
+        _GRIDS[loop] = grid = WakeGrid(loop)
+    return grid
+
+
+async def sleep_until(when: float) -> None:
+    """Sleep until monotonic time ``when``, sharing the timer with every task that waits for the same instant."""
+    if when > time.monotonic():
+        await wake_grid().at(when)
