@@ -89,6 +89,57 @@ async def test_reload_keeps_unchanged_devices_polling_without_a_gap(make_site, t
         assert app.store.get(tags[key].id)[1] == Quality.GOOD
 
 
+def spooled_lines(app) -> list[str]:
+    """Every sample row of the appliance's spool as the forwarder would write it (line protocol)."""
+    from edge.config.storage import InfluxConfig
+    from edge.outputs.influx import LineEncoder
+    from edge.storage.spool import KIND_SAMPLES, Row
+
+    spool = app.outputs.spool
+    encoder = LineEncoder(spool, InfluxConfig(url="http://127.0.0.1:9", bucket="b"))
+    rows = spool.reader().execute("SELECT seq, ts_ns, kind, source, n, plant, blob FROM batches WHERE kind = ? "
+                                  "ORDER BY seq", (KIND_SAMPLES,)).fetchall()
+    return [encoder.encode_bytes(Row(*r)).decode() for r in rows]
+
+
+async def test_batches_polled_while_a_reload_restarts_outputs_keep_their_own_tag_names(make_site, monkeypatch):
+    """A reload renumbers the kept devices' tag ids, then restarts outputs (which awaits: an OPC UA
+    server, a forwarder finishing its request). Batches polled meanwhile carried the new ids and were
+    spooled under the old plant version: the forwarder wrote device s's value under the removed
+    device b's tag name (and OPC UA, the rings and the alarms read them with the old plant too).
+    The simulator's constants are the truth: every spooled value must be its own tag's."""
+    site = await make_site(config())
+    app = site.app
+    assert await wait_until(lambda: all(rt.diag.polls_ok >= 2 for rt in app.devices.values()), 5)
+    restart = app.outputs._restart_changed
+
+    async def slow_restart(loaded):  # an output restart that takes half a second
+        restarted = await restart(loaded)
+        await asyncio.sleep(0.5)
+        return restarted
+
+    monkeypatch.setattr(app.outputs, "_restart_changed", slow_restart)
+    polls_before = app.devices["s"].diag.polls_ok
+    path = site.loaded.path
+    text = path.read_text()
+    start, end = text.index("  - name: b"), text.index("  - name: s")
+    path.write_text(text[:start] + text[end:])  # b removed: s.w takes b.z's id
+    report = await app.reload(load_config(path))
+    assert report["removed"] == ["b"] and report["kept"] == ["a", "s"], report
+    assert app.devices["s"].diag.polls_ok >= polls_before + 3  # s was polled during the reload
+    await asyncio.sleep(0.3)
+    assert await asyncio.to_thread(app.outputs.spool.flush, 5)
+    truth = {"a": {"x": "1.0", "y": "2.0"}, "b": {"z": "3.0"}, "s": {"w": "4.0"}}
+    seen = {"a": 0, "b": 0, "s": 0}
+    for line in await asyncio.to_thread(spooled_lines, app):
+        series, fields, _ = line.split(" ")
+        device = series.split(",")[0]
+        values = {k: v for k, v in (f.split("=") for f in fields.split(",")) if not k.startswith("q_")}
+        assert values == truth[device], line
+        seen[device] += 1
+    assert seen["s"] >= 10 and seen["a"] >= 10 and seen["b"] >= 1, seen
+
+
 async def test_invalid_config_is_rejected_whole_and_the_running_one_stays(make_site):
     site = await make_site(config())
     assert await wait_until(lambda: site.diag("a").polls_ok >= 2, 5)

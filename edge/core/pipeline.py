@@ -3,6 +3,10 @@
 A sink is anything with ``consume(batch)``; it runs on the event loop and must not block.
 A sink that raises is contained: the error is counted and logged once per kind, the batch
 still reaches the other sinks, and polling goes on.
+
+A reload holds the pipeline while it swaps the plant under the sinks (:meth:`Pipeline.hold`):
+batches published after the pollers' tag ids were renumbered wait until every sink has the new
+plant, instead of reaching a sink that would read their ids with the old one.
 """
 from __future__ import annotations
 
@@ -26,12 +30,34 @@ class SinkStats:
     last_error: str = ""
 
 
+#: Samples a held pipeline keeps at most (a reload takes seconds; ~100 MB of batches at worst).
+HOLD_MAX_SAMPLES = 5_000_000
+
+
 @dataclass
 class Pipeline:
     sinks: dict[str, Sink] = field(default_factory=dict)
     stats: dict[str, SinkStats] = field(default_factory=dict)
     batches: int = 0
     samples: int = 0
+    held: list[SampleBatch] = field(default_factory=list)
+    holds: int = 0  # nesting depth of hold()
+    held_samples: int = 0
+    dropped_while_held: int = 0  # samples beyond HOLD_MAX_SAMPLES (counted, logged)
+
+    def hold(self) -> None:
+        """Keep the batches published from now on until the matching :meth:`release` (nestable)."""
+        self.holds += 1
+
+    def release(self) -> int:
+        """End one :meth:`hold`; the outermost one delivers the held batches in order. Returns how many."""
+        self.holds = max(0, self.holds - 1)
+        if self.holds:
+            return 0
+        held, self.held, self.held_samples = self.held, [], 0
+        for batch in held:
+            self.publish(batch)
+        return len(held)
 
     def add(self, name: str, sink: Sink) -> None:
         self.sinks[name] = sink
@@ -41,6 +67,9 @@ class Pipeline:
         self.sinks.pop(name, None)
 
     def publish(self, batch: SampleBatch) -> None:
+        if self.holds:
+            self._keep(batch)
+            return
         self.batches += 1
         self.samples += len(batch)
         for name, sink in self.sinks.items():
@@ -55,3 +84,13 @@ class Pipeline:
                 st.last_error = text
             else:
                 self.stats[name].batches += 1
+
+    def _keep(self, batch: SampleBatch) -> None:
+        if self.held_samples + len(batch) > HOLD_MAX_SAMPLES:
+            if not self.dropped_while_held:
+                log.error("pipeline held for too long (%d samples kept): dropping batches until it is released",
+                          self.held_samples)
+            self.dropped_while_held += len(batch)
+            return
+        self.held.append(batch)
+        self.held_samples += len(batch)

@@ -152,8 +152,11 @@ class Outputs:
         Returns the names of the outputs restarted."""
         self._close_windows(time.time_ns())  # closed under the plant they were collected with
         restarted = await self._restart_changed(loaded)
+        # the plant's version row is written off the loop (the writer's lock, a commit); until the
+        # switch below, windows and samples still go out under the old plant, with the old ids
+        plant_id = await asyncio.to_thread(self.spool.register_plant, loaded.plant)
         self.loaded = loaded
-        self.spool.set_plant(loaded.plant)
+        self.spool.use_plant(loaded.plant, plant_id)
         self.aggregator = Aggregator.from_tags(loaded.plant.tags, aggregate_configs(loaded),
                                                loaded.config.outputs.aggregator)
         self.pipeline.remove("aggregator")

@@ -219,6 +219,7 @@ class Appliance:
         return {"uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
                 "samples": self.pipeline.samples, "batches": self.pipeline.batches,
                 "output_errors": sum(s.errors for s in self.pipeline.stats.values()),
+                "samples_dropped_while_held": self.pipeline.dropped_while_held,
                 "devices_online": sum(rt.diag.state == DeviceState.ONLINE for rt in self.devices.values()),
                 "devices_offline": sum(rt.diag.state == DeviceState.OFFLINE for rt in self.devices.values()),
                 "line_utilisation_pct": self.line_utilisation(), "reloads": dict(self.reloads),
@@ -291,24 +292,31 @@ class Appliance:
         for name in gone:
             await self._stop_device(self.devices.pop(name))
         id_map = _id_map(self.plant, new.plant)
-        for name in kept:
-            self._renumber(self.devices[name], new_by_name[name], id_map, new)
-        self._swap_plant(new)
-        runtime_changed = self._apply_runtime(old_runtime, new.config.runtime)
-        outputs_restarted: list[str] = []
-        if self.outputs is not None:
-            outputs_restarted = await self.outputs.reload(new)
-        self._release_unused_lines()
-        added = [d.name for d in new.devices if d.name not in kept]
-        for name in added:
-            runner = self._add_device(new_by_name[name])
-            if self.started_at:
-                self._start_device(runner)
-        self.devices = {d.name: self.devices[d.name] for d in new.devices}  # site order
-        if self.intelligence is not None:
-            await self.intelligence.reload(new)
-            if "opcua" in outputs_restarted and self.outputs is not None and self.outputs.opcua is not None:
-                await self.intelligence.rebind_opcua(self.outputs.opcua)
+        # From the renumbering on, batches carry the new tag ids: the sinks get them once every one of
+        # them has the new plant (an output restart below awaits; the spool, OPC UA, the aggregator,
+        # MQTT and the alarms would otherwise read new ids with the old plant in the meantime).
+        self.pipeline.hold()
+        try:
+            for name in kept:
+                self._renumber(self.devices[name], new_by_name[name], id_map, new)
+            self._swap_plant(new)
+            runtime_changed = self._apply_runtime(old_runtime, new.config.runtime)
+            outputs_restarted: list[str] = []
+            if self.outputs is not None:
+                outputs_restarted = await self.outputs.reload(new)
+            self._release_unused_lines()
+            added = [d.name for d in new.devices if d.name not in kept]
+            for name in added:
+                runner = self._add_device(new_by_name[name])
+                if self.started_at:
+                    self._start_device(runner)
+            self.devices = {d.name: self.devices[d.name] for d in new.devices}  # site order
+            if self.intelligence is not None:
+                await self.intelligence.reload(new)
+                if "opcua" in outputs_restarted and self.outputs is not None and self.outputs.opcua is not None:
+                    await self.intelligence.rebind_opcua(self.outputs.opcua)
+        finally:
+            self.pipeline.release()
         # The old configuration's objects are frozen: hand them back to the collector now, and
         # settle (one full collection, then freeze) later, away from the reload itself.
         gc.unfreeze()

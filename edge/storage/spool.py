@@ -395,7 +395,7 @@ class Spool:
         self._conn.execute(f"PRAGMA wal_autocheckpoint={max(4, self._wal_limit // page)}")
         self._conn.execute(f"PRAGMA journal_size_limit={self._wal_limit}")
         self._conn.executescript(_SCHEMA)
-        self.plant_id = self._register_plant(self._conn)
+        self.plant_id = self._register_plant(self._conn, self.plant)
         self._load_depth(self._conn)
         self._refresh_oldest(self._conn)
         self._measure_disk(self._conn)
@@ -1092,13 +1092,13 @@ class Spool:
 
     # ------------------------------------------------------------------ start-up helpers
 
-    def _register_plant(self, conn: sqlite3.Connection) -> int:
-        tags_json = _plant_json(self.plant)
-        digest = hashlib.sha256((self.plant.site + "\n" + tags_json).encode()).hexdigest()
+    def _register_plant(self, conn: sqlite3.Connection, plant: Plant) -> int:
+        tags_json = _plant_json(plant)
+        digest = hashlib.sha256((plant.site + "\n" + tags_json).encode()).hexdigest()
         conn.execute("INSERT OR IGNORE INTO plants(digest, site, tags) VALUES (?,?,?)",
-                     (digest, self.plant.site, tags_json))
+                     (digest, plant.site, tags_json))
         pid = conn.execute("SELECT id FROM plants WHERE digest = ?", (digest,)).fetchone()[0]
-        self._plants[pid] = _plant_tags(pid, self.plant.site, tags_json)
+        self._plants[pid] = _plant_tags(pid, plant.site, tags_json)
         return pid
 
     def _load_depth(self, conn: sqlite3.Connection) -> None:
@@ -1119,13 +1119,28 @@ class Spool:
     def set_plant(self, plant: Plant) -> None:
         """A configuration reload: batches appended from now on are decoded with the new plant.
 
-        Rows already spooled keep the plant version they were written with.
+        Rows already spooled keep the plant version they were written with. Blocking (the writer's
+        lock and a commit): the appliance calls :meth:`register_plant` in a worker thread, then
+        :meth:`use_plant` on the loop.
         """
+        self.use_plant(plant, self.register_plant(plant))
+
+    def register_plant(self, plant: Plant) -> int:
+        """Store ``plant``'s version (tag ids -> names) and return its id; the spool does not use it yet.
+
+        Blocking: call it from a worker thread. -1 when the spool is not open."""
         with self._db_lock:
-            self.plant = plant
-            if self._conn is not None:
-                self.plant_id = self._register_plant(self._conn)
-                self._conn.commit()
+            if self._conn is None:
+                return -1
+            pid = self._register_plant(self._conn, plant)
+            self._conn.commit()
+            return pid
+
+    def use_plant(self, plant: Plant, plant_id: int) -> None:
+        """Append from now on under ``plant`` (version ``plant_id`` from :meth:`register_plant`)."""
+        self.plant = plant
+        if plant_id >= 0:
+            self.plant_id = plant_id
 
     def reader(self) -> sqlite3.Connection:
         """The calling thread's own read connection (history reads; blocking: call from a worker thread)."""
