@@ -16,6 +16,7 @@ is waiting for it, before the next request goes out.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ from pymodbus.pdu.register_message import (
 from pymodbus.transport.serialtransport import create_serial_connection
 
 from drivers.modbus.points import Table
+from edge.core.wakeups import wake_grid
+
+#: Answer timeouts are checked on this grid (shared loop timers): a timeout ends up to this much late.
+TIMEOUT_GRID_S = 0.005
 
 READ_FC = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 _READ_PDU = {1: ReadCoilsRequest, 2: ReadDiscreteInputsRequest, 3: ReadHoldingRegistersRequest,
@@ -124,9 +129,9 @@ class Transport:
         self.late_frames = 0  # answers that arrived after their transaction timed out
         self.connects = 0
         self.last_rx = 0.0
-        self._deadline = 0.0  # loop time by which the pending transaction must be answered
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._deadline = 0.0  # monotonic time by which the pending transaction must be answered
+        self._timer_at = 0.0  # the grid instant of the pending timeout check (0: none)
+        self._timer_gen = 0  # bumped when a pending check is superseded (re-armed earlier, closed)
 
     # ------------------------------------------------------------------ connection
 
@@ -138,9 +143,8 @@ class Transport:
         raise NotImplementedError
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer_gen += 1
+        self._timer_at = 0.0
         if self._protocol and self._protocol.transport:
             self._protocol.transport.close()
         self._protocol = None
@@ -214,7 +218,7 @@ class Transport:
         self._bad_in_flight = 0
         assert self._protocol is not None and self._protocol.transport is not None
         self._protocol.transport.write(frame)  # type: ignore[attr-defined]
-        self._arm_timer(loop, loop.time() + timeout_s)
+        self._arm_timer(time.monotonic() + timeout_s)
         try:
             answer = await waiter
         except ModbusTimeout:
@@ -230,25 +234,28 @@ class Transport:
             raise ModbusExceptionResponse(pdu[0], answer[1] if len(answer) > 1 else 0)
         return answer
 
-    def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """One timer per line, re-armed lazily: a timer per request costs more than the request."""
+    def _arm_timer(self, deadline: float) -> None:
+        """One pending timeout check per line, re-armed lazily, on the shared wake grid (a loop timer
+        per request cost more than the request; lines due in the same few ms share one timer)."""
         self._deadline = deadline
-        if self._timer is not None and self._timer_at <= deadline:
+        if self._timer_at and self._timer_at <= deadline:
             return  # it fires before our deadline and re-arms itself for it
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = loop.call_at(deadline, self._on_timer, loop)
+        at = math.ceil(deadline / TIMEOUT_GRID_S) * TIMEOUT_GRID_S
+        self._timer_gen += 1
+        self._timer_at = at
+        wake_grid().call_at(at, self._on_timer, self._timer_gen)
 
-    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
+    def _on_timer(self, gen: int) -> None:
+        if gen != self._timer_gen:
+            return  # superseded by an earlier check, or the line was closed
+        self._timer_at = 0.0
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if loop.time() >= self._deadline:
+        if time.monotonic() >= self._deadline:
             waiter.set_exception(ModbusTimeout("no answer"))
         else:
-            self._arm_timer(loop, self._deadline)
+            self._arm_timer(self._deadline)
 
     async def _drain(self) -> None:
         """After a timeout: give a slow device's late answer up to ``drain_s`` to arrive (and be

@@ -4,13 +4,19 @@ Hundreds of device pollers sleep until their next poll, and their deadlines sit 
 (drivers.modbus.poller.on_grid), so many of them wait for the very same instant. With
 ``asyncio.sleep`` each of them puts a TimerHandle through the loop's timer heap (whose
 comparisons are Python calls) once per cycle; here the tasks that wait for one instant share
-one timer, and each only gets a future (issue 21: bench/wakeups.py).
+one timer, and each only gets a future (issue 21: bench/wakeups.py). The Modbus lines' answer
+timeouts use it too (:meth:`WakeGrid.call_at`), on a grid of a few milliseconds.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class WakeGrid:
@@ -18,7 +24,7 @@ class WakeGrid:
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
-        self._waiting: dict[float, list[asyncio.Future[None]]] = {}
+        self._waiting: dict[float, list[Any]] = {}  # futures and (callback, argument) pairs
         self.timers = 0  # loop timers created (one per distinct instant)
         self.waits = 0  # futures handed out
 
@@ -29,18 +35,32 @@ class WakeGrid:
         """
         fut = self._loop.create_future()
         self.waits += 1
+        self._slot(when).append(fut)
+        return fut
+
+    def call_at(self, when: float, callback: Callable[[Any], object], arg: Any) -> None:
+        """Call ``callback(arg)`` at monotonic time ``when`` (not cancellable: the callback checks
+        whether it is still wanted)."""
+        self.waits += 1
+        self._slot(when).append((callback, arg))
+
+    def _slot(self, when: float) -> list[Any]:
         waiting = self._waiting.get(when)
         if waiting is None:
             self._waiting[when] = waiting = []
             self.timers += 1
             self._loop.call_at(self._loop.time() + (when - time.monotonic()), self._fire, when)
-        waiting.append(fut)
-        return fut
+        return waiting
 
     def _fire(self, when: float) -> None:
-        for fut in self._waiting.pop(when, ()):
-            if not fut.done():
-                fut.set_result(None)
+        for item in self._waiting.pop(when, ()):
+            if type(item) is tuple:
+                try:
+                    item[0](item[1])
+                except Exception:  # noqa: BLE001 - one callback must not keep the others of its instant from running
+                    log.exception("wake-up callback %r failed", item[0])
+            elif not item.done():
+                item.set_result(None)
 
     def pending(self) -> int:
         """Instants that still have a timer (for tests and diagnostics)."""

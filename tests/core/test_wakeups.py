@@ -56,3 +56,26 @@ def test_an_instant_that_has_passed_does_not_wait_or_add_a_timer():
 
     took, timers = asyncio.run(main())
     assert took < 0.05 and timers == 0, (took, timers)
+
+
+def test_callbacks_of_one_instant_share_its_timer_and_a_failing_one_stops_no_other(caplog):
+    async def main() -> tuple[list[int], int]:
+        loop = asyncio.get_running_loop()
+        grid = wake_grid()
+        before = len(loop._scheduled)  # type: ignore[attr-defined]
+        when = time.monotonic() + 0.05
+        called: list[int] = []
+
+        def boom(_: int) -> None:
+            raise RuntimeError("boom")
+
+        grid.call_at(when, called.append, 1)
+        grid.call_at(when, boom, 0)
+        grid.call_at(when, called.append, 2)
+        timers = len(loop._scheduled) - before  # type: ignore[attr-defined]
+        await asyncio.sleep(0.15)
+        return called, timers
+
+    called, timers = asyncio.run(main())
+    assert called == [1, 2] and timers == 1, (called, timers)
+    assert "boom" in caplog.text
