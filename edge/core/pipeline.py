@@ -10,6 +10,7 @@ plant, instead of reaching a sink that would read their ids with the old one.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,6 +33,8 @@ class SinkStats:
 
 #: Samples a held pipeline keeps at most (a reload takes seconds; ~100 MB of batches at worst).
 HOLD_MAX_SAMPLES = 5_000_000
+RELEASE_CHUNK = 200  # held batches delivered per loop turn at the release
+RELEASE_TURNS_MAX = 10_000
 
 
 @dataclass
@@ -56,8 +59,29 @@ class Pipeline:
             return 0
         held, self.held, self.held_samples = self.held, [], 0
         for batch in held:
-            self.publish(batch)
+            self._deliver(batch)
         return len(held)
+
+    async def release_gradually(self, chunk: int = RELEASE_CHUNK) -> int:
+        """:meth:`release` for the event loop: the held batches go out ``chunk`` at a time with a loop
+        turn between chunks (thousands of them after a long reload), and batches published meanwhile
+        queue behind them, so the order is kept. Returns how many were delivered."""
+        if self.holds > 1:
+            self.holds -= 1
+            return 0
+        done = 0
+        for _ in range(RELEASE_TURNS_MAX):
+            if done >= len(self.held):
+                break
+            for batch in self.held[done:done + chunk]:
+                self._deliver(batch)
+                done += 1
+            await asyncio.sleep(0)
+        rest = self.held[done:]
+        self.held, self.held_samples, self.holds = [], 0, 0
+        for batch in rest:  # arrivals kept pace with the chunks for too long: the rest at once
+            self._deliver(batch)
+        return done + len(rest)
 
     def add(self, name: str, sink: Sink) -> None:
         self.sinks[name] = sink
@@ -70,6 +94,9 @@ class Pipeline:
         if self.holds:
             self._keep(batch)
             return
+        self._deliver(batch)
+
+    def _deliver(self, batch: SampleBatch) -> None:
         self.batches += 1
         self.samples += len(batch)
         for name, sink in self.sinks.items():

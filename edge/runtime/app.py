@@ -316,7 +316,7 @@ class Appliance:
                 if "opcua" in outputs_restarted and self.outputs is not None and self.outputs.opcua is not None:
                     await self.intelligence.rebind_opcua(self.outputs.opcua)
         finally:
-            self.pipeline.release()
+            await self.pipeline.release_gradually()
         # The old configuration's objects are frozen: hand them back to the collector now, and
         # settle (one full collection, then freeze) later, away from the reload itself.
         gc.unfreeze()

@@ -43,3 +43,29 @@ def test_a_pipeline_held_too_long_drops_and_counts_beyond_its_bound(monkeypatch)
     for i in range(4):
         p.publish(batch(i))  # 2 samples each: two fit
     assert p.release() == 2 and sink.ts == [0, 1] and p.dropped_while_held == 4
+
+
+def test_a_gradual_release_yields_between_chunks_and_keeps_later_batches_behind_the_held_ones():
+    import asyncio
+
+    async def main() -> tuple[int, list[int]]:
+        p, sink = pl.Pipeline(), Keep()
+        p.add("keep", sink)
+        p.hold()
+        for i in range(10):
+            p.publish(batch(i))
+
+        async def poller() -> None:  # publishes while the release is under way
+            for i in range(10, 13):
+                await asyncio.sleep(0)
+                p.publish(batch(i))
+
+        task = asyncio.create_task(poller())
+        n = await p.release_gradually(chunk=3)
+        await task
+        p.publish(batch(13))
+        return n, sink.ts
+
+    n, ts = asyncio.run(main())
+    assert ts == list(range(14)), ts  # in order: the ones published during the release came after
+    assert n >= 10
