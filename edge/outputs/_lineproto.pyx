@@ -118,3 +118,51 @@ def repr_doubles(const double[::1] values, bytes sep=b"\n", bint cpython=False):
         return PyBytes_FromStringAndSize(buf, o)
     finally:
         PyMem_Free(buf)
+
+
+def encode_health(bytes prefix, list sources, list keys, const double[:, ::1] values, bytes timestamp):
+    """The ``edge_health`` lines of a health table (edge/storage/spool.py ``HealthTable``), joined by
+    newlines: per source (row of ``values``) ``prefix`` + its escaped name + `` `` + ``key=value``
+    for its finite cells in column order, joined by commas, + `` `` + ``timestamp``; no line for a
+    source without a finite cell. ``sources``/``keys``: bytes, escaped (``keys`` end with ``=``)."""
+    cdef Py_ssize_t i, j, n = values.shape[0], k = values.shape[1], o = 0, size, start, fields
+    cdef char* buf
+    if len(sources) != n or len(keys) != k:
+        raise ValueError(f"{len(sources)} sources x {len(keys)} keys for a {n} x {k} matrix")
+    size = 0
+    for j in range(k):
+        size += PyBytes_GET_SIZE(<bytes>keys[j]) + REPR_ROOM + 1
+    size = size * n + 1
+    for i in range(n):
+        size += PyBytes_GET_SIZE(prefix) + PyBytes_GET_SIZE(<bytes>sources[i]) + PyBytes_GET_SIZE(timestamp) + 3
+    buf = <char*>PyMem_Malloc(size)
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            start = o
+            if o:
+                buf[o] = 10  # '\n'
+                o += 1
+            o = _put(buf, o, prefix)
+            o = _put(buf, o, <bytes>sources[i])
+            buf[o] = 32  # ' '
+            o += 1
+            fields = 0
+            for j in range(k):
+                if isfinite(values[i, j]):
+                    if fields:
+                        buf[o] = 44  # ','
+                        o += 1
+                    o = _put(buf, o, <bytes>keys[j])
+                    o += edge_repr_double(values[i, j], buf + o)
+                    fields += 1
+            if fields == 0:
+                o = start  # nothing to say about this source
+                continue
+            buf[o] = 32
+            o += 1
+            o = _put(buf, o, timestamp)
+        return PyBytes_FromStringAndSize(buf, o)
+    finally:
+        PyMem_Free(buf)

@@ -36,8 +36,10 @@ import time
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain, compress
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -57,9 +59,11 @@ except ImportError:  # a platform without an isal wheel: zlib, same format
         return _deflate.compressobj(level, _deflate.DEFLATED, 31)
 
 try:  # compiled line protocol of sample batches (edge/outputs/_lineproto.pyx); LineEncoder.samples otherwise
+    from edge.outputs._lineproto import encode_health as encode_health_compiled
     from edge.outputs._lineproto import encode_samples as encode_samples_compiled
 except ImportError as exc:  # pragma: no cover - the extension is built by setup.py
     encode_samples_compiled = None  # type: ignore[assignment]
+    encode_health_compiled = None  # type: ignore[assignment]
     warnings.warn(f"edge.outputs.influx: compiled line protocol encoder not available ({exc}); formatting every "
                   "point in Python. Build with `pip install .`.", RuntimeWarning, stacklevel=2)
 
@@ -72,14 +76,18 @@ from edge.storage.spool import (
     KIND_HEALTH,
     KIND_SAMPLES,
     KIND_WINDOWS,
+    HealthTable,
     PlantTags,
     Row,
     Spool,
     decode_alarm,
     decode_health,
     decode_health_many,
+    decode_health_table,
     decode_samples,
     decode_windows,
+    is_health_table,
+    key_order,
 )
 
 log = logging.getLogger(__name__)
@@ -125,6 +133,8 @@ class LineEncoder:
         self._layouts: dict[int, _Layout] = {}
         self._health_prefix = f"{escape_key(config.health_measurement)},site="
         self._keys: dict[str, str] = {}
+        self._sources: dict[str, str] = {}
+        self._sources_b: dict[str, bytes] = {}
 
     def layout(self, plant_id: int) -> _Layout:
         lay = self._layouts.get(plant_id)
@@ -171,6 +181,14 @@ class LineEncoder:
                 lay = self.layout(row.plant)
                 return encode_samples_compiled(lay.prefix_b[row.source], lay.field_b, lay.qfield_b, d.tag_ids,
                                                d.values, d.quality, str(row.ts_ns).encode())
+        if (row.kind == KIND_HEALTH and row.source == HEALTH_MANY and encode_health_compiled is not None
+                and is_health_table(row.blob)):
+            t = decode_health_table(row.blob)
+            site = self.spool.plant_tags(row.plant).site
+            return encode_health_compiled(f"{self._health_prefix}{escape_key(site)},source=".encode(),
+                                          list(map(self._source_b, t.sources)),
+                                          [(self._key(k) + "=").encode() for k in t.keys], t.values,
+                                          str(row.ts_ns).encode())
         return self.encode(row).encode()
 
     def _other(self, row: Row) -> str:
@@ -220,14 +238,56 @@ class LineEncoder:
 
     def health(self, row: Row) -> str:
         """``edge_health`` lines: one for a source's row, one per source for a HEALTH_MANY row."""
-        records = decode_health_many(row.blob) if row.source == HEALTH_MANY else [(row.source, decode_health(row.blob))]
         prefix = f"{self._health_prefix}{escape_key(self.spool.plant_tags(row.plant).site)},source="
+        if row.source == HEALTH_MANY and is_health_table(row.blob):
+            return self.health_table(decode_health_table(row.blob), prefix, row.ts_ns)
+        records = decode_health_many(row.blob) if row.source == HEALTH_MANY else [(row.source, decode_health(row.blob))]
         lines = []
         for source, fields in records:
             body = ",".join(f"{self._key(k)}={v!r}" for k, v in fields.items() if math.isfinite(v))
             if body:
                 lines.append(f"{prefix}{escape_key(source)} {body} {row.ts_ns}")
         return "\n".join(lines)
+
+    def health_table(self, table: HealthTable, prefix: str, ts_ns: int) -> str:
+        """The lines of a health table: the same bytes as its records' dicts give in :meth:`health`
+        (``key=repr(value)`` in key order, NaN and infinite values left out, no line without fields).
+        Every cell becomes its ``key=value`` text in two C-level maps; a source's line joins its
+        finite cells (all of them when the row has no NaN, the common case)."""
+        n, k = table.values.shape
+        if n == 0 or k == 0:
+            return ""
+        cells = list(map(str.__add__, [self._key(key) + "=" for key in table.keys] * n,
+                         map(float.__repr__, table.values.ravel().tolist())))
+        finite = np.isfinite(table.values)
+        tail = f" {ts_ns}"
+        names = list(map(self._source, table.sources))
+        if finite.all():
+            return "\n".join([f"{prefix}{names[i]} {','.join(cells[i * k:i * k + k])}{tail}" for i in range(n)])
+        lines = []
+        for i, ok in enumerate(finite.tolist()):
+            body = ",".join(compress(cells[i * k:i * k + k], ok))
+            if body:
+                lines.append(f"{prefix}{names[i]} {body}{tail}")
+        return "\n".join(lines)
+
+    def _source_b(self, source: str) -> bytes:
+        """:meth:`_source` as UTF-8 (the compiled encoder's input), cached the same way."""
+        out = self._sources_b.get(source)
+        if out is None:
+            out = self._source(source).encode()
+            if len(self._sources_b) < 65536:
+                self._sources_b[source] = out
+        return out
+
+    def _source(self, source: str) -> str:
+        """A source name escaped once (the same devices every health tick)."""
+        out = self._sources.get(source)
+        if out is None:
+            out = escape_key(source)
+            if len(self._sources) < 65536:
+                self._sources[source] = out
+        return out
 
     def _key(self, key: str) -> str:
         """A field key escaped once (health records repeat the same few dozen keys)."""
@@ -290,6 +350,53 @@ def diagnostics_fields(diag: DeviceDiagnostics) -> dict[str, float]:
     }
     fields.update({f"exception_{code}": n for code, n in diag.exceptions.items()})
     return {k: float(v) for k, v in fields.items()}
+
+
+#: The fields of every device read straight from DeviceDiagnostics, in diagnostics_fields' order;
+#: ``exceptions`` (their sum) and the ``exception_<code>`` fields follow them.
+DIAGNOSTICS_KEYS = ("state", "polls_ok", "polls_failed", "requests", "timeouts", "crc_errors", "overruns",
+                    "latency_p50_ms", "latency_p99_ms", "jitter_p99_ms", "hook_errors", "holes",
+                    "unreadable_points", "holes_healed")
+_diagnostics_state = attrgetter("state")
+_diagnostics_values = attrgetter(*DIAGNOSTICS_KEYS[1:])  # ints and floats (numpy converts an IntEnum slowly)
+
+
+def diagnostics_table(diags: Sequence[DeviceDiagnostics]) -> HealthTable | None:
+    """The ``diagnostics_fields`` of every device as one table, without a dict per device: the
+    fixed fields in one ``np.fromiter`` over attribute tuples, ``exception_<code>`` columns for the
+    codes any device has (NaN for the others). None if the devices' codes have no common order
+    (then each device's dict is needed to keep its line's field order: ``append_health_many``)."""
+    n, k = len(diags), len(DIAGNOSTICS_KEYS)
+    excs = [d.exceptions for d in diags]
+    codes = key_order(e for e in excs if e)
+    if codes is None:
+        return None
+    values = np.empty((n, k + 1 + len(codes)))
+    values[:, 0] = list(map(int, map(_diagnostics_state, diags)))
+    values[:, 1:k] = np.fromiter(chain.from_iterable(map(_diagnostics_values, diags)), np.float64,
+                                 n * (k - 1)).reshape(n, k - 1)
+    values[:, k] = 0.0
+    values[:, k + 1:] = np.nan
+    for i, e in enumerate(excs):
+        if e:
+            row = values[i]
+            row[k] = sum(e.values())
+            for code, count in e.items():
+                row[k + 1 + codes[code]] = count
+    return HealthTable([*DIAGNOSTICS_KEYS, "exceptions", *(f"exception_{c}" for c in codes)],
+                       [d.name for d in diags], values)
+
+
+def append_diagnostics(spool: Spool, ts_ns: int, diags: Sequence[DeviceDiagnostics]) -> bool:
+    """Queue every device's ``edge_health`` record of one tick: as health tables (no dict per device),
+    or, when the devices' exception codes have no common order, as dicts (``append_health_many``
+    then keeps each line's field order by writing JSON rows)."""
+    if not diags:
+        return True
+    table = diagnostics_table(diags)
+    if table is not None:
+        return spool.append_health_table(ts_ns, table)
+    return spool.append_health_many(ts_ns, [(d.name, diagnostics_fields(d)) for d in diags])
 
 
 # ----------------------------------------------------------------------------- the forwarder

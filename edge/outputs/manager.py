@@ -21,7 +21,7 @@ from edge.config.loader import LoadedConfig
 from edge.core.model import DeviceDiagnostics, Plant, WindowBatch
 from edge.core.pipeline import Pipeline
 from edge.core.writes import WriteService
-from edge.outputs.influx import InfluxForwarder, diagnostics_fields, health_fields, open_storage
+from edge.outputs.influx import InfluxForwarder, append_diagnostics, health_fields, open_storage
 from edge.runtime.memory import LEDGER
 from edge.storage.history import HistoryArrays, spool_history
 from edge.storage.spool import Spool
@@ -325,7 +325,7 @@ class Outputs:
             log.exception("OPC UA: publishing %s windows failed", batch.window)
 
     def _record_health(self, now_ns: int) -> None:
-        self.spool.append_health_many(now_ns, [(d.name, diagnostics_fields(d)) for d in self.diagnostics()])
+        append_diagnostics(self.spool, now_ns, self.diagnostics())
         delivery = self.delivery()
         fields = health_fields(self.appliance_stats()) | health_fields(delivery["spool"], "spool_") | LEDGER.fields()
         if delivery["forwarder"] is not None:

@@ -43,10 +43,10 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -220,9 +220,11 @@ def decode_health(blob: bytes) -> dict[str, float]:
 
 
 #: Source of a health row that holds the records of several sources (every device of one health tick):
-#: one row instead of one per device (device names cannot start with '#').
+#: one row instead of one per device (device names cannot start with '#'). Its blob is a health table
+#: (``encode_health_table``, starts with HEALTH_TABLE_MAGIC) or, in rows of older spools and when the
+#: sources' keys have no common order, JSON (``encode_health_many``, starts with ``[``).
 HEALTH_MANY = "#devices"
-HEALTH_MANY_MAX = 256  # records per row (~100 KB of JSON)
+HEALTH_MANY_MAX = 256  # records per row (~30 KB as a table, ~100 KB as JSON)
 
 
 def encode_health_many(records: Sequence[tuple[str, Mapping[str, float | int]]]) -> bytes:
@@ -230,7 +232,92 @@ def encode_health_many(records: Sequence[tuple[str, Mapping[str, float | int]]])
 
 
 def decode_health_many(blob: bytes) -> list[tuple[str, dict[str, float]]]:
+    """``(source, fields)`` of a HEALTH_MANY row in either format (a table's NaN cells left out)."""
+    if is_health_table(blob):
+        t = decode_health_table(blob)
+        return [(source, {k: v for k, v in zip(t.keys, row, strict=True) if v == v})
+                for source, row in zip(t.sources, t.values.tolist(), strict=True)]
     return [(source, fields) for source, fields in json.loads(blob)]
+
+
+@dataclass(slots=True)
+class HealthTable:
+    """Health records of several sources as one matrix: ``values[i, j]`` is field ``keys[j]`` of
+    ``sources[i]`` (float64), NaN where that source has no such field. The field order of each
+    source's record is the order of ``keys`` (so ``keys`` must follow every record's own order for
+    its ``edge_health`` line to be the one its dict gave: see :func:`key_order`)."""
+
+    keys: list[str]
+    sources: list[str]
+    values: np.ndarray
+
+    def points(self) -> int:
+        """The fields the sources have (the non-NaN cells): the row's ``n`` in the spool."""
+        return int(self.values.size - np.count_nonzero(np.isnan(self.values)))
+
+
+#: First bytes of a health-table blob (a JSON blob starts with '[' or '{').
+HEALTH_TABLE_MAGIC = b"\x00HT1"
+_HTHDR = struct.Struct("<4sIII")  # magic, sources, keys, header bytes; then the header (JSON), then the matrix
+
+
+def encode_health_table(table: HealthTable) -> bytes:
+    """The header (keys and source names, JSON, once per row) and the float64 matrix (little-endian)."""
+    head = json.dumps([table.keys, table.sources], separators=(",", ":")).encode()
+    n, k = len(table.sources), len(table.keys)
+    values = np.ascontiguousarray(table.values, "<f8")
+    if values.shape != (n, k):
+        raise ValueError(f"health table of {n} sources x {k} keys has a {values.shape} matrix")
+    return _HTHDR.pack(HEALTH_TABLE_MAGIC, n, k, len(head)) + head + values.tobytes()
+
+
+def is_health_table(blob: bytes) -> bool:
+    return blob[:4] == HEALTH_TABLE_MAGIC
+
+
+def decode_health_table(blob: bytes) -> HealthTable:
+    """The table of :func:`encode_health_table` (its matrix a read-only view of ``blob``)."""
+    if len(blob) < _HTHDR.size or not is_health_table(blob):
+        raise ValueError(f"corrupt health table: {len(blob)} bytes, starting {blob[:4]!r}")
+    _, n, k, hlen = _HTHDR.unpack_from(blob)
+    o = _HTHDR.size + hlen
+    if len(blob) != o + 8 * n * k:
+        raise ValueError(f"corrupt health table: {len(blob)} bytes for {n} sources x {k} keys")
+    try:
+        keys, sources = json.loads(blob[_HTHDR.size:o])
+    except ValueError as e:
+        raise ValueError(f"corrupt health table: header not JSON ({e})") from None
+    if len(keys) != k or len(sources) != n:
+        raise ValueError(f"corrupt health table: header names {len(sources)} sources x {len(keys)} keys, not {n} x {k}")
+    return HealthTable(keys, sources, np.frombuffer(blob, "<f8", n * k, o).reshape(n, k))
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def key_order(key_lists: Iterable[Iterable[K]]) -> dict[K, int] | None:
+    """Column of each key, in first-seen order, if every list keeps to that order (then each
+    record's non-NaN cells in column order are its own fields in its own order); None otherwise."""
+    cols: dict[K, int] = {}
+    for keys in key_lists:
+        last = -1
+        for key in keys:
+            j = cols.setdefault(key, len(cols))
+            if j <= last:
+                return None
+            last = j
+    return cols
+
+
+def health_table(records: Sequence[tuple[str, Mapping[str, float | int]]]) -> HealthTable | None:
+    """The records as one table; None if their keys have no common order (see :func:`key_order`)."""
+    cols = key_order(fields for _, fields in records)
+    if cols is None:
+        return None
+    values = np.full((len(records), len(cols)), np.nan)
+    for i, (_, fields) in enumerate(records):
+        values[i, [cols[k] for k in fields]] = [float(v) for v in fields.values()]
+    return HealthTable(list(cols), [source for source, _ in records], values)
 
 
 def encode_alarm(record: Mapping[str, object]) -> bytes:
@@ -452,12 +539,23 @@ class Spool:
     def append_health_many(self, ts_ns: int, records: Sequence[tuple[str, Mapping[str, float | int]]]) -> bool:
         """Queue the health records of several sources (``(source, fields)``, e.g. every device at one
         tick) as rows of up to HEALTH_MANY_MAX records: one insert, one acknowledgement and one encoder
-        call for each instead of one per source (a row stays well under the spool's WAL share)."""
+        call for each instead of one per source (a row stays well under the spool's WAL share). A row
+        is a health table, or JSON if its records' keys have no common order."""
         ok = True
         for i in range(0, len(records), HEALTH_MANY_MAX):
             part = records[i:i + HEALTH_MANY_MAX]
             n = sum(len(fields) for _, fields in part)
-            ok &= self._append(ts_ns, KIND_HEALTH, HEALTH_MANY, n, encode_health_many(part)) > 0
+            table = health_table(part)
+            blob = encode_health_table(table) if table is not None else encode_health_many(part)
+            ok &= self._append(ts_ns, KIND_HEALTH, HEALTH_MANY, n, blob) > 0
+        return ok
+
+    def append_health_table(self, ts_ns: int, table: HealthTable) -> bool:
+        """:meth:`append_health_many` for records already in a table (no dict per source)."""
+        ok = True
+        for i in range(0, len(table.sources), HEALTH_MANY_MAX):
+            part = HealthTable(table.keys, table.sources[i:i + HEALTH_MANY_MAX], table.values[i:i + HEALTH_MANY_MAX])
+            ok &= self._append(ts_ns, KIND_HEALTH, HEALTH_MANY, part.points(), encode_health_table(part)) > 0
         return ok
 
     def append_alarm(self, alarm: str, ts_ns: int, record: Mapping[str, object]) -> bool:
