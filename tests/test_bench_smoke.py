@@ -47,6 +47,11 @@ def test_lineproto_bench_runs():
     assert r["identical_to_python"] and r["values"] > 0 and r["encode_us_per_value"] > 0 and r["format_ratio"] > 0
 
 
+def test_health_bench_runs():
+    r = result_of("bench/health.py", "--devices", "300", "--seconds", "0.05")
+    assert r["identical"] and r["lines"] == 300 and r["loop_us_new"] > 0 and r["forwarder_us_new"] > 0
+
+
 def test_e2e_bench_runs():
     r = result_of("bench/e2e.py", "--devices", "4", "--tags", "20", "--seconds", "5", "--warmup", "2")
     assert r["tags_per_s"] > 0 and r["checked_errors"] == 0 and r["markers_seen_opcua"] > 0

@@ -17,8 +17,8 @@ from edge.core.model import (
     TagInfo,
     WindowBatch,
 )
-from edge.outputs.influx import LineEncoder, diagnostics_fields, health_fields
-from edge.storage.spool import Spool
+from edge.outputs.influx import LineEncoder, append_diagnostics, diagnostics_fields, health_fields
+from edge.storage.spool import HEALTH_MANY, KIND_HEALTH, Spool, encode_health_many, is_health_table
 from tests.outputs.demo import BASE_TS_NS
 
 
@@ -60,10 +60,15 @@ def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influ
         sp.append_health("pump 1", ts, diagnostics_fields(diag))  # one row per source (rows of older spools)
         later = [DeviceDiagnostics("meter", "line a", DeviceState.ONLINE, polls_ok=11, latency_p50_ms=0.25),
                  DeviceDiagnostics("pump 1", "line a", DeviceState.ONLINE, polls_ok=8, exceptions={4: 1})]
-        sp.append_health_many(ts + 5, [(d.name, diagnostics_fields(d)) for d in later])  # one row, both sources
+        assert append_diagnostics(sp, ts + 5, later)  # one health-table row, both sources (what the manager writes)
+        old_json = [("meter", {"polls_ok": 12.0, "odd key,=": 1.5}), ("pump 1", {"polls_ok": 9.0, "exception_4": 2.0})]
+        sp._append(ts + 6, KIND_HEALTH, HEALTH_MANY, 4, encode_health_many(old_json))  # a JSON row of older spools
         assert sp.flush()
         enc = LineEncoder(sp, InfluxConfig(url="http://127.0.0.1:1", bucket="edge"))
-        lines = [enc.encode(r) for r in sp.unsent(0, None, 1000)]
+        rows = sp.unsent(0, None, 1000)
+        assert [is_health_table(r.blob) for r in rows if r.source == HEALTH_MANY] == [True, False]
+        lines = [enc.encode_bytes(r).decode() for r in rows]  # what the forwarder sends
+        assert lines == [enc.encode(r) for r in rows]
         influxdb1.create_database("edge")
         influxdb1.write_lines("edge", "\n".join(lines))
     finally:
@@ -104,6 +109,10 @@ def test_encoded_samples_windows_health_read_back_from_influxdb1(tmp_path, influ
     assert sorted(by_src) == ["meter", "pump 1"]
     assert (by_src["meter"]["polls_ok"], by_src["meter"]["latency_p50_ms"], by_src["meter"]["site"]) == (11, 0.25, "site x")
     assert (by_src["pump 1"]["polls_ok"], by_src["pump 1"]["exception_4"], by_src["pump 1"]["state"]) == (8, 1, 1)
+    r = influxdb1.query(f'SELECT * FROM "edge_health" WHERE time = {ts + 6} GROUP BY "source"', db="edge")
+    by_src = {x["tags"]["source"]: dict(zip(x["columns"], x["values"][0], strict=True))
+              for x in r["results"][0]["series"]}
+    assert (by_src["meter"]["polls_ok"], by_src["meter"]["odd key,="], by_src["pump 1"]["exception_4"]) == (12, 1.5, 2)
 
 
 def test_plugin_measurement_option(tmp_path, influxdb1):
