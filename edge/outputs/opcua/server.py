@@ -36,6 +36,7 @@ import asyncio
 import gc
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,10 +74,10 @@ from edge.outputs.opcua.model import (
     WRITE,
     NodeFactory,
     appliance_status_values,
-    status_values,
     tag_typedef,
 )
 from edge.outputs.opcua.security import EdgeUserManager, SecuritySetup, make_user_manager
+from edge.outputs.opcua.status import DeviceStatus
 from edge.outputs.opcua.virtual import VirtualPlant
 from edge.security.trust import TrustListValidator
 from edge.storage.history import HistoryArrays
@@ -137,7 +138,8 @@ class OpcUaServer:
         self._tags_by_key: dict[str, TagInfo] = {}
         self._devices: dict[str, DeviceInfo] = {}  # devices whose Status object exists
         self._bus_nodes: dict[str, NodeData] = {}
-        self._status_nodes: dict[str, dict[str, NodeData]] = {}
+        self._status_nodes: dict[str, dict[str, NodeData]] = {}  # the site's appliance Status
+        self._device_status: dict[str, DeviceStatus] = {}  # each device's Status, built on demand
         self._status_last: dict[str, dict[str, object]] = {}
         self._site_node: NodeData | None = None
         self._original_write: Any = None
@@ -249,8 +251,9 @@ class OpcUaServer:
             if name not in new_devices or new_devices[name].bus != self._devices[name].bus:
                 f.remove(_sid(self.ns, name))
                 del self._devices[name]
-                self._status_nodes.pop(name, None)
-                self._status_last.pop(name, None)
+                status = self._device_status.pop(name, None)
+                if status is not None:
+                    status.detach()
         for key, tag in old_tags.items():
             new = new_tags.get(key)
             if (new is None or _shape(new) != _shape(tag) or new.device != tag.device or new.bus != tag.bus) \
@@ -312,7 +315,9 @@ class OpcUaServer:
                 self._devices[dev.name] = dev
                 f.add_forward_ref(self._bus_nodes[dev.bus], _sid(self.ns, dev.name), dev.name, "Organizes",
                                   "BaseObjectType", ua.NodeClass.Object)
-                self._status_nodes[dev.name] = f.add_status(f.aspace[_sid(self.ns, dev.name)], dev)
+                nodes = f.add_status(f.aspace[_sid(self.ns, dev.name)], dev)
+                self._device_status[dev.name] = DeviceStatus([nodes[k].attributes[ua.AttributeIds.Value]
+                                                              for k in STATUS_FIELDS])
             self._devices[dev.name] = dev
 
     def _bind(self, plant: Plant, carry: dict[str, tuple[float, int, str | None, int, int]] | None,
@@ -356,20 +361,13 @@ class OpcUaServer:
         return self.aggregates.close_empty(now_ns)
 
     def update_device(self, diag: DeviceDiagnostics) -> None:
-        """Refresh a device's Status object; only changed fields notify subscribers."""
-        nodes = self._status_nodes.get(diag.name)
-        if nodes is None:
+        """Refresh a device's Status object: changed fields notify their subscribers; the others
+        are brought up to date when read (:mod:`edge.outputs.opcua.status`, issue 21)."""
+        status = self._device_status.get(diag.name)
+        if status is None:
             log.warning("OPC UA: diagnostics for unknown device %r ignored", diag.name)
             return
-        last = self._status_last.setdefault(diag.name, {})
-        now = datetime.now(UTC)
-        for field, value in status_values(diag).items():
-            if last.get(field) == value:
-                continue
-            last[field] = value
-            vtype = STATUS_FIELDS[field][1]
-            dv = ua.DataValue(ua.Variant(value, vtype), ua.StatusCode(), now, now)
-            self.publisher.set_value(nodes[field].attributes[ua.AttributeIds.Value], dv)
+        status.update(diag, time.time_ns(), self.publisher)
 
     def update_appliance(self, delivery: dict) -> None:
         """Refresh the site's appliance Status object (spool, forwarder); only changes notify."""
