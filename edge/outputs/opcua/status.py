@@ -88,11 +88,10 @@ class DeviceStatus:
     """One device's Status variables: the last tick's raw fields, each field's change time and
     its DataValue, built on demand (see the module docstring)."""
 
-    __slots__ = ("records", "watchers", "raw", "changed_ns", "cache")
+    __slots__ = ("records", "raw", "changed_ns", "cache")
 
     def __init__(self, records: Sequence[AttributeValue]) -> None:
         self.records = list(records)
-        self.watchers = [r.datachange_callbacks for r in self.records]  # asyncua fills these dicts in place
         self.raw: list[Any] | None = None  # none before the first tick: then every field counts as changed
         self.changed_ns = [0] * len(FIELDS)
         self.cache: list[ua.DataValue | None] = [r.value for r in self.records]  # the defaults until the first tick
@@ -114,7 +113,7 @@ class DeviceStatus:
         other, and a frozen collector would never free the pair)."""
         for record in self.records:
             record.value_callback = None
-        self.records, self.watchers, self.cache = [], [], []
+        self.records, self.cache = [], []
 
     def update(self, diag: DeviceDiagnostics, now_ns: int, publisher: FastPublisher) -> int:
         """One tick: note what changed; changed fields with monitored items get their new value.
@@ -125,15 +124,16 @@ class DeviceStatus:
             return 0
         self.raw = raw
         changed = _ALL if last is None else [i for i, a, b in zip(_INDEX, raw, last, strict=True) if a != b]
-        cache, changed_ns, watchers = self.cache, self.changed_ns, self.watchers
+        cache, changed_ns, records = self.cache, self.changed_ns, self.records
         when = None
         for i in changed:
             changed_ns[i] = now_ns
-            if not watchers[i]:
-                cache[i] = None  # built when read
+            record = records[i]
+            if not record.datachange_callbacks:  # no monitored items: built when read
+                cache[i] = None
                 continue
             if when is None:
                 when = ua_time(now_ns)
             cache[i] = dv = ua.DataValue(ua.Variant(_CONVERT[i](raw[i]), _VTYPE[i]), _GOOD, when, when)
-            publisher.deliver(self.records[i], dv)
+            publisher.deliver(record, dv)
         return len(changed)
