@@ -70,12 +70,20 @@ class WakeGrid:
 _GRIDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WakeGrid] = weakref.WeakKeyDictionary()
 
 
+#: The loop asked for last and its grid: one identity test per call instead of a weak-dictionary lookup
+#: (called per poll and per Modbus request). It keeps that one loop alive until another one asks.
+_LAST: list[Any] = [None, None]
+
+
 def wake_grid() -> WakeGrid:
     """The running loop's shared wake grid."""
     loop = asyncio.get_running_loop()
+    if _LAST[0] is loop:
+        return _LAST[1]
     grid = _GRIDS.get(loop)
     if grid is None:
         _GRIDS[loop] = grid = WakeGrid(loop)
+    _LAST[0], _LAST[1] = loop, grid
     return grid
 
 
