@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
@@ -248,3 +250,26 @@ async def raw_activate(uac, token: object) -> object:
     act.UserIdentityToken = token
     act.ClientSignature = ua.SignatureData()
     return await uac.activate_session(act)
+
+
+async def read_node_lines(proc: Any, lines: list[dict], pred: Callable[[dict], object], max_lines: int = 1000,
+                          timeout_s: float = 40) -> None:
+    """Read the JSON lines of a running node-opcua client script (read_subscribe.js) into ``lines`` until
+    one satisfies ``pred``; node-opcua's own log lines are skipped, an error or timeout line fails."""
+    import asyncio
+    import json
+
+    for _ in range(max_lines):
+        raw = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+        if not raw:
+            raise AssertionError(f"node client ended early: {lines} {(await proc.stderr.read()).decode()[-2000:]}")
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            continue  # node-opcua's own log lines
+        lines.append(msg)
+        assert "error" not in msg and "timeout" not in msg, msg
+        if pred(msg):
+            return
+    raise AssertionError(f"no matching line in {max_lines}: {lines[-20:]}")
+

@@ -6,7 +6,6 @@ installs it when node_modules is missing, so a clean checkout works.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from opcua_helpers import PASSWORDS, tag_id
+from opcua_helpers import PASSWORDS, read_node_lines, tag_id
 
 from edge.core.model import Quality, SampleBatch
 from edge.outputs.opcua.server import OpcUaServer
@@ -54,26 +53,13 @@ async def test_node_opcua_reads_and_subscribes(running: OpcUaServer, node_client
     )
     lines: list[dict] = []
     try:
-        async def read_until(pred) -> None:  # noqa: ANN001
-            while True:
-                raw = await asyncio.wait_for(proc.stdout.readline(), 40)
-                assert raw, f"node client ended early: {lines} {(await proc.stderr.read()).decode()[-2000:]}"
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    continue  # node-opcua's own log lines
-                lines.append(msg)
-                assert "error" not in msg and "timeout" not in msg, msg
-                if pred(msg):
-                    return
-
-        await read_until(lambda m: m.get("ready"))
+        await read_node_lines(proc, lines, lambda m: m.get("ready"))
         t1 = time.time_ns()
         running.consume(SampleBatch("meter1", t1, np.array(ids[:1], np.int32), np.array([232.25]), np.zeros(1, np.uint8)))
         await asyncio.sleep(0.3)
         t2 = time.time_ns()
         running.consume(SampleBatch.bad("meter1", t2, np.array(ids[:1]), Quality.BAD_NO_COMMUNICATION))
-        await read_until(lambda m: sum("changed" in x for x in lines) >= 5)  # 3 initial + 2
+        await read_node_lines(proc, lines, lambda m: sum("changed" in x for x in lines) >= 5)  # 3 initial + 2
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
         if proc.returncode is None:

@@ -7,7 +7,6 @@ of the tick at which that field changed. Checked with asyncua and node-opcua, on
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 from asyncua.server.address_space import AttributeValue
-from opcua_helpers import NODE_DIR, PASSWORDS, ensure_node_client, make_plant
+from opcua_helpers import NODE_DIR, PASSWORDS, ensure_node_client, make_plant, read_node_lines
 
 from edge.core.model import DeviceDiagnostics, DeviceState
 from edge.outputs.opcua.fastpath import FastPublisher
@@ -167,23 +166,9 @@ async def test_node_opcua_reads_and_subscribes_status(running: OpcUaServer, tmp_
         env={"PATH": "/usr/bin:/bin:/usr/local/bin", "NODE_OPCUA_PKI": str(tmp_path / "node-pki")})
     lines: list[dict] = []
     try:
-        async def read_until(pred: Any) -> None:
-            for _ in range(1000):
-                raw = await asyncio.wait_for(proc.stdout.readline(), 40)  # type: ignore[union-attr]
-                assert raw, f"node client ended early: {lines}"
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    continue  # node-opcua's own log lines
-                lines.append(msg)
-                assert "error" not in msg and "timeout" not in msg, msg
-                if pred(msg):
-                    return
-            raise AssertionError(lines)
-
-        await read_until(lambda m: m.get("ready"))
+        await read_node_lines(proc, lines, lambda m: m.get("ready"))
         _tick(running, diag, 3)
-        await read_until(lambda m: sum("changed" in x for x in lines) >= 4)  # 2 initial + 2 changes
+        await read_node_lines(proc, lines, lambda m: sum("changed" in x for x in lines) >= 4)  # 2 initial + 2 changes
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
         if proc.returncode is None:
