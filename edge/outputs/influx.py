@@ -282,21 +282,11 @@ class LineEncoder:
 
     def _source(self, source: str) -> str:
         """A source name escaped once (the same devices every health tick)."""
-        out = self._sources.get(source)
-        if out is None:
-            out = escape_key(source)
-            if len(self._sources) < 65536:
-                self._sources[source] = out
-        return out
+        return _escaped_once(self._sources, source, 65536)
 
     def _key(self, key: str) -> str:
         """A field key escaped once (health records repeat the same few dozen keys)."""
-        out = self._keys.get(key)
-        if out is None:
-            out = escape_key(key)
-            if len(self._keys) < 4096:
-                self._keys[key] = out
-        return out
+        return _escaped_once(self._keys, key, 4096)
 
     def alarm(self, row: Row) -> str:
         """One ``edge_alarms`` line: tags ``ALARM_TAGS`` (when set), every other key a field (docs/influx-schema.md)."""
@@ -318,6 +308,16 @@ class LineEncoder:
             else:
                 fields.append(f"{escape_key(k)}={escape_str(str(v))}")
         return f"{tags} {','.join(fields)} {row.ts_ns}" if fields else ""
+
+
+def _escaped_once(cache: dict[str, str], text: str, limit: int) -> str:
+    """``escape_key(text)``, kept in ``cache`` (up to ``limit`` entries) for the next time."""
+    out = cache.get(text)
+    if out is None:
+        out = escape_key(text)
+        if len(cache) < limit:
+            cache[text] = out
+    return out
 
 
 #: Measurement and tag keys of alarm records (the other keys of a record are fields).
