@@ -181,6 +181,16 @@ def client_from(url: str, source: str, user: str | None = None, password: str | 
     return c
 
 
+def user_client(url: str, user: str = "victor", timeout: float = 10) -> Any:
+    """An asyncua Client that logs in as one of the test users (PASSWORDS)."""
+    from asyncua import Client
+
+    c = Client(url, timeout=timeout)
+    c.set_user(user)
+    c.set_password(PASSWORDS[user])
+    return c
+
+
 async def raw_channel(url: str, *, cert: Path | None = None, key: Path | None = None,
                       server_cert: Path | None = None, mode: int | None = None, source: str = "127.0.0.1"):
     """Hello and OpenSecureChannel, nothing else: a None channel, or Basic256Sha256 with ``cert``/``key``."""

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asyncua import Client, ua
+from asyncua import ua
 from asyncua.server.address_space import AttributeValue
-from opcua_helpers import NODE_DIR, PASSWORDS, ensure_node_client, make_plant, read_node_lines
+from harness import wait_until
+from opcua_helpers import NODE_DIR, PASSWORDS, ensure_node_client, make_plant, read_node_lines, user_client
 
 from edge.core.model import DeviceDiagnostics, DeviceState
 from edge.outputs.opcua.fastpath import FastPublisher
@@ -24,13 +25,6 @@ from edge.outputs.opcua.server import OpcUaServer
 from edge.outputs.opcua.status import DeviceStatus
 
 pytestmark = pytest.mark.usefixtures("opcua_path")  # the fast path and the library's plain path
-
-
-def client_for(srv: OpcUaServer) -> Client:
-    c = Client(srv.endpoint_url, timeout=10)
-    c.set_user("victor")
-    c.set_password(PASSWORDS["victor"])
-    return c
 
 
 def _us(ns: int) -> datetime:
@@ -73,7 +67,7 @@ async def test_read_returns_the_last_tick(running: OpcUaServer) -> None:
     """A Read after each tick sees that tick's counters; an unchanged field keeps the time it changed."""
     ns = running.ns
     diag = DeviceDiagnostics(name="meter1", bus="line1", state=DeviceState.ONLINE)
-    async with client_for(running) as c:
+    async with user_client(running.endpoint_url) as c:
         node = {f: c.get_node(status_nodeid(ns, "meter1", f)) for f in ("PollsOk", "Requests", "LastOkTime", "State",
                                                                           "LatencyP50Ms")}
         assert await node["PollsOk"].read_value() == 0  # before the first tick: the defaults
@@ -112,15 +106,6 @@ class _Collect:
                           data.monitored_item.Value.SourceTimestamp))
 
 
-async def _until(pred: Any, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.02)
-    return pred()
-
-
 async def test_subscribers_get_the_current_value_and_every_change(running: OpcUaServer) -> None:
     """A new item's first notification is the last tick's value (fields changed while nobody
     watched); then one notification per tick for the fields that changed, none for the others;
@@ -130,19 +115,19 @@ async def test_subscribers_get_the_current_value_and_every_change(running: OpcUa
     for k in range(1, 4):
         _tick(running, diag, k)
     handler = _Collect()
-    async with client_for(running) as c:
+    async with user_client(running.endpoint_url) as c:
         sub = await c.create_subscription(50, handler)
         nodes = [c.get_node(status_nodeid(ns, "meter2", f)) for f in ("PollsOk", "LastOkTime", "State")]
         handles = await sub.subscribe_data_change(nodes, sampling_interval=0)
-        assert await _until(lambda: len(handler.seen) >= 3)
+        assert await wait_until(lambda: len(handler.seen) >= 3, 5)
         assert sorted((f, v) for f, v, _ in handler.seen if f != "LastOkTime") == [("PollsOk", 3), ("State", "ONLINE")]
         handler.seen.clear()
         for k in range(4, 7):
             before, after = _tick(running, diag, k)
-            assert await _until(lambda k=k: ("PollsOk", k) in [(f, v) for f, v, _ in handler.seen])
+            assert await wait_until(lambda k=k: ("PollsOk", k) in [(f, v) for f, v, _ in handler.seen], 5)
             ts = [t for f, v, t in handler.seen if (f, v) == ("PollsOk", k)][0]
             assert _us(before) <= ts <= _us(after)
-        assert await _until(lambda: sum(f == "LastOkTime" for f, _, _ in handler.seen) == 3)
+        assert await wait_until(lambda: sum(f == "LastOkTime" for f, _, _ in handler.seen) == 3, 5)
         assert [v for f, v, _ in handler.seen if f == "PollsOk"] == [4, 5, 6]
         assert [v for f, v, _ in handler.seen if f == "LastOkTime"][-1] == datetime.fromtimestamp(
             diag.last_ok_ns / 1e9, UTC)
@@ -195,21 +180,21 @@ async def test_reload_keeps_kept_devices_status_and_renews_removed_ones(running:
     _tick(running, d1, 1)
     _tick(running, d2, 1)
     handler = _Collect()
-    async with client_for(running) as c:
+    async with user_client(running.endpoint_url) as c:
         sub = await c.create_subscription(50, handler)
         await sub.subscribe_data_change([c.get_node(status_nodeid(ns, "meter1", "PollsOk"))], sampling_interval=0)
-        assert await _until(lambda: [v for f, v, _ in handler.seen] == [1])
+        assert await wait_until(lambda: [v for f, v, _ in handler.seen] == [1], 5)
         await running.reload(make_plant(devices=1))
         _tick(running, d1, 2)
         _tick(running, d2, 2)  # no longer in the plant: ignored
         assert await c.get_node(status_nodeid(ns, "meter1", "PollsOk")).read_value() == 2
         gone = await c.get_node(status_nodeid(ns, "meter2", "PollsOk")).read_data_value(raise_on_bad_status=False)
         assert gone.StatusCode.value == ua.StatusCodes.BadNodeIdUnknown
-        assert await _until(lambda: [v for f, v, _ in handler.seen] == [1, 2])
+        assert await wait_until(lambda: [v for f, v, _ in handler.seen] == [1, 2], 5)
         await running.reload(make_plant(devices=2))
         again = c.get_node(status_nodeid(ns, "meter2", "PollsOk"))
         assert await again.read_value() == 0  # a new Status object: the defaults until its first tick
         _tick(running, d2, 3)
         _tick(running, d1, 3)
         assert await again.read_value() == 3
-        assert await _until(lambda: [v for f, v, _ in handler.seen] == [1, 2, 3])
+        assert await wait_until(lambda: [v for f, v, _ in handler.seen] == [1, 2, 3], 5)
