@@ -22,8 +22,6 @@ import math
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from drivers.modbus.bus import PRIORITY_POLL, PRIORITY_WRITE, Line
 from drivers.modbus.client import (
     ModbusConnectionError,
@@ -35,6 +33,8 @@ from drivers.modbus.client import (
 from drivers.modbus.codec import DecodeError
 from drivers.modbus.device_plan import DevicePlan
 from drivers.modbus.planner import ReadBlock
+from drivers.modbus.pollstats import WINDOW as LATENCY_WINDOW
+from drivers.modbus.pollstats import StatsRow
 from edge.core.model import DeviceDiagnostics, DeviceState, Quality, SampleBatch
 from edge.core.wakeups import sleep_until
 
@@ -42,7 +42,6 @@ log = logging.getLogger("drivers.modbus.poller")
 
 BUSY_CODES = (5, 6)  # acknowledge, server busy: the device is alive, ask again shortly
 ILLEGAL_ADDRESS = 2
-LATENCY_WINDOW = 512
 PROBE_LINE_SHARE = 0.1  # an offline device's probes take at most this share of its line's time
 #: Poll deadlines lie on a grid of the monotonic clock: ``WAKE_SLOTS`` points per interval, at most
 #: ``WAKE_GRID_MAX_S`` apart. Devices whose phases fall in one step wake in one event-loop
@@ -67,9 +66,9 @@ class DevicePoller:
     """Polls one device forever (until cancelled) and publishes one SampleBatch per block read."""
 
     def __init__(self, name: str, unit_id: int, line: Line, plan: DevicePlan, publish: Callable[[SampleBatch], None],
-                 diag: DeviceDiagnostics, *, timeout_s: float, retries: int, pause_s: float = 0.0,
-                 offline_after: int = 3, backoff_max_s: float = 8.0, busy_wait_s: float = 0.05,
-                 stats_window_s: float = 60.0, phase: float = 0.0):
+                 diag: DeviceDiagnostics, stats: StatsRow, *, timeout_s: float, retries: int,
+                 pause_s: float = 0.0, offline_after: int = 3, backoff_max_s: float = 8.0,
+                 busy_wait_s: float = 0.05, phase: float = 0.0):
         self.name = name
         self.unit_id = unit_id
         self.line = line
@@ -85,12 +84,13 @@ class DevicePoller:
                                  / PROBE_LINE_SHARE)
         self.busy_wait_s = busy_wait_s
         self.failures = 0  # consecutive cycles in which the device did not answer at all
-        self._latency = np.zeros(LATENCY_WINDOW, dtype=np.float64)
+        # rings in the session's shared matrices: the status loop refreshes every device's percentiles at once
+        self.stats = stats
+        self._latency = stats.latency
         self._latency_n = 0
-        self._jitter = np.zeros(LATENCY_WINDOW, dtype=np.float64)
-        self._jitter_at = np.zeros(LATENCY_WINDOW, dtype=np.float64)  # when each cycle started
+        self._jitter = stats.jitter
+        self._jitter_at = stats.jitter_at  # when each cycle started
         self._jitter_n = 0
-        self.stats_window_s = stats_window_s
         self.phase = phase % 1.0  # where in its interval this device polls: spreads a line's load
         self._backoff_s = 0.0
         self._all_ids = plan.tag_ids()
@@ -315,28 +315,6 @@ class DevicePoller:
         self.diag.requests += 1
         self._latency[self._latency_n % LATENCY_WINDOW] = seconds
         self._latency_n += 1
-
-    def update_latency_stats(self) -> None:
-        """Refresh p50/p99 from the recent window (called by the status loop, not per poll).
-
-        Nearest-rank percentiles of a sorted copy: a few microseconds, cheap enough for
-        hundreds of devices every second.
-        """
-        n = min(self._latency_n, LATENCY_WINDOW)
-        if n:
-            ordered = np.sort(self._latency[:n])
-            self.diag.latency_p50_ms = float(ordered[(n - 1) // 2]) * 1e3
-            self.diag.latency_p99_ms = float(ordered[int(0.99 * (n - 1))]) * 1e3
-        recent = self.jitter_samples_ms()
-        if len(recent):
-            recent.sort()
-            self.diag.jitter_p99_ms = float(recent[int(0.99 * (len(recent) - 1))])
-
-    def jitter_samples_ms(self) -> np.ndarray:
-        """Cycle start delays of the last ``stats_window_s`` in ms (at most the last 512 cycles)."""
-        n = min(self._jitter_n, LATENCY_WINDOW)
-        keep = self._jitter_at[:n] >= time.monotonic() - self.stats_window_s
-        return self._jitter[:n][keep] * 1e3
 
 
 __all__ = ["DevicePoller", "PRIORITY_WRITE"]

@@ -20,6 +20,7 @@ from drivers.modbus.config import ModbusRtuBus, ModbusTcpBus, RtuOverTcpBus
 from drivers.modbus.device_plan import DevicePlan
 from drivers.modbus.points import RegisterPoint
 from drivers.modbus.poller import DevicePoller
+from drivers.modbus.pollstats import PollStats
 from drivers.modbus.resolve import bus, config, data, device_plan, line_gap_s, line_key, retries, timeout_ms
 from drivers.modbus.writer import write_point
 from edge.core.model import DeviceDiagnostics, SampleBatch, WriteResult, WriteStatus
@@ -57,7 +58,7 @@ def open_line(dev: ResolvedDevice) -> Line:
 class ModbusDeviceRuntime:
     """One Modbus device of a running appliance (implements :class:`edge.driver.protocol.DeviceRuntime`)."""
 
-    def __init__(self, dev: ResolvedDevice, line: Line, ctx: DeviceContext):
+    def __init__(self, dev: ResolvedDevice, line: Line, ctx: DeviceContext, stats: PollStats):
         self.name = dev.name
         self.unit_id = config(dev).unit_id
         self.timeout_s = timeout_ms(dev) / 1e3
@@ -69,10 +70,9 @@ class ModbusDeviceRuntime:
         self.plan: DevicePlan = device_plan(dev, self.points)
         cfg = config(dev)
         self.poller = DevicePoller(
-            dev.name, cfg.unit_id, line, self.plan, self._forward, ctx.diag,
+            dev.name, cfg.unit_id, line, self.plan, self._forward, ctx.diag, stats.row(ctx.diag, ctx.stats_window_s),
             timeout_s=self.timeout_s, retries=retries(dev), pause_s=cfg.pause_between_requests_ms / 1e3,
-            offline_after=cfg.offline_after_failures, backoff_max_s=cfg.backoff_max_s,
-            stats_window_s=ctx.stats_window_s, phase=ctx.phase,
+            offline_after=cfg.offline_after_failures, backoff_max_s=cfg.backoff_max_s, phase=ctx.phase,
         )
 
     @property
@@ -113,9 +113,6 @@ class ModbusDeviceRuntime:
     def set_publish(self, publish: Publish) -> None:
         self._publish = publish
 
-    def update_stats(self) -> None:
-        self.poller.update_latency_stats()
-
 
 class ModbusSession:
     """The Modbus lines of one running appliance (implements :class:`edge.driver.protocol.DriverSession`)."""
@@ -123,16 +120,19 @@ class ModbusSession:
     def __init__(self) -> None:
         self.lines: dict[str, Line] = {}
         self.started_at = time.monotonic()
+        self.stats = PollStats()  # every device's latency and jitter rings, refreshed in one pass
 
     def open_device(self, dev: ResolvedDevice, ctx: DeviceContext) -> DeviceRuntime:
         key = line_key(dev)
         line = self.lines.get(key)
         if line is None:
             line = self.lines[key] = open_line(dev)
-        return ModbusDeviceRuntime(dev, line, ctx)
+        return ModbusDeviceRuntime(dev, line, ctx, self.stats)
 
     def release_unused(self, in_use: Iterable[DeviceRuntime]) -> None:
-        used = {rt.line for rt in in_use if isinstance(rt, ModbusDeviceRuntime)}
+        running = [rt for rt in in_use if isinstance(rt, ModbusDeviceRuntime)]
+        self.stats.keep_only({rt.poller.stats for rt in running})
+        used = {rt.line for rt in running}
         for key in [k for k in self.lines if k not in used]:
             self.lines.pop(key).close()
 
@@ -140,6 +140,9 @@ class ModbusSession:
         for line in self.lines.values():
             line.close()
         self.lines.clear()
+
+    def update_stats(self) -> None:
+        self.stats.refresh(time.monotonic())
 
     def line_utilisation(self, elapsed_s: float) -> dict[str, float]:
         elapsed = max(elapsed_s, 1e-9)

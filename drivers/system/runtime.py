@@ -118,16 +118,26 @@ class SystemDeviceRuntime:
 
 
 class SystemSession:
-    """Nothing is shared between host-metric devices: the session only opens them."""
+    """Nothing is shared between host-metric devices: the session opens them and refreshes their statistics."""
+
+    def __init__(self) -> None:
+        self.devices: list[SystemDeviceRuntime] = []
 
     def open_device(self, dev: ResolvedDevice, ctx: DeviceContext) -> DeviceRuntime:
-        return SystemDeviceRuntime(dev, ctx)
+        runtime = SystemDeviceRuntime(dev, ctx)
+        self.devices.append(runtime)
+        return runtime
 
     def release_unused(self, in_use: Iterable[DeviceRuntime]) -> None:
-        return None
+        running = {id(rt) for rt in in_use}
+        self.devices = [rt for rt in self.devices if id(rt) in running]
 
     def close(self) -> None:
         return None
+
+    def update_stats(self) -> None:
+        for runtime in self.devices:  # a handful of host-metric devices at most: one by one is fine
+            runtime.update_stats()
 
     def line_utilisation(self, elapsed_s: float) -> dict[str, float]:
         return {}

@@ -80,9 +80,6 @@ class DeviceRuntime(Protocol):
     def set_publish(self, publish: Publish) -> None:
         """Send batches elsewhere from now on (after a reload rebuilt the derived-tag stage)."""
 
-    def update_stats(self) -> None:
-        """Refresh the latency and jitter percentiles in ``diag`` (called by the status loop)."""
-
     @property
     def line(self) -> str:
         """The name of the physical line or connection the device is on (status pages)."""
@@ -109,6 +106,11 @@ class DriverSession(Protocol):
 
     def close(self) -> None:
         """Release every line (ports, sockets); called once, at the appliance's stop."""
+
+    def update_stats(self) -> None:
+        """Refresh the latency and jitter percentiles in the ``diag`` of every device it opened and
+        that is still in use (called by the status loop once per status interval; one pass for
+        all devices, so that hundreds of devices do not cost hundreds of small computations)."""
 
     def line_utilisation(self, elapsed_s: float) -> dict[str, float]:
         """Share of wall time each line spent in transactions, in percent."""

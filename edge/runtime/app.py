@@ -266,9 +266,8 @@ class Appliance:
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(self.loaded.config.runtime.status_interval_s)
-            for runner in self.devices.values():
-                if runner.runtime is not None:
-                    runner.runtime.update_stats()
+            for session in self.sessions.values():
+                session.update_stats()
 
     # ------------------------------------------------------------------ reload
 
