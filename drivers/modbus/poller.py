@@ -31,6 +31,7 @@ from drivers.modbus.client import (
     ModbusTimeout,
 )
 from drivers.modbus.codec import DecodeError
+from drivers.modbus.cycle import CycleBatch
 from drivers.modbus.device_plan import DevicePlan
 from drivers.modbus.planner import ReadBlock
 from drivers.modbus.pollstats import WINDOW as LATENCY_WINDOW
@@ -63,7 +64,8 @@ def on_grid(t: float, interval_s: float) -> float:
 
 
 class DevicePoller:
-    """Polls one device forever (until cancelled) and publishes one SampleBatch per block read."""
+    """Polls one device forever (until cancelled) and publishes one SampleBatch per poll cycle (per run of
+    blocks answered within ``JOIN_SPAN_NS``: :mod:`drivers.modbus.cycle`)."""
 
     def __init__(self, name: str, unit_id: int, line: Line, plan: DevicePlan, publish: Callable[[SampleBatch], None],
                  diag: DeviceDiagnostics, stats: StatsRow, *, timeout_s: float, retries: int,
@@ -95,6 +97,7 @@ class DevicePoller:
         self._backoff_s = 0.0
         self._all_ids = plan.tag_ids()
         self.cycles = 0
+        self._cycle: CycleBatch | None = None  # a cycle of several blocks: they decode into one batch
 
     def refresh_ids(self) -> None:
         """After the plan's tag ids were renumbered in place (a configuration reload)."""
@@ -145,8 +148,13 @@ class DevicePoller:
         if not blocks:
             return  # every point of the group is a learned hole: nothing asked, nothing to judge
         answered = False
-        for block in blocks:
-            answered |= await self._poll_block(block)
+        self._cycle = CycleBatch(self.name, blocks) if len(blocks) > 1 else None
+        try:
+            for slot, block in enumerate(blocks):
+                answered |= await self._poll_block(block, slot=slot)
+        finally:
+            self._flush_held()
+            self._cycle = None
         if answered:
             self.diag.polls_ok += 1
             self._set_online()
@@ -158,8 +166,10 @@ class DevicePoller:
 
     # ------------------------------------------------------------------ one block
 
-    async def _poll_block(self, block: ReadBlock, retries: int | None = None) -> bool:
-        """Read and publish one block; True if the device answered (even with an exception)."""
+    async def _poll_block(self, block: ReadBlock, retries: int | None = None, slot: int | None = None) -> bool:
+        """Read and publish one block; True if the device answered (even with an exception).
+
+        ``slot``: the block's place in the cycle's blocks, whose answers are published together."""
         retries = self.retries if retries is None else retries
         attempt = 0
         while True:
@@ -186,14 +196,24 @@ class DevicePoller:
             ts_ns = time.time_ns()
             self._record_latency(self.line.last_transaction_s)
             self.diag.last_ok_ns = ts_ns
+            cycle = self._cycle
             try:
-                batch = block.codec.decode_batch(self.name, ts_ns, data)
+                if cycle is None or slot is None:
+                    self._flush_held()
+                    self.publish(block.codec.decode_batch(self.name, ts_ns, data))
+                else:
+                    if cycle.due_before(ts_ns):
+                        self._flush_held()
+                    cycle.hold(slot, ts_ns, data)
             except DecodeError as exc:
                 self._note_error(f"decode: {exc}")
                 self._publish_bad(block, Quality.BAD_CONFIG_ERROR)
-                return True
-            self.publish(batch)
             return True
+
+    def _flush_held(self) -> None:
+        """Publish the blocks of this cycle held so far, as one batch."""
+        if self._cycle is not None and (batch := self._cycle.take()) is not None:
+            self.publish(batch)
 
     async def _learn_hole(self, block: ReadBlock) -> bool:
         """An illegal-address answer: split the block, remember the hole, read the parts now.
@@ -283,6 +303,7 @@ class DevicePoller:
             self.diag.state = DeviceState.ONLINE
 
     def _set_offline(self) -> None:
+        self._flush_held()
         self.diag.state = DeviceState.OFFLINE
         self._backoff_s = min(max(self.plan.min_interval_s(), 1.0), self.backoff_max_s)
         log.warning("device %s: offline after %d failed polls (%s); probing every %.0f s up to %.0f s",
@@ -290,16 +311,19 @@ class DevicePoller:
         self.publish(SampleBatch.bad(self.name, time.time_ns(), self._all_ids, Quality.BAD_NO_COMMUNICATION))
 
     def _publish_bad(self, block: ReadBlock, quality: Quality) -> None:
+        self._flush_held()  # the good blocks before it keep their place in the order
         if self.diag.state == DeviceState.OFFLINE:
             return  # already published as Bad_NoCommunication; do not repeat on every probe
         self.publish(SampleBatch.bad(self.name, time.time_ns(), block.codec.tag_ids, quality))
 
     def _count_exception(self, exc: ModbusExceptionResponse) -> None:
+        self._flush_held()  # a failed answer: the cycle's good blocks wait no longer
         self.diag.requests += 1
         self.diag.exceptions[exc.code] = self.diag.exceptions.get(exc.code, 0) + 1
         self._note_error(str(exc))
 
     def _count_failure(self, exc: ModbusError) -> None:
+        self._flush_held()  # a failed answer: the cycle's good blocks wait no longer
         self.diag.requests += 1
         if isinstance(exc, ModbusTimeout):
             self.diag.timeouts += 1
