@@ -46,6 +46,13 @@ class _PriorityLock:
                 self.release()  # we were handed the lock while being cancelled: pass it on
             raise
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free and nobody waits (no await: the poll path's common case)."""
+        if self._locked or self._waiters:
+            return False
+        self._locked = True
+        return True
+
     def release(self) -> None:
         while self._waiters:
             _, _, fut = heapq.heappop(self._waiters)
@@ -111,6 +118,16 @@ class Line:
             raise
         return time.monotonic()
 
+    def _begin_now(self) -> float:
+        """Own the line at once if nothing is to be waited for (free, past the gap, connected): the
+        start time, or 0.0 (then :meth:`_begin` waits). Saves two coroutines per poll request."""
+        if self._lock.try_acquire():
+            now = time.monotonic()
+            if self._free_at <= now and self.transport.connected:
+                return now
+            self._lock.release()
+        return 0.0
+
     def _end(self, start: float, pause_after_s: float) -> None:
         """Release the line after a transaction; the next one waits for the gap (and the pause)."""
         end = time.monotonic()
@@ -131,7 +148,7 @@ class Line:
     async def read(self, unit: int, table: Table, address: int, count: int, timeout_s: float,
                    priority: int = PRIORITY_POLL, pause_after_s: float = 0.0) -> np.ndarray:
         """One read as the only transaction on the line (the poll path: no closure per request)."""
-        start = await self._begin(priority)
+        start = self._begin_now() or await self._begin(priority)
         try:
             return await self.transport.read(unit, table, address, count, timeout_s)
         finally:
