@@ -20,21 +20,40 @@ from edge.core.model import QUALITY_DTYPE, VALUE_DTYPE, SampleBatch
 JOIN_SPAN_NS = 10_000_000
 
 
+class CycleLayout:
+    """What every cycle of one list of blocks shares: each block's slice and the tag ids in order.
+
+    Kept by the poller per poll group while the plan's blocks stay the same objects (and dropped
+    when a reload renumbers the ids in place): building it per cycle cost more than the decode."""
+
+    __slots__ = ("blocks", "offsets", "ids")
+
+    def __init__(self, blocks: list[ReadBlock]):
+        self.blocks = list(blocks)
+        offsets = [0]
+        for block in blocks:
+            offsets.append(offsets[-1] + len(block.codec))
+        self.offsets = offsets
+        self.ids = np.concatenate([block.codec.tag_ids for block in blocks])
+
+    def fits(self, blocks: list[ReadBlock]) -> bool:
+        """Is this the layout of ``blocks`` (the same block objects, in order)?"""
+        mine = self.blocks
+        return len(blocks) == len(mine) and all(a is b for a, b in zip(blocks, mine, strict=True))
+
+
 class CycleBatch:
     """The arrays one cycle's blocks decode into, and the run of blocks held for publishing."""
 
     __slots__ = ("device", "blocks", "offsets", "ids", "values", "quality", "texts", "lo", "hi", "ts_first",
                  "ts_last")
 
-    def __init__(self, device: str, blocks: list[ReadBlock]):
+    def __init__(self, device: str, layout: CycleLayout):
         self.device = device
-        self.blocks = blocks
-        offsets = [0]
-        for block in blocks:
-            offsets.append(offsets[-1] + len(block.codec))
-        self.offsets = offsets
+        self.blocks = layout.blocks
+        self.offsets = offsets = layout.offsets
         # fresh arrays per cycle: a published batch keeps them (a reload renumbers the codecs' ids in place)
-        self.ids = np.concatenate([block.codec.tag_ids for block in blocks])
+        self.ids = layout.ids.copy()
         self.values = np.empty(offsets[-1], dtype=VALUE_DTYPE)
         self.quality = np.empty(offsets[-1], dtype=QUALITY_DTYPE)
         self.texts: dict[int, str] | None = None
@@ -71,4 +90,4 @@ class CycleBatch:
         return batch
 
 
-__all__ = ["JOIN_SPAN_NS", "CycleBatch"]
+__all__ = ["JOIN_SPAN_NS", "CycleBatch", "CycleLayout"]

@@ -31,7 +31,7 @@ from drivers.modbus.client import (
     ModbusTimeout,
 )
 from drivers.modbus.codec import DecodeError
-from drivers.modbus.cycle import CycleBatch
+from drivers.modbus.cycle import CycleBatch, CycleLayout
 from drivers.modbus.device_plan import DevicePlan
 from drivers.modbus.planner import ReadBlock
 from drivers.modbus.pollstats import WINDOW as LATENCY_WINDOW
@@ -98,10 +98,12 @@ class DevicePoller:
         self._all_ids = plan.tag_ids()
         self.cycles = 0
         self._cycle: CycleBatch | None = None  # a cycle of several blocks: they decode into one batch
+        self._layouts: dict[str, CycleLayout] = {}  # per poll group, while its blocks stay the same
 
     def refresh_ids(self) -> None:
         """After the plan's tag ids were renumbered in place (a configuration reload)."""
         self._all_ids = self.plan.tag_ids()
+        self._layouts.clear()
 
     # ------------------------------------------------------------------ schedule
 
@@ -148,7 +150,7 @@ class DevicePoller:
         if not blocks:
             return  # every point of the group is a learned hole: nothing asked, nothing to judge
         answered = False
-        self._cycle = CycleBatch(self.name, blocks) if len(blocks) > 1 else None
+        self._cycle = CycleBatch(self.name, self._layout(group, blocks)) if len(blocks) > 1 else None
         try:
             for slot, block in enumerate(blocks):
                 answered |= await self._poll_block(block, slot=slot)
@@ -163,6 +165,12 @@ class DevicePoller:
             self.failures += 1
             if self.failures >= self.offline_after and self.diag.state != DeviceState.OFFLINE:
                 self._set_offline()
+
+    def _layout(self, group: str, blocks: list[ReadBlock]) -> CycleLayout:
+        layout = self._layouts.get(group)
+        if layout is None or not layout.fits(blocks):
+            layout = self._layouts[group] = CycleLayout(blocks)
+        return layout
 
     # ------------------------------------------------------------------ one block
 

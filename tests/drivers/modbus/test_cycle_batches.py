@@ -92,7 +92,7 @@ async def test_a_cycle_hands_out_its_held_run_in_parts_when_the_span_is_exceeded
     from the simulator: a run held, taken early (a later block beyond the span), the rest after."""
     from pymodbus.client import AsyncModbusTcpClient
 
-    from drivers.modbus.cycle import CycleBatch
+    from drivers.modbus.cycle import CycleBatch, CycleLayout
 
     site = await make_site(site_yaml(interval_ms=1000, timeout_ms=500))
     blocks = list(site.app.devices["d"].runtime.plan.blocks("default"))
@@ -107,7 +107,7 @@ async def test_a_cycle_hands_out_its_held_run_in_parts_when_the_span_is_exceeded
     finally:
         client.close()
     truth = expected_by_id(site)
-    cycle = CycleBatch("d", blocks)
+    cycle = CycleBatch("d", CycleLayout(blocks))
     assert cycle.take() is None
     cycle.hold(0, 1_000, answers[0])
     assert not cycle.due_before(1_000 + JOIN_SPAN_NS) and cycle.due_before(1_001 + JOIN_SPAN_NS)
@@ -121,9 +121,29 @@ async def test_a_cycle_hands_out_its_held_run_in_parts_when_the_span_is_exceeded
     for batch in (first, second):
         assert batch.values.tolist() == [truth[i] for i in batch.tag_ids.tolist()]
         assert np.all(batch.quality == Quality.GOOD)
-    whole = CycleBatch("d", blocks)
+    whole = CycleBatch("d", CycleLayout(blocks))
     for slot, regs in enumerate(answers):
         whole.hold(slot, 5_000 + slot, regs)
     batch = whole.take()
     assert batch is not None and batch.ts_ns == 5_000 + len(blocks) - 1 and len(batch) == TAGS
     assert batch.values.tolist() == [truth[i] for i in batch.tag_ids.tolist()]
+
+
+async def test_a_renumbering_reaches_the_cycles_of_a_running_device(make_site):
+    """A reload renumbers a kept device's ids in place; the cycle's cached layout must follow
+    (here the device's own ids reversed: t0 gets t99's id and so on)."""
+    site = await make_site(site_yaml(interval_ms=100, timeout_ms=80))
+    rec = Recorder()
+    site.app.pipeline.add("recorder", rec)
+    assert await wait_until(lambda: len(rec.batches) >= 2, 10)
+    truth = expected_by_id(site)
+    ids = sorted(truth)
+    id_map = np.arange(max(len(site.app.plant.tags), max(ids) + 1), dtype=np.int64)
+    id_map[ids] = ids[::-1]
+    site.app.devices["d"].runtime.renumber(id_map)
+    n = len(rec.batches)
+    assert await wait_until(lambda: len(rec.batches) >= n + 3, 10)
+    swapped = {int(id_map[i]): v for i, v in truth.items()}
+    for _, _, got_ids, values, _ in rec.batches[n + 1:]:
+        assert len(got_ids) == TAGS
+        assert values.tolist() == [swapped[i] for i in got_ids.tolist()]
