@@ -45,13 +45,12 @@ class CycleLayout:
 class CycleBatch:
     """The arrays one cycle's blocks decode into, and the run of blocks held for publishing."""
 
-    __slots__ = ("device", "blocks", "offsets", "ids", "values", "quality", "texts", "lo", "hi", "ts_first",
-                 "ts_last")
+    __slots__ = ("device", "layout", "ids", "values", "quality", "texts", "lo", "hi", "ts_first", "ts_last")
 
     def __init__(self, device: str, layout: CycleLayout):
         self.device = device
-        self.blocks = layout.blocks
-        self.offsets = offsets = layout.offsets
+        self.layout = layout
+        offsets = layout.offsets
         # fresh arrays per cycle: a published batch keeps them (a reload renumbers the codecs' ids in place)
         self.ids = layout.ids.copy()
         self.values = np.empty(offsets[-1], dtype=VALUE_DTYPE)
@@ -66,8 +65,8 @@ class CycleBatch:
 
     def hold(self, slot: int, ts_ns: int, registers: Registers) -> None:
         """Decode block ``slot`` into its slice and hold it (raises DecodeError, holding nothing more)."""
-        codec = self.blocks[slot].codec
-        start, end = self.offsets[slot], self.offsets[slot + 1]
+        codec = self.layout.blocks[slot].codec
+        start, end = self.layout.offsets[slot], self.layout.offsets[slot + 1]
         codec.decode(registers, self.values[start:end], self.quality[start:end])
         if codec.has_strings and (texts := codec.decode_texts(registers)):
             self.texts = {**(self.texts or {}), **texts}
@@ -79,7 +78,7 @@ class CycleBatch:
         """The held blocks as one batch (None if nothing is held); holds nothing afterwards."""
         if self.hi == self.lo:
             return None
-        start, end = self.offsets[self.lo], self.offsets[self.hi]
+        start, end = self.layout.offsets[self.lo], self.layout.offsets[self.hi]
         whole = start == 0 and end == len(self.ids)
         ids, values, quality = self.ids, self.values, self.quality
         if not whole:

@@ -24,15 +24,14 @@ CHUNK_ROWS = 128
 class StatsRow:
     """One device's rings (views of its chunk's rows) and where its percentiles go."""
 
-    __slots__ = ("latency", "jitter", "jitter_at", "diag", "window_s", "_chunk", "_index")
+    __slots__ = ("latency", "jitter", "jitter_at", "diag", "_chunk", "_index")
 
-    def __init__(self, chunk: _Chunk, index: int, diag: DeviceDiagnostics, window_s: float):
+    def __init__(self, chunk: _Chunk, index: int, diag: DeviceDiagnostics):
         self._chunk, self._index = chunk, index
         self.latency = chunk.latency[index]  # seconds per request, NaN where no sample yet
         self.jitter = chunk.jitter[index]  # seconds each cycle started after its deadline
         self.jitter_at = chunk.jitter_at[index]  # monotonic time of each cycle start (-inf: none yet)
-        self.diag = diag
-        self.window_s = window_s
+        self.diag = diag  # the jitter window is the chunk's window_s[index]
 
 
 class _Chunk:
@@ -69,7 +68,7 @@ class PollStats:
         chunk.jitter[i] = 0.0
         chunk.jitter_at[i] = -np.inf
         chunk.window_s[i] = window_s
-        row = chunk.rows[i] = StatsRow(chunk, i, diag, window_s)
+        row = chunk.rows[i] = StatsRow(chunk, i, diag)
         return row
 
     def release(self, row: StatsRow) -> None:
