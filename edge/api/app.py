@@ -84,6 +84,8 @@ class DeviceOut(BaseModel):
     requests: int
     timeouts: int
     crc_errors: int
+    overruns: int = Field(0, description="poll cycles skipped because the one before overran its slot")
+    jitter_p99_ms: float = Field(0.0, description="how late poll cycles start against their schedule (p99)")
     latency_p50_ms: float
     latency_p99_ms: float
     last_error: str
@@ -188,7 +190,7 @@ def device_out(intel: "Intelligence", d) -> DeviceOut:
     util = intel.app.line_utilisation().get(line) if line else None
     return DeviceOut(name=d.name, bus=d.bus, state=DeviceState(d.state).name, polls_ok=d.polls_ok,
                      polls_failed=d.polls_failed, requests=d.requests, timeouts=d.timeouts, crc_errors=d.crc_errors,
-                     latency_p50_ms=d.latency_p50_ms, latency_p99_ms=d.latency_p99_ms, last_error=d.last_error,
+                     overruns=d.overruns, jitter_p99_ms=d.jitter_p99_ms, latency_p50_ms=d.latency_p50_ms, latency_p99_ms=d.latency_p99_ms, last_error=d.last_error,
                      last_ok_ns=d.last_ok_ns, plugin=d.plugin, line=line, line_utilisation_pct=util,
                      holes=d.holes, unreadable_points=d.unreadable_points, holes_detail=list(d.holes_detail))
 

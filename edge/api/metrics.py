@@ -29,6 +29,8 @@ class ApplianceCollector:
                                   "3 quarantined, 4 disabled)", labels=["device"])
         polls = CounterMetricFamily("edge_device_polls", "polls by result", labels=["device", "result"])
         timeouts = CounterMetricFamily("edge_device_timeouts", "request timeouts", labels=["device"])
+        overruns = CounterMetricFamily("edge_device_overruns", "poll cycles skipped: the one before overran its slot",
+                                       labels=["device"])
         latency = GaugeMetricFamily("edge_device_latency_seconds", "poll latency quantiles",
                                     labels=["device", "quantile"])
         for d in app.diagnostics():
@@ -37,9 +39,10 @@ class ApplianceCollector:
             polls.add_metric([d.name, "ok"], d.polls_ok)
             polls.add_metric([d.name, "failed"], d.polls_failed)
             timeouts.add_metric([d.name], d.timeouts)
+            overruns.add_metric([d.name], d.overruns)
             latency.add_metric([d.name, "0.5"], d.latency_p50_ms / 1e3)
             latency.add_metric([d.name, "0.99"], d.latency_p99_ms / 1e3)
-        yield from (up, state, polls, timeouts, latency)
+        yield from (up, state, polls, timeouts, overruns, latency)
         lines = GaugeMetricFamily("edge_line_utilisation_ratio", "share of time the line is busy", labels=["line"])
         for line, pct in app.line_utilisation().items():
             lines.add_metric([line], pct / 100.0)

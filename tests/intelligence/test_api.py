@@ -231,3 +231,26 @@ async def test_alarm_changes_and_state_reads_run_on_the_appliance_loop(make_room
         assert (await op.get("/api/alarms")).status_code == 200
     loop_thread = threading.get_ident()  # this test runs on the appliance's loop
     assert threads == dict.fromkeys(("acknowledge", "shelve", "unshelve", "snapshot"), loop_thread)
+
+
+async def test_overrunning_poll_cycles_show_in_the_api_and_the_metrics(make_room):
+    """A device whose cycle outlasts its interval skips cycles (overruns): the OPC UA Status and the
+    health records showed them, the API and /metrics did not (a fuzz run that lost polls could not say
+    whether they were skipped)."""
+    room = await make_room(room_config(rules=False))
+    site = room.site
+    assert await wait_until(lambda: site.diag("fancoil").polls_ok > 2, 5)
+    site.sim.set_fault("fancoil", "slow", delay_ms=60)  # three blocks of 60 ms each: 180 ms per 100 ms cycle
+    try:
+        assert await wait_until(lambda: site.diag("fancoil").overruns >= 3, 10)
+        async with room.client(room.viewer) as v:
+            api = (await v.get("/api/devices/fancoil")).json()
+        async with httpx.AsyncClient(base_url=room.url) as anon:
+            text = (await anon.get("/metrics")).text
+    finally:
+        site.sim.clear_fault("fancoil")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert api["overruns"] >= 3 and api["jitter_p99_ms"] > 0, api
+    assert samples[("edge_device_overruns_total", (("device", "fancoil"),))] >= 3
+    assert ("edge_device_overruns_total", (("device", "room"),)) in samples  # every device, zero or not
