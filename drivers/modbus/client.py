@@ -95,6 +95,10 @@ class _Protocol(asyncio.Protocol):
         self.owner = owner
         self.buffer = bytearray()
         self.transport: asyncio.BaseTransport | None = None
+        # made by the loop's connection factory: its loop and wake grid, looked up once per connection
+        # (asyncio.get_running_loop() makes a getpid() system call on Linux, twice per request before)
+        self.loop = asyncio.get_running_loop()
+        self.grid = wake_grid()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -208,16 +212,16 @@ class Transport:
         """
         if not self.connected:
             raise ModbusConnectionError(f"{self.name}: not connected")
-        loop = asyncio.get_running_loop()
+        protocol = self._protocol
+        assert protocol is not None and protocol.transport is not None
         self._before_send()
-        waiter = loop.create_future()
+        waiter = protocol.loop.create_future()
         self._waiter = waiter
         frame = self._frame(unit, pdu)
         self._expect = (unit, pdu[0], self._tid if self.kind == "tcp" else 0)
         self._expect_len = expect_len
         self._bad_in_flight = 0
-        assert self._protocol is not None and self._protocol.transport is not None
-        self._protocol.transport.write(frame)  # type: ignore[attr-defined]
+        protocol.transport.write(frame)  # type: ignore[attr-defined]
         self._arm_timer(time.monotonic() + timeout_s)
         try:
             answer = await waiter
@@ -243,7 +247,8 @@ class Transport:
         at = math.ceil(deadline / TIMEOUT_GRID_S) * TIMEOUT_GRID_S
         self._timer_gen += 1
         self._timer_at = at
-        wake_grid().call_at(at, self._on_timer, self._timer_gen)
+        grid = self._protocol.grid if self._protocol is not None else wake_grid()
+        grid.call_at(at, self._on_timer, self._timer_gen)
 
     def _on_timer(self, gen: int) -> None:
         if gen != self._timer_gen:

@@ -37,7 +37,7 @@ from drivers.modbus.planner import ReadBlock
 from drivers.modbus.pollstats import WINDOW as LATENCY_WINDOW
 from drivers.modbus.pollstats import StatsRow
 from edge.core.model import DeviceDiagnostics, DeviceState, Quality, SampleBatch
-from edge.core.wakeups import sleep_until
+from edge.core.wakeups import sleep_until, wake_grid
 
 log = logging.getLogger("drivers.modbus.poller")
 
@@ -116,6 +116,7 @@ class DevicePoller:
         now = time.monotonic()
         deadlines = {g: now for g in groups}  # every group once at once, then each at its phase
         phased: set[str] = set()
+        grid = wake_grid()
         while True:
             if self.diag.state == DeviceState.OFFLINE:
                 await asyncio.sleep(self._backoff_s)
@@ -126,7 +127,7 @@ class DevicePoller:
             if self.plan.holes.next_due() <= time.monotonic():
                 await self.reprobe_holes()
             group = min(deadlines, key=deadlines.__getitem__)
-            await sleep_until(deadlines[group])  # devices due at the same grid point share one timer
+            await sleep_until(deadlines[group], grid)  # devices due at the same grid point share one timer
             now = time.monotonic()
             self._jitter[self._jitter_n % LATENCY_WINDOW] = now - deadlines[group]
             self._jitter_at[self._jitter_n % LATENCY_WINDOW] = now

@@ -87,7 +87,10 @@ def wake_grid() -> WakeGrid:
     return grid
 
 
-async def sleep_until(when: float) -> None:
-    """Sleep until monotonic time ``when``, sharing the timer with every task that waits for the same instant."""
+async def sleep_until(when: float, grid: WakeGrid | None = None) -> None:
+    """Sleep until monotonic time ``when``, sharing the timer with every task that waits for the same instant.
+
+    ``grid``: the running loop's :func:`wake_grid`, for a caller that sleeps once per cycle and kept it
+    (finding it takes ``asyncio.get_running_loop()``, which makes a ``getpid()`` system call on Linux)."""
     if when > time.monotonic():
-        await wake_grid().at(when)
+        await (grid or wake_grid()).at(when)
