@@ -151,7 +151,7 @@ class Outputs(Model):
 
 class Runtime(Model):
     data_dir: ConfigPath = Path("var/{site}")  # spool, audit log, state
-    status_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
+    status_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0  # latency/jitter statistics, OPC UA Status objects, the console line
     health_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0  # edge_health records
     stats_window_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # latency/jitter percentiles cover this
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -81,7 +81,7 @@ class Outputs:
 
             self.mqtt = MqttOutput(outputs.mqtt, loaded.plant, self.spool, writes, diagnostics, self.node_health,
                                    loaded.data_dir, loaded.base_dir)
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
         self._started = False  # stop() has nothing to flush or close before start() (the spool is not open)
         self.windows = 0
 
@@ -104,7 +104,8 @@ class Outputs:
             await self.mqtt.start()
             self.pipeline.add("mqtt", self.mqtt)  # after "spool": it reads spool.last_consumed
             LEDGER.mark("mqtt")
-        self._task = asyncio.create_task(self._periodic(), name="outputs")
+        self._tasks = [asyncio.create_task(self._periodic(), name="outputs"),
+                       asyncio.create_task(self._status_ticks(), name="outputs-status")]
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Close the windows, stop the outputs, flush and close the spool. Before start() there is
@@ -112,9 +113,9 @@ class Outputs:
         that never ran (an appliance built only for its configuration, e.g. `edge read`)."""
         if not self._started:
             return
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._close_windows(time.time_ns())
         self._record_health(time.time_ns())
         for name in ("mqtt", "opcua", "aggregator", "spool"):
@@ -286,21 +287,33 @@ class Outputs:
     # ------------------------------------------------------------------ periodic work
 
     async def _periodic(self) -> None:
+        """Windows at the aggregator's ``collect_interval_ms``, health records at ``health_interval_s``."""
         next_health = time.monotonic()
         while True:  # the intervals are read at each tick: a reload may change them
             await asyncio.sleep(self.loaded.config.outputs.aggregator.collect_interval_ms / 1e3)
             now_ns = time.time_ns()
             try:
                 self._close_windows(now_ns)
-                if self.opcua is not None:
-                    for diag in self.diagnostics():
-                        self.opcua.update_device(diag)
-                    self.opcua.update_appliance(self.delivery())
                 if time.monotonic() >= next_health:
                     next_health = time.monotonic() + self.loaded.config.runtime.health_interval_s
                     self._record_health(now_ns)
             except Exception:  # noqa: BLE001 - keep the outputs running; the error is logged
                 log.exception("periodic output work failed")
+
+    async def _status_ticks(self) -> None:
+        """The OPC UA Status objects (devices and appliance) at ``runtime.status_interval_s``, like the
+        statistics they show: they once followed the aggregator's ``collect_interval_ms``, so a fast
+        window collection multiplied their cost and ``status_interval_s`` did not reach them."""
+        while True:  # read at each tick: a reload may change it
+            await asyncio.sleep(self.loaded.config.runtime.status_interval_s)
+            if self.opcua is None:
+                continue
+            try:
+                for diag in self.diagnostics():
+                    self.opcua.update_device(diag)
+                self.opcua.update_appliance(self.delivery())
+            except Exception:  # noqa: BLE001 - keep the outputs running; the error is logged
+                log.exception("OPC UA status update failed")
 
     def _close_windows(self, now_ns: int) -> None:
         opcua = self.opcua if self.aggregator.has_opcua else None  # publishes the windows too
