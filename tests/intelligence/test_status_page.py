@@ -245,3 +245,28 @@ async def test_status_page_without_a_token_asks_for_one(make_room, browser):
     groups = await until(lambda: cards(browser))
     assert {d for devs in groups.values() for d in devs} == {"room", "fancoil"}
     assert not browser.find_elements(By.CSS_SELECTOR, "button.ack")  # a viewer cannot acknowledge
+
+
+LONG_STATE = "automatic control by the building management system"
+
+CLIPPED_JS = """return Array.from(document.querySelectorAll('article.device td.value')).map(td =>
+  [td.closest('tr').dataset.tag, td.textContent, td.scrollWidth, td.clientWidth]);"""
+
+
+async def test_a_wide_state_text_wraps_on_the_overview_card_instead_of_being_clipped(make_room, browser, shots):
+    """The value cell hid what did not fit (overflow hidden, no ellipsis, no tooltip): a long
+    enumeration text lost its end, number included, with nothing to say so."""
+    text = room_config(rules=False).replace("enum: {{0: auto,", f"enum: {{{{0: {LONG_STATE},").replace(
+        "{0: auto,", f"{{0: {LONG_STATE},")
+    assert LONG_STATE in text
+    room = await make_room(text)
+    assert await wait_until(lambda: room.site.value("room", "mode")[1].is_good, 5)
+    await asyncio.to_thread(browser.get, f"{room.url}/#token={room.viewer}")
+    await until(lambda: (c := cards(browser)) and any(
+        devs.get("room", ("", {}))[1].get("room.mode", [""])[0] == f"{LONG_STATE} (0)" for devs in c.values()))
+    cells = await asyncio.to_thread(js, browser, CLIPPED_JS)
+    clipped = [c for c in cells if c[2] > c[3]]
+    assert cells and not clipped, clipped  # every value shown whole
+    width = await asyncio.to_thread(js, browser, "return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], width  # and the card still fits the tablet's width
+    await asyncio.to_thread(browser.save_screenshot, str(shots / "overview-long-state-1024x768.png"))

@@ -375,15 +375,18 @@ function deviceCard(s, d) {
     wantSpark(t.key);
     const svg = sparkSvg(t.key);
     drawSpark(svg, t.key);
-    return el("tr", { "data-tag": t.key },
-      el("td", { class: "name" }, el("a", { href: "#/trend/" + encodeURIComponent(t.key), text: t.name })),
-      el("td", { class: "num value" }), el("td", { class: "unit", text: t.unit || "" }), el("td", {}, svg));
+    const name = el("td", { class: "name" }, el("a", { href: "#/trend/" + encodeURIComponent(t.key), text: t.name }));
+    // no unit (states, switches, texts): the value takes the unit's column too, left-aligned, and wraps
+    const value = t.unit ? [el("td", { class: "num value" }), el("td", { class: "unit", text: t.unit })]
+      : [el("td", { class: "value text", colspan: "2" })];
+    return el("tr", { "data-tag": t.key }, name, ...value, el("td", {}, svg));
   });
   return el("article", { class: "device", "data-device": d.name },
     el("div", { class: "head" }, el("h3", {}, el("a", { href: "#/device/" + encodeURIComponent(d.name), text: d.name })),
       el("span", { class: "state" })),
     el("p", { class: "stats" }), el("p", { class: "last-error" }),
-    el("table", {}, el("tbody", {}, ...rows)));
+    el("table", {}, el("colgroup", {}, el("col", { class: "c-name" }), el("col", { class: "c-value" }),
+      el("col", { class: "c-unit" }), el("col", { class: "c-spark" })), el("tbody", {}, ...rows)));
 }
 
 function updateCard(card, s, d) {
