@@ -40,7 +40,7 @@ class Changes:
         self.values.append(val)
 
 
-WATCH_S = 3.0
+WATCH_S = 4.0
 
 
 @pytest.mark.parametrize(("status_s", "collect_ms"), [(0.2, 3000), (1.0, 100)])
@@ -61,5 +61,5 @@ async def test_status_values_change_at_the_status_interval(make_site, tmp_path, 
         changes = len(handler.values) - start
         await sub.delete()
     ticks = WATCH_S / status_s  # a loaded machine may lose a few; the collection's 1 or 30 would be far off
-    assert 0.6 * ticks <= changes <= ticks + 2, (changes, handler.values)
+    assert 0.5 * ticks <= changes <= ticks + 2, (changes, handler.values)
     assert handler.values == sorted(handler.values)
