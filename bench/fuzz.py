@@ -173,30 +173,28 @@ class Appliance:
             return 0.0
         return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024  # type: ignore[union-attr]
 
-    def polls(self) -> int | None:
-        """Successful polls of every device so far (the appliance's own /metrics), None if it did not answer."""
+    def _get(self, path: str):  # noqa: ANN202 - an httpx.Response, or None if it did not answer 200
         import httpx
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            r = httpx.get(f"{self.api_url}/metrics", headers=headers, timeout=5, verify=False)
+            r = httpx.get(f"{self.api_url}{path}", headers=headers, timeout=5, verify=False)
         except httpx.HTTPError:
             return None
-        if r.status_code != 200:
+        return r if r.status_code == 200 else None
+
+    def polls(self) -> int | None:
+        """Successful polls of every device so far (the appliance's own /metrics), None if it did not answer."""
+        r = self._get("/metrics")
+        if r is None:
             return None
         return int(sum(float(m.group(1)) for m in re.finditer(
             r'^edge_device_polls_total\{[^}]*result="ok"[^}]*\} (\S+)$', r.text, re.M)))
 
     def poll_counters(self) -> dict[str, dict] | None:
         """Per device: state and the poll counters (ok, failed, overruns, timeouts) of /api/devices."""
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            r = httpx.get(f"{self.api_url}/api/devices", headers=headers, timeout=5, verify=False)
-        except httpx.HTTPError:
-            return None
-        if r.status_code != 200:
+        r = self._get("/api/devices")
+        if r is None:
             return None
         return {d["name"]: {k: d[k] for k in ("state", *POLL_COUNTERS)} for d in r.json()}
 
