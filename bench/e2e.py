@@ -112,8 +112,12 @@ async def client_main(endpoint: str, ns: int, devices: int, tags: int, seconds: 
 
 
 def site_yaml(ports: list[int], tags: int, interval_ms: int, vm_url: str, data_dir: Path,
-              stats_window_s: float = 60.0) -> str:
-    """One device per port (held for the simulator by listening sockets); OPC UA on any free port."""
+              stats_window_s: float = 60.0, health_interval_s: float | None = 1.0) -> str:
+    """One device per port (held for the simulator by listening sockets); OPC UA on any free port.
+
+    ``health_interval_s``: this benchmark reads samples/s from the appliance's own health records,
+    so it writes them every second by default (a health row per device and one for the appliance);
+    None leaves the product's default (10 s), as bench/peers.py does."""
 
     plugin = data_dir.parent / "plugins" / "bench_device"
     plugin.mkdir(parents=True, exist_ok=True)
@@ -125,8 +129,8 @@ def site_yaml(ports: list[int], tags: int, interval_ms: int, vm_url: str, data_d
     lines = [
         "site: {name: e2e}",
         f"plugins_dir: {plugin.parent}",
-        f"runtime: {{data_dir: {data_dir}, status_interval_s: 1, health_interval_s: 1, stats_window_s: {stats_window_s}, "
-        "log_level: warning}",
+        f"runtime: {{data_dir: {data_dir}, status_interval_s: 1, stats_window_s: {stats_window_s}, log_level: warning"
+        + (f", health_interval_s: {health_interval_s}}}" if health_interval_s is not None else "}"),
         "buses: [{name: net, type: modbus_tcp, host: 127.0.0.1, timeout_ms: 500}]",
         "outputs:",
         "  opcua: {endpoint: 'opc.tcp://127.0.0.1:0/edge', security_policies: ['None'], "
@@ -224,7 +228,7 @@ async def _run_with(args: argparse.Namespace, tmp: Path, vm, tap) -> dict:
     held = {s.getsockname()[1]: s for s in (listening_socket() for _ in range(args.devices))}
     config = tmp / "edge.yaml"
     config.write_text(site_yaml(list(held), args.tags, args.interval_ms, tap.url, tmp / "data",
-                                stats_window_s=args.seconds))
+                                stats_window_s=args.seconds, health_interval_s=args.health_interval_s))
     loaded = load_config(config)
     sim = SimPlantProcess(plant_specs(loaded), processes=1, sockets=held)
     t_start = time.monotonic()
@@ -448,6 +452,8 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=15.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--health-interval-s", type=float, default=1.0,
+                        help="the appliance's health records (samples/s is read from them: at least 2 per window)")
     parser.add_argument("--long", action="store_true", help="1000 devices (100,000 tags/s), a 3-minute window")
     parser.add_argument("--profile", metavar="FILE", help="record the appliance with py-spy (collapsed stacks)")
     args = parser.parse_args()

@@ -7,7 +7,8 @@ acknowledgement time minus its timestamp is its poll -> time-series server laten
 fields it carries are the tags/s the server received).
 
 * the appliance: ``edge run`` with OPC UA on and a lean OPC UA client subscribed to every tag
-  (bench/e2e.py's client), the spool and the forwarder at their default settings;
+  (bench/e2e.py's client), the spool, the forwarder and the health records at their default settings
+  (bench/e2e.py writes health records every second: it reads samples/s from them);
 * Node-RED: per device a modbus-client and two modbus-read nodes (2 x 100 registers, 1 s), one
   function node that decodes the float32 words into a line-protocol line (ms timestamps), a join
   node (lines joined for at most 200 ms, like the appliance's spool commits) and an http request
@@ -211,7 +212,8 @@ async def run(args: argparse.Namespace) -> dict:
         # device ports held by listening sockets until the simulator serves them; OPC UA on port 0
         held = {s.getsockname()[1]: s for s in (listening_socket() for _ in range(args.devices))}
         config = tmp / "edge.yaml"
-        config.write_text(site_yaml(list(held), TAGS, 1000, tap.url, tmp / "data"))
+        # the appliance's defaults: health records every 10 s, not bench/e2e.py's every second
+        config.write_text(site_yaml(list(held), TAGS, 1000, tap.url, tmp / "data", health_interval_s=None))
         loaded = load_config(config)
         sim = SimPlantProcess(plant_specs(loaded), processes=1, sockets=held)
         await sim.start()
