@@ -26,6 +26,7 @@ import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from itertools import compress
 from typing import Any
 
 from asyncua import ua
@@ -123,7 +124,8 @@ class DeviceStatus:
         if raw == last:
             return 0
         self.raw = raw
-        changed = _ALL if last is None else [i for i, a, b in zip(_INDEX, raw, last, strict=True) if a != b]
+        # the changed fields' indices, compared in C (a Python comprehension was a fifth of a tick)
+        changed = _ALL if last is None else list(compress(_INDEX, map(operator.ne, raw, last)))
         cache, changed_ns, records = self.cache, self.changed_ns, self.records
         when = None
         for i in changed:
