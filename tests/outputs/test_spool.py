@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -352,10 +355,6 @@ def test_acknowledgements_commit_without_their_own_fsync_and_survive_a_kill(tmp_
     """The forwarder's connection commits acknowledgements with synchronous=NORMAL (a lost one only
     re-sends idempotent rows; bench: FULL cost ~5 us per acknowledged row), the writer's appends stay
     FULL; in WAL mode a kill -9 right after an acknowledgement loses none of it."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     path = tmp_path / "s.db"
     root = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run([sys.executable, "-c", _ACK_THEN_KILL.format(root=root, path=str(path))],
