@@ -169,12 +169,20 @@ class Appliance:
 
     @staticmethod
     def _tag_ids(device: str, plant: Plant) -> dict[str, int]:
-        return {t.name: t.id for t in plant.tags if t.device == device}
+        """The device's tag names -> ids, from its own id list (the tag table is indexed by id):
+        walking the whole table per device made building a site quadratic in its size."""
+        try:
+            ids = plant.device(device).tag_ids
+        except KeyError:
+            return {}
+        tags = plant.tags
+        return {tags[i].name: i for i in ids}
 
     def _register_writes(self, runner: DeviceRunner) -> None:
         available = self._availability(runner)
+        ids = self._tag_ids(runner.name, self.plant)
         for rp in runner.resolved.points:
-            tag_id = self._tag_ids(runner.name, self.plant).get(rp.point.name) if rp.point.writable else None
+            tag_id = ids.get(rp.point.name) if rp.point.writable else None
             if tag_id is not None:
                 self.writes.register(tag_id, WriteTarget(self._writer(runner, tag_id), available))
 
