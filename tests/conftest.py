@@ -2,7 +2,9 @@
 (pymodbus servers on loopback TCP ports and socat serial pairs) and polled by the real appliance."""
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -57,6 +59,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     when the others are done and the whole run would wait for it alone. A stable sort: the order is
     otherwise the collection order, the same in every worker (xdist requires it)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+#: how long past its pytest-timeout a test may run before every thread's stack is dumped
+HUNG_AFTER_TIMEOUT_S = 30
+_TERMINAL_FD = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A copy of the terminal's stderr for the hung-test dump (during a test, fd 2 is pytest's capture)."""
+    config.stash[_TERMINAL_FD] = os.dup(2)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """A test still running ``HUNG_AFTER_TIMEOUT_S`` past its timeout gets every thread's stack dumped
+    to the terminal, naming it and where it waits. pytest-timeout's signal raises inside the test, and
+    once (a fresh-clone run, tests/outputs/opcua/test_opcua_item_store.py) asyncua's subscription
+    cleanup swallowed it: the run then hung with no word of where. provisioning/test.sh ends such a run."""
+    marker = item.get_closest_marker("timeout")
+    timeout = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    if timeout > 0:
+        faulthandler.dump_traceback_later(timeout + HUNG_AFTER_TIMEOUT_S, file=item.config.stash[_TERMINAL_FD])
+    try:
+        yield
+    finally:
+        if timeout > 0:
+            faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(autouse=True)
